@@ -1,0 +1,264 @@
+"""The ``otp-service`` command: serve, send, render, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import ssl
+import sys
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from .compose import Channel, SendRequest
+from .config import Config, is_loopback, load_config
+from .errors import ConfigError, OtpServiceError, ProviderError
+from .providers.smtp_pool import tls_context
+from .services import build_library, build_services
+from .web import create_app
+
+log = logging.getLogger("otp_service")
+
+
+def _load(path: str | None) -> Config:
+    config = load_config(path)
+    build_library(config)  # compiles every template: a broken one is a config error now
+    if config.email.smtp is not None:
+        try:
+            tls_context(config.email.smtp)
+        except (ssl.SSLError, OSError) as exc:
+            from .errors import ConfigProblem
+
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "email.smtp.tls", f"cannot be used: {exc}", "check ca, caFile and ciphers"
+                    )
+                ]
+            ) from exc
+    return config
+
+
+def _print_problems(error: ConfigError) -> None:
+    print(f"configuration has {len(error.problems)} problem(s):", file=sys.stderr)
+    for problem in error.problems:
+        print(f"  - {problem.path}: {problem.problem}\n      fix: {problem.fix}", file=sys.stderr)
+
+
+def _banner(config: Config, base: str) -> str:
+    lines = [
+        f"otp-service listening on {base}",
+        "",
+        "Logto > Connectors > HTTP Email:",
+        f"    Endpoint:             {base}/v1/email",
+        "Logto > Connectors > HTTP SMS:",
+        f"    Endpoint:             {base}/v1/sms",
+    ]
+    if config.auth.tokens:
+        token = config.auth.tokens[0]
+        shown = (
+            token
+            if sys.stdout.isatty()
+            else f"{token[:4]}… (auth.tokens[0], hidden: not a terminal)"
+        )
+        lines.append(f"    Authorization Header: Bearer {shown}")
+    else:
+        lines.append("    Authorization Header: (leave empty: no tokens configured)")
+    capture = [
+        ch
+        for ch, p in (("email", config.email.provider), ("sms", config.sms.provider))
+        if p == "capture"
+    ]
+    if capture:
+        lines += [
+            "",
+            f"Captured {' and '.join(capture)} messages (not sent anywhere):",
+            f"    browser: {base}/inbox",
+            f"    JSON:    {base}/v1/messages",
+        ]
+    return "\n".join(lines)
+
+
+async def _serve(config: Config, access_log: bool) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=log if access_log else None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    await site.start()
+    port = config.server.port
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            port = address[1]
+            break
+    host = config.server.host
+    shown = f"[{host}]" if ":" in host else host
+    print(_banner(config, f"http://{shown}:{port}"), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    server = replace(
+        config.server,
+        host=args.host or config.server.host,
+        port=args.port if args.port is not None else config.server.port,
+        allow_unauthenticated=args.allow_unauthenticated or config.server.allow_unauthenticated,
+    )
+    config = replace(config, server=server)
+    if not config.auth.tokens and not is_loopback(server.host) and not server.allow_unauthenticated:
+        print(
+            f"refusing to listen on {server.host} without auth.tokens: anyone who can reach it "
+            "could "
+            "send messages and read captured codes.\n  fix: add auth.tokens to the config, or pass "
+            "--allow-unauthenticated (server.allow_unauthenticated: true) if a proxy guards it",
+            file=sys.stderr,
+        )
+        return 2
+    asyncio.run(_serve(config, args.access_log))
+    return 0
+
+
+def _payload(args: argparse.Namespace) -> dict[str, Any]:
+    payload: dict[str, Any] = {}
+    for key in ("code", "link", "locale"):
+        if getattr(args, key, None) is not None:
+            payload[key] = getattr(args, key)
+    if getattr(args, "payload", None):
+        extra = json.loads(args.payload)
+        if not isinstance(extra, dict):
+            raise OtpServiceError("--payload must be a JSON object")
+        payload.update(extra)
+    return payload
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    library = build_library(config)
+    payload = _payload(args)
+    if args.channel == "email":
+        email = library.render_email(args.type, payload)
+        print(f"Locale:  {email.locale or '(connector template)'} [{email.source}]")
+        print(f"Subject: {email.subject}\n\n{email.text}")
+        if email.html is not None and not args.no_html:
+            print(f"--- text/html ---\n{email.html}")
+    else:
+        sms = library.render_sms(args.type, payload)
+        print(f"Locale: {sms.locale} [{sms.source}]\n\n{sms.text}")
+    return 0
+
+
+async def _send_one(config: Config, channel: Channel, request: SendRequest) -> int:
+    services = build_services(config)
+    try:
+        message = services.composer.compose(channel, request)
+        result = await services.dispatcher.deliver(message)
+    except ProviderError as exc:
+        print(
+            f"FAILED ({'transient' if exc.transient else 'permanent'}): {exc.message}",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        await services.close()
+    print(f"{result.status} via {result.provider}: id={message.id}")
+    if result.status == "captured":
+        print(
+            "(capture provider: nothing left this machine)\n\n"
+            f"{message.subject or ''}\n{message.text}"
+        )
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    request = SendRequest(to=args.to, type=args.type, payload=_payload(args))
+    return asyncio.run(_send_one(config, args.channel, request))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    print(f"{args.file}: OK")
+    print(
+        f"  email: {config.email.provider}"
+        + (f" ({config.email.smtp.target})" if config.email.smtp else "")
+    )
+    print(f"  sms:   {config.sms.provider}")
+    print(f"  auth:  {len(config.auth.tokens)} token(s)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otp-service", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--config", help="YAML or JSON config file (default: embedded defaults)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8787)")
+    serve.add_argument("--allow-unauthenticated", action="store_true",
+                       help="listen on a non-loopback address without auth.tokens")  # fmt: skip
+    serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    serve.set_defaults(func=cmd_serve)
+
+    def message_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--channel", choices=("email", "sms"), required=True)
+        p.add_argument("--type", default="SignIn", help="usage type (default SignIn)")
+        p.add_argument("--code", help="the one-time code")
+        p.add_argument("--link", help="a link (organization invitations)")
+        p.add_argument("--locale", help="language tag, e.g. fr-CA")
+        p.add_argument("--payload", help="extra payload as a JSON object")
+        p.add_argument("--config", help="YAML or JSON config file")
+
+    render = sub.add_parser("render", help="print what would be sent")
+    message_args(render)
+    render.add_argument("--no-html", action="store_true", help="omit the HTML part")
+    render.set_defaults(func=cmd_render)
+
+    send = sub.add_parser("send", help="send one real message, like Logto's test button")
+    message_args(send)
+    send.add_argument("--to", required=True, help="email address or phone number")
+    send.set_defaults(func=cmd_send)
+
+    check = sub.add_parser("check-config", help="validate a config file and print every problem")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
+    except OtpServiceError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

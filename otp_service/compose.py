@@ -1,0 +1,129 @@
+"""From a Logto HTTP connector request to a :class:`Message`, once, early.
+
+The request shape is Logto's (``{to, type, payload: {code, link, locale, ...}, ip}``, see
+CONTRACT.md §1); extra keys are accepted, ``Test`` is rendered as ``Generic``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from .errors import RequestError
+from .recipients import normalize_email, normalize_phone
+from .sanitize import has_control
+from .templates import TemplateLibrary
+
+Channel = Literal["email", "sms"]
+_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """A validated connector request (the recipient not yet normalised)."""
+
+    to: str
+    type: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    ip: str | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """What a provider delivers: rendered, addressed, and nothing else."""
+
+    id: str
+    channel: Channel
+    to: str
+    type: str
+    locale: str
+    text: str
+    subject: str | None = None
+    html: str | None = None
+    code: str | None = field(default=None, repr=False)
+    link: str | None = None
+    reply_to: str | None = None
+    send_from: str | None = None
+    ip: str | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def parse_request(data: Any) -> SendRequest:
+    """Check the shape of a decoded JSON body; 400 with a precise code when it is wrong."""
+    if not isinstance(data, dict):
+        raise RequestError("invalid_request", "the body must be a JSON object")
+    for key in ("to", "type"):
+        if key not in data or data[key] in (None, ""):
+            raise RequestError("missing_field", f"'{key}' is required")
+        if not isinstance(data[key], str):
+            raise RequestError("invalid_request", f"'{key}' must be a string")
+    usage = data["type"]
+    if has_control(usage):
+        raise RequestError("invalid_header_value", "'type' contains control characters")
+    if not _TYPE.match(usage):
+        raise RequestError("invalid_type", "'type' must be a usage type such as SignIn")
+    payload = data.get("payload", {})
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise RequestError("invalid_request", "'payload' must be an object")
+    for key in ("code", "link", "locale", "uiLocales"):
+        value = payload.get(key)
+        if value is not None and not isinstance(value, str | int):
+            raise RequestError("invalid_request", f"'payload.{key}' must be a string")
+    ip = data.get("ip")
+    if ip is not None and not isinstance(ip, str):
+        raise RequestError("invalid_request", "'ip' must be a string")
+    return SendRequest(to=data["to"], type=usage, payload=payload, ip=ip)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class Composer:
+    """Renders requests into messages with the configured templates."""
+
+    def __init__(self, library: TemplateLibrary, default_region: str | None = None) -> None:
+        self.library = library
+        self.default_region = default_region
+
+    def compose(self, channel: Channel, request: SendRequest) -> Message:
+        """Validate the recipient, render the templates, and build the message."""
+        payload = request.payload
+        message_id = uuid.uuid4().hex
+        code, link = _text(payload.get("code")), _text(payload.get("link"))
+        if channel == "email":
+            email = self.library.render_email(request.type, payload)
+            return Message(
+                id=message_id,
+                channel="email",
+                to=normalize_email(request.to),
+                type=request.type,
+                locale=email.locale,
+                subject=email.subject,
+                text=email.text,
+                html=email.html,
+                code=code,
+                link=link,
+                reply_to=email.reply_to,
+                send_from=email.send_from,
+                ip=request.ip,
+            )
+        number = normalize_phone(request.to, self.default_region)
+        sms = self.library.render_sms(request.type, payload)
+        return Message(
+            id=message_id,
+            channel="sms",
+            to=number,
+            type=request.type,
+            locale=sms.locale,
+            text=sms.text,
+            code=code,
+            link=link,
+            ip=request.ip,
+        )

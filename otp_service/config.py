@@ -1,0 +1,277 @@
+"""The service configuration: a YAML (or JSON) file, ``${ENV}`` expanded, validated once.
+
+Every problem is collected with its field path and a fix (``otp-service check-config``); a
+config with problems never starts a server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, ConfigProblem
+from .fields import Fields
+from .smtp_config import SmtpConfig, parse_smtp_config
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
+EMAIL_PROVIDERS = ("capture", "smtp")
+SMS_PROVIDERS = ("capture",)
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    allow_unauthenticated: bool = False
+    max_body_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    tokens: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """SMTP connection reuse: at most ``size`` connections per target, idle ones recycled."""
+
+    size: int = 4
+    max_idle_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    provider: str = "capture"
+    smtp: SmtpConfig | None = None
+    pool: PoolConfig = PoolConfig()
+
+
+@dataclass(frozen=True)
+class SmsConfig:
+    provider: str = "capture"
+    default_region: str | None = None
+
+
+@dataclass(frozen=True)
+class TemplatesConfig:
+    directory: Path | None = None
+    default_locale: str = "en"
+    bundled: bool = True
+    brand: str = ""
+    code_ttl_minutes: int = 10
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    retry_delay_seconds: float = 0.25
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    max_messages: int = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    email: EmailConfig = EmailConfig()
+    sms: SmsConfig = SmsConfig()
+    templates: TemplatesConfig = TemplatesConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    capture: CaptureConfig = CaptureConfig()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the service on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def expand_env(value: Any, path: str, problems: list[ConfigProblem]) -> Any:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` in every string of a parsed document."""
+    if isinstance(value, dict):
+        return {
+            k: expand_env(v, f"{path}.{k}" if path else str(k), problems) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [expand_env(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        problems.append(
+            ConfigProblem(path, f"refers to ${{{name}}}, which is not set", f"export {name}=...")
+        )
+        return ""
+
+    return _ENV.sub(substitute, value)
+
+
+def _server(root: Fields) -> ServerConfig:
+    f = root.obj("server")
+    if f is None:
+        return ServerConfig()
+    f.reject_unknown(("host", "port", "allow_unauthenticated", "max_body_bytes"))
+    return ServerConfig(
+        host=f.string("host", default=DEFAULT_HOST) or DEFAULT_HOST,
+        port=f.integer("port", default=DEFAULT_PORT, minimum=0, maximum=65535),
+        allow_unauthenticated=f.boolean("allow_unauthenticated", default=False),
+        max_body_bytes=f.integer("max_body_bytes", default=64 * 1024, minimum=1024),
+    )
+
+
+def _auth(root: Fields) -> AuthConfig:
+    f = root.obj("auth")
+    if f is None:
+        return AuthConfig()
+    f.reject_unknown(("tokens",))
+    tokens: list[str] = []
+    for path, token in f.items("tokens") or []:
+        if not isinstance(token, str) or len(token) < 16 or token != token.strip():
+            root.problems.append(
+                ConfigProblem(
+                    path,
+                    "must be a string of at least 16 characters without surrounding spaces",
+                    "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                )
+            )
+            continue
+        tokens.append(token)
+    return AuthConfig(tuple(tokens))
+
+
+def _email(root: Fields) -> EmailConfig:
+    f = root.obj("email")
+    if f is None:
+        return EmailConfig()
+    f.reject_unknown(("provider", "smtp", "pool"))
+    provider = f.string("provider", default="capture", choices=EMAIL_PROVIDERS) or "capture"
+    smtp_fields = f.obj("smtp", required=provider == "smtp")
+    smtp = parse_smtp_config(smtp_fields) if smtp_fields is not None else None
+    pool = PoolConfig()
+    if (pf := f.obj("pool")) is not None:
+        pf.reject_unknown(("size", "max_idle_seconds"))
+        pool = PoolConfig(
+            size=pf.integer("size", default=4, minimum=1, maximum=64),
+            max_idle_seconds=pf.number("max_idle_seconds", default=30.0),
+        )
+    return EmailConfig(provider=provider, smtp=smtp, pool=pool)
+
+
+def _sms(root: Fields) -> SmsConfig:
+    f = root.obj("sms")
+    if f is None:
+        return SmsConfig()
+    f.reject_unknown(("provider", "default_region"))
+    region = f.string("default_region")
+    if region is not None and not re.fullmatch(r"[A-Z]{2}", region):
+        f.problem("default_region", "must be a two-letter country code", "use e.g. US, FR or CN")
+        region = None
+    return SmsConfig(
+        provider=f.string("provider", default="capture", choices=SMS_PROVIDERS) or "capture",
+        default_region=region,
+    )
+
+
+def _templates(root: Fields, base: Path) -> TemplatesConfig:
+    f = root.obj("templates")
+    if f is None:
+        return TemplatesConfig()
+    f.reject_unknown(("directory", "default_locale", "bundled", "brand", "code_ttl_minutes"))
+    directory = None
+    if (raw := f.string("directory")) is not None:
+        directory = (base / raw).resolve()
+        if not directory.is_dir():
+            f.problem("directory", f"{directory} is not a directory", "point it at your templates")
+            directory = None
+    return TemplatesConfig(
+        directory=directory,
+        default_locale=f.string("default_locale", default="en") or "en",
+        bundled=f.boolean("bundled", default=True),
+        brand=f.string("brand", default="") or "",
+        code_ttl_minutes=f.integer("code_ttl_minutes", default=10, minimum=1, maximum=1440),
+    )
+
+
+def _delivery(root: Fields) -> DeliveryConfig:
+    f = root.obj("delivery")
+    if f is None:
+        return DeliveryConfig()
+    f.reject_unknown(("retry_delay_seconds", "timeout_seconds"))
+    return DeliveryConfig(
+        retry_delay_seconds=f.number("retry_delay_seconds", default=0.25),
+        timeout_seconds=f.number("timeout_seconds", default=30.0, minimum=0.1),
+    )
+
+
+def _capture(root: Fields) -> CaptureConfig:
+    f = root.obj("capture")
+    if f is None:
+        return CaptureConfig()
+    f.reject_unknown(("max_messages",))
+    return CaptureConfig(max_messages=f.integer("max_messages", default=1000, minimum=1))
+
+
+def parse_config(data: Any, base: Path | None = None) -> Config:
+    """Validate a parsed document into a :class:`Config`; raises :class:`ConfigError`."""
+    problems: list[ConfigProblem] = []
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem("<root>", "must be a mapping", "start with e.g. email:")])
+    data = expand_env(data, "", problems)
+    root = Fields(data, "", problems)
+    root.reject_unknown(("server", "auth", "email", "sms", "templates", "delivery", "capture"))
+    config = Config(
+        server=_server(root),
+        auth=_auth(root),
+        email=_email(root),
+        sms=_sms(root),
+        templates=_templates(root, base or Path.cwd()),
+        delivery=_delivery(root),
+        capture=_capture(root),
+    )
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read, expand and validate a config file; the embedded defaults when ``path`` is None."""
+    if path is None:
+        return Config()
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigProblem(str(file), exc.strerror or str(exc), "check the path")]
+        ) from exc
+    try:
+        data = yaml.safe_load(text)  # YAML is a superset of JSON: a JSON file loads as is
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(
+            [ConfigProblem(str(file), f"is not valid YAML or JSON{at}", "fix the syntax")]
+        ) from exc
+    return parse_config(data, file.parent)

@@ -1,0 +1,116 @@
+"""The project's exceptions.
+
+Every error a caller can see carries a stable machine ``code``, an HTTP ``status`` and a short
+``message`` that never holds a secret, a token or the one-time code::
+
+    OtpServiceError
+    ├── ConfigError                 the configuration is invalid (start-up, check-config)
+    ├── RequestError                the caller sent something we refuse (4xx)
+    │   ├── TemplateNotFoundError   no template for the type and no Generic (422)
+    │   └── UnauthorizedError       missing or wrong Authorization (401)
+    └── ProviderError               a provider did not deliver
+        ├── PermanentProviderError  refused for good, retrying cannot help (502)
+        └── TransientProviderError  may work later (503); ``retry_after`` when known
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class OtpServiceError(Exception):
+    """Root of every error raised by otp-service."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a configuration: where it is, what is wrong and how to fix it."""
+
+    path: str
+    problem: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem} (fix: {self.fix})"
+
+
+class ConfigError(OtpServiceError):
+    """The configuration is invalid; ``problems`` lists every problem found."""
+
+    code = "invalid_config"
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+class RequestError(OtpServiceError):
+    """The caller sent something we refuse."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class UnauthorizedError(RequestError):
+    """Authorization header missing or not one of the configured tokens."""
+
+    def __init__(self, message: str = "missing or invalid Authorization header") -> None:
+        super().__init__("unauthorized", message, 401)
+
+
+class TemplateNotFoundError(RequestError):
+    """No template for the requested type, and no Generic template either."""
+
+    def __init__(self, channel: str, usage_type: str) -> None:
+        super().__init__(
+            "template_not_found",
+            f"no {channel} template for type {usage_type!r} and no Generic template",
+            422,
+        )
+
+
+class ProviderError(OtpServiceError):
+    """A provider did not deliver the message.
+
+    ``detail`` is the provider's own explanation for the operator (already free of secrets);
+    ``transient`` says whether a later attempt could succeed.
+    """
+
+    transient = False
+
+    def __init__(self, provider: str, detail: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"{provider}: {detail}")
+        self.provider = provider
+        self.detail = detail
+        self.retry_after = retry_after
+
+    def redact(self, secret: str | None) -> None:
+        """Mask ``secret`` (the one-time code) should a provider have echoed it back."""
+        if secret and secret in self.detail:
+            self.detail = self.detail.replace(secret, "******")
+            self.message = f"{self.provider}: {self.detail}"
+            self.args = (self.message,)
+
+
+class PermanentProviderError(ProviderError):
+    """The provider refused the message; retrying will not help."""
+
+    code = "provider_rejected"
+    status = 502
+
+
+class TransientProviderError(ProviderError):
+    """The provider could not be reached or asked us to come back later."""
+
+    code = "provider_unavailable"
+    status = 503
+    transient = True

@@ -1,0 +1,98 @@
+"""The SMTP provider (aiosmtplib), configured with Logto's SMTP connector JSON.
+
+Failures are classified at this edge: a 4xx reply, a refused or dropped connection and a
+timeout are transient; a 5xx reply, failed authentication and TLS verification are permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import aiosmtplib
+
+from ..compose import Message
+from ..config import PoolConfig
+from ..errors import PermanentProviderError, ProviderError, TransientProviderError
+from ..mime import build_email, sender
+from ..sanitize import strip_control
+from ..smtp_config import SmtpConfig
+from .base import SendResult
+from .smtp_pool import SmtpPool, StartTlsUnavailable
+
+NAME = "smtp"
+
+
+def _reply(code: int, text: str) -> ProviderError:
+    detail = f"server replied {code}: {strip_control(text)[:200]}"
+    if 400 <= code < 500:
+        return TransientProviderError(NAME, detail)
+    return PermanentProviderError(NAME, detail)
+
+
+def classify(exc: BaseException) -> ProviderError:
+    """Our error for an aiosmtplib, ssl or socket failure."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refusals = exc.recipients
+        transient = all(400 <= r.code < 500 for r in refusals)
+        first = refusals[0] if refusals else None
+        detail = (
+            f"recipient refused: {first.code} {strip_control(first.message)[:200]}"
+            if first
+            else "recipient refused"
+        )
+        return (TransientProviderError if transient else PermanentProviderError)(NAME, detail)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return PermanentProviderError(NAME, f"authentication failed ({exc.code})")
+    if isinstance(exc, aiosmtplib.SMTPConnectResponseError | aiosmtplib.SMTPResponseException):
+        return _reply(exc.code, exc.message)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PermanentProviderError(
+            NAME, f"TLS certificate verification failed: {exc.verify_message}"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return PermanentProviderError(NAME, f"TLS failed: {exc.reason}")
+    if isinstance(exc, StartTlsUnavailable | aiosmtplib.SMTPNotSupported):
+        return PermanentProviderError(NAME, str(exc))
+    if isinstance(
+        exc, aiosmtplib.SMTPConnectTimeoutError | aiosmtplib.SMTPTimeoutError | TimeoutError
+    ):
+        return TransientProviderError(NAME, "timed out talking to the SMTP server")
+    if isinstance(exc, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPServerDisconnected | OSError):
+        return TransientProviderError(NAME, f"connection failed: {strip_control(str(exc))[:200]}")
+    return PermanentProviderError(NAME, f"SMTP error: {strip_control(str(exc))[:200]}")
+
+
+class SmtpProvider:
+    """Sends email through one SMTP server over pooled connections."""
+
+    name = NAME
+
+    def __init__(self, config: SmtpConfig, pool: PoolConfig, timeout: float = 30.0) -> None:
+        self.config = config
+        self.pool = SmtpPool(config, pool)
+        self.timeout = timeout
+
+    async def send(self, message: Message) -> SendResult:
+        mail = build_email(message, self.config)
+        envelope_from = sender(message, self.config).address
+        try:
+            async with asyncio.timeout(self.timeout):
+                for fresh in (False, True):
+                    reused = False
+                    try:
+                        async with self.pool.connection(fresh=fresh) as (smtp, reused):
+                            await smtp.send_message(
+                                mail, sender=envelope_from, recipients=[message.to]
+                            )
+                            return SendResult(self.name, "sent", mail["Message-ID"])
+                    except aiosmtplib.SMTPServerDisconnected:
+                        # A pooled connection the server had already closed: once more on a new one.
+                        if fresh or not reused:
+                            raise
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, StartTlsUnavailable) as exc:
+            raise classify(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        await self.pool.close()

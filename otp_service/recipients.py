@@ -1,0 +1,75 @@
+"""Recipients: validate and normalise the ``to`` of a request, once, before anything else."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+from .errors import RequestError
+from .sanitize import has_control
+
+# dot-atom local part (RFC 5322) widened to any non-ASCII character for SMTPUTF8 (RFC 6531).
+_LOCAL = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
+    r"(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+)*$"
+)
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _invalid_email(reason: str) -> RequestError:
+    return RequestError("invalid_email", f"'to' is not a valid email address: {reason}")
+
+
+def normalize_email(value: str) -> str:
+    """The address with its domain in lower-case ASCII (IDNA), or a 400 ``invalid_email``."""
+    if has_control(value):
+        raise RequestError("invalid_header_value", "'to' contains control characters")
+    address = value.strip()
+    if len(address) > 254:
+        raise _invalid_email("longer than 254 characters")
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        raise _invalid_email("expected local@domain")
+    if len(local.encode()) > 64 or not _LOCAL.match(local):
+        raise _invalid_email("the part before @ has characters an address cannot hold")
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise _invalid_email("the domain is not a valid host name") from None
+    labels = ascii_domain.split(".")
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise _invalid_email("the domain is not a valid host name")
+    return f"{local}@{ascii_domain}"
+
+
+def normalize_phone(value: str, default_region: str | None = None) -> str:
+    """The number in E.164 (``+8613800138000``), or a 400 ``invalid_phone``.
+
+    Logto stores numbers with their country code but usually without ``+``, so a number
+    without ``+`` is first read as international, then (when configured) as a national number
+    of ``default_region``.
+    """
+    if has_control(value):
+        raise RequestError("invalid_header_value", "'to' contains control characters")
+    raw = value.strip()
+    digits = re.sub(r"[\s().-]", "", raw)
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    if not re.fullmatch(r"\+?[0-9]{4,17}", digits):
+        raise RequestError("invalid_phone", "'to' is not a phone number")
+    candidates: list[tuple[str, str | None]] = []
+    if digits.startswith("+"):
+        candidates.append((digits, None))
+    else:
+        candidates.append(("+" + digits, None))
+        if default_region:
+            candidates.append((digits, default_region))
+    for text, region in candidates:
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    raise RequestError("invalid_phone", "'to' is not a valid phone number")

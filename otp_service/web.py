@@ -1,0 +1,208 @@
+"""The HTTP layer: parse, authenticate, validate, call the domain, map errors to JSON.
+
+Paths: ``POST /v1/email``, ``POST /v1/sms`` (Logto's HTTP connectors), ``GET|DELETE
+/v1/messages``, ``GET /v1/messages/{id}`` (the capture inbox), ``GET /inbox`` (the same, for a
+browser) and ``GET /healthz``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .compose import Channel, Message, parse_request
+from .config import Config
+from .errors import OtpServiceError, ProviderError, RequestError, UnauthorizedError
+from .inbox_page import render_inbox
+from .recipients import normalize_email, normalize_phone
+from .services import Services, build_services
+from .templates import TemplateLibrary
+
+log = logging.getLogger("otp_service.web")
+SERVICES = web.AppKey("services", Services)
+CONFIG = web.AppKey("config", Config)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes ``{"error": {"code", "message"}}``; nothing leaks."""
+    try:
+        return await handler(request)
+    except ProviderError as exc:
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+        verb = "refused" if exc.status == 502 else "could not be reached for"
+        return error_response(
+            exc.status,
+            exc.code,
+            f"the {exc.provider} provider {verb} the message: {exc.detail}",
+            headers,
+        )
+    except OtpServiceError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        return error_response(
+            exc.status, code, exc.reason, dict(exc.headers) if exc.status == 405 else None
+        )
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "unexpected error; see the service log")
+
+
+def _authorize(request: web.Request) -> None:
+    tokens = request.app[CONFIG].auth.tokens
+    if not tokens:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        raise UnauthorizedError()
+    given = presented.strip().encode()
+    # Compare with every token, always, so timing tells nothing about which one came close.
+    matches = [hmac.compare_digest(given, token.encode()) for token in tokens]
+    if not any(matches):
+        raise UnauthorizedError()
+
+
+async def _read_json(request: web.Request) -> Any:
+    limit = request.app[CONFIG].server.max_body_bytes
+    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
+        raise RequestError("unsupported_media_type", "send Content-Type: application/json", 415)
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestError("payload_too_large", f"the body exceeds {limit} bytes", 413)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestError("payload_too_large", f"the body exceeds {limit} bytes", 413) from None
+    try:
+        return json.loads(body.decode(request.charset or "utf-8"))
+    except (ValueError, LookupError):
+        raise RequestError("invalid_json", "the body is not valid JSON") from None
+
+
+async def _send(request: web.Request, channel: Channel) -> web.Response:
+    _authorize(request)
+    send_request = parse_request(await _read_json(request))
+    services = request.app[SERVICES]
+    message = services.composer.compose(channel, send_request)
+    result = await services.dispatcher.deliver(message)
+    return web.json_response(
+        {"id": message.id, "status": result.status, "provider": result.provider}
+    )
+
+
+async def send_email(request: web.Request) -> web.Response:
+    return await _send(request, "email")
+
+
+async def send_sms(request: web.Request) -> web.Response:
+    return await _send(request, "sms")
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "channel": message.channel,
+        "to": message.to,
+        "type": message.type,
+        "locale": message.locale,
+        "subject": message.subject,
+        "text": message.text,
+        "html": message.html,
+        "code": message.code,
+        "link": message.link,
+        "status": "captured",
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def _filters(request: web.Request) -> tuple[str | None, str | None, int]:
+    query = request.query
+    channel = query.get("channel") or None
+    if channel not in (None, "email", "sms"):
+        raise RequestError("invalid_query", "channel must be email or sms")
+    to = query.get("to") or None
+    if to is not None:
+        region = request.app[CONFIG].sms.default_region
+        to = normalize_email(to) if "@" in to else normalize_phone(to, region)
+    raw_limit = query.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise RequestError("invalid_query", "limit must be a number from 1 to 1000")
+    return to, channel, int(raw_limit)
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    _authorize(request)
+    to, channel, limit = _filters(request)
+    found = request.app[SERVICES].inbox.list(to=to, channel=channel, limit=limit)
+    return web.json_response({"messages": [message_json(m) for m in found]})
+
+
+async def get_message(request: web.Request) -> web.Response:
+    _authorize(request)
+    message = request.app[SERVICES].inbox.get(request.match_info["id"])
+    if message is None:
+        raise RequestError("message_not_found", "no captured message with this id", 404)
+    return web.json_response(message_json(message))
+
+
+async def clear_messages(request: web.Request) -> web.Response:
+    _authorize(request)
+    return web.json_response({"deleted": request.app[SERVICES].inbox.clear()})
+
+
+async def inbox_page(request: web.Request) -> web.Response:
+    _authorize(request)
+    to, channel, limit = _filters(request)
+    messages = request.app[SERVICES].inbox.list(to=to, channel=channel, limit=limit)
+    return web.Response(text=render_inbox(messages), content_type="text/html")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Application:
+    """The aiohttp application; providers are opened on start-up and closed on clean-up."""
+    app = web.Application(
+        middlewares=[errors_middleware], client_max_size=config.server.max_body_bytes
+    )
+    app[CONFIG] = config
+    app[SERVICES] = services = build_services(config, library)
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await services.close()
+
+    app.cleanup_ctx.append(services_ctx)
+    app.router.add_post("/v1/email", send_email)
+    app.router.add_post("/v1/sms", send_sms)
+    app.router.add_get("/v1/messages", list_messages)
+    app.router.add_delete("/v1/messages", clear_messages)
+    app.router.add_get("/v1/messages/{id}", get_message)
+    app.router.add_get("/inbox", inbox_page)
+    app.router.add_get("/healthz", healthz)
+    return app
