@@ -98,11 +98,12 @@ class Composer:
         message_id = uuid.uuid4().hex
         code, link = _text(payload.get("code")), _text(payload.get("link"))
         if channel == "email":
+            to = normalize_email(request.to)
             email = self.library.render_email(request.type, payload)
             return Message(
                 id=message_id,
                 channel="email",
-                to=normalize_email(request.to),
+                to=to,
                 type=request.type,
                 locale=email.locale,
                 subject=email.subject,

@@ -8,6 +8,9 @@ from html.parser import HTMLParser
 
 _BLOCKS = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "hr"}
 _SKIP = {"style", "script", "head", "title"}
+_VOID = {"br", "hr", "img", "meta", "link", "input", "col", "area", "base", "wbr", "source"}
+# Invisible characters email preheaders use as padding.
+_INVISIBLE = re.compile("[\u034f\u200b-\u200f\u2007\ufeff]")
 
 
 class _TextExtractor(HTMLParser):
@@ -15,10 +18,18 @@ class _TextExtractor(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.skipping = 0
+        self.hidden: list[str] = []  # open tags of an element hidden with display:none
         self.href: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP:
+        if self.hidden:
+            if tag not in _VOID:
+                self.hidden.append(tag)
+            return
+        style = (dict(attrs).get("style") or "").replace(" ", "").lower()
+        if "display:none" in style and tag not in _VOID:
+            self.hidden.append(tag)
+        elif tag in _SKIP:
             self.skipping += 1
         elif tag in _BLOCKS:
             self.parts.append("\n")
@@ -26,6 +37,11 @@ class _TextExtractor(HTMLParser):
             self.href = dict(attrs).get("href")
 
     def handle_endtag(self, tag: str) -> None:
+        if self.hidden:
+            if tag in self.hidden:
+                while self.hidden and self.hidden.pop() != tag:
+                    pass
+            return
         if tag in _SKIP:
             self.skipping = max(0, self.skipping - 1)
         elif tag in _BLOCKS:
@@ -36,7 +52,7 @@ class _TextExtractor(HTMLParser):
             self.href = None
 
     def handle_data(self, data: str) -> None:
-        if not self.skipping:
+        if not self.skipping and not self.hidden:
             self.parts.append(data)
 
 
@@ -45,6 +61,6 @@ def html_to_text(markup: str) -> str:
     parser = _TextExtractor()
     parser.feed(markup)
     parser.close()
-    text = html.unescape("".join(parser.parts))
+    text = _INVISIBLE.sub("", html.unescape("".join(parser.parts)))
     lines = [re.sub(r"[ \t\u00a0]+", " ", line).strip() for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

@@ -65,7 +65,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
         return error_response(
-            exc.status, code, exc.reason, dict(exc.headers) if exc.status == 405 else None
+            exc.status,
+            code,
+            exc.reason,
+            {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None,
         )
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)

@@ -29,7 +29,9 @@ class CaptureInbox:
         """Newest first, optionally only one recipient (normalised) or one channel."""
         found: list[Message] = []
         for message in reversed(self._messages.values()):
-            if (to is None or message.to == to) and (channel is None or message.channel == channel):
+            if (to is None or message.to.lower() == to.lower()) and (
+                channel is None or message.channel == channel
+            ):
                 found.append(message)
                 if len(found) >= limit:
                     break

@@ -1,0 +1,38 @@
+"""Shared fixtures: the service over real HTTP (aiohttp test server), built from a config dict."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from otp_service.config import parse_config
+from otp_service.web import create_app
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def service(aiohttp_client: Any) -> ClientFactory:
+    """Start the service from a config mapping; returns an HTTP client bound to it."""
+
+    async def start(
+        config: dict[str, Any] | None = None, base: Path | None = None
+    ) -> TestClient[Any, Any]:
+        app = create_app(parse_config(config or {}, base))
+        client: TestClient[Any, Any] = await aiohttp_client(app)
+        return client
+
+    return start
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    """Create ``files`` (relative path → text) under ``root``; returns ``root``."""
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
