@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from .errors import RequestError
-from .recipients import normalize_email, normalize_phone
+from .recipients import check_destination, normalize_email, normalize_phone
 from .sanitize import has_control
+from .segments import analyse
+from .sms_config import SmsConfig
 from .templates import TemplateLibrary
 
 Channel = Literal["email", "sms"]
@@ -49,6 +51,8 @@ class Message:
     reply_to: str | None = None
     send_from: str | None = None
     ip: str | None = None
+    raw_to: str | None = None  # the number as the user typed it (Aliyun's region check)
+    params: Mapping[str, Any] = field(default_factory=dict, repr=False)  # Aliyun TemplateParam
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -88,9 +92,9 @@ def _text(value: Any) -> str | None:
 class Composer:
     """Renders requests into messages with the configured templates."""
 
-    def __init__(self, library: TemplateLibrary, default_region: str | None = None) -> None:
+    def __init__(self, library: TemplateLibrary, sms: SmsConfig | None = None) -> None:
         self.library = library
-        self.default_region = default_region
+        self.sms = sms or SmsConfig()
 
     def compose(self, channel: Channel, request: SendRequest) -> Message:
         """Validate the recipient, render the templates, and build the message."""
@@ -115,8 +119,17 @@ class Composer:
                 send_from=email.send_from,
                 ip=request.ip,
             )
-        number = normalize_phone(request.to, self.default_region)
+        number = normalize_phone(request.to, self.sms.default_region)
+        check_destination(number, self.sms)
         sms = self.library.render_sms(request.type, payload)
+        encoding = analyse(sms.text)
+        if encoding.segments > self.sms.max_segments:
+            raise RequestError(
+                "sms_too_long",
+                f"the SMS text needs {encoding.segments} segments ({encoding.encoding}); "
+                f"sms.max_segments is {self.sms.max_segments}",
+                422,
+            )
         return Message(
             id=message_id,
             channel="sms",
@@ -127,4 +140,6 @@ class Composer:
             code=code,
             link=link,
             ip=request.ip,
+            raw_to=request.to,
+            params={k: v for k, v in payload.items() if k != "locale"},
         )

@@ -17,12 +17,12 @@ import yaml
 
 from .errors import ConfigError, ConfigProblem
 from .fields import Fields
+from .sms_config import SmsConfig, parse_sms
 from .smtp_config import SmtpConfig, parse_smtp_config
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
 EMAIL_PROVIDERS = ("capture", "smtp")
-SMS_PROVIDERS = ("capture",)
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -55,12 +55,6 @@ class EmailConfig:
 
 
 @dataclass(frozen=True)
-class SmsConfig:
-    provider: str = "capture"
-    default_region: str | None = None
-
-
-@dataclass(frozen=True)
 class TemplatesConfig:
     directory: Path | None = None
     default_locale: str = "en"
@@ -85,7 +79,7 @@ class Config:
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
     email: EmailConfig = EmailConfig()
-    sms: SmsConfig = SmsConfig()
+    sms: SmsConfig = field(default_factory=SmsConfig)
     templates: TemplatesConfig = TemplatesConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     capture: CaptureConfig = CaptureConfig()
@@ -179,17 +173,7 @@ def _email(root: Fields) -> EmailConfig:
 
 def _sms(root: Fields) -> SmsConfig:
     f = root.obj("sms")
-    if f is None:
-        return SmsConfig()
-    f.reject_unknown(("provider", "default_region"))
-    region = f.string("default_region")
-    if region is not None and not re.fullmatch(r"[A-Z]{2}", region):
-        f.problem("default_region", "must be a two-letter country code", "use e.g. US, FR or CN")
-        region = None
-    return SmsConfig(
-        provider=f.string("provider", default="capture", choices=SMS_PROVIDERS) or "capture",
-        default_region=region,
-    )
+    return SmsConfig() if f is None else parse_sms(f)
 
 
 def _templates(root: Fields, base: Path) -> TemplatesConfig:

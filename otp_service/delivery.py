@@ -1,8 +1,10 @@
-"""Delivery: hand a composed message to its channel's provider, with one quick retry.
+"""Delivery: hand a composed message to its provider(s), in order, within the request.
 
-A transient failure is retried once within the request (after ``retry_delay_seconds``, or the
-provider's Retry-After when it is short); a permanent one is not retried. Durable retries come
-with the outbox.
+Email goes to its one provider with one quick retry of a transient failure. SMS follows the
+first matching ``sms.routes`` rule: a transient failure moves the message to the next provider
+(one quick retry when the route names a single provider); a permanent failure, or an unknown
+outcome that could turn a retry into a duplicate, stops at once. Durable retries come with the
+outbox.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import logging
 import time
 from collections.abc import Mapping
 
-from .compose import Channel, Message
+from .compose import Message
 from .config import DeliveryConfig
 from .errors import ProviderError, TransientProviderError
 from .providers.base import Provider, SendResult
 from .sanitize import mask_email, mask_phone
+from .sms_config import SmsConfig
 
 log = logging.getLogger("otp_service.delivery")
 _MAX_QUICK_RETRY_DELAY = 2.0
@@ -27,40 +30,56 @@ def masked(message: Message) -> str:
 
 
 class Dispatcher:
-    """Routes a message to the provider of its channel."""
+    """Chooses the providers of a message and walks them until one delivers."""
 
-    def __init__(self, providers: Mapping[Channel, Provider], config: DeliveryConfig) -> None:
-        self.providers = dict(providers)
+    def __init__(
+        self,
+        email: Provider,
+        sms: Mapping[str, Provider],
+        sms_config: SmsConfig,
+        config: DeliveryConfig,
+    ) -> None:
+        self.email = email
+        self.sms = dict(sms)
+        self.sms_config = sms_config
         self.config = config
 
+    def plan(self, message: Message) -> list[Provider]:
+        """The providers to try, in order (the same one twice means one quick retry)."""
+        if message.channel == "email":
+            providers = [self.email]
+        else:
+            names = self.sms_config.route_for(message.to).providers
+            providers = [self.sms[name] for name in names]
+        return providers * 2 if len(providers) == 1 else providers
+
     async def deliver(self, message: Message) -> SendResult:
-        """Send ``message``; raises a ProviderError when it could not be delivered."""
-        provider = self.providers[message.channel]
+        """Send ``message``; raises the last ProviderError when no provider delivered it."""
         started = time.perf_counter()
-        for attempt in (1, 2):
+        plan = self.plan(message)
+        last: TransientProviderError | None = None
+        for attempt, provider in enumerate(plan, start=1):
+            if last is not None and plan[attempt - 2] is provider:
+                delay = max(self.config.retry_delay_seconds, last.retry_after or 0.0)
+                await asyncio.sleep(min(delay, _MAX_QUICK_RETRY_DELAY))
             try:
                 result = await provider.send(message)
             except TransientProviderError as exc:
-                if attempt == 2:
-                    self._log_failure(message, exc, attempt)
-                    raise
                 self._log_failure(message, exc, attempt)
-                delay = self.config.retry_delay_seconds
-                if exc.retry_after is not None:
-                    delay = max(delay, exc.retry_after)
-                await asyncio.sleep(min(delay, _MAX_QUICK_RETRY_DELAY))
+                last = exc
+                continue
             except ProviderError as exc:
                 self._log_failure(message, exc, attempt)
                 raise
-            else:
-                log.info(
-                    "delivered id=%s channel=%s type=%s to=%s provider=%s status=%s "
-                    "attempts=%d ms=%.1f",
-                    message.id, message.channel, message.type, masked(message),
-                    result.provider, result.status, attempt, (time.perf_counter() - started) * 1000,
-                )  # fmt: skip
-                return result
-        raise AssertionError("unreachable")  # pragma: no cover
+            log.info(
+                "delivered id=%s channel=%s type=%s to=%s provider=%s status=%s "
+                "attempts=%d ms=%.1f",
+                message.id, message.channel, message.type, masked(message),
+                result.provider, result.status, attempt, (time.perf_counter() - started) * 1000,
+            )  # fmt: skip
+            return result
+        assert last is not None
+        raise last
 
     def _log_failure(self, message: Message, exc: ProviderError, attempt: int) -> None:
         exc.redact(message.code)
@@ -72,5 +91,5 @@ class Dispatcher:
         )  # fmt: skip
 
     async def close(self) -> None:
-        for provider in self.providers.values():
+        for provider in {id(p): p for p in (self.email, *self.sms.values())}.values():
             await provider.close()

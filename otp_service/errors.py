@@ -10,7 +10,9 @@ Every error a caller can see carries a stable machine ``code``, an HTTP ``status
     │   └── UnauthorizedError       missing or wrong Authorization (401)
     └── ProviderError               a provider did not deliver
         ├── PermanentProviderError  refused for good, retrying cannot help (502)
+        │   └── OutcomeUnknownError  sent, but no answer: retrying could duplicate (502)
         └── TransientProviderError  may work later (503); ``retry_after`` when known
+            └── RateLimitedError    the provider's own rate limit (429)
 """
 
 from __future__ import annotations
@@ -114,3 +116,17 @@ class TransientProviderError(ProviderError):
     code = "provider_unavailable"
     status = 503
     transient = True
+
+
+class OutcomeUnknownError(PermanentProviderError):
+    """The request reached the provider but no answer came back (connection dropped, read
+    timeout): the message may have gone out, so it is neither retried nor failed over."""
+
+    code = "provider_outcome_unknown"
+
+
+class RateLimitedError(TransientProviderError):
+    """The provider throttled us (its rate limit or quota window)."""
+
+    code = "provider_rate_limited"
+    status = 429

@@ -12,6 +12,9 @@ from typing import Any
 
 from .errors import ConfigProblem
 
+# Logto's built-in connectors refuse a configuration without these usage types.
+REQUIRED_USAGE_TYPES = ("Register", "SignIn", "ForgotPassword", "Generic")
+
 
 def join(path: str, key: str | int) -> str:
     """The field path of ``key`` under ``path`` (``a.b``, ``a[0]``)."""
@@ -127,3 +130,14 @@ class Fields:
                     "is not a known setting",
                     f"remove it or check the spelling (known: {', '.join(sorted(allowed))})",
                 )
+
+    def require_usage_types(self, present: Iterable[str]) -> None:
+        """Record a problem on ``templates`` when a usage type Logto requires is missing."""
+        have = set(present)
+        missing = [t for t in REQUIRED_USAGE_TYPES if t not in have]
+        if missing:
+            self.problem(
+                "templates",
+                f"lacks the usage types {', '.join(missing)} (Logto requires them)",
+                "add a template for each of Register, SignIn, ForgotPassword and Generic",
+            )

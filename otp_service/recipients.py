@@ -8,6 +8,7 @@ import phonenumbers
 
 from .errors import RequestError
 from .sanitize import has_control
+from .sms_config import SmsConfig
 
 # dot-atom local part (RFC 5322) widened to any non-ASCII character for SMTPUTF8 (RFC 6531).
 _LOCAL = re.compile(
@@ -73,3 +74,18 @@ def normalize_phone(value: str, default_region: str | None = None) -> str:
         if phonenumbers.is_valid_number(number):
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     raise RequestError("invalid_phone", "'to' is not a valid phone number")
+
+
+def check_destination(number: str, sms: SmsConfig) -> None:
+    """Refuse (403) a destination outside the allowed countries or a premium-rate number."""
+    parsed = phonenumbers.parse(number)
+    region = phonenumbers.region_code_for_number(parsed) or "ZZ"
+    refused = (sms.allow_countries and region not in sms.allow_countries) or (
+        region in sms.deny_countries
+    )
+    if phonenumbers.number_type(parsed) == phonenumbers.PhoneNumberType.PREMIUM_RATE:
+        raise RequestError("destination_not_allowed", "premium-rate numbers are refused", 403)
+    if refused:
+        raise RequestError(
+            "destination_not_allowed", f"SMS to {region} numbers is not allowed here", 403
+        )

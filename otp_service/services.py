@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .compose import Channel, Composer
+from .compose import Composer
 from .config import Config
 from .delivery import Dispatcher
+from .providers.aliyun import AliyunProvider
 from .providers.base import Provider
 from .providers.capture import CaptureInbox, CaptureProvider
 from .providers.smtp import SmtpProvider
+from .providers.vonage import VonageProvider
 from .templates import TemplateLibrary
 
 ProviderFactory = Callable[[Config, CaptureInbox], Provider]
@@ -21,13 +23,28 @@ def _smtp(config: Config, inbox: CaptureInbox) -> Provider:
     return SmtpProvider(config.email.smtp, config.email.pool, config.delivery.timeout_seconds)
 
 
+def _vonage(config: Config, inbox: CaptureInbox) -> Provider:
+    assert config.sms.vonage is not None  # guaranteed by config validation
+    return VonageProvider(
+        config.sms.vonage, config.sms.endpoint("vonage"), config.sms.vonage_concurrency
+    )
+
+
+def _aliyun(config: Config, inbox: CaptureInbox) -> Provider:
+    assert config.sms.aliyun is not None  # guaranteed by config validation
+    return AliyunProvider(config.sms.aliyun, config.sms.endpoint("aliyun"))
+
+
+def _capture(config: Config, inbox: CaptureInbox) -> Provider:
+    return CaptureProvider(inbox)
+
+
 # Adding a provider is one module under providers/ plus one line here.
-EMAIL_PROVIDERS: dict[str, ProviderFactory] = {
-    "capture": lambda config, inbox: CaptureProvider(inbox),
-    "smtp": _smtp,
-}
+EMAIL_PROVIDERS: dict[str, ProviderFactory] = {"capture": _capture, "smtp": _smtp}
 SMS_PROVIDERS: dict[str, ProviderFactory] = {
-    "capture": lambda config, inbox: CaptureProvider(inbox),
+    "capture": _capture,
+    "vonage": _vonage,
+    "aliyun": _aliyun,
 }
 
 
@@ -50,9 +67,8 @@ class Services:
 
 def build_services(config: Config, library: TemplateLibrary | None = None) -> Services:
     inbox = CaptureInbox(config.capture.max_messages)
-    providers: dict[Channel, Provider] = {
-        "email": EMAIL_PROVIDERS[config.email.provider](config, inbox),
-        "sms": SMS_PROVIDERS[config.sms.provider](config, inbox),
-    }
-    composer = Composer(library or build_library(config), config.sms.default_region)
-    return Services(config, inbox, composer, Dispatcher(providers, config.delivery))
+    email = EMAIL_PROVIDERS[config.email.provider](config, inbox)
+    sms = {name: SMS_PROVIDERS[name](config, inbox) for name in sorted(config.sms.provider_names)}
+    composer = Composer(library or build_library(config), config.sms)
+    dispatcher = Dispatcher(email, sms, config.sms, config.delivery)
+    return Services(config, inbox, composer, dispatcher)

@@ -17,7 +17,6 @@ from .fields import Fields
 from .recipients import normalize_email
 from .sanitize import clean_display_name, has_control
 
-REQUIRED_USAGE_TYPES = ("Register", "SignIn", "ForgotPassword", "Generic")
 CONTENT_TYPES = ("text/plain", "text/html")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RESERVED_HEADERS = frozenset(
@@ -213,14 +212,8 @@ def _templates(fields: Fields) -> tuple[EmailTemplate, ...]:
                     entry.string("sendFrom"),
                 )
             )
-    present = {t.usage_type for t in result}
-    missing = [t for t in REQUIRED_USAGE_TYPES if t not in present]
-    if missing and entries:
-        fields.problem(
-            "templates",
-            f"lacks the usage types {', '.join(missing)} (Logto requires them)",
-            "add a template for each of Register, SignIn, ForgotPassword and Generic",
-        )
+    if entries:
+        fields.require_usage_types(t.usage_type for t in result)
     return tuple(result)
 
 

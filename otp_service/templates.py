@@ -75,6 +75,7 @@ def _environment(loader: BaseLoader | None, *, html: bool) -> SandboxedEnvironme
         undefined=ChainableUndefined,
         extensions=[LogtoPlaceholders],
         keep_trailing_newline=False,
+        auto_reload=False,  # compiled once at start-up; a file edited later is not re-read
     )
 
 
