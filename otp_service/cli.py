@@ -17,23 +17,41 @@ from aiohttp import web
 
 from .compose import Channel, SendRequest
 from .config import Config, is_loopback, load_config
-from .errors import ConfigError, OtpServiceError, ProviderError
+from .errors import ConfigError, ConfigProblem, OtpServiceError, ProviderError
 from .providers.smtp_pool import tls_context
+from .segments import analyse
 from .services import build_library, build_services
+from .templates import TemplateLibrary
 from .web import create_app
 
 log = logging.getLogger("otp_service")
 
 
+def _check_sms_length(config: Config, library: TemplateLibrary) -> list[ConfigProblem]:
+    problems = []
+    for where, text in library.sms_samples():
+        encoding = analyse(text)
+        if encoding.segments > config.sms.max_segments:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"renders to {encoding.segments} SMS segments ({encoding.encoding}, "
+                    f"{encoding.units} units with a 6-digit code)",
+                    f"shorten it, or raise sms.max_segments (now {config.sms.max_segments})",
+                )
+            )
+    return problems
+
+
 def _load(path: str | None) -> Config:
     config = load_config(path)
-    build_library(config)  # compiles every template: a broken one is a config error now
+    library = build_library(config)  # compiles every template: a broken one is a config error
+    if problems := _check_sms_length(config, library):
+        raise ConfigError(problems)
     if config.email.smtp is not None:
         try:
             tls_context(config.email.smtp)
         except (ssl.SSLError, OSError) as exc:
-            from .errors import ConfigProblem
-
             raise ConfigError(
                 [
                     ConfigProblem(

@@ -18,14 +18,14 @@ _LOCAL = re.compile(
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
-def _invalid_email(reason: str) -> RequestError:
-    return RequestError("invalid_email", f"'to' is not a valid email address: {reason}")
-
-
-def normalize_email(value: str) -> str:
+def normalize_email(value: str, what: str = "'to'") -> str:
     """The address with its domain in lower-case ASCII (IDNA), or a 400 ``invalid_email``."""
+
+    def _invalid_email(reason: str) -> RequestError:
+        return RequestError("invalid_email", f"{what} is not a valid email address: {reason}")
+
     if has_control(value):
-        raise RequestError("invalid_header_value", "'to' contains control characters")
+        raise RequestError("invalid_header_value", f"{what} contains control characters")
     address = value.strip()
     if len(address) > 254:
         raise _invalid_email("longer than 254 characters")

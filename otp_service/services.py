@@ -50,8 +50,9 @@ SMS_PROVIDERS: dict[str, ProviderFactory] = {
 
 def build_library(config: Config) -> TemplateLibrary:
     """All templates compiled; raises ConfigError for a broken one."""
-    connector = config.email.smtp.templates if config.email.smtp is not None else ()
-    return TemplateLibrary(config.templates, connector)
+    email = config.email.smtp.templates if config.email.smtp is not None else ()
+    sms = config.sms.vonage.templates if config.sms.vonage is not None else ()
+    return TemplateLibrary(config.templates, email, sms)
 
 
 @dataclass

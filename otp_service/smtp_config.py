@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from typing import Any
 
 from .errors import RequestError
@@ -19,6 +18,7 @@ from .sanitize import clean_display_name, has_control
 
 CONTENT_TYPES = ("text/plain", "text/html")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_NAME_ADDR = re.compile(r"^(.*?)<([^<>]+)>$")
 _RESERVED_HEADERS = frozenset(
     ("from", "to", "cc", "bcc", "subject", "date", "message-id", "reply-to", "sender",
      "mime-version", "content-type", "content-transfer-encoding", "return-path")
@@ -105,11 +105,13 @@ class SmtpConfig:
 def parse_mailbox(value: str) -> Mailbox:
     """``"Name <a@b>"`` or ``a@b`` into a cleaned :class:`Mailbox`; raises ``RequestError``."""
     if has_control(value):
-        raise RequestError("invalid_header_value", "address contains control characters")
-    name, address = parseaddr(value)
-    if not address:
-        raise RequestError("invalid_email", "not an email address")
-    return Mailbox(normalize_email(address), clean_display_name(name))
+        raise RequestError("invalid_header_value", "an address contains control characters")
+    match = _NAME_ADDR.match(value.strip())
+    if match:  # lenient like nodemailer: "Acme, Inc. <a@b>" needs no quotes
+        name, address = match.group(1).strip().strip('"'), match.group(2)
+    else:
+        name, address = "", value.strip()
+    return Mailbox(normalize_email(address, "the address"), clean_display_name(name))
 
 
 def _mailbox(fields: Fields, key: str, *, required: bool) -> Mailbox | None:

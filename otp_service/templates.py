@@ -131,15 +131,11 @@ class _Directory:
             if subject is not None:
                 self.email[(file.stem, locale)] = _EmailSet(subject, text, body)
 
-    def find_email(self, usage: str, chain: list[str]) -> tuple[str, _EmailSet] | None:
-        for locale in locales.pick(chain, self.locales["email"]):
-            if (found := self.email.get((usage, locale))) is not None:
-                return locale, found
-        return None
-
-    def find_sms(self, usage: str, chain: list[str]) -> tuple[str, Template] | None:
-        for locale in locales.pick(chain, self.locales["sms"]):
-            if (found := self.sms.get((usage, locale))) is not None:
+    def find(self, channel: str, usage: str, chain: list[str]) -> tuple[str, Any] | None:
+        """(locale, compiled template) for ``usage`` in the first language of ``chain`` held."""
+        table: Mapping[tuple[str, str], Any] = self.email if channel == "email" else self.sms
+        for locale in locales.pick(chain, self.locales[channel]):
+            if (found := table.get((usage, locale))) is not None:
                 return locale, found
         return None
 
@@ -147,10 +143,20 @@ class _Directory:
 class _Connector:
     """Templates pasted in a Logto connector JSON, keyed by usage type."""
 
-    def __init__(self, templates: Sequence[EmailTemplate]) -> None:
+    def __init__(
+        self, templates: Sequence[EmailTemplate], sms: Sequence[tuple[str, str]] = ()
+    ) -> None:
         text_env, html_env = _environment(None, html=False), _environment(None, html=True)
         self.email: dict[str, _EmailSet] = {}
+        self.sms: dict[str, Template] = {}
         self.problems: list[ConfigProblem] = []
+        for index, (usage, content) in enumerate(sms):
+            try:
+                self.sms.setdefault(usage, text_env.from_string(content))
+            except TemplateError as exc:
+                self.problems.append(
+                    ConfigProblem(f"sms.vonage.templates[{index}]", str(exc), "fix the template")
+                )
         for index, t in enumerate(templates):
             try:
                 is_html = t.content_type == "text/html"
@@ -186,7 +192,10 @@ class TemplateLibrary:
     """Every template source, compiled; renders email and SMS content for a request."""
 
     def __init__(
-        self, config: TemplatesConfig, connector_email: Sequence[EmailTemplate] = ()
+        self,
+        config: TemplatesConfig,
+        connector_email: Sequence[EmailTemplate] = (),
+        connector_sms: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.config = config
         bundled = bundled_root()
@@ -195,7 +204,7 @@ class TemplateLibrary:
             if config.directory is not None
             else None
         )
-        self.connector = _Connector(connector_email)
+        self.connector = _Connector(connector_email, connector_sms)
         self.bundled = _Directory(bundled, "templates", [bundled]) if config.bundled else None
         problems = [
             *(self.operator.problems if self.operator else []),
@@ -222,23 +231,27 @@ class TemplateLibrary:
             payload.get("locale"), payload.get("uiLocales"), self.config.default_locale
         )
 
-    def _find_email(self, usage: str, chain: list[str]) -> tuple[str, str, _EmailSet] | None:
+    def _find(self, channel: str, usage: str, chain: list[str]) -> tuple[str, str, Any] | None:
+        """(locale, source, template) by Logto's precedence (see the module docstring)."""
         wanted = _ALIASES.get(usage, usage)
-        if self.operator and (hit := self.operator.find_email(wanted, chain)):
+        connector: Mapping[str, Any] = (
+            self.connector.email if channel == "email" else self.connector.sms
+        )
+        if self.operator and (hit := self.operator.find(channel, wanted, chain)):
             return hit[0], "directory", hit[1]
         for name in (wanted, GENERIC):
-            if (found := self.connector.email.get(name)) is not None:
+            if (found := connector.get(name)) is not None:
                 return "", "connector", found
-        if self.operator and (hit := self.operator.find_email(GENERIC, chain)):
+        if self.operator and (hit := self.operator.find(channel, GENERIC, chain)):
             return hit[0], "directory", hit[1]
         for name in (wanted, GENERIC):
-            if self.bundled and (hit := self.bundled.find_email(name, chain)):
+            if self.bundled and (hit := self.bundled.find(channel, name, chain)):
                 return hit[0], "bundled", hit[1]
         return None
 
     def render_email(self, usage: str, payload: Mapping[str, Any]) -> EmailContent:
         """Subject, text and HTML for ``usage``; 422 when no template exists."""
-        found = self._find_email(usage, self._chain(payload))
+        found = self._find("email", usage, self._chain(payload))
         if found is None:
             raise TemplateNotFoundError("email", usage)
         locale, source, templates = found
@@ -264,17 +277,35 @@ class TemplateLibrary:
 
     def render_sms(self, usage: str, payload: Mapping[str, Any]) -> SmsContent:
         """The SMS text for ``usage``; 422 when no template exists."""
-        chain, wanted = self._chain(payload), _ALIASES.get(usage, usage)
-        sources = [s for s in (self.operator, self.bundled) if s is not None]
-        for source in sources:
-            for name in (wanted, GENERIC):
-                if hit := source.find_sms(name, chain):
-                    try:
-                        text = hit[1].render(self._context(usage, payload)).strip()
-                    except TemplateError as exc:
-                        raise RequestError(
-                            "template_error", "the template failed to render", 422
-                        ) from exc
-                    kind = "bundled" if source is self.bundled else "directory"
-                    return SmsContent(text=text, locale=hit[0], source=kind)
-        raise TemplateNotFoundError("sms", usage)
+        found = self._find("sms", usage, self._chain(payload))
+        if found is None:
+            raise TemplateNotFoundError("sms", usage)
+        locale, source, template = found
+        try:
+            text = template.render(self._context(usage, payload)).strip()
+        except TemplateError as exc:
+            raise RequestError("template_error", "the template failed to render", 422) from exc
+        return SmsContent(text=text, locale=locale, source=source)
+
+    def sms_samples(self) -> list[tuple[str, str]]:
+        """Every SMS template rendered with a sample payload: (where it lives, text)."""
+        sample = {
+            "code": "123456",
+            "link": "https://auth.example.com/invitation/abcdefghijklmnopqrstuvwxyz012345",
+            "organization": {"name": "Example Organization"},
+        }
+        context = self._context("Generic", sample)
+        found: list[tuple[str, Template]] = [
+            (f"sms.vonage.templates {usage}", template)
+            for usage, template in self.connector.sms.items()
+        ]
+        for directory in (self.operator, self.bundled):
+            if directory is not None:
+                found += [
+                    (f"{directory.name}/sms/{locale}/{usage}.txt", template)
+                    for (usage, locale), template in directory.sms.items()
+                ]
+        return [
+            (where, template.render({**context, "type": where}).strip())
+            for where, template in found
+        ]

@@ -14,7 +14,7 @@ import aiosmtplib
 from ..compose import Message
 from ..config import PoolConfig
 from ..errors import PermanentProviderError, ProviderError, TransientProviderError
-from ..mime import build_email, sender
+from ..mime import build_email
 from ..sanitize import strip_control
 from ..smtp_config import SmtpConfig
 from .base import SendResult
@@ -75,17 +75,17 @@ class SmtpProvider:
 
     async def send(self, message: Message) -> SendResult:
         mail = build_email(message, self.config)
-        envelope_from = sender(message, self.config).address
+        options = ["SMTPUTF8"] if mail.smtputf8 else None
         try:
             async with asyncio.timeout(self.timeout):
                 for fresh in (False, True):
                     reused = False
                     try:
                         async with self.pool.connection(fresh=fresh) as (smtp, reused):
-                            await smtp.send_message(
-                                mail, sender=envelope_from, recipients=[message.to]
+                            await smtp.sendmail(
+                                mail.sender, [mail.recipient], mail.data, mail_options=options
                             )
-                            return SendResult(self.name, "sent", mail["Message-ID"])
+                            return SendResult(self.name, "sent", mail.message_id)
                     except aiosmtplib.SMTPServerDisconnected:
                         # A pooled connection the server had already closed: once more on a new one.
                         if fresh or not reused:
