@@ -65,8 +65,43 @@ class TemplatesConfig:
 
 @dataclass(frozen=True)
 class DeliveryConfig:
-    retry_delay_seconds: float = 0.25
-    timeout_seconds: float = 30.0
+    retry_delay_seconds: float = 0.25  # the first backoff; it doubles per attempt
+    backoff_max_seconds: float = 60.0
+    timeout_seconds: float = 30.0  # one attempt at one provider
+    wait_seconds: float = 3.0  # how long a request waits for the outcome before 202
+    ttl_seconds: float = 600.0  # Logto's code lifetime: never deliver later than this
+    lease_seconds: float = 120.0
+    poll_seconds: float = 0.5
+    concurrency: int = 64  # deliveries in flight at once
+    shutdown_grace_seconds: float = 10.0
+
+
+def default_store_path() -> str:
+    """``$XDG_STATE_HOME/otp-service/outbox.sqlite3`` (``~/.local/state`` by default)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state) / "otp-service" / "outbox.sqlite3")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = field(default_factory=default_store_path)
+    retention_days: float = 7.0
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    window_seconds: float
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    enabled: bool = True
+    per_recipient: Limit | None = Limit(10, 600)
+    per_ip: Limit | None = Limit(60, 600)
+    per_sms_prefix: Limit | None = Limit(300, 3600)
+    sms_prefix_digits: int = 6  # "+86138...": the country code and the first digits
+    provider_rate: tuple[tuple[str, float], ...] = ()  # sends per second, per provider
 
 
 @dataclass(frozen=True)
@@ -83,6 +118,8 @@ class Config:
     templates: TemplatesConfig = TemplatesConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     capture: CaptureConfig = CaptureConfig()
+    store: StoreConfig = field(default_factory=StoreConfig)
+    limits: LimitsConfig = LimitsConfig()
 
 
 def is_loopback(host: str) -> bool:
@@ -200,10 +237,65 @@ def _delivery(root: Fields) -> DeliveryConfig:
     f = root.obj("delivery")
     if f is None:
         return DeliveryConfig()
-    f.reject_unknown(("retry_delay_seconds", "timeout_seconds"))
+    d = DeliveryConfig()
+    f.reject_unknown(d.__dataclass_fields__)
     return DeliveryConfig(
-        retry_delay_seconds=f.number("retry_delay_seconds", default=0.25),
-        timeout_seconds=f.number("timeout_seconds", default=30.0, minimum=0.1),
+        retry_delay_seconds=f.number("retry_delay_seconds", default=d.retry_delay_seconds),
+        backoff_max_seconds=f.number("backoff_max_seconds", default=d.backoff_max_seconds),
+        timeout_seconds=f.number("timeout_seconds", default=d.timeout_seconds, minimum=0.1),
+        wait_seconds=f.number("wait_seconds", default=d.wait_seconds),
+        ttl_seconds=f.number("ttl_seconds", default=d.ttl_seconds, minimum=1),
+        lease_seconds=f.number("lease_seconds", default=d.lease_seconds, minimum=1),
+        poll_seconds=f.number("poll_seconds", default=d.poll_seconds, minimum=0.01),
+        concurrency=f.integer("concurrency", default=d.concurrency, minimum=1, maximum=4096),
+        shutdown_grace_seconds=f.number("shutdown_grace_seconds", default=d.shutdown_grace_seconds),
+    )
+
+
+def _store(root: Fields, base: Path) -> StoreConfig:
+    f = root.obj("store")
+    if f is None:
+        return StoreConfig()
+    f.reject_unknown(("path", "retention_days"))
+    raw = f.string("path")
+    path = raw if raw in (None, ":memory:") else str((base / raw).resolve())
+    return StoreConfig(
+        path=path or default_store_path(),
+        retention_days=f.number("retention_days", default=7.0, minimum=0.01),
+    )
+
+
+def _limit(f: Fields, key: str, default: Limit | None) -> Limit | None:
+    if key in f.data and f.data[key] in (None, False):
+        return None  # switched off
+    g = f.obj(key)
+    if g is None:
+        return default
+    g.reject_unknown(("count", "window_seconds"))
+    fallback = default or Limit(10, 600)
+    return Limit(
+        count=g.integer("count", default=fallback.count, minimum=1),
+        window_seconds=g.number("window_seconds", default=fallback.window_seconds, minimum=1),
+    )
+
+
+def _limits(root: Fields) -> LimitsConfig:
+    f = root.obj("limits")
+    if f is None:
+        return LimitsConfig()
+    d = LimitsConfig()
+    f.reject_unknown(d.__dataclass_fields__)
+    rates: list[tuple[str, float]] = []
+    if (r := f.obj("provider_rate")) is not None:
+        for name in r.data:
+            rates.append((str(name), r.number(str(name), default=10.0, minimum=0.1)))
+    return LimitsConfig(
+        enabled=f.boolean("enabled", default=True),
+        per_recipient=_limit(f, "per_recipient", d.per_recipient),
+        per_ip=_limit(f, "per_ip", d.per_ip),
+        per_sms_prefix=_limit(f, "per_sms_prefix", d.per_sms_prefix),
+        sms_prefix_digits=f.integer("sms_prefix_digits", default=6, minimum=1, maximum=15),
+        provider_rate=tuple(rates),
     )
 
 
@@ -224,7 +316,7 @@ def parse_config(data: Any, base: Path | None = None) -> Config:
         raise ConfigError([ConfigProblem("<root>", "must be a mapping", "start with e.g. email:")])
     data = expand_env(data, "", problems)
     root = Fields(data, "", problems)
-    root.reject_unknown(("server", "auth", "email", "sms", "templates", "delivery", "capture"))
+    root.reject_unknown(Config.__dataclass_fields__)
     config = Config(
         server=_server(root),
         auth=_auth(root),
@@ -233,6 +325,8 @@ def parse_config(data: Any, base: Path | None = None) -> Config:
         templates=_templates(root, base or Path.cwd()),
         delivery=_delivery(root),
         capture=_capture(root),
+        store=_store(root, base or Path.cwd()),
+        limits=_limits(root),
     )
     if problems:
         raise ConfigError(problems)

@@ -97,8 +97,16 @@ class ProviderError(OtpServiceError):
 
     def redact(self, secret: str | None) -> None:
         """Mask ``secret`` (the one-time code) should a provider have echoed it back."""
-        if secret and secret in self.detail:
-            self.detail = self.detail.replace(secret, "******")
+        if not secret:
+            return
+        detail = self.detail.replace(secret, "******")
+        # A detail cut to length may end with the first digits of the code.
+        for size in range(len(secret) - 1, 2, -1):
+            if detail.endswith(secret[:size]):
+                detail = detail[:-size] + "******"
+                break
+        if detail != self.detail:
+            self.detail = detail
             self.message = f"{self.provider}: {self.detail}"
             self.args = (self.message,)
 

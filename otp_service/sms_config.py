@@ -119,7 +119,7 @@ def parse_vonage(f: Fields) -> VonageConfig | None:
         content = entry.string("content", required=True)
         if usage and content:
             templates.append((usage, content))
-    if entries:
+    if entries is not None:
         f.require_usage_types(u for u, _ in templates)
     if len(f.problems) != before or not (api_key and secret and brand):
         return None
@@ -159,7 +159,7 @@ def parse_aliyun(f: Fields) -> AliyunConfig | None:
             continue
         if usage:
             templates.append(AliyunTemplate(usage, china, overseas))
-    if entries:
+    if entries is not None:
         f.require_usage_types(t.usage_type for t in templates)
     if len(f.problems) != before or not (key_id and secret and sign):
         return None
@@ -258,7 +258,7 @@ def parse_sms(f: Fields) -> SmsConfig:
         vonage_concurrency=f.integer("vonage_concurrency", default=16, minimum=1, maximum=256),
     )
     for name in sorted(config.provider_names):
-        if name != "capture" and not f.has(name):
+        if name in ("vonage", "aliyun") and not f.has(name):
             f.problem(name, f"is required: a route or sms.provider uses {name}",
                       f"paste Logto's {name} connector JSON under sms.{name}")  # fmt: skip
     return config

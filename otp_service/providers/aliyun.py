@@ -17,6 +17,7 @@ from alibabacloud_dysmsapi20170525 import models as sms_models
 from alibabacloud_dysmsapi20170525.client import Client
 from alibabacloud_tea_openapi import exceptions as api_errors
 from alibabacloud_tea_openapi import utils_models as open_api_models
+from darabonba.exceptions import RetryError
 from darabonba.runtime import RuntimeOptions
 from Tea.exceptions import TeaException, UnretryableException
 
@@ -63,9 +64,13 @@ def classify(exc: Exception) -> ProviderError:
         return PermanentProviderError(NAME, f"{exc.code}: {exc.message}"[:240])
     if isinstance(exc, UnretryableException):
         inner = getattr(exc, "inner_exception", None)
+        # darabonba re-raises aiohttp's OSErrors (refused, TLS, timeouts) as RetryError(str(e)):
+        # the original exception survives only as its __context__.
+        if isinstance(inner, RetryError) and inner.__context__ is not None:
+            inner = inner.__context__
         if isinstance(inner, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
             return PermanentProviderError(NAME, "TLS verification of the Aliyun endpoint failed")
-        if isinstance(inner, aiohttp.ClientConnectorError):
+        if isinstance(inner, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
             return TransientProviderError(NAME, "could not connect")
         return OutcomeUnknownError(
             NAME,

@@ -1,0 +1,47 @@
+"""Abuse limits: per recipient, per client IP and per SMS destination prefix.
+
+Each is a count per window, counted in the store (so replicas sharing a store share counts).
+A refused request gets 429 ``rate_limited`` with Retry-After and is never sent.
+"""
+
+from __future__ import annotations
+
+import time
+from .compose import Message
+from .config import Limit, LimitsConfig
+from .errors import RequestError
+from .store import Store
+
+
+class RateLimitedRequest(RequestError):
+    """A configured abuse limit refused the request."""
+
+    def __init__(self, what: str, retry_after: float) -> None:
+        super().__init__("rate_limited", f"too many messages for this {what}; try again later", 429)
+        self.retry_after = retry_after
+
+
+class Limiter:
+    def __init__(self, store: Store, config: LimitsConfig) -> None:
+        self.store = store
+        self.config = config
+
+    async def check(self, message: Message) -> None:
+        """Count ``message`` against every limit; raises :class:`RateLimitedRequest`."""
+        if not self.config.enabled:
+            return
+        now = time.time()
+        checks: list[tuple[str, str, Limit | None]] = [
+            ("recipient", f"to:{message.channel}:{message.to.lower()}", self.config.per_recipient),
+        ]
+        if message.ip:
+            checks.append(("client IP", f"ip:{message.ip}", self.config.per_ip))
+        if message.channel == "sms":
+            prefix = message.to[: 1 + self.config.sms_prefix_digits]
+            checks.append(("number range", f"prefix:{prefix}", self.config.per_sms_prefix))
+        for what, key, limit in checks:
+            if limit is None:
+                continue
+            retry_after = await self.store.hit(key, limit.count, limit.window_seconds, now)
+            if retry_after is not None:
+                raise RateLimitedRequest(what, retry_after)

@@ -1,0 +1,318 @@
+"""The embedded store: one SQLite file in WAL mode, written in batches.
+
+Every operation is queued and a single thread runs whatever has queued up in one transaction
+(group commit), so a burst of accepted requests costs one fsync, not one each. Commits are
+``synchronous=FULL``: once ``accept`` returns, the message survives a crash of the process or
+of the machine. One process owns the file: on open, leases left by a previous run are released.
+Limit counters live in memory here (a shared backend keeps them next to the messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..compose import Message
+from .base import (
+    FINAL,
+    Accepted,
+    Attempt,
+    Due,
+    StoredStatus,
+    message_from_json,
+    message_to_json,
+)
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+  id TEXT PRIMARY KEY,
+  channel TEXT NOT NULL,
+  recipient TEXT NOT NULL,
+  type TEXT NOT NULL,
+  status TEXT NOT NULL,
+  provider TEXT,
+  body TEXT,
+  dedupe_key TEXT,
+  created_at REAL NOT NULL,
+  expires_at REAL NOT NULL,
+  next_attempt_at REAL NOT NULL,
+  lease_until REAL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT,
+  finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS messages_dedupe ON messages (dedupe_key) WHERE dedupe_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_finished ON messages (finished_at);
+CREATE TABLE IF NOT EXISTS attempts (
+  message_id TEXT NOT NULL,
+  at REAL NOT NULL,
+  provider TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  error TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message_id);
+CREATE TABLE IF NOT EXISTS idempotency (
+  key TEXT PRIMARY KEY,
+  message_id TEXT NOT NULL,
+  created_at REAL NOT NULL
+);
+"""
+
+
+class SqliteStore:
+    """The :class:`~otp_service.store.base.Store` on one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Operation, asyncio.Future[Any]]] = []
+        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
+        self._windows: dict[str, tuple[float, int]] = {}
+        self.batches = 0  # transactions committed, for the bench
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(SCHEMA)
+        # One owner per file: whatever a previous run had leased is free again.
+        conn.execute("UPDATE messages SET lease_until = NULL WHERE lease_until IS NOT NULL")
+        self._conn = conn
+
+    def _run_batch(self, batch: list[Operation]) -> list[tuple[bool, Any]]:
+        conn = self._conn
+        assert conn is not None
+        results: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for operation in batch:
+                try:
+                    conn.execute("SAVEPOINT op")
+                    results.append((True, operation(conn)))
+                    conn.execute("RELEASE op")
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((False, exc))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.batches += 1
+        return results
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results = await loop.run_in_executor(
+                        self._executor, self._run_batch, [op for op, _ in batch]
+                    )
+                except Exception as exc:  # the commit itself failed: nobody's write is kept
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), (ok, value) in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._flushing = False
+
+    async def _do(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((operation, future))
+        if not self._flushing:
+            self._flushing = True
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def open(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+
+    # -- the Store protocol ---------------------------------------------------------------------
+
+    async def accept(
+        self,
+        message: Message,
+        *,
+        expires_at: float,
+        lease_until: float,
+        idempotency_key: str | None,
+        dedupe_key: str | None,
+    ) -> Accepted:
+        now = time.time()
+        body = message_to_json(message)
+
+        def run(conn: sqlite3.Connection) -> Accepted:
+            if idempotency_key is not None:
+                row = conn.execute(
+                    "SELECT m.id, m.status, m.provider FROM idempotency i "
+                    "JOIN messages m ON m.id = i.message_id WHERE i.key = ?",
+                    (idempotency_key,),
+                ).fetchone()
+                if row is not None:
+                    return Accepted(row[0], False, row[1], row[2])
+            if dedupe_key is not None:
+                row = conn.execute(
+                    "SELECT id, status, provider FROM messages "
+                    "WHERE dedupe_key = ? AND expires_at > ? ORDER BY created_at LIMIT 1",
+                    (dedupe_key, now),
+                ).fetchone()
+                if row is not None:
+                    return Accepted(row[0], False, row[1], row[2])
+            conn.execute(
+                "INSERT INTO messages (id, channel, recipient, type, status, body, dedupe_key, "
+                "created_at, expires_at, next_attempt_at, lease_until) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                (message.id, message.channel, message.to, message.type, body, dedupe_key,
+                 now, expires_at, now, lease_until),
+            )  # fmt: skip
+            if idempotency_key is not None:
+                conn.execute(
+                    "INSERT INTO idempotency (key, message_id, created_at) VALUES (?, ?, ?)",
+                    (idempotency_key, message.id, now),
+                )
+            return Accepted(message.id, True)
+
+        return await self._do(run)
+
+    async def claim_due(self, now: float, lease_until: float, limit: int) -> list[Due]:
+        def run(conn: sqlite3.Connection) -> list[Due]:
+            conn.execute(
+                "UPDATE messages SET status = 'expired', body = NULL, finished_at = ?, "
+                "last_error = COALESCE(last_error, 'expired before delivery') "
+                "WHERE status = 'queued' AND expires_at <= ? "
+                "AND (lease_until IS NULL OR lease_until < ?)",
+                (now, now, now),
+            )
+            rows = conn.execute(
+                "SELECT id, body, expires_at, attempts FROM messages WHERE status = 'queued' "
+                "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
+                "ORDER BY next_attempt_at LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE messages SET lease_until = ? WHERE id = ?",
+                [(lease_until, row[0]) for row in rows],
+            )
+            return [Due(message_from_json(row[1]), row[2], row[3]) for row in rows]
+
+        return await self._do(run)
+
+    async def record_attempt(self, message_id: str, attempt: Attempt) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO attempts (message_id, at, provider, outcome, error) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (message_id, attempt.at, attempt.provider, attempt.outcome, attempt.error),
+            )
+            conn.execute("UPDATE messages SET attempts = attempts + 1 WHERE id = ?", (message_id,))
+
+        await self._do(run)
+
+    async def finish(
+        self, message_id: str, status: str, provider: str | None, error: str | None
+    ) -> None:
+        assert status in FINAL
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE messages SET status = ?, provider = ?, last_error = ?, body = NULL, "
+                "lease_until = NULL, finished_at = ? WHERE id = ?",
+                (status, provider, error, now, message_id),
+            )
+
+        await self._do(run)
+
+    async def retry_later(self, message_id: str, next_attempt_at: float, error: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE messages SET next_attempt_at = ?, last_error = ?, lease_until = NULL "
+                "WHERE id = ? AND status = 'queued'",
+                (next_attempt_at, error, message_id),
+            )
+
+        await self._do(run)
+
+    async def status(self, message_id: str) -> StoredStatus | None:
+        def run(conn: sqlite3.Connection) -> StoredStatus | None:
+            row = conn.execute(
+                "SELECT id, channel, recipient, type, status, provider, created_at, expires_at, "
+                "finished_at, last_error FROM messages WHERE id = ?",
+                (message_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            attempts = conn.execute(
+                "SELECT at, provider, outcome, error FROM attempts WHERE message_id = ? "
+                "ORDER BY at, rowid",
+                (message_id,),
+            ).fetchall()
+            (id_, channel, to, usage, status, provider, created, expires, finished, error) = row
+            return StoredStatus(
+                id_, channel, to, usage, status, provider, created, expires, finished, error,
+                attempts=tuple(Attempt(*a) for a in attempts),
+            )  # fmt: skip
+
+        return await self._do(run)
+
+    async def hit(self, key: str, limit: int, window: float, now: float) -> float | None:
+        start = math.floor(now / window) * window
+        window_start, count = self._windows.get(key, (start, 0))
+        if window_start != start:
+            window_start, count = start, 0
+        if count >= limit:
+            return window_start + window - now
+        self._windows[key] = (window_start, count + 1)
+        if len(self._windows) > 100_000:  # drop windows that are over
+            self._windows = {k: v for k, v in self._windows.items() if v[0] == start}
+        return None
+
+    async def purge(self, finished_before: float) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            ids = "SELECT id FROM messages WHERE finished_at IS NOT NULL AND finished_at < ?"
+            conn.execute(f"DELETE FROM attempts WHERE message_id IN ({ids})", (finished_before,))  # noqa: S608
+            conn.execute(
+                f"DELETE FROM idempotency WHERE message_id IN ({ids})",  # noqa: S608
+                (finished_before,),
+            )
+            cursor = conn.execute(
+                "DELETE FROM messages WHERE finished_at IS NOT NULL AND finished_at < ?",
+                (finished_before,),
+            )
+            return cursor.rowcount
+
+        return await self._do(run)

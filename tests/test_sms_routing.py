@@ -1,0 +1,336 @@
+"""SMS routing and failover through the HTTP API, with HTTP fakes of Vonage and Aliyun.
+
+The service runs from a config dict (Logto's connector JSON for both providers, endpoints at
+the fakes, ``+86`` routed to Aliyun then Vonage, everything else to Vonage) and is driven
+with Logto's HTTP SMS connector request.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import ClientFactory, write_tree
+from .fakes import DROP, free_port
+from .fakes import aliyun as aliyun_fakes
+from .fakes import vonage as vonage_fakes
+from .fakes.aliyun import (
+    FakeAliyun,
+    aliyun_business,
+    aliyun_error,
+    aliyun_throttled,
+    logto_aliyun_json,
+)
+from .fakes.vonage import FakeVonage, logto_vonage_json, vonage_http, vonage_status
+
+fake_vonage = vonage_fakes.fake_vonage
+fake_aliyun = aliyun_fakes.fake_aliyun
+
+CODE = "482913"
+CHINA = "+8613800138000"
+FRANCE = "+33612345678"
+
+
+def sms_config(vonage: FakeVonage, aliyun: FakeAliyun, **sms: Any) -> dict[str, Any]:
+    """Both providers configured from Logto's JSON, aimed at the fakes, no retry delay."""
+    section: dict[str, Any] = {
+        "provider": "vonage",
+        "vonage": logto_vonage_json(),
+        "aliyun": logto_aliyun_json(),
+        "endpoints": {"vonage": vonage.endpoint(), "aliyun": aliyun.endpoint()},
+        "routes": [
+            {"prefixes": ["+86"], "providers": ["aliyun", "vonage"]},
+            {"providers": ["vonage"]},
+        ],
+    }
+    return {"sms": section | sms, "delivery": {"retry_delay_seconds": 0}}
+
+
+async def send(
+    client: Any, to: str, usage: str = "SignIn", code: str = CODE
+) -> tuple[int, dict[str, Any], dict[str, str], str]:
+    """POST /v1/sms as Logto's HTTP SMS connector does; (status, JSON, headers, raw body)."""
+    body = {"to": to, "type": usage, "payload": {"code": code, "locale": "en"}}
+    response = await client.post("/v1/sms", json=body)
+    text = await response.text()
+    return response.status, json.loads(text), dict(response.headers), text
+
+
+async def test_mainland_number_routed_to_aliyun(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """A +86 number is delivered by Aliyun; Vonage is not called."""
+    client = await service(sms_config(fake_vonage, fake_aliyun))
+    status, body, _, _ = await send(client, "86 138 0013 8000")
+    assert status == 200 and body["provider"] == "aliyun" and body["status"] == "sent"
+    assert [q["PhoneNumbers"] for q in fake_aliyun.sms] == ["13800138000"]
+    assert fake_vonage.requests == []
+
+
+@pytest.mark.parametrize("to", [FRANCE, "+85291234567", "+1 202 555 0143"])
+async def test_other_numbers_routed_to_vonage(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun, to: str
+) -> None:
+    """Numbers outside +86 take the catch-all route to Vonage; Aliyun is not called."""
+    client = await service(sms_config(fake_vonage, fake_aliyun))
+    status, body, _, _ = await send(client, to)
+    assert status == 200 and body["provider"] == "vonage"
+    assert [f["to"] for f in fake_vonage.sms] == [to.replace(" ", "").lstrip("+")]
+    assert fake_aliyun.requests == []
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        aliyun_business("isv.BUSINESS_LIMIT_CONTROL"),
+        aliyun_throttled(1000),
+        aliyun_error(500, "InternalError", "The request processing has failed."),
+    ],
+    ids=["business-limit", "throttling-header", "server-error"],
+)
+async def test_aliyun_transient_failure_fails_over_to_vonage(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun, failure: Any
+) -> None:
+    """When Aliyun throttles or fails transiently, the next provider (Vonage) delivers the code."""
+    client = await service(sms_config(fake_vonage, fake_aliyun))
+    fake_aliyun.reply_next(failure)
+    status, body, _, _ = await send(client, CHINA)
+    assert status == 200 and body["provider"] == "vonage"
+    assert len(fake_aliyun.sms) == 1
+    [form] = fake_vonage.sms
+    assert form["to"] == "8613800138000" and CODE in form["text"]
+
+
+async def test_aliyun_unreachable_fails_over_to_vonage(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """When nothing answers at Aliyun's endpoint, Vonage delivers the code."""
+    config = sms_config(fake_vonage, fake_aliyun)
+    config["sms"]["endpoints"]["aliyun"]["host"] = f"127.0.0.1:{free_port()}"
+    client = await service(config)
+    status, body, _, _ = await send(client, CHINA)
+    assert status == 200 and body["provider"] == "vonage"
+
+
+async def test_aliyun_permanent_error_is_502_without_failover(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """A permanent refusal stops at once: 502 provider_rejected with Aliyun's code, Vonage unused."""
+    client = await service(sms_config(fake_vonage, fake_aliyun))
+    fake_aliyun.reply_next(
+        aliyun_error(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+    )
+    status, body, _, _ = await send(client, CHINA)
+    assert status == 502 and body["error"]["code"] == "provider_rejected"
+    assert "aliyun" in body["error"]["message"]
+    assert "InvalidAccessKeyId.NotFound" in body["error"]["message"]
+    assert len(fake_aliyun.sms) == 1 and fake_vonage.requests == []
+
+
+async def test_vonage_permanent_error_is_502_without_failover(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """Vonage first and refusing for good (quota): 502 with Vonage's text, Aliyun unused."""
+    routes = [{"prefixes": ["+86"], "providers": ["vonage", "aliyun"]}]
+    client = await service(sms_config(fake_vonage, fake_aliyun, routes=routes))
+    fake_vonage.reply_next(vonage_status("9", "Quota Exceeded - rejected"))
+    status, body, _, _ = await send(client, CHINA)
+    assert status == 502 and body["error"]["code"] == "provider_rejected"
+    assert "Quota Exceeded - rejected" in body["error"]["message"]
+    assert len(fake_vonage.sms) == 1 and fake_aliyun.requests == []
+
+
+async def test_every_provider_unavailable_is_503(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """Aliyun then Vonage both failing transiently gives 503 provider_unavailable; one try each."""
+    client = await service(sms_config(fake_vonage, fake_aliyun))
+    fake_aliyun.reply_next(aliyun_error(503, "ServiceUnavailable", "Service unavailable."))
+    fake_vonage.reply_next(vonage_http(500))
+    status, body, headers, _ = await send(client, CHINA)
+    assert status == 503 and body["error"]["code"] == "provider_unavailable"
+    assert "Retry-After" not in headers
+    assert (len(fake_aliyun.sms), len(fake_vonage.sms)) == (1, 1)
+
+
+async def test_every_provider_rate_limited_is_429_with_vonage_retry_after(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """Aliyun's rate limit then Vonage's HTTP 429: 429 with Vonage's Retry-After."""
+    client = await service(sms_config(fake_vonage, fake_aliyun))
+    fake_aliyun.reply_next(aliyun_business("isv.BUSINESS_LIMIT_CONTROL"))
+    fake_vonage.reply_next(vonage_http(429, retry_after="7"))
+    status, body, headers, _ = await send(client, CHINA)
+    assert status == 429 and body["error"]["code"] == "provider_rate_limited"
+    assert headers["Retry-After"] == "7"
+
+
+async def test_every_provider_rate_limited_is_429_with_aliyun_retry_after(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """Vonage throttled (status 1) then Aliyun's x-acs-retry-after: 429, Retry-After in seconds."""
+    routes = [{"prefixes": ["+86"], "providers": ["vonage", "aliyun"]}]
+    client = await service(sms_config(fake_vonage, fake_aliyun, routes=routes))
+    fake_vonage.reply_next(vonage_status("1"))
+    fake_aliyun.reply_next(aliyun_throttled(3000))
+    status, body, headers, _ = await send(client, CHINA)
+    assert status == 429 and body["error"]["code"] == "provider_rate_limited"
+    assert headers["Retry-After"] == "3"
+
+
+async def test_single_provider_transient_failure_retried_once(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """A route with one provider retries a transient failure once: a 5xx then success is a 200."""
+    client = await service(sms_config(fake_vonage, fake_aliyun))
+    fake_vonage.reply_next(vonage_http(500))
+    status, body, _, _ = await send(client, FRANCE)
+    assert status == 200 and body["provider"] == "vonage"
+    assert len(fake_vonage.sms) == 2
+    fake_vonage.clear()
+    fake_vonage.reply_next(vonage_status("1"), vonage_status("1"))
+    status, body, _, _ = await send(client, FRANCE, code="777001")
+    assert status == 429 and body["error"]["code"] == "provider_rate_limited"
+    assert len(fake_vonage.sms) == 2
+
+
+@pytest.mark.parametrize("routes", ["vonage-only", "vonage-then-aliyun"])
+async def test_dropped_connection_is_502_outcome_unknown_sent_once(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun, routes: str
+) -> None:
+    """A connection dropped after the POST: 502 provider_outcome_unknown, no retry, no failover."""
+    providers = ["vonage"] if routes == "vonage-only" else ["vonage", "aliyun"]
+    config = sms_config(fake_vonage, fake_aliyun, routes=[{"providers": providers}])
+    client = await service(config)
+    fake_vonage.reply_next(DROP)
+    status, body, _, _ = await send(client, CHINA)
+    assert status == 502 and body["error"]["code"] == "provider_outcome_unknown"
+    assert len(fake_vonage.sms) == 1 and fake_aliyun.requests == []
+
+
+async def test_aliyun_timeout_is_502_outcome_unknown_without_failover(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """Aliyun not answering in time may still deliver: 502 outcome unknown, Vonage not tried."""
+    config = sms_config(fake_vonage, fake_aliyun)
+    config["sms"]["endpoints"]["aliyun"]["timeout_seconds"] = 0.3
+    client = await service(config)
+    fake_aliyun.reply_next(aliyun_fakes.aliyun_slow(3))
+    status, body, _, _ = await send(client, CHINA)
+    assert status == 502 and body["error"]["code"] == "provider_outcome_unknown"
+    assert len(fake_aliyun.sms) == 1 and fake_vonage.requests == []
+
+
+@pytest.mark.parametrize(
+    ("lists", "to"),
+    [
+        ({"allow_countries": ["CN", "FR"]}, "+85291234567"),
+        ({"allow_countries": ["cn", "fr"]}, "+12025550143"),
+        ({"deny_countries": ["HK"]}, "+85291234567"),
+        ({"deny_countries": ["CN"]}, CHINA),
+        ({}, "+19005550123"),  # a US premium-rate number
+    ],
+)
+async def test_destination_not_allowed_is_403_and_never_sent(
+    service: ClientFactory,
+    fake_vonage: FakeVonage,
+    fake_aliyun: FakeAliyun,
+    lists: dict[str, Any],
+    to: str,
+) -> None:
+    """Countries outside allow_countries, in deny_countries, or premium-rate: 403, nothing sent."""
+    client = await service(sms_config(fake_vonage, fake_aliyun, **lists))
+    status, body, _, _ = await send(client, to)
+    assert status == 403 and body["error"]["code"] == "destination_not_allowed"
+    assert fake_vonage.requests == [] and fake_aliyun.requests == []
+
+
+async def test_allowed_country_still_delivered(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """A number of an allowed country goes through while others are refused."""
+    client = await service(sms_config(fake_vonage, fake_aliyun, allow_countries=["CN", "FR"]))
+    assert (await send(client, FRANCE))[0] == 200
+    assert (await send(client, CHINA, code="777001"))[0] == 200
+    assert (len(fake_vonage.sms), len(fake_aliyun.sms)) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "to", ["12", "+86 138", "not a number", "+99912345678", "+86 138 0013 8000 99", "13800138000"]
+)
+async def test_invalid_phone_is_400_and_never_sent(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun, to: str
+) -> None:
+    """A number that is not a valid phone number (here without default_region) is a 400."""
+    client = await service(sms_config(fake_vonage, fake_aliyun))
+    status, body, _, _ = await send(client, to)
+    assert status == 400 and body["error"]["code"] == "invalid_phone"
+    assert fake_vonage.requests == [] and fake_aliyun.requests == []
+
+
+LONG = "Your Acme sign-in code is {{code}}. " + "Never share it with anyone. " * 6
+
+
+@pytest.mark.parametrize("source", ["template-directory", "vonage-json"])
+async def test_sms_over_max_segments_is_422_and_never_sent(
+    service: ClientFactory,
+    fake_vonage: FakeVonage,
+    fake_aliyun: FakeAliyun,
+    tmp_path: Path,
+    source: str,
+) -> None:
+    """A text longer than max_segments allows is refused with 422 sms_too_long, never sent."""
+    config = sms_config(fake_vonage, fake_aliyun, max_segments=1)
+    if source == "template-directory":
+        write_tree(tmp_path, {"sms/en/SignIn.txt": LONG, "sms/en/Generic.txt": "Code {{code}}"})
+        config["templates"] = {"directory": str(tmp_path)}
+    else:
+        templates = config["sms"]["vonage"]["templates"]
+        templates[:] = [
+            t | {"content": LONG} if t["usageType"] == "SignIn" else t for t in templates
+        ]
+    client = await service(config)
+    status, body, _, text = await send(client, FRANCE)
+    assert status == 422 and body["error"]["code"] == "sms_too_long"
+    assert "2 segments" in body["error"]["message"] and CODE not in text
+    assert fake_vonage.requests == []
+    status, _, _, _ = await send(client, FRANCE, usage="Generic", code="777001")
+    assert status == 200 and len(fake_vonage.sms) == 1
+
+
+async def test_vonage_json_template_is_the_text_sent(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """The pasted Vonage connector template, placeholders filled, is exactly what Vonage gets."""
+    client = await service(sms_config(fake_vonage, fake_aliyun))
+    status, _, _, _ = await send(client, FRANCE)
+    assert status == 200
+    assert [f["text"] for f in fake_vonage.sms] == [f"Acme SignIn: your code is {CODE}"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ("vonage", vonage_status("6", f"Invalid Message: Your code is {CODE}")),
+        ("aliyun", aliyun_business("isv.INVALID_PARAMETERS", f'TemplateParam {{"code":"{CODE}"}}')),
+        ("aliyun", aliyun_error(400, "InvalidParameter", f"code={CODE} is not allowed")),
+    ],
+    ids=["vonage-error-text", "aliyun-business-message", "aliyun-client-error"],
+)
+async def test_code_never_in_error_body(
+    service: ClientFactory,
+    fake_vonage: FakeVonage,
+    fake_aliyun: FakeAliyun,
+    failure: tuple[str, Any],
+) -> None:
+    """A provider echoing the one-time code in its error never puts the code in our answer."""
+    provider, reply = failure
+    routes = [{"providers": [provider]}]
+    client = await service(sms_config(fake_vonage, fake_aliyun, routes=routes))
+    (fake_vonage if provider == "vonage" else fake_aliyun).reply_next(reply)
+    status, body, _, text = await send(client, CHINA)
+    assert status == 502 and body["error"]["code"] == "provider_rejected"
+    assert CODE not in text and "******" in body["error"]["message"]
