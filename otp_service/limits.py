@@ -7,6 +7,7 @@ A refused request gets 429 ``rate_limited`` with Retry-After and is never sent.
 from __future__ import annotations
 
 import time
+
 from .compose import Message
 from .config import Limit, LimitsConfig
 from .errors import RequestError
