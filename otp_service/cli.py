@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import signal
-import ssl
 import sys
 from dataclasses import replace
 from typing import Any
@@ -18,7 +17,6 @@ from aiohttp import web
 from .compose import Channel, SendRequest
 from .config import Config, is_loopback, load_config
 from .errors import ConfigError, ConfigProblem, OtpServiceError, ProviderError
-from .providers.smtp_pool import tls_context
 from .segments import analyse
 from .services import build_library, build_services
 from .templates import TemplateLibrary
@@ -48,17 +46,6 @@ def _load(path: str | None) -> Config:
     library = build_library(config)  # compiles every template: a broken one is a config error
     if problems := _check_sms_length(config, library):
         raise ConfigError(problems)
-    if config.email.smtp is not None:
-        try:
-            tls_context(config.email.smtp)
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(
-                [
-                    ConfigProblem(
-                        "email.smtp.tls", f"cannot be used: {exc}", "check ca, caFile and ciphers"
-                    )
-                ]
-            ) from exc
     return config
 
 

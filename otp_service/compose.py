@@ -32,6 +32,7 @@ class SendRequest:
     type: str
     payload: Mapping[str, Any] = field(default_factory=dict)
     ip: str | None = None
+    ttl: float | None = None  # seconds; the caller may shorten the configured lifetime
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,10 @@ def parse_request(data: Any) -> SendRequest:
     ip = data.get("ip")
     if ip is not None and not isinstance(ip, str):
         raise RequestError("invalid_request", "'ip' must be a string")
-    return SendRequest(to=data["to"], type=usage, payload=payload, ip=ip)
+    ttl = data.get("ttl")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
+        raise RequestError("invalid_request", "'ttl' must be a positive number of seconds")
+    return SendRequest(to=data["to"], type=usage, payload=payload, ip=ip, ttl=ttl)
 
 
 def _text(value: Any) -> str | None:

@@ -240,7 +240,9 @@ def _delivery(root: Fields) -> DeliveryConfig:
     d = DeliveryConfig()
     f.reject_unknown(d.__dataclass_fields__)
     return DeliveryConfig(
-        retry_delay_seconds=f.number("retry_delay_seconds", default=d.retry_delay_seconds),
+        retry_delay_seconds=f.number(
+            "retry_delay_seconds", default=d.retry_delay_seconds, minimum=0.01
+        ),
         backoff_max_seconds=f.number("backoff_max_seconds", default=d.backoff_max_seconds),
         timeout_seconds=f.number("timeout_seconds", default=d.timeout_seconds, minimum=0.1),
         wait_seconds=f.number("wait_seconds", default=d.wait_seconds),

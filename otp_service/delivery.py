@@ -1,10 +1,10 @@
-"""Delivery: hand a composed message to its provider(s), in order, within the request.
+"""Delivery: walk a message's providers once, in order, and report how it went.
 
-Email goes to its one provider with one quick retry of a transient failure. SMS follows the
-first matching ``sms.routes`` rule: a transient failure moves the message to the next provider
-(one quick retry when the route names a single provider); a permanent failure, or an unknown
-outcome that could turn a retry into a duplicate, stops at once. Durable retries come with the
-outbox.
+Email has one provider. SMS follows the first matching ``sms.routes`` rule: a transient failure
+(including a provider's rate limit) moves the message to the next provider; a permanent failure,
+or an unknown outcome that could turn a resend into a duplicate text, stops at once. Retrying a
+round later, with backoff, is the outbox's job. ``limits.provider_rate`` paces each provider to
+its throughput.
 """
 
 from __future__ import annotations
@@ -12,17 +12,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from .compose import Message
-from .config import DeliveryConfig
 from .errors import ProviderError, TransientProviderError
 from .providers.base import Provider, SendResult
 from .sanitize import mask_email, mask_phone
 from .sms_config import SmsConfig
 
 log = logging.getLogger("otp_service.delivery")
-_MAX_QUICK_RETRY_DELAY = 2.0
+FailureHook = Callable[[str, ProviderError], Awaitable[None]]
+
+
+class Pacer:
+    """Spaces sends to at most ``rate`` per second (a provider's throughput limit)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.next_at = 0.0
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self.next_at)
+        self.next_at = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
 
 def masked(message: Message) -> str:
@@ -37,40 +51,40 @@ class Dispatcher:
         email: Provider,
         sms: Mapping[str, Provider],
         sms_config: SmsConfig,
-        config: DeliveryConfig,
+        provider_rate: Mapping[str, float] | None = None,
     ) -> None:
         self.email = email
         self.sms = dict(sms)
         self.sms_config = sms_config
-        self.config = config
+        self.pacers = {name: Pacer(rate) for name, rate in (provider_rate or {}).items()}
 
     def plan(self, message: Message) -> list[Provider]:
-        """The providers to try, in order (the same one twice means one quick retry)."""
+        """The providers to try, in failover order."""
         if message.channel == "email":
-            providers = [self.email]
-        else:
-            names = self.sms_config.route_for(message.to).providers
-            providers = [self.sms[name] for name in names]
-        return providers * 2 if len(providers) == 1 else providers
+            return [self.email]
+        return [self.sms[name] for name in self.sms_config.route_for(message.to).providers]
 
-    async def deliver(self, message: Message) -> SendResult:
-        """Send ``message``; raises the last ProviderError when no provider delivered it."""
+    async def deliver(self, message: Message, on_failure: FailureHook | None = None) -> SendResult:
+        """Send ``message``; raises the last ProviderError when no provider delivered it.
+
+        ``on_failure(provider, error)`` is awaited after each failed attempt (the outbox
+        records it).
+        """
         started = time.perf_counter()
-        plan = self.plan(message)
         last: TransientProviderError | None = None
-        for attempt, provider in enumerate(plan, start=1):
-            if last is not None and plan[attempt - 2] is provider:
-                delay = max(self.config.retry_delay_seconds, last.retry_after or 0.0)
-                await asyncio.sleep(min(delay, _MAX_QUICK_RETRY_DELAY))
+        for attempt, provider in enumerate(self.plan(message), start=1):
+            if (pacer := self.pacers.get(provider.name)) is not None:
+                await pacer.wait()
             try:
                 result = await provider.send(message)
-            except TransientProviderError as exc:
-                self._log_failure(message, exc, attempt)
-                last = exc
-                continue
             except ProviderError as exc:
                 self._log_failure(message, exc, attempt)
-                raise
+                if on_failure is not None:
+                    await on_failure(provider.name, exc)
+                if not isinstance(exc, TransientProviderError):
+                    raise
+                last = exc
+                continue
             log.info(
                 "delivered id=%s channel=%s type=%s to=%s provider=%s status=%s "
                 "attempts=%d ms=%.1f",

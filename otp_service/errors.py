@@ -56,10 +56,13 @@ class ConfigError(OtpServiceError):
 class RequestError(OtpServiceError):
     """The caller sent something we refuse."""
 
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    def __init__(
+        self, code: str, message: str, status: int = 400, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
+        self.retry_after = retry_after
 
 
 class UnauthorizedError(RequestError):

@@ -18,8 +18,9 @@ class RateLimitedRequest(RequestError):
     """A configured abuse limit refused the request."""
 
     def __init__(self, what: str, retry_after: float) -> None:
-        super().__init__("rate_limited", f"too many messages for this {what}; try again later", 429)
-        self.retry_after = retry_after
+        super().__init__(
+            "rate_limited", f"too many messages for this {what}; try again later", 429, retry_after
+        )
 
 
 class Limiter:

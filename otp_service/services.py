@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from .compose import Composer
 from .config import Config
 from .delivery import Dispatcher
+from .limits import Limiter
+from .outbox import Outbox
 from .providers.aliyun import AliyunProvider
 from .providers.base import Provider
 from .providers.capture import CaptureInbox, CaptureProvider
 from .providers.smtp import SmtpProvider
 from .providers.vonage import VonageProvider
+from .store import SqliteStore, Store
 from .templates import TemplateLibrary
 
 ProviderFactory = Callable[[Config, CaptureInbox], Provider]
@@ -57,12 +60,25 @@ def build_library(config: Config) -> TemplateLibrary:
 
 @dataclass
 class Services:
+    """Everything a request needs; ``start`` opens the store and the outbox worker."""
+
     config: Config
     inbox: CaptureInbox
     composer: Composer
     dispatcher: Dispatcher
+    store: Store
+    limiter: Limiter
+    outbox: Outbox
+
+    async def start(self) -> None:
+        await self.outbox.start()
+
+    async def stop(self) -> None:
+        """Finish in-flight attempts within the grace period; leave the rest stored."""
+        await self.outbox.stop(self.config.delivery.shutdown_grace_seconds)
 
     async def close(self) -> None:
+        """Close the providers of services that were never started (CLI use)."""
         await self.dispatcher.close()
 
 
@@ -71,5 +87,9 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     email = EMAIL_PROVIDERS[config.email.provider](config, inbox)
     sms = {name: SMS_PROVIDERS[name](config, inbox) for name in sorted(config.sms.provider_names)}
     composer = Composer(library or build_library(config), config.sms)
-    dispatcher = Dispatcher(email, sms, config.sms, config.delivery)
-    return Services(config, inbox, composer, dispatcher)
+    dispatcher = Dispatcher(email, sms, config.sms, dict(config.limits.provider_rate))
+    store = SqliteStore(config.store.path)
+    outbox = Outbox(store, dispatcher, config.delivery, config.store.retention_days)
+    return Services(
+        config, inbox, composer, dispatcher, store, Limiter(store, config.limits), outbox
+    )

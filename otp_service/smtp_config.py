@@ -8,6 +8,7 @@ Field meanings: https://nodemailer.com/smtp/ and Logto's connector-smtp.
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,11 +130,13 @@ def _auth(fields: Fields) -> SmtpAuth | None:
     auth = fields.obj("auth")
     if auth is None:
         return None
-    kind = auth.string("type", default="login", choices=("login", "oauth2", "LOGIN", "OAuth2"))
+    kind = auth.string(
+        "type", default="login", choices=("login", "Login", "LOGIN", "oauth2", "OAuth2", "OAUTH2")
+    )
     kind = (kind or "login").lower()
     auth.reject_unknown(
         ("type", "user", "pass", "clientId", "clientSecret", "refreshToken", "accessToken",
-         "expires", "accessUrl", "method")
+         "expires", "accessUrl", "method", "serviceClient", "privateKey")
     )  # fmt: skip
     user = auth.string("user")
     if kind == "oauth2":
@@ -162,6 +165,7 @@ def _tls(fields: Fields) -> SmtpTls:
     tls = fields.obj("tls")
     if tls is None:
         return SmtpTls()
+    before = len(tls.problems)
     tls.reject_unknown(
         ("rejectUnauthorized", "ca", "caFile", "minVersion", "maxVersion", "ciphers", "servername")
     )
@@ -178,7 +182,7 @@ def _tls(fields: Fields) -> SmtpTls:
             tls.problem(
                 "ca", "is not a PEM certificate", "paste the '-----BEGIN CERTIFICATE-----' text"
             )
-    return SmtpTls(
+    result = SmtpTls(
         reject_unauthorized=tls.boolean("rejectUnauthorized", default=True),
         ca=ca,
         ca_file=tls.string("caFile"),
@@ -187,6 +191,29 @@ def _tls(fields: Fields) -> SmtpTls:
         ciphers=tls.string("ciphers"),
         servername=tls.string("servername"),
     )
+    if len(tls.problems) == before:
+        _check_tls(tls, result)
+    return result
+
+
+def _check_tls(fields: Fields, tls: SmtpTls) -> None:
+    """Build the SSL context once now, so a bad CA or cipher string is a config problem."""
+    try:
+        context = ssl.create_default_context(
+            cafile=tls.ca_file, cadata="\n".join(tls.ca) if tls.ca else None
+        )
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        key = "caFile" if tls.ca_file else "ca"
+        fields.problem(key, f"cannot be loaded: {exc}", "give a readable PEM CA certificate")
+        return
+    if tls.ciphers:
+        try:
+            context.set_ciphers(tls.ciphers)
+        except ssl.SSLError:
+            fields.problem("ciphers", "selects no usable cipher", "use an OpenSSL cipher string")
+    low, high = tls.min_version, tls.max_version
+    if low and high and _TLS_VERSIONS.index(low) > _TLS_VERSIONS.index(high):
+        fields.problem("minVersion", "is above maxVersion", "swap or widen the two versions")
 
 
 def _templates(fields: Fields) -> tuple[EmailTemplate, ...]:
@@ -199,6 +226,9 @@ def _templates(fields: Fields) -> tuple[EmailTemplate, ...]:
             fields.problem(path.rsplit(".", 1)[-1], "must be an object", "use {usageType, ...}")
             continue
         entry = Fields(item, path, fields.problems)
+        entry.reject_unknown(
+            ("usageType", "contentType", "subject", "content", "replyTo", "sendFrom")
+        )
         usage = entry.string("usageType", required=True)
         content_type = entry.string("contentType", default="text/plain", choices=CONTENT_TYPES)
         subject = entry.string("subject", required=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -19,8 +21,11 @@ from .compose import Channel, Message, parse_request
 from .config import Config
 from .errors import OtpServiceError, ProviderError, RequestError, UnauthorizedError
 from .inbox_page import render_inbox
+from .outbox import Outcome
 from .recipients import normalize_email, normalize_phone
+from .sanitize import has_control
 from .services import Services, build_services
+from .store import StoredStatus
 from .templates import TemplateLibrary
 
 log = logging.getLogger("otp_service.web")
@@ -58,6 +63,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             f"the {exc.provider} provider {verb} the message: {exc.detail}",
             headers,
         )
+    except RequestError as exc:
+        after = exc.retry_after
+        headers = {"Retry-After": str(max(1, math.ceil(after)))} if after is not None else None
+        return error_response(exc.status, exc.code, exc.message, headers)
     except OtpServiceError as exc:
         return error_response(exc.status, exc.code, exc.message)
     except web.HTTPException as exc:
@@ -106,15 +115,49 @@ async def _read_json(request: web.Request) -> Any:
         raise RequestError("invalid_json", "the body is not valid JSON") from None
 
 
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not key or len(key) > 255 or has_control(key):
+        raise RequestError(
+            "invalid_header_value", "Idempotency-Key must be 1 to 255 printable characters"
+        )
+    return key
+
+
+def _answer(outcome: Outcome) -> web.Response:
+    """200 delivered, 202 still ours to deliver, 502 failed for good."""
+    body: dict[str, Any] = {"id": outcome.id, "status": outcome.status}
+    if outcome.provider:
+        body["provider"] = outcome.provider
+    if outcome.duplicate:
+        body["duplicate"] = True
+    if outcome.status in ("sent", "captured"):
+        return web.json_response(body)
+    if outcome.status == "queued":
+        return web.json_response(body, status=202)
+    if outcome.error is not None:
+        raise outcome.error
+    if outcome.status == "expired":
+        raise RequestError("message_expired", "this message expired before it was delivered", 502)
+    raise RequestError("provider_rejected", "an identical earlier request failed to deliver", 502)
+
+
 async def _send(request: web.Request, channel: Channel) -> web.Response:
     _authorize(request)
-    send_request = parse_request(await _read_json(request))
     services = request.app[SERVICES]
+    if not services.outbox.accepting:
+        raise RequestError("shutting_down", "the service is shutting down; retry shortly", 503, 1)
+    send_request = parse_request(await _read_json(request))
+    idempotency_key = _idempotency_key(request)
     message = services.composer.compose(channel, send_request)
-    result = await services.dispatcher.deliver(message)
-    return web.json_response(
-        {"id": message.id, "status": result.status, "provider": result.provider}
-    )
+    await services.limiter.check(message)
+    ttl = services.config.delivery.ttl_seconds
+    if send_request.ttl is not None:
+        ttl = min(ttl, send_request.ttl)
+    outcome = await services.outbox.submit(message, ttl=ttl, idempotency_key=idempotency_key)
+    return _answer(outcome)
 
 
 async def send_email(request: web.Request) -> web.Response:
@@ -164,12 +207,42 @@ async def list_messages(request: web.Request) -> web.Response:
     return web.json_response({"messages": [message_json(m) for m in found]})
 
 
+def _status_json(status: StoredStatus) -> dict[str, Any]:
+    return {
+        "id": status.id,
+        "channel": status.channel,
+        "to": status.to,
+        "type": status.type,
+        "status": status.status,
+        "provider": status.provider,
+        "created_at": _iso(status.created_at),
+        "expires_at": _iso(status.expires_at),
+        "finished_at": _iso(status.finished_at) if status.finished_at else None,
+        "error": status.last_error,
+        "attempts": [
+            {"at": _iso(a.at), "provider": a.provider, "outcome": a.outcome, "error": a.error}
+            for a in status.attempts
+        ],
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
 async def get_message(request: web.Request) -> web.Response:
+    """Any message's status and attempts; the body and code only for captured messages."""
     _authorize(request)
-    message = request.app[SERVICES].inbox.get(request.match_info["id"])
-    if message is None:
-        raise RequestError("message_not_found", "no captured message with this id", 404)
-    return web.json_response(message_json(message))
+    services = request.app[SERVICES]
+    message_id = request.match_info["id"]
+    captured = services.inbox.get(message_id)
+    stored = await services.store.status(message_id)
+    if stored is None and captured is None:
+        raise RequestError("message_not_found", "no message with this id", 404)
+    body: dict[str, Any] = message_json(captured) if captured is not None else {}
+    if stored is not None:
+        body.update(_status_json(stored))
+    return web.json_response(body)
 
 
 async def clear_messages(request: web.Request) -> web.Response:
@@ -185,7 +258,15 @@ async def inbox_page(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: fails while shutting down, so load balancers stop sending."""
+    if not request.app[SERVICES].outbox.accepting:
+        return web.json_response({"status": "shutting_down"}, status=503)
+    return web.json_response({"status": "ready"})
 
 
 def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Application:
@@ -197,8 +278,14 @@ def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Ap
     app[SERVICES] = services = build_services(config, library)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        await services.start()
         yield
-        await services.close()
+        await services.stop()
+
+    async def stop_accepting(app: web.Application) -> None:
+        services.outbox.accepting = False  # readiness fails while in-flight requests finish
+
+    app.on_shutdown.append(stop_accepting)
 
     app.cleanup_ctx.append(services_ctx)
     app.router.add_post("/v1/email", send_email)
@@ -208,4 +295,5 @@ def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Ap
     app.router.add_get("/v1/messages/{id}", get_message)
     app.router.add_get("/inbox", inbox_page)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app

@@ -15,6 +15,13 @@ from otp_service.web import create_app
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own outbox database (the default path is under XDG_STATE_HOME)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
 @pytest.fixture
 def service(aiohttp_client: Any) -> ClientFactory:
     """Start the service from a config mapping; returns an HTTP client bound to it."""

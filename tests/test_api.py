@@ -39,7 +39,9 @@ async def test_email_captured_and_readable(service: ClientFactory) -> None:
     assert set(message) == {"id", "channel", "to", "type", "locale", "subject", "text", "html",
                             "code", "link", "status", "created_at"}  # fmt: skip
     one = await (await client.get(f"/v1/messages/{body['id']}")).json()
-    assert one == message
+    assert {key: one[key] for key in message} == message
+    assert [(a["provider"], a["outcome"]) for a in one["attempts"]] == [("capture", "captured")]
+    assert one["expires_at"] > one["created_at"] and one["error"] is None
 
 
 async def test_sms_number_normalised(service: ClientFactory) -> None:

@@ -155,7 +155,7 @@ def test_send_over_smtp_refused_port_is_transient(tmp_path: Path) -> None:
     config = tmp_path / "smtp.json"
     config.write_text(json.dumps({"email": {"provider": "smtp", "smtp": {
         "host": "127.0.0.1", "port": free_port(), "fromEmail": "a@example.com",
-        "connectionTimeout": 1000, "name": "test"}}, "delivery": {"retry_delay_seconds": 0}}))  # fmt: skip
+        "connectionTimeout": 1000, "name": "test"}}, "delivery": {"retry_delay_seconds": 0.01}}))  # fmt: skip
     started = time.monotonic()
     result = run(
         "send",

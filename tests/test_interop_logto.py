@@ -3,7 +3,9 @@
 The service runs as a real process on a free port; ``tests/interop/send.mjs`` loads the npm
 packages ``@logto/connector-http-email`` and ``@logto/connector-http-sms`` (pinned in
 ``tests/interop/package.json``) the way Logto core does and calls ``sendMessage``; the result is
-read back from the capture inbox. Needs Node 20+ and ``npm ci --prefix tests/interop``.
+read back from the capture inbox, or, for real SMS providers, from HTTP fakes of Vonage and
+Aliyun that the service's real provider SDKs call. Needs Node 20+ and
+``npm ci --prefix tests/interop``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -23,6 +26,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+
+from .fakes import started
+from .fakes.aliyun import FakeAliyun, logto_aliyun_json
+from .fakes.vonage import FakeVonage, basic_auth, logto_vonage_json
 
 INTEROP = Path(__file__).resolve().parent / "interop"
 SEND = INTEROP / "send.mjs"
@@ -63,7 +70,7 @@ class Service:
 
     def healthy(self) -> bool:
         try:
-            return self.get("/healthz") == {"status": "ok"}
+            return bool(self.get("/healthz") == {"status": "ok"})
         except (OSError, AssertionError):
             return False
 
@@ -94,16 +101,20 @@ def _require_connectors() -> str:
 def _start(tmp: Path, config: dict[str, Any]) -> Iterator[Service]:
     """Run ``otp-service serve`` with ``config``; yields it once /healthz answers."""
     config_file = tmp / "otp-service.yaml"
+    config = {"store": {"path": str(tmp / "outbox.sqlite3")}, **config}  # this run's own outbox
     config_file.write_text(json.dumps(config), encoding="utf-8")  # JSON is valid YAML
     token = config.get("auth", {}).get("tokens", [None])[0]
     service = Service(_free_port(), token)
     log = tmp / "service.log"
+    # Its own state folder: the outbox database defaults to $XDG_STATE_HOME/otp-service/.
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp / "state"))
     with log.open("wb") as out:
         command = [sys.executable, "-m", "otp_service", "serve", "--port", str(service.port)]
         proc = subprocess.Popen(
             [*command, "--config", str(config_file)],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env=env,
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT
@@ -329,3 +340,107 @@ def test_email_connector_logto_context_payload_is_accepted(
     assert message["type"] == "OrganizationInvitation"
     assert message["code"] == "602214"
     assert message["link"] == "https://auth.example.net/invitation/abc"
+
+
+# --------------------------------------------------------------------------- real SMS providers
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The service routing +86 to the Aliyun fake and every other number to the Vonage fake."""
+
+    service: Service
+    vonage: FakeVonage
+    aliyun: FakeAliyun
+    log: Path
+
+
+@pytest.fixture
+def routed(tmp_path: Path, node: str) -> Iterator[Routed]:
+    """Both fakes in this process, the service in its own, configured with Logto's connector
+    JSON of each provider and ``sms.endpoints`` at the fakes (Vonage over https, trusting the
+    fake's test CA through ``ca_file``)."""
+    with started(FakeVonage) as vonage, started(FakeAliyun) as aliyun:
+        config = {
+            "sms": {
+                "provider": "vonage",
+                "vonage": logto_vonage_json(),
+                "aliyun": logto_aliyun_json(),
+                "endpoints": {
+                    "vonage": vonage.endpoint(timeout_seconds=5),
+                    "aliyun": aliyun.endpoint(timeout_seconds=5),
+                },
+                "routes": [
+                    {"prefixes": ["+86"], "providers": ["aliyun"]},
+                    {"providers": ["vonage"]},
+                ],
+            }
+        }
+        with _start(tmp_path, config) as service:
+            yield Routed(service, vonage, aliyun, tmp_path / "service.log")
+
+
+def _received(routed: Routed) -> str:
+    """What each fake saw, and the service's log: the context of a failed assertion."""
+    return (
+        f"\nVonage fake got: {[r.form for r in routed.vonage.requests]}"
+        f"\nAliyun fake got: {[r.query for r in routed.aliyun.requests]}"
+        f"\nservice log:\n{routed.log.read_text(errors='replace')[-3000:]}"
+    )
+
+
+def test_sms_connector_routes_to_real_providers(node: str, routed: Routed) -> None:
+    """Through Logto's HTTP SMS connector, a mainland China number reaches Aliyun's SendSms with
+    the China template code and the code in TemplateParam; a French number reaches Vonage's
+    /sms/json with the code in the text. Exactly one provider request each."""
+    base = {"connector": "sms", "endpoint": f"{routed.service.base}/v1/sms", "withBody": True}
+    china = base | {
+        "to": "8613800138000",  # as Logto stores it: country code, no '+'
+        "type": "SignIn",
+        "payload": {"code": "135790", "locale": "zh-CN"},
+    }
+    france = base | {
+        "to": "+33612345678",
+        "type": "SignIn",
+        "payload": {"code": "246801", "locale": "fr-FR"},
+    }
+
+    china_result = send(node, china)
+    france_result = send(node, france)
+
+    assert china_result["ok"] is True, f"{china_result}{_received(routed)}"
+    assert france_result["ok"] is True, f"{france_result}{_received(routed)}"
+    assert (china_result["status"], china_result["body"]["provider"]) == (200, "aliyun"), (
+        f"{china_result}{_received(routed)}"
+    )
+    assert (france_result["status"], france_result["body"]["provider"]) == (200, "vonage"), (
+        f"{france_result}{_received(routed)}"
+    )
+    assert china_result["body"]["status"] == france_result["body"]["status"] == "sent"
+
+    aliyun_requests = routed.aliyun.requests
+    assert len(aliyun_requests) == 1, f"Aliyun: expected 1 request{_received(routed)}"
+    [sms] = routed.aliyun.sms
+    connector = logto_aliyun_json()
+    [sign_in] = [t for t in connector["templates"] if t["usageType"] == "SignIn"]
+    assert sms["PhoneNumbers"] == "13800138000", _received(routed)
+    assert sms["TemplateCode"] == sign_in["templateCode"]["china"], _received(routed)
+    assert sms["SignName"] == connector["signName"], _received(routed)
+    params = json.loads(sms["TemplateParam"])
+    assert params["code"] == "135790", _received(routed)
+    assert "246801" not in json.dumps(params)
+    authorization = aliyun_requests[0].header("Authorization") or ""
+    assert authorization.startswith("ACS3-HMAC-SHA256 ")
+    assert f"Credential={connector['accessKeyId']}" in authorization
+
+    vonage_requests = routed.vonage.requests
+    assert len(vonage_requests) == 1, f"Vonage: expected 1 request{_received(routed)}"
+    [form] = routed.vonage.sms
+    assert form["to"] == "33612345678", _received(routed)
+    assert "246801" in form["text"], _received(routed)
+    assert "135790" not in form["text"]
+    assert form["from"] == logto_vonage_json()["brandName"]
+    assert basic_auth(vonage_requests[0]) == (
+        logto_vonage_json()["apiKey"],
+        logto_vonage_json()["apiSecret"],
+    )

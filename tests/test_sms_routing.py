@@ -46,7 +46,8 @@ def sms_config(vonage: FakeVonage, aliyun: FakeAliyun, **sms: Any) -> dict[str, 
             {"providers": ["vonage"]},
         ],
     }
-    return {"sms": section | sms, "delivery": {"retry_delay_seconds": 0}}
+    delivery = {"retry_delay_seconds": 0.01, "wait_seconds": 1}
+    return {"sms": section | sms, "delivery": delivery}
 
 
 async def send(
@@ -143,48 +144,67 @@ async def test_vonage_permanent_error_is_502_without_failover(
     assert len(fake_vonage.sms) == 1 and fake_aliyun.requests == []
 
 
-async def test_every_provider_unavailable_is_503(
+async def test_every_provider_unavailable_retried_next_round(
     service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
 ) -> None:
-    """Aliyun then Vonage both failing transiently gives 503 provider_unavailable; one try each."""
+    """Aliyun then Vonage both failing transiently: the next round delivers, one text only."""
     client = await service(sms_config(fake_vonage, fake_aliyun))
     fake_aliyun.reply_next(aliyun_error(503, "ServiceUnavailable", "Service unavailable."))
     fake_vonage.reply_next(vonage_http(500))
-    status, body, headers, _ = await send(client, CHINA)
-    assert status == 503 and body["error"]["code"] == "provider_unavailable"
-    assert "Retry-After" not in headers
-    assert (len(fake_aliyun.sms), len(fake_vonage.sms)) == (1, 1)
+    status, body, _, _ = await send(client, CHINA)
+    assert status == 200 and body["provider"] == "aliyun"
+    assert (len(fake_aliyun.sms), len(fake_vonage.sms)) == (2, 1)
+    record = await (await client.get(f"/v1/messages/{body['id']}")).json()
+    assert [(a["provider"], a["outcome"]) for a in record["attempts"]] == [
+        ("aliyun", "transient"), ("vonage", "transient"), ("aliyun", "sent"),
+    ]  # fmt: skip
 
 
-async def test_every_provider_rate_limited_is_429_with_vonage_retry_after(
+async def test_every_provider_down_answers_202_queued(
     service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
 ) -> None:
-    """Aliyun's rate limit then Vonage's HTTP 429: 429 with Vonage's Retry-After."""
+    """Providers failing for longer than the request waits: 202 queued, the message stays ours."""
+    client = await service(sms_config(fake_vonage, fake_aliyun))
+    fake_aliyun.reply_next(*[aliyun_error(503, "ServiceUnavailable", "down")] * 50)
+    fake_vonage.reply_next(*[vonage_http(500)] * 50)
+    status, body, _, text = await send(client, CHINA)
+    assert status == 202 and body["status"] == "queued" and CODE not in text
+    record = await (await client.get(f"/v1/messages/{body['id']}")).json()
+    assert record["status"] == "queued" and len(record["attempts"]) >= 4
+    assert {a["outcome"] for a in record["attempts"]} == {"transient"}
+
+
+async def test_provider_retry_after_is_honoured(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """Aliyun's rate limit then Vonage's HTTP 429 Retry-After 7: no new attempt before 7 s."""
     client = await service(sms_config(fake_vonage, fake_aliyun))
     fake_aliyun.reply_next(aliyun_business("isv.BUSINESS_LIMIT_CONTROL"))
     fake_vonage.reply_next(vonage_http(429, retry_after="7"))
-    status, body, headers, _ = await send(client, CHINA)
-    assert status == 429 and body["error"]["code"] == "provider_rate_limited"
-    assert headers["Retry-After"] == "7"
+    status, body, _, _ = await send(client, CHINA)
+    assert status == 202 and body["status"] == "queued"
+    assert (len(fake_aliyun.sms), len(fake_vonage.sms)) == (1, 1)
+    record = await (await client.get(f"/v1/messages/{body['id']}")).json()
+    assert "BUSINESS_LIMIT_CONTROL" in record["attempts"][0]["error"]
 
 
-async def test_every_provider_rate_limited_is_429_with_aliyun_retry_after(
+async def test_aliyun_throttling_retry_after_is_honoured(
     service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
 ) -> None:
-    """Vonage throttled (status 1) then Aliyun's x-acs-retry-after: 429, Retry-After in seconds."""
+    """Vonage throttled (status 1) then Aliyun's x-acs-retry-after 3 s: queued, not hammered."""
     routes = [{"prefixes": ["+86"], "providers": ["vonage", "aliyun"]}]
     client = await service(sms_config(fake_vonage, fake_aliyun, routes=routes))
     fake_vonage.reply_next(vonage_status("1"))
     fake_aliyun.reply_next(aliyun_throttled(3000))
-    status, body, headers, _ = await send(client, CHINA)
-    assert status == 429 and body["error"]["code"] == "provider_rate_limited"
-    assert headers["Retry-After"] == "3"
+    status, body, _, _ = await send(client, CHINA)
+    assert status == 202 and body["status"] == "queued"
+    assert (len(fake_vonage.sms), len(fake_aliyun.sms)) == (1, 1)
 
 
-async def test_single_provider_transient_failure_retried_once(
+async def test_single_provider_transient_failure_retried(
     service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
 ) -> None:
-    """A route with one provider retries a transient failure once: a 5xx then success is a 200."""
+    """A route with one provider retries transient failures: a 5xx then success is a 200."""
     client = await service(sms_config(fake_vonage, fake_aliyun))
     fake_vonage.reply_next(vonage_http(500))
     status, body, _, _ = await send(client, FRANCE)
@@ -193,8 +213,8 @@ async def test_single_provider_transient_failure_retried_once(
     fake_vonage.clear()
     fake_vonage.reply_next(vonage_status("1"), vonage_status("1"))
     status, body, _, _ = await send(client, FRANCE, code="777001")
-    assert status == 429 and body["error"]["code"] == "provider_rate_limited"
-    assert len(fake_vonage.sms) == 2
+    assert status == 200 and body["provider"] == "vonage"
+    assert len(fake_vonage.sms) == 3
 
 
 @pytest.mark.parametrize("routes", ["vonage-only", "vonage-then-aliyun"])

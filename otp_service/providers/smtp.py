@@ -32,6 +32,8 @@ def _reply(code: int, text: str) -> ProviderError:
 
 def classify(exc: BaseException) -> ProviderError:
     """Our error for an aiosmtplib, ssl or socket failure."""
+    if isinstance(exc, aiosmtplib.SMTPConnectError) and isinstance(exc.__cause__, ssl.SSLError):
+        exc = exc.__cause__  # implicit TLS: the handshake failed inside connect()
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         refusals = exc.recipients
         transient = all(400 <= r.code < 500 for r in refusals)
@@ -86,9 +88,15 @@ class SmtpProvider:
                                 mail.sender, [mail.recipient], mail.data, mail_options=options
                             )
                             return SendResult(self.name, "sent", mail.message_id)
-                    except aiosmtplib.SMTPServerDisconnected:
-                        # A pooled connection the server had already closed: once more on a new one.
-                        if fresh or not reused:
+                    except (
+                        aiosmtplib.SMTPServerDisconnected,
+                        aiosmtplib.SMTPResponseException,
+                    ) as exc:
+                        # A pooled connection the server had closed, or was closing with 421
+                        # (Postfix, Exim on idle): once more on a new connection.
+                        code = getattr(exc, "code", None)
+                        closing = code is None or code == 421
+                        if fresh or not reused or not closing:
                             raise
         except (aiosmtplib.SMTPException, OSError, TimeoutError, StartTlsUnavailable) as exc:
             raise classify(exc) from exc

@@ -87,9 +87,15 @@ class Store(Protocol):
     async def record_attempt(self, message_id: str, attempt: Attempt) -> None: ...
 
     async def finish(
-        self, message_id: str, status: str, provider: str | None, error: str | None
+        self,
+        message_id: str,
+        status: str,
+        provider: str | None,
+        error: str | None,
+        attempt: Attempt | None = None,
     ) -> None:
-        """Mark final (sent, captured, failed, expired) and delete the body (it holds the code)."""
+        """Mark final (sent, captured, failed, expired) and delete the body (it holds the code),
+        recording ``attempt`` in the same write."""
         ...
 
     async def retry_later(self, message_id: str, next_attempt_at: float, error: str) -> None:

@@ -69,6 +69,14 @@ CREATE TABLE IF NOT EXISTS idempotency (
 """
 
 
+def _insert_attempt(conn: sqlite3.Connection, message_id: str, attempt: Attempt) -> None:
+    conn.execute(
+        "INSERT INTO attempts (message_id, at, provider, outcome, error) VALUES (?, ?, ?, ?, ?)",
+        (message_id, attempt.at, attempt.provider, attempt.outcome, attempt.error),
+    )
+    conn.execute("UPDATE messages SET attempts = attempts + 1 WHERE id = ?", (message_id,))
+
+
 class SqliteStore:
     """The :class:`~otp_service.store.base.Store` on one SQLite file."""
 
@@ -82,7 +90,7 @@ class SqliteStore:
         self._windows: dict[str, tuple[float, int]] = {}
         self.batches = 0  # transactions committed, for the bench
 
-    # -- plumbing -----------------------------------------------------------------------------
+    # -- plumbing
 
     def _connect(self) -> None:
         if self.path != ":memory:":
@@ -161,7 +169,7 @@ class SqliteStore:
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=True)
 
-    # -- the Store protocol ---------------------------------------------------------------------
+    # -- the Store protocol
 
     async def accept(
         self,
@@ -172,7 +180,7 @@ class SqliteStore:
         idempotency_key: str | None,
         dedupe_key: str | None,
     ) -> Accepted:
-        now = time.time()
+        now = message.created_at.timestamp()
         body = message_to_json(message)
 
         def run(conn: sqlite3.Connection) -> Accepted:
@@ -232,23 +240,22 @@ class SqliteStore:
         return await self._do(run)
 
     async def record_attempt(self, message_id: str, attempt: Attempt) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO attempts (message_id, at, provider, outcome, error) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (message_id, attempt.at, attempt.provider, attempt.outcome, attempt.error),
-            )
-            conn.execute("UPDATE messages SET attempts = attempts + 1 WHERE id = ?", (message_id,))
-
-        await self._do(run)
+        await self._do(lambda conn: _insert_attempt(conn, message_id, attempt))
 
     async def finish(
-        self, message_id: str, status: str, provider: str | None, error: str | None
+        self,
+        message_id: str,
+        status: str,
+        provider: str | None,
+        error: str | None,
+        attempt: Attempt | None = None,
     ) -> None:
         assert status in FINAL
         now = time.time()
 
         def run(conn: sqlite3.Connection) -> None:
+            if attempt is not None:
+                _insert_attempt(conn, message_id, attempt)
             conn.execute(
                 "UPDATE messages SET status = ?, provider = ?, last_error = ?, body = NULL, "
                 "lease_until = NULL, finished_at = ? WHERE id = ?",

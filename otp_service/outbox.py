@@ -1,0 +1,198 @@
+"""The outbox: every accepted message is stored before we answer, then delivered surely.
+
+``submit`` persists the message (leased to this process), starts delivering at once, and
+waits up to ``delivery.wait_seconds`` for the outcome. Transient failures are retried with
+exponential backoff and jitter (at least the provider's Retry-After) until the message expires;
+short delays are waited out in place, longer ones go back to the store, where the worker claims
+them when due. A crash leaves the lease behind; the next start releases it and the worker picks
+the message up again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from .compose import Message
+from .config import DeliveryConfig
+from .delivery import Dispatcher
+from .errors import ProviderError, TransientProviderError
+from .store import Attempt, Store
+
+log = logging.getLogger("otp_service.outbox")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where a message stands when the request stops waiting."""
+
+    id: str
+    status: str  # sent, captured, queued, failed, expired
+    provider: str | None = None
+    error: ProviderError | None = None
+    duplicate: bool = False
+
+
+def dedupe_key(message: Message) -> str | None:
+    """The same (channel, to, type, code) is the same message while it lives."""
+    if not message.code:
+        return None
+    raw = "\0".join((message.channel, message.to.lower(), message.type, message.code))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class Outbox:
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        config: DeliveryConfig,
+        retention_days: float = 7.0,
+    ) -> None:
+        self.store = store
+        self.retention_seconds = retention_days * 86400
+        self._purged_at = 0.0
+        self.dispatcher = dispatcher
+        self.config = config
+        self._tasks: set[asyncio.Task[Outcome]] = set()
+        self._worker: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.accepting = False
+
+    # -- life cycle
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.accepting = True
+        self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop accepting, give in-flight attempts ``grace_seconds``, leave the rest stored."""
+        self.accepting = False
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                log.warning(
+                    "shutdown: %d message(s) left in the outbox for the next start", len(pending)
+                )
+        await self.dispatcher.close()
+        await self.store.close()
+
+    # -- accepting
+
+    async def submit(self, message: Message, *, ttl: float, idempotency_key: str | None) -> Outcome:
+        """Store ``message`` durably, start delivering it, and wait a little for the outcome."""
+        now = time.time()
+        expires_at = now + ttl
+        accepted = await self.store.accept(
+            message,
+            expires_at=expires_at,
+            lease_until=now + self.config.lease_seconds,
+            idempotency_key=f"{message.channel}:{idempotency_key}" if idempotency_key else None,
+            dedupe_key=dedupe_key(message),
+        )
+        if not accepted.created:
+            return Outcome(accepted.id, accepted.status, accepted.provider, duplicate=True)
+        task = self._spawn(message, expires_at, 0, now + self.config.wait_seconds)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.config.wait_seconds)
+        except TimeoutError:
+            return Outcome(message.id, "queued")
+
+    # -- delivering
+
+    def _spawn(
+        self, message: Message, expires_at: float, attempts: int, inline_until: float
+    ) -> asyncio.Task[Outcome]:
+        task = asyncio.get_running_loop().create_task(
+            self._run(message, expires_at, attempts, inline_until)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def backoff(self, attempts: int, retry_after: float | None) -> float:
+        """Exponential with full jitter in its upper half, never before Retry-After."""
+        base = min(
+            self.config.backoff_max_seconds,
+            self.config.retry_delay_seconds * 2 ** max(0, attempts - 1),
+        )
+        delay = random.uniform(base / 2, base) if base > 0 else 0.0
+        return max(delay, retry_after or 0.0)
+
+    async def _attempted(self, message: Message, provider: str, error: ProviderError) -> None:
+        outcome = "transient" if error.transient else "permanent"
+        await self.store.record_attempt(
+            message.id, Attempt(time.time(), provider, outcome, error.detail)
+        )
+
+    async def _run(
+        self, message: Message, expires_at: float, attempts: int, inline_until: float
+    ) -> Outcome:
+        while True:
+            now = time.time()
+            if now >= expires_at:
+                await self.store.finish(message.id, "expired", None, "expired before delivery")
+                log.warning(
+                    "expired id=%s channel=%s attempts=%d", message.id, message.channel, attempts
+                )
+                return Outcome(message.id, "expired")
+            try:
+                result = await self.dispatcher.deliver(
+                    message, on_failure=lambda p, e: self._attempted(message, p, e)
+                )
+            except TransientProviderError as exc:
+                attempts += 1
+                delay = self.backoff(attempts, exc.retry_after)
+                next_at = time.time() + delay
+                if next_at <= inline_until and next_at < expires_at:
+                    await asyncio.sleep(delay)
+                    continue
+                await self.store.retry_later(message.id, next_at, exc.detail)
+                return Outcome(message.id, "queued", error=exc)
+            except ProviderError as exc:
+                status = "failed"
+                await self.store.finish(message.id, status, exc.provider, exc.detail)
+                return Outcome(message.id, status, exc.provider, error=exc)
+            await self.store.finish(
+                message.id,
+                result.status,
+                result.provider,
+                None,
+                Attempt(time.time(), result.provider, result.status),
+            )
+            return Outcome(message.id, result.status, result.provider)
+
+    async def _work(self) -> None:
+        """Claim due messages (retries, and what a crash left behind) and deliver them."""
+        while True:
+            try:
+                room = self.config.concurrency - len(self._tasks)
+                now = time.time()
+                if room > 0:
+                    for due in await self.store.claim_due(
+                        now, now + self.config.lease_seconds, room
+                    ):
+                        self._spawn(due.message, due.expires_at, due.attempts, now)
+                if now - self._purged_at > 3600:
+                    self._purged_at = now
+                    purged = await self.store.purge(now - self.retention_seconds)
+                    if purged:
+                        log.info("purged %d finished message(s) past retention", purged)
+            except Exception:  # a store hiccup must not kill the worker
+                log.exception("outbox worker: claiming failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
+            self._wake.clear()
