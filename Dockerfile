@@ -8,7 +8,11 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin otp
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin otp \
+ && mkdir -p /var/lib/otp-service && chown 10001:10001 /var/lib/otp-service
+# The outbox (SQLite): keep it on a volume so accepted messages survive a new container.
+ENV XDG_STATE_HOME=/var/lib
+VOLUME ["/var/lib/otp-service"]
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER 10001:10001

@@ -20,7 +20,7 @@ from .errors import ConfigError, ConfigProblem, OtpServiceError, ProviderError
 from .segments import analyse
 from .services import build_library, build_services
 from .templates import TemplateLibrary
-from .web import create_app
+from .web import SERVICES, create_app
 
 log = logging.getLogger("otp_service")
 
@@ -91,7 +91,13 @@ def _banner(config: Config, base: str) -> str:
 
 async def _serve(config: Config, access_log: bool) -> None:
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=log if access_log else None, handle_signals=False)
+    grace = config.delivery.shutdown_grace_seconds
+    runner = web.AppRunner(
+        app,
+        access_log=log if access_log else None,
+        handle_signals=False,
+        shutdown_timeout=grace,  # in-flight requests; the outbox gets the same grace after
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()
@@ -110,7 +116,8 @@ async def _serve(config: Config, access_log: bool) -> None:
     try:
         await stop.wait()
     finally:
-        log.info("shutting down")
+        log.info("shutting down: finishing in-flight deliveries (up to %.0f s)", grace)
+        app[SERVICES].outbox.accepting = False  # readiness fails, new sends get 503
         await runner.cleanup()
 
 
