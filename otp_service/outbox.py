@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from .compose import Message
 from .config import DeliveryConfig
 from .delivery import Dispatcher
-from .errors import ProviderError, TransientProviderError
+from .errors import OutcomeUnknownError, ProviderError, TransientProviderError
+from .metrics import Metrics
 from .store import Attempt, Store
 
 log = logging.getLogger("otp_service.outbox")
@@ -53,8 +54,11 @@ class Outbox:
         dispatcher: Dispatcher,
         config: DeliveryConfig,
         retention_days: float = 7.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
+        self.metrics.gauges["otp_outbox_in_flight"] = lambda: len(self._tasks)
         self.retention_seconds = retention_days * 86400
         self._purged_at = 0.0
         self.dispatcher = dispatcher
@@ -134,6 +138,9 @@ class Outbox:
 
     async def _attempted(self, message: Message, provider: str, error: ProviderError) -> None:
         outcome = "transient" if error.transient else "permanent"
+        if isinstance(error, OutcomeUnknownError):
+            outcome = "unknown"
+        self.metrics.attempt(message.channel, provider, outcome)
         await self.store.record_attempt(
             message.id, Attempt(time.time(), provider, outcome, error.detail)
         )
@@ -166,6 +173,7 @@ class Outbox:
                 status = "failed"
                 await self.store.finish(message.id, status, exc.provider, exc.detail)
                 return Outcome(message.id, status, exc.provider, error=exc)
+            self.metrics.attempt(message.channel, result.provider, result.status)
             await self.store.finish(
                 message.id,
                 result.status,

@@ -9,6 +9,7 @@ from .compose import Composer
 from .config import Config
 from .delivery import Dispatcher
 from .limits import Limiter
+from .metrics import Metrics
 from .outbox import Outbox
 from .providers.aliyun import AliyunProvider
 from .providers.base import Provider
@@ -69,6 +70,7 @@ class Services:
     store: Store
     limiter: Limiter
     outbox: Outbox
+    metrics: Metrics
 
     async def start(self) -> None:
         await self.outbox.start()
@@ -89,7 +91,7 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     composer = Composer(library or build_library(config), config.sms)
     dispatcher = Dispatcher(email, sms, config.sms, dict(config.limits.provider_rate))
     store = SqliteStore(config.store.path)
-    outbox = Outbox(store, dispatcher, config.delivery, config.store.retention_days)
-    return Services(
-        config, inbox, composer, dispatcher, store, Limiter(store, config.limits), outbox
-    )
+    metrics = Metrics()
+    outbox = Outbox(store, dispatcher, config.delivery, config.store.retention_days, metrics)
+    limiter = Limiter(store, config.limits)
+    return Services(config, inbox, composer, dispatcher, store, limiter, outbox, metrics)

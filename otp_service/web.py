@@ -160,12 +160,31 @@ async def _send(request: web.Request, channel: Channel) -> web.Response:
     return _answer(outcome)
 
 
+async def _counted(request: web.Request, channel: Channel) -> web.Response:
+    metrics = request.app[SERVICES].metrics
+    try:
+        response = await _send(request, channel)
+    except OtpServiceError as exc:
+        metrics.request(channel, exc.status)
+        raise
+    metrics.request(channel, response.status)
+    return response
+
+
 async def send_email(request: web.Request) -> web.Response:
-    return await _send(request, "email")
+    return await _counted(request, "email")
 
 
 async def send_sms(request: web.Request) -> web.Response:
-    return await _send(request, "sms")
+    return await _counted(request, "sms")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition; the same token as the API when tokens are configured."""
+    _authorize(request)
+    return web.Response(
+        text=request.app[SERVICES].metrics.render(), content_type="text/plain", charset="utf-8"
+    )
 
 
 def message_json(message: Message) -> dict[str, Any]:
@@ -296,4 +315,5 @@ def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Ap
     app.router.add_get("/inbox", inbox_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     return app

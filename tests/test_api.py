@@ -269,3 +269,23 @@ async def test_healthz(service: ClientFactory) -> None:
     client = await service()
     response = await client.get("/healthz")
     assert response.status == 200 and (await response.json()) == {"status": "ok"}
+
+
+async def test_metrics_count_requests_and_attempts(service: ClientFactory) -> None:
+    """/metrics counts answers per channel and status, and attempts per provider and outcome."""
+    client = await service()
+    await post(client, "/v1/email", SIGN_IN)
+    await post(client, "/v1/email", {"to": "nope", "type": "SignIn"})
+    text = await (await client.get("/metrics")).text()
+    assert 'otp_requests_total{channel="email",status="200"} 1' in text
+    assert 'otp_requests_total{channel="email",status="400"} 1' in text
+    assert 'otp_attempts_total{channel="email",provider="capture",outcome="captured"} 1' in text
+    assert "otp_outbox_in_flight 0" in text and "482913" not in text
+
+
+async def test_metrics_need_the_token(service: ClientFactory) -> None:
+    """Metrics are behind the same token as the API when tokens are configured."""
+    client = await service(AUTH)
+    assert (await client.get("/metrics")).status == 401
+    ok = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status == 200
