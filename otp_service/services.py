@@ -11,23 +11,25 @@ from .delivery import Dispatcher
 from .limits import Limiter
 from .metrics import Metrics
 from .outbox import Outbox
-from .providers.aliyun import AliyunProvider
 from .providers.base import Provider
 from .providers.capture import CaptureInbox, CaptureProvider
-from .providers.smtp import SmtpProvider
-from .providers.vonage import VonageProvider
 from .store import SqliteStore, Store
 from .templates import TemplateLibrary
 
 ProviderFactory = Callable[[Config, CaptureInbox], Provider]
 
 
+# Provider modules are imported when configured: the SMS SDKs alone weigh ~40 MB of memory.
 def _smtp(config: Config, inbox: CaptureInbox) -> Provider:
+    from .providers.smtp import SmtpProvider
+
     assert config.email.smtp is not None  # guaranteed by config validation
     return SmtpProvider(config.email.smtp, config.email.pool, config.delivery.timeout_seconds)
 
 
 def _vonage(config: Config, inbox: CaptureInbox) -> Provider:
+    from .providers.vonage import VonageProvider
+
     assert config.sms.vonage is not None  # guaranteed by config validation
     return VonageProvider(
         config.sms.vonage, config.sms.endpoint("vonage"), config.sms.vonage_concurrency
@@ -35,6 +37,8 @@ def _vonage(config: Config, inbox: CaptureInbox) -> Provider:
 
 
 def _aliyun(config: Config, inbox: CaptureInbox) -> Provider:
+    from .providers.aliyun import AliyunProvider
+
     assert config.sms.aliyun is not None  # guaranteed by config validation
     return AliyunProvider(config.sms.aliyun, config.sms.endpoint("aliyun"))
 
