@@ -16,6 +16,7 @@ import hashlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .compose import Message
@@ -64,6 +65,7 @@ class Outbox:
         self.dispatcher = dispatcher
         self.config = config
         self._tasks: set[asyncio.Task[Outcome]] = set()
+        self._active: set[str] = set()  # ids this process is delivering right now
         self._worker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.accepting = False
@@ -96,35 +98,73 @@ class Outbox:
 
     # -- accepting
 
-    async def submit(self, message: Message, *, ttl: float, idempotency_key: str | None) -> Outcome:
-        """Store ``message`` durably, start delivering it, and wait a little for the outcome."""
+    async def submit(
+        self,
+        message: Message,
+        *,
+        ttl: float,
+        idempotency_key: str | None,
+        admit: Callable[[Message], Awaitable[None]] | None = None,
+    ) -> Outcome:
+        """Store ``message`` durably, start delivering it, and wait a little for the outcome.
+
+        A repeat (same Idempotency-Key, or without one the same content) gets the first
+        message's answer; ``admit`` (the abuse limits) only sees new messages.
+        """
         now = time.time()
         expires_at = now + ttl
+        key = f"{message.channel}:{idempotency_key}" if idempotency_key else None
+        content = None if key else dedupe_key(message)  # a key, when given, decides alone
+        if admit is not None:
+            if (found := await self.store.existing(key, content, now)) is not None:
+                return Outcome(found.id, found.status, found.provider, duplicate=True)
+            await admit(message)
         accepted = await self.store.accept(
             message,
             expires_at=expires_at,
             lease_until=now + self.config.lease_seconds,
-            idempotency_key=f"{message.channel}:{idempotency_key}" if idempotency_key else None,
-            dedupe_key=dedupe_key(message),
+            idempotency_key=key,
+            dedupe_key=content,
         )
         if not accepted.created:
             return Outcome(accepted.id, accepted.status, accepted.provider, duplicate=True)
-        task = self._spawn(message, expires_at, 0, now + self.config.wait_seconds)
+        # The answer is settled as soon as the outcome is known, before it is written down:
+        # the request does not wait for that second write.
+        reply: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._spawn(message, expires_at, 0, now + self.config.wait_seconds, reply)
         try:
-            return await asyncio.wait_for(asyncio.shield(task), self.config.wait_seconds)
+            return await asyncio.wait_for(asyncio.shield(reply), self.config.wait_seconds)
         except TimeoutError:
             return Outcome(message.id, "queued")
 
     # -- delivering
 
     def _spawn(
-        self, message: Message, expires_at: float, attempts: int, inline_until: float
+        self,
+        message: Message,
+        expires_at: float,
+        attempts: int,
+        inline_until: float,
+        reply: asyncio.Future[Outcome] | None = None,
     ) -> asyncio.Task[Outcome]:
         task = asyncio.get_running_loop().create_task(
-            self._run(message, expires_at, attempts, inline_until)
+            self._run(message, expires_at, attempts, inline_until, reply)
         )
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._active.add(message.id)
+
+        def done(task: asyncio.Task[Outcome]) -> None:
+            self._tasks.discard(task)
+            self._active.discard(message.id)
+            if reply is not None and not reply.done():
+                if task.cancelled():
+                    reply.cancel()
+                elif (error := task.exception()) is not None:
+                    reply.set_exception(error)
+                else:
+                    reply.set_result(task.result())
+
+        task.add_done_callback(done)
         return task
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
@@ -146,16 +186,27 @@ class Outbox:
         )
 
     async def _run(
-        self, message: Message, expires_at: float, attempts: int, inline_until: float
+        self,
+        message: Message,
+        expires_at: float,
+        attempts: int,
+        inline_until: float,
+        reply: asyncio.Future[Outcome] | None = None,
     ) -> Outcome:
+        def settle(outcome: Outcome) -> Outcome:
+            if reply is not None and not reply.done():
+                reply.set_result(outcome)
+            return outcome
+
         while True:
             now = time.time()
             if now >= expires_at:
+                outcome = settle(Outcome(message.id, "expired"))
                 await self.store.finish(message.id, "expired", None, "expired before delivery")
                 log.warning(
                     "expired id=%s channel=%s attempts=%d", message.id, message.channel, attempts
                 )
-                return Outcome(message.id, "expired")
+                return outcome
             try:
                 result = await self.dispatcher.deliver(
                     message, on_failure=lambda p, e: self._attempted(message, p, e)
@@ -167,13 +218,15 @@ class Outbox:
                 if next_at <= inline_until and next_at < expires_at:
                     await asyncio.sleep(delay)
                     continue
+                outcome = settle(Outcome(message.id, "queued", error=exc))
                 await self.store.retry_later(message.id, next_at, exc.detail)
-                return Outcome(message.id, "queued", error=exc)
+                return outcome
             except ProviderError as exc:
-                status = "failed"
-                await self.store.finish(message.id, status, exc.provider, exc.detail)
-                return Outcome(message.id, status, exc.provider, error=exc)
+                outcome = settle(Outcome(message.id, "failed", exc.provider, error=exc))
+                await self.store.finish(message.id, "failed", exc.provider, exc.detail)
+                return outcome
             self.metrics.attempt(message.channel, result.provider, result.status)
+            outcome = settle(Outcome(message.id, result.status, result.provider))
             await self.store.finish(
                 message.id,
                 result.status,
@@ -181,7 +234,7 @@ class Outbox:
                 None,
                 Attempt(time.time(), result.provider, result.status),
             )
-            return Outcome(message.id, result.status, result.provider)
+            return outcome
 
     async def _work(self) -> None:
         """Claim due messages (retries, and what a crash left behind) and deliver them."""
@@ -193,7 +246,10 @@ class Outbox:
                     for due in await self.store.claim_due(
                         now, now + self.config.lease_seconds, room
                     ):
-                        self._spawn(due.message, due.expires_at, due.attempts, now)
+                        # A lease that ran out while this process still delivers the message
+                        # (a slow provider) must not start a second, parallel delivery.
+                        if due.message.id not in self._active:
+                            self._spawn(due.message, due.expires_at, due.attempts, now)
                 if now - self._purged_at > 3600:
                     self._purged_at = now
                     purged = await self.store.purge(now - self.retention_seconds)

@@ -152,11 +152,12 @@ async def _send(request: web.Request, channel: Channel) -> web.Response:
     send_request = parse_request(await _read_json(request))
     idempotency_key = _idempotency_key(request)
     message = services.composer.compose(channel, send_request)
-    await services.limiter.check(message)
     ttl = services.config.delivery.ttl_seconds
     if send_request.ttl is not None:
         ttl = min(ttl, send_request.ttl)
-    outcome = await services.outbox.submit(message, ttl=ttl, idempotency_key=idempotency_key)
+    outcome = await services.outbox.submit(
+        message, ttl=ttl, idempotency_key=idempotency_key, admit=services.limiter.check
+    )
     return _answer(outcome)
 
 

@@ -79,6 +79,12 @@ class Store(Protocol):
         idempotency key, or an unexpired message with the same dedupe key."""
         ...
 
+    async def existing(
+        self, idempotency_key: str | None, dedupe_key: str | None, now: float
+    ) -> Accepted | None:
+        """What :meth:`accept` would answer for a repeat, without storing anything."""
+        ...
+
     async def claim_due(self, now: float, lease_until: float, limit: int) -> list[Due]:
         """Lease up to ``limit`` unfinished messages whose next attempt is due; messages past
         their expiry are marked ``expired`` instead (and never returned)."""

@@ -77,6 +77,26 @@ def _insert_attempt(conn: sqlite3.Connection, message_id: str, attempt: Attempt)
     conn.execute("UPDATE messages SET attempts = attempts + 1 WHERE id = ?", (message_id,))
 
 
+def _existing(
+    conn: sqlite3.Connection, idempotency_key: str | None, dedupe_key: str | None, now: float
+) -> Accepted | None:
+    """The message already holding this idempotency key, or this content, if any."""
+    row = None
+    if idempotency_key is not None:
+        row = conn.execute(
+            "SELECT m.id, m.status, m.provider FROM idempotency i "
+            "JOIN messages m ON m.id = i.message_id WHERE i.key = ?",
+            (idempotency_key,),
+        ).fetchone()
+    if row is None and dedupe_key is not None:
+        row = conn.execute(
+            "SELECT id, status, provider FROM messages "
+            "WHERE dedupe_key = ? AND expires_at > ? ORDER BY created_at LIMIT 1",
+            (dedupe_key, now),
+        ).fetchone()
+    return None if row is None else Accepted(row[0], False, row[1], row[2])
+
+
 class SqliteStore:
     """The :class:`~otp_service.store.base.Store` on one SQLite file."""
 
@@ -184,22 +204,8 @@ class SqliteStore:
         body = message_to_json(message)
 
         def run(conn: sqlite3.Connection) -> Accepted:
-            if idempotency_key is not None:
-                row = conn.execute(
-                    "SELECT m.id, m.status, m.provider FROM idempotency i "
-                    "JOIN messages m ON m.id = i.message_id WHERE i.key = ?",
-                    (idempotency_key,),
-                ).fetchone()
-                if row is not None:
-                    return Accepted(row[0], False, row[1], row[2])
-            if dedupe_key is not None:
-                row = conn.execute(
-                    "SELECT id, status, provider FROM messages "
-                    "WHERE dedupe_key = ? AND expires_at > ? ORDER BY created_at LIMIT 1",
-                    (dedupe_key, now),
-                ).fetchone()
-                if row is not None:
-                    return Accepted(row[0], False, row[1], row[2])
+            if (found := _existing(conn, idempotency_key, dedupe_key, now)) is not None:
+                return found
             conn.execute(
                 "INSERT INTO messages (id, channel, recipient, type, status, body, dedupe_key, "
                 "created_at, expires_at, next_attempt_at, lease_until) "
@@ -215,6 +221,11 @@ class SqliteStore:
             return Accepted(message.id, True)
 
         return await self._do(run)
+
+    async def existing(
+        self, idempotency_key: str | None, dedupe_key: str | None, now: float
+    ) -> Accepted | None:
+        return await self._do(lambda conn: _existing(conn, idempotency_key, dedupe_key, now))
 
     async def claim_due(self, now: float, lease_until: float, limit: int) -> list[Due]:
         def run(conn: sqlite3.Connection) -> list[Due]:
