@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import signal
+import sqlite3
 import sys
 from dataclasses import replace
 from typing import Any
@@ -139,7 +140,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    asyncio.run(_serve(config, args.access_log))
+    try:
+        asyncio.run(_serve(config, args.access_log))
+    except (OSError, sqlite3.Error) as exc:
+        print(
+            f"cannot start: {exc}\n  (outbox: {config.store.path}; listening: "
+            f"{server.host}:{server.port})\n  fix: check store.path is writable and the port "
+            "is free",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
