@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,11 +28,63 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-BODY = {"to": "user@example.com", "type": "SignIn", "payload": {"code": "123456", "locale": "en"}}
+BODY: dict[str, Any] = {
+    "to": "user@example.com",
+    "type": "SignIn",
+    "payload": {"code": "123456", "locale": "en"},
+}
 SMTP_SINK = "/usr/sbin/smtp-sink"
 CAPTURE_TARGET_RPS = 1500.0
 SMTP_TARGET_RATIO = 0.60
+SMS_TARGET_RATIO = 0.70
+SMS_PROVIDERS = ("vonage", "aliyun")
+SMS_TIMEOUT_SECONDS = 5  # the provider timeout, in the bare SDK runs and in the service
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+ROOT = Path(__file__).resolve().parents[1]  # the repository (tests.fakes.serve runs from it)
+
+# Logto's Vonage and Aliyun SMS connector JSON, as an admin pastes it (test credentials).
+LOGTO_SMS: dict[str, dict[str, Any]] = {
+    "vonage": {
+        "apiKey": "a1b2c3d4",
+        "apiSecret": "VonageS3cretValue",
+        "brandName": "Acme",
+        "templates": [
+            {"usageType": usage, "content": f"Your Acme {usage} code is {{{{code}}}}."}
+            for usage in ("SignIn", "Register", "ForgotPassword", "Generic")
+        ],
+    },
+    "aliyun": {
+        "accessKeyId": "LTAI5tBenchKeyId",
+        "accessKeySecret": "AliyunS3cretValue",
+        "signName": "Acme",
+        "templates": [
+            {"type": 2, "usageType": "SignIn",
+             "templateCode": {"china": "SMS_100001", "overseas": "SMS_900001"}},
+            {"type": 2, "usageType": "Register", "templateCode": "SMS_100002"},
+            {"type": 2, "usageType": "ForgotPassword", "templateCode": "SMS_100003"},
+            {"type": 2, "usageType": "Generic", "templateCode": "SMS_100000"},
+        ],
+    },
+}  # fmt: skip
+BODY_KINDS = ("email", "sms-vonage", "sms-aliyun")
+
+
+def phone_digits(kind: str, seq: int) -> str:
+    """Request ``seq``'s number, as Logto sends it (country code, no '+'): a French mobile for
+    Vonage, a mainland China mobile for Aliyun. The digits of ``seq`` are reversed so the
+    number's leading digits (the service's per-range limit key) change from one to the next."""
+    if kind == "sms-aliyun":
+        return "8613" + f"{seq % 10**9:09d}"[::-1]  # +86 13x xxxx xxxx
+    return "3361" + f"{seq % 10**7:07d}"[::-1]  # +33 6 1x xx xx xx (not every 6x is valid)
+
+
+def request_body(kind: str, seq: int) -> dict[str, Any]:
+    """Logto's connector body for request ``seq``: BODY, but a new recipient every time, since
+    the service deduplicates the same (to, type, code) and limits messages per recipient."""
+    payload = {"code": "123456", "locale": "en"}
+    if kind == "email":
+        return {"to": f"user{seq}@example.com", "type": "SignIn", "payload": payload}
+    return {"to": phone_digits(kind, seq), "type": "SignIn", "payload": payload}
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -122,23 +175,24 @@ def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, wait: f
 async def _drive(
     session: Any,
     url: str,
-    body: bytes,
-    count: int,
+    bodies: list[bytes],
     concurrency: int,
     seconds: float,
     expect: bytes,
     latencies: list[float] | None,
 ) -> dict[str, Any]:
-    remaining = count
+    """POST ``bodies`` in order from ``concurrency`` workers until done or ``seconds`` pass."""
     deadline = time.perf_counter() + seconds
     errors: Counter[str] = Counter()
     done = 0
     headers = {"Content-Type": "application/json"}
+    queue = iter(bodies)
 
     async def worker() -> None:
-        nonlocal remaining, done
-        while remaining > 0 and time.perf_counter() < deadline:
-            remaining -= 1
+        nonlocal done
+        for body in queue:
+            if time.perf_counter() >= deadline:
+                return
             started = time.perf_counter()
             try:
                 async with session.post(url, data=body, headers=headers) as response:
@@ -160,36 +214,44 @@ async def _drive(
 async def _loadgen(args: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
 
-    body = json.dumps(BODY).encode()
+    # A new recipient per request: the service deduplicates the same (to, type, code) and
+    # limits messages per recipient; numbering continues across warm-up and measured requests.
+    warm_bodies = [json.dumps(request_body(args.kind, args.seq + i)).encode()
+                   for i in range(args.warmup)]  # fmt: skip
+    bodies = [json.dumps(request_body(args.kind, args.seq + args.warmup + i)).encode()
+              for i in range(args.requests)]  # fmt: skip
     expect = f'"status": "{args.expect}"'.encode()
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         warm = await _drive(
-            session, args.url, body, args.warmup, args.concurrency, args.warmup_seconds,
-            expect, None,
-        )  # fmt: skip
+            session, args.url, warm_bodies, args.concurrency, args.warmup_seconds, expect, None
+        )
         latencies: list[float] = []
         service_cpu0 = proc_cpu_seconds(args.pid) if args.pid else None
+        fake_cpu0 = proc_cpu_seconds(args.fake_pid) if args.fake_pid else None
         own_cpu0 = time.process_time()
         machine0 = machine_cpu()
         started = time.perf_counter()
         run = await _drive(
-            session, args.url, body, args.requests, args.concurrency, args.seconds,
-            expect, latencies,
-        )  # fmt: skip
+            session, args.url, bodies, args.concurrency, args.seconds, expect, latencies
+        )
         elapsed = time.perf_counter() - started
         own_cpu = time.process_time() - own_cpu0
         machine1 = machine_cpu()
         service_cpu1 = proc_cpu_seconds(args.pid) if args.pid else None
+        fake_cpu1 = proc_cpu_seconds(args.fake_pid) if args.fake_pid else None
     latencies.sort()
     service_cpu = service_sys = None
     if service_cpu0 is not None and service_cpu1 is not None:
         service_sys = service_cpu1[1] - service_cpu0[1]
         service_cpu = service_cpu1[0] - service_cpu0[0] + service_sys
+    fake_cpu = None
+    if fake_cpu0 is not None and fake_cpu1 is not None:
+        fake_cpu = sum(fake_cpu1) - sum(fake_cpu0)
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     machine_busy = machine1[1] - machine0[1]
-    other = machine_busy - own_cpu - (service_cpu or 0.0)
+    other = machine_busy - own_cpu - (service_cpu or 0.0) - (fake_cpu or 0.0)
     return {
         "requests": run["done"],
         "errors": sum(run["errors"].values()),
@@ -204,6 +266,7 @@ async def _loadgen(args: argparse.Namespace) -> dict[str, Any]:
         "service_cpu_pct": 100 * service_cpu / elapsed if service_cpu is not None else None,
         "service_sys_cpu_pct": 100 * service_sys / elapsed if service_sys is not None else None,
         "loadgen_cpu_pct": 100 * own_cpu / elapsed,
+        "fake_cpu_pct": 100 * fake_cpu / elapsed if fake_cpu is not None else None,
         # Everything else on the machine (other people's tests, the SMTP sink, the kernel's
         # share not charged to a process), in % of one CPU; and CPU time the hypervisor kept.
         "other_cpu_pct": max(0.0, 100 * other / elapsed),
@@ -220,10 +283,255 @@ def loadgen_main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--warmup-seconds", type=float, default=5.0)
     parser.add_argument("--expect", default="captured")
+    parser.add_argument("--kind", choices=BODY_KINDS, default="email", help="see request_body")
+    parser.add_argument("--seq", type=int, default=0, help="number of the first request")
     parser.add_argument("--pid", type=int, default=0, help="service pid, for its CPU time")
+    parser.add_argument("--fake-pid", type=int, default=0, help="provider fake pid, its CPU")
     parser.add_argument("--request-timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
     print(json.dumps(asyncio.run(_loadgen(args))), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- bare SMS SDKs
+# The baseline of the SMS runs, in its own process too (``bench.py _sdk ...``): the provider's
+# SDK called directly, the way its documentation shows, against the same fake as the service.
+
+
+def sms_message(provider: str, seq: int) -> dict[str, str]:
+    """What the service would hand the provider for ``request_body("sms-<provider>", seq)``,
+    built with otp-service's own config and composer (the same text and template code)."""
+    from otp_service.compose import Composer, SendRequest
+    from otp_service.config import parse_config
+    from otp_service.providers.aliyun import aliyun_number, is_mainland
+    from otp_service.services import build_library
+
+    config = parse_config({"sms": {"provider": provider, provider: LOGTO_SMS[provider]}})
+    body = request_body(f"sms-{provider}", seq)
+    message = Composer(build_library(config), config.sms).compose(
+        "sms", SendRequest(body["to"], body["type"], body["payload"])
+    )
+    if provider == "vonage":
+        assert config.sms.vonage is not None
+        return {"to": message.to.lstrip("+"), "from": config.sms.vonage.brand_name,
+                "text": message.text}  # fmt: skip
+    aliyun = config.sms.aliyun
+    assert aliyun is not None
+    template = aliyun.template(message.type)
+    assert template is not None
+    mainland = is_mainland(message, aliyun.strict_phone_region_number_check)
+    return {
+        "phone_numbers": aliyun_number(message, mainland),
+        "sign_name": aliyun.sign_name,
+        "template_code": template.china if mainland else template.overseas,
+        "template_param": json.dumps(dict(message.params), ensure_ascii=False),
+    }
+
+
+def _sdk_result(
+    latencies: list[float],
+    errors: Counter[str],
+    elapsed: float,
+    own_cpu: float,
+    fake_cpu: float | None,
+    machine: tuple[tuple[float, float, float], tuple[float, float, float]],
+    concurrency: int,
+    warmup: int,
+) -> dict[str, Any]:
+    latencies.sort()
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    other = machine[1][1] - machine[0][1] - own_cpu - (fake_cpu or 0.0)
+    per = 100 / elapsed if elapsed > 0 else 0.0
+    return {
+        "requests": len(latencies),
+        "errors": sum(errors.values()),
+        "error_samples": dict(errors.most_common(3)),
+        "warmup_requests": warmup,
+        "seconds": elapsed,
+        "rps": len(latencies) / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": p50 * 1000 if p50 is not None else None,
+        "p99_ms": p99 * 1000 if p99 is not None else None,
+        "max_ms": latencies[-1] * 1000 if latencies else None,
+        "concurrency": concurrency,
+        "service_cpu_pct": None,
+        "loadgen_cpu_pct": own_cpu * per,
+        "fake_cpu_pct": fake_cpu * per if fake_cpu is not None else None,
+        "other_cpu_pct": max(0.0, other * per),
+        "steal_pct": (machine[1][2] - machine[0][2]) * per,
+    }
+
+
+class _Meter:
+    """CPU of this process, of the fake and of the machine over a measured window."""
+
+    def __init__(self, fake_pid: int) -> None:
+        self.fake_pid = fake_pid
+
+    def __enter__(self) -> _Meter:
+        self.fake0 = proc_cpu_seconds(self.fake_pid) if self.fake_pid else None
+        self.own0, self.machine0 = time.process_time(), machine_cpu()
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.elapsed = time.perf_counter() - self.started
+        self.own = time.process_time() - self.own0
+        self.machine1 = machine_cpu()
+        fake1 = proc_cpu_seconds(self.fake_pid) if self.fake_pid else None
+        self.fake = sum(fake1) - sum(self.fake0) if fake1 and self.fake0 else None
+
+
+def _vonage_sdk(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
+    """Vonage's synchronous SDK: one client; ``concurrency`` threads share it."""
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vonage import Auth, HttpClientOptions, Vonage
+    from vonage_sms import SmsMessage
+
+    # requests reads REQUESTS_CA_BUNDLE on every request (set globally on these machines):
+    # point it at the fake's test CA. The parent sets it for this process only.
+    assert os.environ.get("REQUESTS_CA_BUNDLE") == info["ca_file"]
+    discarded = Counter[str]()
+
+    class _Count(logging.Handler):  # urllib3: "Connection pool is full, discarding connection"
+        def emit(self, record: logging.LogRecord) -> None:
+            discarded[record.getMessage().split(",")[0]] += 1
+
+    pool_log = logging.getLogger("urllib3.connectionpool")
+    pool_log.addHandler(_Count())
+    pool_log.propagate = False
+    connector = LOGTO_SMS["vonage"]
+    client = Vonage(
+        Auth(api_key=connector["apiKey"], api_secret=connector["apiSecret"]),
+        HttpClientOptions(rest_host=info["host"], timeout=SMS_TIMEOUT_SECONDS),
+    )
+    template = sms_message("vonage", 0)
+    errors: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def run(first: int, count: int, seconds: float, latencies: list[float] | None) -> None:
+        numbers = iter(range(first, first + count))
+        deadline = time.perf_counter() + seconds
+
+        def worker() -> None:
+            while time.perf_counter() < deadline:
+                with lock:
+                    seq = next(numbers, None)
+                if seq is None:
+                    return
+                to = phone_digits("sms-vonage", seq)
+                started = time.perf_counter()
+                try:
+                    client.sms.send(
+                        SmsMessage(to=to, from_=template["from"], text=template["text"])
+                    )
+                except Exception as exc:
+                    errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
+                if latencies is not None:
+                    latencies.append(time.perf_counter() - started)
+
+        if args.concurrency == 1:
+            worker()
+            return
+        with ThreadPoolExecutor(args.concurrency, thread_name_prefix="sdk") as pool:
+            for future in [pool.submit(worker) for _ in range(args.concurrency)]:
+                future.result()
+
+    run(args.seq, args.warmup, args.seconds, None)
+    warm_errors = sum(errors.values())
+    errors.clear()
+    latencies: list[float] = []
+    with _Meter(args.fake_pid) as meter:
+        run(args.seq + args.warmup, args.count, args.seconds, latencies)
+    result = _sdk_result(
+        latencies, errors, meter.elapsed, meter.own, meter.fake,
+        (meter.machine0, meter.machine1), args.concurrency, args.warmup,
+    )  # fmt: skip
+    result["warmup_errors"] = warm_errors
+    result["discarded_connections"] = sum(discarded.values())
+    return result
+
+
+async def _aliyun_sdk(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
+    """Aliyun's async SDK: one client; asyncio.gather bounded by a semaphore."""
+    from alibabacloud_dysmsapi20170525 import models as sms_models
+    from alibabacloud_dysmsapi20170525.client import Client
+    from alibabacloud_tea_openapi import utils_models as open_api_models
+    from darabonba.runtime import RuntimeOptions
+
+    connector = LOGTO_SMS["aliyun"]
+    client = Client(
+        open_api_models.Config(
+            access_key_id=connector["accessKeyId"],
+            access_key_secret=connector["accessKeySecret"],
+            endpoint=info["host"],
+            protocol="http",
+            read_timeout=SMS_TIMEOUT_SECONDS * 1000,
+            connect_timeout=SMS_TIMEOUT_SECONDS * 1000,
+        )
+    )
+    runtime = RuntimeOptions(autoretry=False)
+    template = sms_message("aliyun", 0)
+    errors: Counter[str] = Counter()
+    gate = asyncio.Semaphore(args.concurrency)
+
+    async def one(seq: int, deadline: float, latencies: list[float] | None) -> None:
+        async with gate:
+            if time.perf_counter() >= deadline:
+                return
+            request = sms_models.SendSmsRequest(
+                phone_numbers=phone_digits("sms-aliyun", seq)[2:],  # mainland: without 86
+                sign_name=template["sign_name"],
+                template_code=template["template_code"],
+                template_param=template["template_param"],
+            )
+            started = time.perf_counter()
+            try:
+                response = await client.send_sms_with_options_async(request, runtime)
+                if response.body is None or response.body.code != "OK":
+                    code = response.body.code if response.body is not None else "empty"
+                    errors[f"business error {code}"] += 1
+            except Exception as exc:
+                errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
+            if latencies is not None:
+                latencies.append(time.perf_counter() - started)
+
+    async def run(first: int, count: int, latencies: list[float] | None) -> None:
+        deadline = time.perf_counter() + args.seconds
+        await asyncio.gather(*(one(first + i, deadline, latencies) for i in range(count)))
+
+    await run(args.seq, args.warmup, None)
+    warm_errors = sum(errors.values())
+    errors.clear()
+    latencies: list[float] = []
+    with _Meter(args.fake_pid) as meter:
+        await run(args.seq + args.warmup, args.count, latencies)
+    result = _sdk_result(
+        latencies, errors, meter.elapsed, meter.own, meter.fake,
+        (meter.machine0, meter.machine1), args.concurrency, args.warmup,
+    )  # fmt: skip
+    result["warmup_errors"] = warm_errors
+    return result
+
+
+def sdk_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench.py _sdk")
+    parser.add_argument("--provider", choices=SMS_PROVIDERS, required=True)
+    parser.add_argument("--fake-info", type=Path, required=True, help="the fake's port file")
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--concurrency", type=int, required=True)
+    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--seq", type=int, default=0)
+    parser.add_argument("--fake-pid", type=int, default=0)
+    args = parser.parse_args(argv)
+    info = json.loads(args.fake_info.read_text())
+    if args.provider == "vonage":
+        result = _vonage_sdk(args, info)
+    else:
+        result = asyncio.run(_aliyun_sdk(args, info))
+    print(json.dumps(result), flush=True)
     return 0
 
 
@@ -247,14 +555,73 @@ class Service:
 
 
 @dataclass
+class Fake:
+    """A provider fake in its own process (``python -m tests.fakes.serve``)."""
+
+    provider: str
+    proc: subprocess.Popen[bytes]
+    info: dict[str, Any]  # what it wrote to its port file: host, endpoint, ca_file, pid
+    out_path: Path
+
+    def received(self) -> dict[str, int] | None:
+        """What it counted, printed on exit ({"requests", "sms"}); None if it did not say."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            counted: dict[str, int] = json.loads(
+                self.out_path.read_text(errors="replace").strip().splitlines()[-1]
+            )
+            return counted
+        return None
+
+
+@dataclass
 class Bench:
     args: argparse.Namespace
     workdir: Path
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
+    seq: int = 0  # the next request number: every request goes to a new recipient
+    rejected_keys: set[str] = field(default_factory=set)  # config keys check-config refused
+    config_notes: list[str] = field(default_factory=list)
+
+    def take_seq(self, count: int) -> int:
+        start = self.seq
+        self.seq += count
+        return start
+
+    def service_config(self, name: str, config: dict[str, Any]) -> Path:
+        """Write ``config`` plus the bench's own keys, and have ``check-config`` validate it.
+
+        Added (when the service accepts them): ``store.path`` in the bench's temporary folder,
+        so runs start empty and leave nothing behind, and ``limits.enabled: false`` (unless
+        --keep-limits). A key check-config refuses is dropped, once, with a note.
+        """
+        extra: dict[str, Any] = {"store": {"path": str(self.workdir / f"{name}.sqlite3")}}
+        if not self.args.keep_limits:
+            extra["limits"] = {"enabled": False}
+        path = self.workdir / f"{name}.json"
+        while True:
+            full = config | {k: v for k, v in extra.items() if k not in self.rejected_keys}
+            path.write_text(json.dumps(full, indent=2))
+            done = subprocess.run(
+                [sys.executable, "-m", "otp_service", "check-config", str(path)],
+                capture_output=True, text=True, timeout=60, check=False, cwd=self.workdir,
+            )  # fmt: skip
+            if done.returncode == 0:
+                return path
+            problems = re.findall(r"^\s*- ([^:\s]+):", done.stderr, re.M)
+            refused = {
+                key for key in extra if key not in self.rejected_keys
+                and any(p == key or p.startswith(f"{key}.") for p in problems)
+            }  # fmt: skip
+            if not refused:
+                raise RuntimeError(f"check-config refused {path}:\n{done.stderr[-3000:]}")
+            self.rejected_keys |= refused
+            self.config_notes.append(
+                f"the service's check-config refused {', '.join(sorted(refused))}: "
+                "run without (" + "; ".join(done.stderr.strip().splitlines()[1:3]) + ")"
+            )
 
     def start_service(self, name: str, config: dict[str, Any], log_level: str) -> Service:
-        config_path = self.workdir / f"{name}.json"
-        config_path.write_text(json.dumps(config, indent=2))
+        config_path = self.service_config(name, config)
         log_path = self.workdir / f"{name}.log"
         port = free_port()
         command = [
@@ -334,6 +701,28 @@ class Bench:
             time.sleep(0.05)
         raise RuntimeError("the SMTP sink did not answer")
 
+    def start_fake(self, provider: str) -> Fake:
+        """A provider fake in another process; returns once it wrote its endpoint."""
+        port_file = self.workdir / f"fake-{provider}.json"
+        out_path = self.workdir / f"fake-{provider}.out"
+        command = [sys.executable, "-m", "tests.fakes.serve", provider, "--port-file",
+                   str(port_file)]  # fmt: skip
+        with out_path.open("wb") as out:
+            proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
+            )
+        self.procs.append(proc)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"the {provider} fake exited:\n{out_path.read_text(errors='replace')}"
+                )
+            if port_file.exists():
+                return Fake(provider, proc, json.loads(port_file.read_text()), out_path)
+            time.sleep(0.05)
+        raise RuntimeError(f"the {provider} fake did not write {port_file}")
+
     def loadgen(
         self,
         service: Service,
@@ -343,12 +732,17 @@ class Bench:
         concurrency: int,
         warmup: int,
         expect: str,
+        path: str = "/v1/email",
+        kind: str = "email",
+        fake_pid: int = 0,
     ) -> dict[str, Any]:
         command = [
             sys.executable, str(Path(__file__).resolve()), "_loadgen",
-            "--url", f"{service.url}/v1/email", "--requests", str(requests),
+            "--url", f"{service.url}{path}", "--requests", str(requests),
             "--seconds", str(seconds), "--concurrency", str(concurrency),
             "--warmup", str(warmup), "--expect", expect, "--pid", str(service.proc.pid),
+            "--kind", kind, "--seq", str(self.take_seq(requests + warmup)),
+            "--fake-pid", str(fake_pid),
         ]  # fmt: skip
         done = subprocess.run(
             command, capture_output=True, timeout=seconds + 5 + 60, check=False, text=True
@@ -481,12 +875,12 @@ def capture_phase(
 
 async def _smtp_baseline(
     port: int,
-    mail: Any,
+    mail: bytes,
     sender: str,
     to: str,
     count: int,
     seconds: float,
-    make: Callable[[], Any] | None = None,
+    make: Callable[[], bytes] | None = None,
 ) -> dict[str, Any]:
     """Sequential sends on one connection: ``mail`` every time, or a new one from ``make``."""
     import aiosmtplib
@@ -496,7 +890,7 @@ async def _smtp_baseline(
     async with aiosmtplib.SMTP(
         hostname="127.0.0.1", port=port, local_hostname="bench", start_tls=False
     ) as smtp:
-        await smtp.send_message(mail, sender=sender, recipients=[to])  # warm-up: one message
+        await smtp.sendmail(sender, [to], mail)  # warm-up: one message
         deadline = time.perf_counter() + seconds
         own_cpu0, machine0 = time.process_time(), machine_cpu()
         started = time.perf_counter()
@@ -505,7 +899,7 @@ async def _smtp_baseline(
                 break
             t0 = time.perf_counter()
             try:
-                await smtp.send_message(make() if make else mail, sender=sender, recipients=[to])
+                await smtp.sendmail(sender, [to], make() if make else mail)
             except aiosmtplib.SMTPException as exc:
                 errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
             latencies.append(time.perf_counter() - t0)
@@ -531,9 +925,16 @@ async def _smtp_baseline(
     }
 
 
+def _mail_bytes(mail: Any) -> bytes:
+    """What goes after DATA: ``mime.build_email`` gives an ``Email`` with ``data`` (earlier
+    versions an ``email.message.EmailMessage``)."""
+    data = getattr(mail, "data", None)
+    return data if isinstance(data, bytes) else bytes(mail.as_bytes())
+
+
 def _baseline_mail(
     smtp_connector: dict[str, Any],
-) -> tuple[Any, str, str, int, Callable[[], Any]]:
+) -> tuple[bytes, str, str, int, Callable[[], bytes]]:
     """The very message the service would send for BODY, built with the service's own code;
     and a function that composes and builds a new one, as the service does per request."""
     from otp_service.compose import Composer, SendRequest
@@ -546,13 +947,13 @@ def _baseline_mail(
     composer = Composer(build_library(config))
     message = composer.compose("email", SendRequest(BODY["to"], BODY["type"], BODY["payload"]))
     smtp = config.email.smtp
-    mail = build_email(message, smtp)
+    mail = _mail_bytes(build_email(message, smtp))
     request = SendRequest(BODY["to"], BODY["type"], BODY["payload"])
 
-    def make() -> Any:
-        return build_email(composer.compose("email", request), smtp)
+    def make() -> bytes:
+        return _mail_bytes(build_email(composer.compose("email", request), smtp))
 
-    return mail, sender(message, smtp).address, message.to, len(mail.as_bytes()), make
+    return mail, sender(message, smtp).address, message.to, len(mail), make
 
 
 def smtp_phase(bench: Bench) -> dict[str, Any]:
@@ -620,6 +1021,131 @@ def smtp_phase(bench: Bench) -> dict[str, Any]:
     }
 
 
+def sdk_baseline(bench: Bench, fake: Fake, concurrency: int) -> dict[str, Any]:
+    """SMS run (a): the bare SDK against ``fake``, in a child process."""
+    args = bench.args
+    warmup = min(args.sms_warmup, args.sms_messages)
+    command = [
+        sys.executable, str(Path(__file__).resolve()), "_sdk", "--provider", fake.provider,
+        "--fake-info", str(bench.workdir / f"fake-{fake.provider}.json"),
+        "--count", str(args.sms_messages), "--seconds", str(args.sms_duration),
+        "--concurrency", str(concurrency), "--warmup", str(warmup),
+        "--seq", str(bench.take_seq(args.sms_messages + warmup)), "--fake-pid", str(fake.proc.pid),
+    ]  # fmt: skip
+    env = dict(os.environ)
+    if fake.info.get("ca_file"):
+        env["REQUESTS_CA_BUNDLE"] = fake.info["ca_file"]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, check=False,
+        timeout=2 * args.sms_duration + 60,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"the {fake.provider} SDK baseline failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def sms_service_config(provider: str, fake: Fake | None) -> dict[str, Any]:
+    """The service with Logto's connector JSON for ``provider``, aimed at its fake."""
+    if fake is None:
+        return {"sms": {"provider": "capture"}, "capture": {"max_messages": 1000}}
+    endpoint = dict(fake.info["endpoint"], timeout_seconds=SMS_TIMEOUT_SECONDS)
+    return {
+        "sms": {
+            "provider": provider,
+            provider: LOGTO_SMS[provider],
+            "endpoints": {provider: endpoint},
+        }
+    }
+
+
+def sms_floor(bench: Bench) -> dict[str, Any]:
+    """The service with SMS captured: POST /v1/sms without a provider call, at 1 and C."""
+    args = bench.args
+    service = bench.start_service("sms-capture", sms_service_config("capture", None), "WARNING")
+    try:
+        runs = [
+            bench.loadgen(
+                service,
+                requests=args.sms_messages,
+                seconds=args.sms_duration,
+                concurrency=concurrency,
+                warmup=min(args.sms_warmup, args.sms_messages),
+                expect="captured",
+                path="/v1/sms",
+                kind="sms-vonage",
+            )
+            for concurrency in (1, args.sms_concurrency)
+        ]
+    finally:
+        bench.stop(service.proc)
+    return {"sequential": runs[0], "concurrent": runs[1]}
+
+
+def sms_provider_phase(bench: Bench, provider: str) -> dict[str, Any]:
+    """(a) the bare SDK, (b) the service, both at 1 and C, against one fake of ``provider``."""
+    args = bench.args
+    fake = bench.start_fake(provider)
+    try:
+        baseline = [sdk_baseline(bench, fake, c) for c in (1, args.sms_concurrency)]
+        service = bench.start_service(
+            f"sms-{provider}", sms_service_config(provider, fake), "WARNING"
+        )
+        try:
+            runs = []
+            for concurrency in (1, args.sms_concurrency):
+                name = f"sms-{provider}-c{concurrency}"
+                spy = profile_start(bench, service.proc.pid, name)
+                run = bench.loadgen(
+                    service, requests=args.sms_messages, seconds=args.sms_duration,
+                    concurrency=concurrency, warmup=min(args.sms_warmup, args.sms_messages),
+                    expect="sent", path="/v1/sms", kind=f"sms-{provider}",
+                    fake_pid=fake.proc.pid,
+                )  # fmt: skip
+                run["profile"] = profile_report(bench, spy, name)
+                runs.append(run)
+            rss = proc_memory_kib(service.proc.pid)
+            if service.proc.poll() is not None:
+                raise RuntimeError(f"the service died during the run:\n{service.log_tail()}")
+        finally:
+            bench.stop(service.proc)
+    finally:
+        bench.stop(fake.proc)
+    received = fake.received()
+    sent_ok = sum(
+        r["requests"] + r["warmup_requests"] - r["errors"] - r.get("warmup_errors", 0)
+        for r in (*baseline, *runs)
+    )
+
+    def ratio(b: dict[str, Any], a: dict[str, Any]) -> float | None:
+        return b["rps"] / a["rps"] if a["rps"] else None
+
+    return {
+        "provider": provider,
+        "baseline_sequential": baseline[0],
+        "baseline_concurrent": baseline[1],
+        "service_sequential": runs[0],
+        "service_concurrent": runs[1],
+        "ratio_sequential": ratio(runs[0], baseline[0]),
+        "ratio_concurrent": ratio(runs[1], baseline[1]),
+        "fake_received": received["sms"] if received else None,
+        "messages_sent_ok": sent_ok,
+        "rss_end_kib": rss.get("VmRSS"),
+        "rss_peak_kib": rss.get("VmHWM"),
+    }
+
+
+def sms_phase(bench: Bench) -> dict[str, Any]:
+    from otp_service.sms_config import SmsConfig
+
+    return {
+        "floor": sms_floor(bench),
+        "providers": [sms_provider_phase(bench, provider) for provider in SMS_PROVIDERS],
+        "vonage_concurrency": SmsConfig().vonage_concurrency,
+        "timeout_seconds": SMS_TIMEOUT_SECONDS,
+    }
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -631,25 +1157,38 @@ def _mib(kib: int | None) -> str:
     return "n/a" if kib is None else f"{kib / 1024:.1f}"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
 def markdown(report: dict[str, Any]) -> str:
     meta = report["meta"]
+    capture_runs: list[dict[str, Any]] = report.get("capture", [])
+    smtp = report.get("smtp")
+    sms = report.get("sms")
     lines = [
         "## otp-service benchmark",
         "",
         f"- machine: {meta['cpus']} CPUs, {meta['platform']}; Python {meta['python']}, "
-        f"aiohttp {meta['aiohttp']}, aiosmtplib {meta['aiosmtplib']}, otp-service "
-        f"{meta['otp_service']}",
+        f"aiohttp {meta['aiohttp']}, aiosmtplib {meta['aiosmtplib']}, vonage {meta['vonage']}, "
+        f"alibabacloud-dysmsapi20170525 {meta['aliyun']}, otp-service {meta['otp_service']}",
+        f"- parts run: {', '.join(meta['parts'])}",
         f"- load average (1/5/15 min) at start: {meta['loadavg_start']}, "
         f"at end: {meta['loadavg_end']}",
         "- the load generator (aiohttp client, separate process) shares these CPUs with the "
         "service: req/s is a lower bound for the service alone; latencies include client-side "
         "queueing. CPU columns are % of one CPU during the measured window (200% = the whole "
         "machine); 'loadgen' is the client (the load-generator process; for (a) and (a2) this "
-        "bench process); 'other' is everything else on the machine (the SMTP sink, other "
-        "people's jobs): when it is high, the numbers are depressed.",
-        f"- capture body: `{json.dumps(BODY)}`",
+        "bench process, for the SMS (a) runs the process calling the SDK); 'other' is "
+        "everything else on the machine (the SMTP sink, other people's jobs): when it is high, "
+        "the numbers are depressed.",
+        "- every request goes to a new recipient (`user<N>@example.com`, a new phone number): "
+        "the service deduplicates a repeated (to, type, code) and limits messages per recipient",
     ]
-    smtp = report.get("smtp")
+    for note in meta.get("config_notes", []):
+        lines.append(f"- note: {note}")
+    if capture_runs:
+        lines.append(f"- capture body: `{json.dumps(request_body('email', 0))}`")
     if smtp:
         lines.append(
             f"- SMTP sink: {smtp['sink']}; message {smtp['message_bytes']} bytes; "
@@ -657,33 +1196,32 @@ def markdown(report: dict[str, Any]) -> str:
             f"{smtp['sink_accepted'] if smtp['sink_accepted'] is not None else 'n/a'} "
             f"messages, {smtp['messages_sent_ok']} sent OK"
         )
-    lines += [
-        "",
-        "| scenario | conc. | requests | errors | req/s | p50 ms | p99 ms | max ms "
-        "| service CPU | loadgen CPU | other CPU | target |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
-    ]
-
-    def pct(value: float | None) -> str:
-        return "-" if value is None else f"{value:.0f}%"
 
     def row(name: str, r: dict[str, Any], target: str = "") -> None:
+        sys_cpu = r.get("service_sys_cpu_pct")
         lines.append(
             f"| {name} | {r['concurrency']} | {r['requests']:,} | {r['errors']} "
             f"| {_num(r['rps'])} | {_num(r['p50_ms'], 2)} | {_num(r['p99_ms'], 2)} "
-            f"| {_num(r['max_ms'], 1)} | {pct(r.get('service_cpu_pct'))}"
-            f"{f' ({pct(sys_cpu)} sys)' if (sys_cpu := r.get('service_sys_cpu_pct')) else ''} "
-            f"| {pct(r.get('loadgen_cpu_pct'))} | {pct(r.get('other_cpu_pct'))} | {target} |"
+            f"| {_num(r['max_ms'], 1)} | {_pct(r.get('service_cpu_pct'))}"
+            f"{f' ({_pct(sys_cpu)} sys)' if sys_cpu else ''} "
+            f"| {_pct(r.get('loadgen_cpu_pct'))} | {_pct(r.get('other_cpu_pct'))} | {target} |"
         )
 
-    for run in report["capture"]:
+    if capture_runs or smtp:
+        lines += [
+            "",
+            "| scenario | conc. | requests | errors | req/s | p50 ms | p99 ms | max ms "
+            "| service CPU | loadgen CPU | other CPU | target |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        ]
+    for run in capture_runs:
         passed = "PASS" if run["rps"] >= CAPTURE_TARGET_RPS else "MISS"
         row(
             f"capture, --log-level {run['log_level']}",
             run,
             f">= {CAPTURE_TARGET_RPS:,.0f} req/s: {passed}",
         )
-    for run in report["capture"]:
+    for run in capture_runs:
         if "sequential" in run:
             row(
                 f"capture, --log-level {run['log_level']}, sequential (HTTP floor under (b))",
@@ -708,7 +1246,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"(c) service → SMTP, HTTP end to end, pool {smtp['pool_size']}",
             smtp["service_concurrent"],
         )
-    floor = next((run["sequential"] for run in report["capture"] if "sequential" in run), None)
+    floor = next((run["sequential"] for run in capture_runs if "sequential" in run), None)
     if smtp and floor and smtp["baseline"]["rps"] and floor["rps"]:
         t_smtp, t_http = 1 / smtp["baseline"]["rps"], 1 / floor["rps"]
         lines += [
@@ -718,23 +1256,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"{t_http * 1000:.2f} ms, so (b)/(a) <= {100 * t_smtp / (t_smtp + t_http):.0f}% "
             "even if the service itself cost nothing.",
         ]
-    lines += [
-        "",
-        "| service memory (VmRSS, MiB) | after start | after run | peak (VmHWM) |",
-        "|---|--:|--:|--:|",
-    ]
-    for run in report["capture"]:
-        lines.append(
-            f"| capture, --log-level {run['log_level']}, after "
-            f"{run['requests'] + run['warmup_requests']:,} requests (inbox bounded at 1000) "
-            f"| {_mib(run['rss_start_kib'])} "
-            f"| {_mib(run['rss_end_kib'])} | {_mib(run['rss_peak_kib'])} |"
-        )
-    if smtp:
-        lines.append(
-            f"| SMTP service, after (b) and (c) | - | {_mib(smtp['rss_end_kib'])} "
-            f"| {_mib(smtp['rss_peak_kib'])} |"
-        )
+    if sms:
+        lines += _sms_markdown(sms)
+    lines += _memory_markdown(report)
     samples = [
         (name, r["error_samples"]) for name, r in _all_runs(report) if r.get("error_samples")
     ]
@@ -762,22 +1286,171 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _sms_markdown(sms: dict[str, Any]) -> list[str]:
+    """The SMS section: what was measured, the table, the ceiling from the HTTP hop."""
+    head = [
+        "",
+        "### SMS end to end (provider fakes in their own process)",
+        "",
+        f"- (a) the provider's SDK called directly (its documented client, one per run; "
+        f"Vonage: `{sms['timeout_seconds']}` s timeout, its default pool of 10 connections, 50 "
+        "threads for concurrency 50; Aliyun: `RuntimeOptions(autoretry=False)`, "
+        "`asyncio.gather` bounded by a semaphore). (b) otp-service configured with Logto's "
+        "connector JSON and `sms.endpoints` at the fake, `--log-level WARNING`, driven with "
+        "`POST /v1/sms` (Logto's HTTP SMS body) by the load generator; each answer comes after "
+        f"the fake accepted the message. Service defaults otherwise (`sms.vonage_concurrency` "
+        f"{sms['vonage_concurrency']}). Target: (b)/(a) >= {SMS_TARGET_RATIO:.0%} at each "
+        "concurrency.",
+        "- 'fake CPU' is the provider fake's process (an aiohttp server; TLS for Vonage).",
+    ]
+    for p in sms["providers"]:
+        discarded = [
+            p[k].get("discarded_connections")
+            for k in ("baseline_sequential", "baseline_concurrent")
+        ]
+        head.append(
+            f"- {p['provider']}: the fake counted "
+            f"{p['fake_received'] if p['fake_received'] is not None else 'n/a'} messages, "
+            f"{p['messages_sent_ok']:,} sent OK"
+            + (
+                f"; the bare SDK discarded {discarded[1]:,} pooled connections at concurrency "
+                f"{p['baseline_concurrent']['concurrency']} (urllib3: 'Connection pool is full')"
+                if discarded[1]
+                else ""
+            )
+        )
+    lines = [
+        *head,
+        "",
+        "| scenario | conc. | requests | errors | req/s | p50 ms | p99 ms | max ms "
+        "| service CPU | loadgen CPU | fake CPU | other CPU | CPU ms/msg | target |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    return lines + _sms_rows(sms)
+
+
+def cpu_per_message(r: dict[str, Any]) -> float | None:
+    """CPU milliseconds per message of the run's own processes: service, client and fake."""
+    parts: list[float] = [
+        r[k] for k in ("service_cpu_pct", "loadgen_cpu_pct", "fake_cpu_pct") if r.get(k) is not None
+    ]
+    rps: float = r["rps"]
+    return sum(parts) / 100 / rps * 1000 if parts and rps else None
+
+
+def _sms_rows(sms: dict[str, Any]) -> list[str]:
+    floor = sms["floor"]
+    lines: list[str] = []
+
+    def row(name: str, r: dict[str, Any], target: str = "") -> None:
+        sys_cpu = r.get("service_sys_cpu_pct")
+        lines.append(
+            f"| {name} | {r['concurrency']} | {r['requests']:,} | {r['errors']} "
+            f"| {_num(r['rps'])} | {_num(r['p50_ms'], 2)} | {_num(r['p99_ms'], 2)} "
+            f"| {_num(r['max_ms'], 1)} | {_pct(r.get('service_cpu_pct'))}"
+            f"{f' ({_pct(sys_cpu)} sys)' if sys_cpu else ''} "
+            f"| {_pct(r.get('loadgen_cpu_pct'))} | {_pct(r.get('fake_cpu_pct'))} "
+            f"| {_pct(r.get('other_cpu_pct'))} | {_num(cpu_per_message(r), 2)} | {target} |"
+        )
+
+    for key in ("sequential", "concurrent"):
+        row("(h) service, SMS captured (HTTP + compose, no provider)", floor[key])
+    for p in sms["providers"]:
+        name = p["provider"]
+        sdk = "Vonage SDK (sync, threads)" if name == "vonage" else "Aliyun SDK (async)"
+        for key in ("sequential", "concurrent"):
+            row(f"{name} (a) bare {sdk}", p[f"baseline_{key}"])
+        for key in ("sequential", "concurrent"):
+            ratio = p[f"ratio_{key}"]
+            verdict = "n/a" if ratio is None else ("PASS" if ratio >= SMS_TARGET_RATIO else "MISS")
+            row(
+                f"{name} (b) service → {name} fake, HTTP end to end",
+                p[f"service_{key}"],
+                f"(b)/(a) = {_num(None if ratio is None else 100 * ratio, 0)}% "
+                f"(>= {SMS_TARGET_RATIO:.0%}): {verdict}",
+            )
+    ceilings = []
+    h = floor["sequential"]["rps"]
+    for p in sms["providers"]:
+        a = p["baseline_sequential"]["rps"]
+        if a and h:
+            t_a, t_h = 1 / a, 1 / h
+            ceilings.append(
+                f"{p['provider']} {100 * t_a / (t_a + t_h):.0f}% ({t_a * 1000:.2f} ms + "
+                f"{t_h * 1000:.2f} ms)"
+            )
+    if ceilings:
+        lines += [
+            "",
+            "Ceiling of sequential (b)/(a) from the HTTP hop and composing alone ((a)'s time per "
+            "message plus (h)'s sequential round trip, as if sending cost the service nothing "
+            f"extra): {'; '.join(ceilings)}.",
+        ]
+    return lines
+
+
+def _memory_markdown(report: dict[str, Any]) -> list[str]:
+    capture_runs: list[dict[str, Any]] = report.get("capture", [])
+    smtp, sms = report.get("smtp"), report.get("sms")
+    lines = [
+        "",
+        "| service memory (VmRSS, MiB) | after start | after run | peak (VmHWM) |",
+        "|---|--:|--:|--:|",
+    ]
+    for run in capture_runs:
+        lines.append(
+            f"| capture, --log-level {run['log_level']}, after "
+            f"{run['requests'] + run['warmup_requests']:,} requests (inbox bounded at 1000) "
+            f"| {_mib(run['rss_start_kib'])} "
+            f"| {_mib(run['rss_end_kib'])} | {_mib(run['rss_peak_kib'])} |"
+        )
+    if smtp:
+        lines.append(
+            f"| SMTP service, after (b) and (c) | - | {_mib(smtp['rss_end_kib'])} "
+            f"| {_mib(smtp['rss_peak_kib'])} |"
+        )
+    for p in sms["providers"] if sms else []:
+        lines.append(
+            f"| SMS service ({p['provider']}), after its (b) runs | - "
+            f"| {_mib(p['rss_end_kib'])} | {_mib(p['rss_peak_kib'])} |"
+        )
+    return lines if len(lines) > 3 else []
+
+
 def _all_runs(report: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for run in report["capture"]:
+    for run in report.get("capture", []):
         yield f"capture {run['log_level']}", run
         if "sequential" in run:
             yield f"capture {run['log_level']} sequential", run["sequential"]
     if report.get("smtp"):
         for key in ("baseline", "baseline_built", "service_sequential", "service_concurrent"):
             yield key, report["smtp"][key]
+    sms = report.get("sms")
+    if sms:
+        for key in ("sequential", "concurrent"):
+            yield f"sms capture {key}", sms["floor"][key]
+        for p in sms["providers"]:
+            for key in (
+                "baseline_sequential", "baseline_concurrent",
+                "service_sequential", "service_concurrent",
+            ):  # fmt: skip
+                yield f"sms {p['provider']} {key}", p[key]
 
 
 # --------------------------------------------------------------------------- main
+
+PARTS = ("capture", "email", "sms")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench.py", description="Benchmark otp-service (127.0.0.1 only, bounded)."
+    )
+    parser.add_argument(
+        "--only",
+        choices=PARTS,
+        help="run one part: capture (capture mode), email (SMTP end to end), sms (SMS end to "
+        "end, Vonage and Aliyun fakes); default: all",
     )
     parser.add_argument(
         "--requests",
@@ -816,27 +1489,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="SMTP sink: Postfix smtp-sink if installed (auto), or aiosmtpd",
     )
     parser.add_argument(
+        "--sms-messages", type=int, default=1000, help="SMS: messages per run (default 1000)"
+    )
+    parser.add_argument(
+        "--sms-duration",
+        type=float,
+        default=20.0,
+        help="SMS: stop a run after this many seconds (default 20)",
+    )
+    parser.add_argument(
+        "--sms-concurrency",
+        type=int,
+        default=50,
+        help="SMS: the concurrent runs' concurrency (default 50)",
+    )
+    parser.add_argument(
+        "--sms-warmup", type=int, default=100, help="SMS: unmeasured messages first (default 100)"
+    )
+    parser.add_argument(
+        "--keep-limits",
+        action="store_true",
+        help="keep the service's default abuse limits (default: limits.enabled false)",
+    )
+    parser.add_argument(
         "--skip-info", action="store_true", help="skip the capture run with default INFO logging"
     )
     parser.add_argument("--skip-smtp", action="store_true", help="skip the SMTP runs")
+    parser.add_argument("--skip-sms", action="store_true", help="skip the SMS runs")
     parser.add_argument(
         "--profile",
         metavar="DIR",
-        help="profile the service with py-spy during the WARNING capture run and SMTP run (b); "
-        "raw stacks go to DIR (numbers from a profiled run are lower)",
+        help="profile the service with py-spy during the WARNING capture run, SMTP run (b) and "
+        "the concurrent SMS (b) runs; raw stacks go to DIR (numbers from a profiled run are "
+        "lower)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = parser.parse_args(argv)
-    for name in ("requests", "concurrency", "smtp_messages", "smtp_concurrency"):
+    for name in (
+        "requests", "concurrency", "smtp_messages", "smtp_concurrency", "sms_messages",
+        "sms_concurrency",
+    ):  # fmt: skip
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 < args.duration <= 600 or not 0 < args.smtp_duration <= 600:
+    if args.sms_messages > 10**6 or args.sms_warmup < 0:
+        parser.error("--sms-messages must be at most 1000000, --sms-warmup at least 0")
+    if not all(0 < d <= 600 for d in (args.duration, args.smtp_duration, args.sms_duration)):
         parser.error("durations must be between 0 and 600 seconds")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.only:
+        parts = [args.only]
+    else:
+        skipped = {"email": args.skip_smtp, "sms": args.skip_sms}
+        parts = [part for part in PARTS if not skipped.get(part)]
     report: dict[str, Any] = {
         "meta": {
             "cpus": os.cpu_count(),
@@ -844,25 +1552,31 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "aiohttp": version("aiohttp"),
             "aiosmtplib": version("aiosmtplib"),
+            "vonage": version("vonage"),
+            "aliyun": version("alibabacloud-dysmsapi20170525"),
             "otp_service": version("otp-service"),
+            "parts": parts,
             "loadavg_start": loadavg(),
         },
-        "capture": [],
     }
     with tempfile.TemporaryDirectory(prefix="otp-bench-") as tmp:
         bench = Bench(args, Path(tmp))
         previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
-            report["capture"].append(
-                capture_phase(bench, "WARNING", profile=True, sequential=not args.skip_smtp)
-            )
-            if not args.skip_info:
-                report["capture"].append(capture_phase(bench, "INFO", profile=False))
-            if not args.skip_smtp:
+            if "capture" in parts:
+                report["capture"] = [
+                    capture_phase(bench, "WARNING", profile=True, sequential="email" in parts)
+                ]
+                if not args.skip_info:
+                    report["capture"].append(capture_phase(bench, "INFO", profile=False))
+            if "email" in parts:
                 report["smtp"] = smtp_phase(bench)
+            if "sms" in parts:
+                report["sms"] = sms_phase(bench)
         finally:
             bench.cleanup()
             signal.signal(signal.SIGTERM, previous)
+        report["meta"]["config_notes"] = bench.config_notes
     report["meta"]["loadavg_end"] = loadavg()
     print(json.dumps(report, indent=2) if args.json else markdown(report))
     return 0
@@ -871,4 +1585,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_loadgen":
         sys.exit(loadgen_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "_sdk":
+        sys.exit(sdk_main(sys.argv[2:]))
     sys.exit(main())

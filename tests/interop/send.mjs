@@ -2,8 +2,9 @@
 // Logto core does, and print the outcome as one line of JSON.
 //
 // Job (JSON, argv[2] or stdin):
-//   {connector: "email"|"sms", endpoint, authorization?, to, type, payload, ip?}
-// Output: {"ok": true, "status": <HTTP status>} or {"ok": false, "error": {code, message, data}}.
+//   {connector: "email"|"sms", endpoint, authorization?, to, type, payload, ip?, withBody?}
+// Output: {"ok": true, "status": <HTTP status>} (plus "body": the response body, parsed when it
+// is JSON, with withBody: true) or {"ok": false, "error": {code, message, data}}.
 // Exits 0 whenever it could run the connector, so the caller asserts on the JSON; exits 2 on a
 // bad job or a package that does not look like a Logto connector.
 //
@@ -71,6 +72,15 @@ try {
     ...(job.ip && { ip: job.ip }),
   });
   result = { ok: true, status: response?.statusCode ?? null };
+  if (job.withBody) {
+    // The connector returns got's response: its body is the raw text.
+    const raw = response?.body ?? null;
+    try {
+      result.body = typeof raw === 'string' ? JSON.parse(raw) : raw;
+    } catch {
+      result.body = raw;
+    }
+  }
 } catch (error) {
   result = {
     ok: false,
