@@ -117,7 +117,7 @@ async def _serve(config: Config, access_log: bool) -> None:
     try:
         await stop.wait()
     finally:
-        log.info("shutting down: finishing in-flight deliveries (up to %.0f s)", grace)
+        log.info("shutting down: finishing in-flight deliveries (up to %g s)", grace)
         app[SERVICES].outbox.accepting = False  # readiness fails, new sends get 503
         await runner.cleanup()
 

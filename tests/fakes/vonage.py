@@ -14,8 +14,10 @@ set globally on these machines and the provider trusts only the configured file.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import functools
+import shutil
 import ssl
 import tempfile
 import uuid
@@ -57,6 +59,7 @@ def _ca() -> trustme.CA:
 @functools.cache
 def _ca_file() -> str:
     folder = Path(tempfile.mkdtemp(prefix="fake-vonage-ca-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     path = folder / "ca.pem"
     _ca().cert_pem.write_to_path(str(path))
     return str(path)
