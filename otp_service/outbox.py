@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .compose import Message
 from .config import DeliveryConfig
 from .delivery import Dispatcher
-from .errors import OutcomeUnknownError, ProviderError, TransientProviderError
+from .errors import OutcomeUnknownError, ProviderError, RequestError, TransientProviderError
 from .metrics import Metrics
 from .store import Attempt, Store
 
@@ -109,16 +109,21 @@ class Outbox:
         """Store ``message`` durably, start delivering it, and wait a little for the outcome.
 
         A repeat (same Idempotency-Key, or without one the same content) gets the first
-        message's answer; ``admit`` (the abuse limits) only sees new messages.
+        message's answer, even when ``admit`` (the abuse limits) would refuse a new message.
         """
         now = time.time()
         expires_at = now + ttl
         key = f"{message.channel}:{idempotency_key}" if idempotency_key else None
         content = None if key else dedupe_key(message)  # a key, when given, decides alone
         if admit is not None:
-            if (found := await self.store.existing(key, content, now)) is not None:
-                return Outcome(found.id, found.status, found.provider, duplicate=True)
-            await admit(message)
+            try:
+                await admit(message)
+            except RequestError:
+                # Refused as a new message; a repeat of an accepted one still gets its answer.
+                # (Looked up only here: the common path keeps one store round trip.)
+                if (found := await self.store.existing(key, content, now)) is not None:
+                    return Outcome(found.id, found.status, found.provider, duplicate=True)
+                raise
         accepted = await self.store.accept(
             message,
             expires_at=expires_at,
@@ -132,10 +137,10 @@ class Outbox:
         # the request does not wait for that second write.
         reply: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._spawn(message, expires_at, 0, now + self.config.wait_seconds, reply)
-        try:
-            return await asyncio.wait_for(asyncio.shield(reply), self.config.wait_seconds)
-        except TimeoutError:
-            return Outcome(message.id, "queued")
+        await asyncio.wait((reply,), timeout=self.config.wait_seconds)  # never cancels it
+        if reply.done() and not reply.cancelled():  # cancelled: shutting down, still stored
+            return reply.result()
+        return Outcome(message.id, "queued")
 
     # -- delivering
 
