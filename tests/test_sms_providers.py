@@ -7,8 +7,10 @@ receive is what Vonage and Aliyun would receive.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -459,3 +461,29 @@ async def test_aliyun_connection_refused_is_transient(make_aliyun: MakeAliyun) -
     provider = make_aliyun(endpoint={"host": f"127.0.0.1:{free_port()}"})
     error = await send_error(provider, compose("+8613800138000"))
     assert type(error) is TransientProviderError and "connect" in error.message
+
+
+# Secrets in logs
+
+
+async def test_vonage_debug_logging_shows_neither_code_nor_secret(
+    make_vonage: MakeVonage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With everything at DEBUG, the SDK's request logging leaks neither the code nor apiSecret."""
+    caplog.set_level(logging.DEBUG)
+    provider = make_vonage()
+    await provider.send(compose("+33 6 12 34 56 78"))
+    await provider.send(compose("+33 6 12 34 56 79"))  # the second request reuses the headers
+    secret_basic = base64.b64encode(b"a1b2c3d4:VonageS3cretValue").decode()
+    assert CODE not in caplog.text and "VonageS3cretValue" not in caplog.text
+    assert secret_basic not in caplog.text
+
+
+async def test_aliyun_debug_environment_does_not_print_the_code(
+    make_aliyun: MakeAliyun, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DEBUG=1 in the environment makes darabonba print requests; the code stays out of them."""
+    monkeypatch.setenv("DEBUG", "1")
+    await make_aliyun().send(compose("+8613800138000"))
+    out, err = capfd.readouterr()
+    assert CODE not in out + err

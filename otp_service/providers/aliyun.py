@@ -10,6 +10,7 @@ API: https://help.aliyun.com/document_detail/419273.html
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import aiohttp
@@ -31,6 +32,10 @@ from ..errors import (
 )
 from ..sms_config import AliyunConfig, Endpoint
 from .base import SendResult
+
+# darabonba logs every request line (TemplateParam, so the code) at DEBUG to its own stderr
+# handler as soon as the environment has DEBUG set: keep that logger quiet.
+logging.getLogger("darabonba-core").setLevel(logging.WARNING)
 
 NAME = "aliyun"
 DEFAULT_HOST = "dysmsapi.aliyuncs.com"

@@ -9,6 +9,7 @@ urllib3 retries off. Wire format: https://developer.vonage.com/en/api/sms
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,10 @@ from ..errors import (
 from ..segments import analyse
 from ..sms_config import Endpoint, VonageConfig
 from .base import SendResult
+
+# At DEBUG the SDK logs each request's form (the text, so the code) and its headers (the
+# credentials): never let those records through, whatever the service's own log level.
+logging.getLogger("vonage").setLevel(logging.WARNING)
 
 NAME = "vonage"
 DEFAULT_HOST = "rest.nexmo.com"
