@@ -40,7 +40,9 @@ def _aliyun(config: Config, inbox: CaptureInbox) -> Provider:
     from .providers.aliyun import AliyunProvider
 
     assert config.sms.aliyun is not None  # guaranteed by config validation
-    return AliyunProvider(config.sms.aliyun, config.sms.endpoint("aliyun"))
+    return AliyunProvider(
+        config.sms.aliyun, config.sms.endpoint("aliyun"), config.sms.aliyun_concurrency
+    )
 
 
 def _capture(config: Config, inbox: CaptureInbox) -> Provider:

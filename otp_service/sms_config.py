@@ -82,6 +82,7 @@ class SmsConfig:
     deny_countries: frozenset[str] = frozenset()
     max_segments: int = 3
     vonage_concurrency: int = 16
+    aliyun_concurrency: int = 32
 
     def endpoint(self, provider: str) -> Endpoint:
         return dict(self.endpoints).get(provider, Endpoint())
@@ -238,7 +239,7 @@ def parse_sms(f: Fields) -> SmsConfig:
     """Validate the whole ``sms`` section."""
     f.reject_unknown(
         ("provider", "default_region", "vonage", "aliyun", "endpoints", "routes", "allow_countries",
-         "deny_countries", "max_segments", "vonage_concurrency")
+         "deny_countries", "max_segments", "vonage_concurrency", "aliyun_concurrency")
     )  # fmt: skip
     region = f.string("default_region")
     if region is not None and region.upper() not in phonenumbers.SUPPORTED_REGIONS:
@@ -256,6 +257,7 @@ def parse_sms(f: Fields) -> SmsConfig:
         deny_countries=_countries(f, "deny_countries"),
         max_segments=f.integer("max_segments", default=3, minimum=1, maximum=10),
         vonage_concurrency=f.integer("vonage_concurrency", default=16, minimum=1, maximum=256),
+        aliyun_concurrency=f.integer("aliyun_concurrency", default=32, minimum=1, maximum=1024),
     )
     for name in sorted(config.provider_names):
         if name in ("vonage", "aliyun") and not f.has(name):

@@ -9,6 +9,7 @@ API: https://help.aliyun.com/document_detail/419273.html
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -100,8 +101,10 @@ class AliyunProvider:
 
     name = NAME
 
-    def __init__(self, config: AliyunConfig, endpoint: Endpoint) -> None:
+    def __init__(self, config: AliyunConfig, endpoint: Endpoint, concurrency: int = 32) -> None:
         self.config = config
+        # The SDK opens a connection per call: bound how many a burst can open at once.
+        self.slots = asyncio.Semaphore(concurrency)
         timeout_ms = int(endpoint.timeout_seconds * 1000)
         self.client = Client(
             open_api_models.Config(
@@ -130,7 +133,8 @@ class AliyunProvider:
             template_param=json.dumps(dict(message.params), ensure_ascii=False),
         )
         try:
-            response = await self.client.send_sms_with_options_async(request, self.runtime)
+            async with self.slots:
+                response = await self.client.send_sms_with_options_async(request, self.runtime)
         except Exception as exc:
             raise classify(exc) from exc
         body = response.body
