@@ -18,6 +18,7 @@ from .recipients import check_destination, normalize_email, normalize_phone
 from .sanitize import has_control
 from .segments import analyse
 from .sms_config import SmsConfig
+from .smtp_config import parse_mailbox
 from .templates import TemplateLibrary
 
 Channel = Literal["email", "sms"]
@@ -108,6 +109,14 @@ class Composer:
         if channel == "email":
             to = normalize_email(request.to)
             email = self.library.render_email(request.type, payload)
+            for what, value in (("replyTo", email.reply_to), ("sendFrom", email.send_from)):
+                try:
+                    if value:
+                        parse_mailbox(value)
+                except RequestError as exc:  # found now, before anything is stored
+                    raise RequestError(
+                        "template_error", f"the template's {what} is not an address", 422
+                    ) from exc
             return Message(
                 id=message_id,
                 channel="email",

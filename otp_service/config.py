@@ -290,6 +290,9 @@ def _limits(root: Fields) -> LimitsConfig:
     rates: list[tuple[str, float]] = []
     if (r := f.obj("provider_rate")) is not None:
         for name in r.data:
+            if name not in ("capture", "smtp", "vonage", "aliyun"):
+                r.problem(str(name), "is not a provider", "use smtp, vonage, aliyun or capture")
+                continue
             rates.append((str(name), r.number(str(name), default=10.0, minimum=0.1)))
     return LimitsConfig(
         enabled=f.boolean("enabled", default=True),

@@ -15,13 +15,17 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from .compose import Message
-from .errors import ProviderError, TransientProviderError
+from .errors import OtpServiceError, OutcomeUnknownError, ProviderError, TransientProviderError
 from .providers.base import Provider, SendResult
 from .sanitize import mask_email, mask_phone
 from .sms_config import SmsConfig
 
 log = logging.getLogger("otp_service.delivery")
 FailureHook = Callable[[str, ProviderError], Awaitable[None]]
+
+
+class Expired(OtpServiceError):
+    """The message's lifetime ran out before an attempt could start."""
 
 
 class Pacer:
@@ -52,7 +56,9 @@ class Dispatcher:
         sms: Mapping[str, Provider],
         sms_config: SmsConfig,
         provider_rate: Mapping[str, float] | None = None,
+        timeout: float = 30.0,
     ) -> None:
+        self.timeout = timeout
         self.email = email
         self.sms = dict(sms)
         self.sms_config = sms_config
@@ -64,19 +70,35 @@ class Dispatcher:
             return [self.email]
         return [self.sms[name] for name in self.sms_config.route_for(message.to).providers]
 
-    async def deliver(self, message: Message, on_failure: FailureHook | None = None) -> SendResult:
+    async def deliver(
+        self,
+        message: Message,
+        on_failure: FailureHook | None = None,
+        expires_at: float | None = None,
+    ) -> SendResult:
         """Send ``message``; raises the last ProviderError when no provider delivered it.
 
         ``on_failure(provider, error)`` is awaited after each failed attempt (the outbox
-        records it).
+        records it). Past ``expires_at`` (a pacer can wait long) it raises :class:`Expired`.
+        Each attempt is bounded by ``timeout``: an SMS that gets no answer in time is an
+        unknown outcome (it may have gone out), an email a transient failure.
         """
         started = time.perf_counter()
         last: TransientProviderError | None = None
         for attempt, provider in enumerate(self.plan(message), start=1):
             if (pacer := self.pacers.get(provider.name)) is not None:
                 await pacer.wait()
+            if expires_at is not None and time.time() >= expires_at:
+                raise Expired(message.id)
             try:
-                result = await provider.send(message)
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        result = await provider.send(message)
+                except TimeoutError:
+                    kind = (
+                        OutcomeUnknownError if message.channel == "sms" else TransientProviderError
+                    )
+                    raise kind(provider.name, f"no answer within {self.timeout:g} s") from None
             except ProviderError as exc:
                 self._log_failure(message, exc, attempt)
                 if on_failure is not None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .compose import Message
 from .config import DeliveryConfig
-from .delivery import Dispatcher
+from .delivery import Dispatcher, Expired
 from .errors import OutcomeUnknownError, ProviderError, RequestError, TransientProviderError
 from .metrics import Metrics
 from .store import Attempt, Store
@@ -190,6 +190,25 @@ class Outbox:
             message.id, Attempt(time.time(), provider, outcome, error.detail)
         )
 
+    async def _finish(
+        self,
+        message_id: str,
+        status: str,
+        provider: str | None,
+        error: str | None,
+        attempt: Attempt | None = None,
+    ) -> None:
+        """Record a final outcome, retrying until the store takes it: until then the message
+        stays this task's (the worker skips it), so a store hiccup never means a resend."""
+        delay = 0.1
+        while True:
+            try:
+                return await self.store.finish(message_id, status, provider, error, attempt)
+            except Exception:
+                log.exception("cannot record the outcome of id=%s; retrying", message_id)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def _run(
         self,
         message: Message,
@@ -204,18 +223,16 @@ class Outbox:
             return outcome
 
         while True:
-            now = time.time()
-            if now >= expires_at:
-                outcome = settle(Outcome(message.id, "expired"))
-                await self.store.finish(message.id, "expired", None, "expired before delivery")
-                log.warning(
-                    "expired id=%s channel=%s attempts=%d", message.id, message.channel, attempts
-                )
-                return outcome
+            if time.time() >= expires_at:
+                return await self._expire(message, attempts, settle)
             try:
                 result = await self.dispatcher.deliver(
-                    message, on_failure=lambda p, e: self._attempted(message, p, e)
+                    message,
+                    on_failure=lambda p, e: self._attempted(message, p, e),
+                    expires_at=expires_at,
                 )
+            except Expired:
+                return await self._expire(message, attempts, settle)
             except TransientProviderError as exc:
                 attempts += 1
                 delay = self.backoff(attempts, exc.retry_after)
@@ -228,11 +245,28 @@ class Outbox:
                 return outcome
             except ProviderError as exc:
                 outcome = settle(Outcome(message.id, "failed", exc.provider, error=exc))
-                await self.store.finish(message.id, "failed", exc.provider, exc.detail)
+                await self._finish(message.id, "failed", exc.provider, exc.detail)
+                return outcome
+            except asyncio.CancelledError:
+                if message.channel == "sms":
+                    # Shutdown cut an attempt that may already be at the provider (a Vonage
+                    # thread even completes it): resending on the next start could text twice.
+                    await asyncio.shield(
+                        self._finish(
+                            message.id, "failed", None, "interrupted by shutdown; not resent"
+                        )
+                    )
+                raise
+            except Exception as exc:  # a bug or a template/address problem: stop, don't loop
+                log.exception("delivery of id=%s failed unexpectedly", message.id)
+                outcome = settle(Outcome(message.id, "failed"))
+                await self._finish(
+                    message.id, "failed", None, f"internal error: {type(exc).__name__}"
+                )
                 return outcome
             self.metrics.attempt(message.channel, result.provider, result.status)
             outcome = settle(Outcome(message.id, result.status, result.provider))
-            await self.store.finish(
+            await self._finish(
                 message.id,
                 result.status,
                 result.provider,
@@ -240,6 +274,14 @@ class Outbox:
                 Attempt(time.time(), result.provider, result.status),
             )
             return outcome
+
+    async def _expire(
+        self, message: Message, attempts: int, settle: Callable[[Outcome], Outcome]
+    ) -> Outcome:
+        outcome = settle(Outcome(message.id, "expired"))
+        await self._finish(message.id, "expired", None, "expired before delivery")
+        log.warning("expired id=%s channel=%s attempts=%d", message.id, message.channel, attempts)
+        return outcome
 
     async def _work(self) -> None:
         """Claim due messages (retries, and what a crash left behind) and deliver them."""

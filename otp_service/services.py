@@ -95,7 +95,9 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     email = EMAIL_PROVIDERS[config.email.provider](config, inbox)
     sms = {name: SMS_PROVIDERS[name](config, inbox) for name in sorted(config.sms.provider_names)}
     composer = Composer(library or build_library(config), config.sms)
-    dispatcher = Dispatcher(email, sms, config.sms, dict(config.limits.provider_rate))
+    dispatcher = Dispatcher(
+        email, sms, config.sms, dict(config.limits.provider_rate), config.delivery.timeout_seconds
+    )
     store = SqliteStore(config.store.path)
     metrics = Metrics()
     outbox = Outbox(store, dispatcher, config.delivery, config.store.retention_days, metrics)

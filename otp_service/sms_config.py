@@ -259,6 +259,14 @@ def parse_sms(f: Fields) -> SmsConfig:
         vonage_concurrency=f.integer("vonage_concurrency", default=16, minimum=1, maximum=256),
         aliyun_concurrency=f.integer("aliyun_concurrency", default=32, minimum=1, maximum=1024),
     )
+    routed = {p for route in config.routes for p in route.providers} - {"capture"}
+    catch_all = any(not route.prefixes for route in config.routes)
+    if routed and not catch_all and config.provider == "capture":
+        f.problem(
+            "provider",
+            "is capture: numbers no route matches would be captured, not sent",
+            "add a last route without prefixes, or set sms.provider to vonage or aliyun",
+        )
     for name in sorted(config.provider_names):
         if name in ("vonage", "aliyun") and not f.has(name):
             f.problem(name, f"is required: a route or sms.provider uses {name}",

@@ -92,7 +92,7 @@ def _authorize(request: web.Request) -> None:
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented:
         raise UnauthorizedError()
-    given = presented.strip().encode()
+    given = presented.strip().encode("utf-8", "surrogateescape")  # headers may not be UTF-8
     # Compare with every token, always, so timing tells nothing about which one came close.
     matches = [hmac.compare_digest(given, token.encode()) for token in tokens]
     if not any(matches):
@@ -111,7 +111,7 @@ async def _read_json(request: web.Request) -> Any:
         raise RequestError("payload_too_large", f"the body exceeds {limit} bytes", 413) from None
     try:
         return json.loads(body.decode(request.charset or "utf-8"))
-    except (ValueError, LookupError):
+    except (ValueError, LookupError, RecursionError):  # RecursionError: absurdly deep nesting
         raise RequestError("invalid_json", "the body is not valid JSON") from None
 
 
@@ -215,7 +215,7 @@ def _filters(request: web.Request) -> tuple[str | None, str | None, int]:
         region = request.app[CONFIG].sms.default_region
         to = normalize_email(to) if "@" in to else normalize_phone(to, region)
     raw_limit = query.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= 1000:
         raise RequestError("invalid_query", "limit must be a number from 1 to 1000")
     return to, channel, int(raw_limit)
 

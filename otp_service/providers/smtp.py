@@ -45,7 +45,9 @@ def classify(exc: BaseException) -> ProviderError:
         )
         return (TransientProviderError if transient else PermanentProviderError)(NAME, detail)
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        return PermanentProviderError(NAME, f"authentication failed ({exc.code})")
+        # 454 (Gmail, Office 365: "too many login attempts") is worth another try; 535 is not.
+        kind = TransientProviderError if 400 <= exc.code < 500 else PermanentProviderError
+        return kind(NAME, f"authentication failed ({exc.code})")
     if isinstance(exc, aiosmtplib.SMTPConnectResponseError | aiosmtplib.SMTPResponseException):
         return _reply(exc.code, exc.message)
     if isinstance(exc, ssl.SSLCertVerificationError):

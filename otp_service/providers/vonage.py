@@ -46,6 +46,14 @@ _STATUS = re.compile(r"error code (\d+): ?(.*)", re.S)
 
 def classify(exc: Exception) -> ProviderError:
     """Our error for a Vonage SDK or transport failure."""
+    if isinstance(exc, PartialFailureError):  # a multi-part SMS (a subclass of SmsError)
+        parts = (getattr(exc, "response", None) or {}).get("messages", [])
+        if any(str(part.get("status")) == "0" for part in parts):
+            return PermanentProviderError(
+                NAME, "only some parts of the SMS were accepted; not resent"
+            )
+        first = parts[0] if parts else {}
+        exc = SmsError(f"error code {first.get('status', '?')}: {first.get('error-text', '')}")
     if isinstance(exc, SmsError):
         match = _STATUS.search(str(exc))
         status, text = (match.group(1), match.group(2).strip()) if match else ("?", str(exc))
@@ -55,8 +63,6 @@ def classify(exc: Exception) -> ProviderError:
         if status in _TRANSIENT_STATUS:
             return TransientProviderError(NAME, detail)
         return PermanentProviderError(NAME, detail)
-    if isinstance(exc, PartialFailureError):
-        return PermanentProviderError(NAME, "only some parts of the SMS were accepted")
     if isinstance(exc, http_errors.AuthenticationError | http_errors.ForbiddenError):
         return PermanentProviderError(NAME, "authentication failed: check apiKey and apiSecret")
     if isinstance(exc, http_errors.RateLimitedError):
