@@ -62,6 +62,7 @@ class Outbox:
         self.metrics.gauges["otp_outbox_in_flight"] = lambda: len(self._tasks)
         self.retention_seconds = retention_days * 86400
         self._purged_at = 0.0
+        self._compacted_at = time.time()
         self.dispatcher = dispatcher
         self.config = config
         self._tasks: set[asyncio.Task[Outcome]] = set()
@@ -297,6 +298,9 @@ class Outbox:
                         # (a slow provider) must not start a second, parallel delivery.
                         if due.message.id not in self._active:
                             self._spawn(due.message, due.expires_at, due.attempts, now)
+                if now - self._compacted_at > 60 and not self._tasks:
+                    self._compacted_at = now
+                    await self.store.compact()
                 if now - self._purged_at > 3600:
                     self._purged_at = now
                     purged = await self.store.purge(now - self.retention_seconds)

@@ -290,3 +290,29 @@ async def test_metrics_need_the_token(service: ClientFactory) -> None:
     assert (await client.get("/metrics")).status == 401
     ok = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status == 200
+
+
+async def test_hostile_inputs_get_4xx_never_500(service: ClientFactory) -> None:
+    """Deep JSON nesting, a non-UTF-8 token and a Unicode digit as limit are client errors."""
+    client = await service(AUTH)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    status, answer = await post(client, "/v1/email", "[" * 60_000, **auth)
+    assert status == 400 and answer["error"]["code"] == "invalid_json"
+    status, answer = await post(client, "/v1/email", SIGN_IN, Authorization="Bearer \xff\xfe")
+    assert status == 401 and answer["error"]["code"] == "unauthorized"
+    response = await client.get("/v1/messages?limit=\u00b2", headers=auth)
+    assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_query"
+
+
+async def test_template_reply_to_that_is_not_an_address_is_refused_before_storing(
+    service: ClientFactory,
+) -> None:
+    """A replyTo template rendering to a non-address is a 422 at once, and nothing is queued."""
+    smtp = {"host": "127.0.0.1", "port": 2, "fromEmail": "a@example.com", "templates": [
+        {"usageType": t, "contentType": "text/plain", "subject": "s", "content": "{{code}}",
+         "replyTo": "{{ inviter.primaryEmail }}"}
+        for t in ("SignIn", "Register", "ForgotPassword", "Generic")]}  # fmt: skip
+    client = await service({"email": {"provider": "smtp", "smtp": smtp}})
+    status, answer = await post(client, "/v1/email", SIGN_IN)
+    assert status == 422 and answer["error"]["code"] == "template_error"
+    assert "482913" not in json.dumps(answer)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -553,3 +554,47 @@ async def test_retention_purge_forgets_finished_messages_keeps_queued(
     assert status == 404 and gone["error"]["code"] == "message_not_found"
     status, kept, _ = await status_of(client, queued["id"])
     assert status == 200 and kept["status"] == "queued"
+
+
+# 8. One owner per store file; no code left behind on disk
+
+
+async def test_second_process_on_the_same_store_is_refused(tmp_path: Path) -> None:
+    """A second instance on one outbox file waits and then refuses, rather than free the first
+    one's leases and resend its messages."""
+    from otp_service.store import SqliteStore
+
+    path = tmp_path / "outbox.sqlite3"
+    first = SqliteStore(path)
+    await first.open()
+    second = SqliteStore(path, lock_wait=0.3)
+    with pytest.raises(OSError, match="another otp-service process owns"):
+        await second.open()
+    await first.close()
+    await second.open()  # the file is free again once the first owner has gone
+    await second.close()
+
+
+async def test_finished_codes_do_not_linger_in_the_store_files(tmp_path: Path) -> None:
+    """After compaction, neither the database nor its WAL holds the code of a finished message."""
+    from otp_service.compose import Message
+    from otp_service.store import SqliteStore
+
+    path = tmp_path / "outbox.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    codes = [f"{n:06d}" for n in range(731000, 731050)]
+    for code in codes:
+        message = Message(id=uuid.uuid4().hex, channel="email", to="a@example.com", type="SignIn",
+                          locale="en", text=f"Your code is {code}", code=code)  # fmt: skip
+        await store.accept(message, expires_at=time.time() + 600, lease_until=0,
+                           idempotency_key=None, dedupe_key=None)  # fmt: skip
+        await store.finish(message.id, "sent", "smtp", None)
+    await store.compact()
+    data = _store_bytes(tmp_path)
+    await store.close()
+    assert [code for code in codes if code.encode() in data] == []
+
+
+def _store_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.glob("outbox.sqlite3*"))

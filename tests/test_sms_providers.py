@@ -487,3 +487,24 @@ async def test_aliyun_debug_environment_does_not_print_the_code(
     await make_aliyun().send(compose("+8613800138000"))
     out, err = capfd.readouterr()
     assert CODE not in out + err
+
+
+async def test_vonage_multipart_all_throttled_is_rate_limited_not_lost(
+    make_vonage: MakeVonage, fake_vonage: FakeVonage
+) -> None:
+    """A two-part SMS throttled on every part is a rate limit (retried or failed over), not a 502."""
+    throttled = {"status": "1", "error-text": "Throughput Rate Exceeded"}
+    fake_vonage.reply_next(Reply(json={"message-count": "2", "messages": [throttled, throttled]}))
+    error = await send_error(make_vonage(), compose("+33612345678"))
+    assert isinstance(error, RateLimitedError) and error.transient
+
+
+async def test_vonage_multipart_partly_sent_is_not_resent(
+    make_vonage: MakeVonage, fake_vonage: FakeVonage
+) -> None:
+    """A two-part SMS with one part accepted is permanent: resending would duplicate that part."""
+    sent = {"to": "33612345678", "message-id": "1", "status": "0"}
+    failed = {"status": "1", "error-text": "Throughput Rate Exceeded"}
+    fake_vonage.reply_next(Reply(json={"message-count": "2", "messages": [sent, failed]}))
+    error = await send_error(make_vonage(), compose("+33612345678"))
+    assert isinstance(error, PermanentProviderError) and "some parts" in error.detail

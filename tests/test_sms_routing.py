@@ -7,6 +7,7 @@ with Logto's HTTP SMS connector request.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -354,3 +355,51 @@ async def test_code_never_in_error_body(
     status, body, _, text = await send(client, CHINA)
     assert status == 502 and body["error"]["code"] == "provider_rejected"
     assert CODE not in text and "******" in body["error"]["message"]
+
+
+async def test_sms_attempt_without_answer_in_time_is_not_resent(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """An SMS attempt past delivery.timeout_seconds is an unknown outcome: 502, no failover."""
+    config = sms_config(fake_vonage, fake_aliyun)
+    config["sms"]["endpoints"]["aliyun"]["timeout_seconds"] = 10  # the SDK would wait this long
+    config["delivery"] |= {"timeout_seconds": 0.3}
+    client = await service(config)
+    fake_aliyun.reply_next(aliyun_fakes.aliyun_slow(2))
+    status, body, _, _ = await send(client, CHINA)
+    assert status == 502 and body["error"]["code"] == "provider_outcome_unknown"
+    assert (len(fake_aliyun.sms), len(fake_vonage.sms)) == (1, 0)
+
+
+def test_routes_without_catch_all_need_a_real_default_provider(
+    fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """Routing only +86 while sms.provider stays capture would silently capture other numbers."""
+    from otp_service.config import parse_config
+    from otp_service.errors import ConfigError
+
+    config = sms_config(
+        fake_vonage, fake_aliyun, routes=[{"prefixes": ["+86"], "providers": ["aliyun"]}]
+    )
+    config["sms"]["provider"] = "capture"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config)
+    assert [p.path for p in caught.value.problems] == ["sms.provider"]
+
+
+async def test_sms_cut_by_shutdown_is_marked_failed_not_resent(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """A shutdown that cuts an SMS attempt marks it failed: the next start does not text again."""
+    config = sms_config(fake_vonage, fake_aliyun)
+    config["delivery"] |= {"wait_seconds": 0.2, "shutdown_grace_seconds": 0.2}
+    first = await service(config)
+    fake_aliyun.reply_next(aliyun_fakes.aliyun_slow(1.5))
+    status, body, _, _ = await send(first, CHINA)
+    assert status == 202
+    await first.close()  # SIGTERM's path: the grace runs out with the attempt in flight
+    second = await service(config)
+    record = await (await second.get(f"/v1/messages/{body['id']}")).json()
+    assert record["status"] == "failed" and "shutdown" in record["error"]
+    await asyncio.sleep(0.3)  # a resend by the new worker would have reached the fakes by now
+    assert (len(fake_aliyun.sms), len(fake_vonage.sms)) == (1, 0)

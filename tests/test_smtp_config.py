@@ -358,3 +358,10 @@ def test_auth_type_accepts_every_spelling_logto_accepts(kind: str, expected: str
 
     assert config.email.smtp is not None and config.email.smtp.auth is not None
     assert config.email.smtp.auth.type == expected
+
+
+def test_provider_rate_names_a_known_provider() -> None:
+    """A misspelt provider under limits.provider_rate is reported, not silently ignored."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"limits": {"provider_rate": {"vonnage": 5}}})
+    assert [p.path for p in caught.value.problems] == ["limits.provider_rate.vonnage"]

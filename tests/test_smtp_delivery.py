@@ -864,3 +864,14 @@ async def test_drop_after_data_on_reused_connection_copies_share_one_message_id(
     copies = [m for m in server.messages if m.rcpt_tos == ["second@example.com"]]
     assert len(copies) >= 1
     assert {m.message["Message-ID"] for m in copies} == {f"<{message.id}@{FROM_DOMAIN}>"}
+
+
+@pytest.mark.parametrize(("code", "transient"), [(454, True), (535, False)])
+def test_auth_refusal_454_is_transient_535_permanent(code: int, transient: bool) -> None:
+    """A 454 'too many login attempts' is retried later; a 535 'bad credentials' is not."""
+    import aiosmtplib
+
+    from otp_service.providers.smtp import classify
+
+    error = classify(aiosmtplib.SMTPAuthenticationError(code, "4.7.0 Too many login attempts"))
+    assert error.transient is transient and "authentication failed" in error.detail

@@ -115,6 +115,10 @@ class Store(Protocol):
         seconds until the window frees up."""
         ...
 
+    async def compact(self) -> None:
+        """Drop what finished messages left behind in storage (a no-op where nothing lingers)."""
+        ...
+
     async def purge(self, finished_before: float) -> int:
         """Delete the metadata of messages finished before the given time."""
         ...

@@ -15,13 +15,14 @@ Limit counters live in memory here (a shared backend keeps them next to the mess
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import math
 import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from ..compose import Message
 from .base import (
@@ -102,11 +103,17 @@ def _existing(
     return None if row is None else Accepted(row[0], False, row[1], row[2])
 
 
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    """A marker operation: :meth:`SqliteStore.compact`'s checkpoint, run after its batch."""
+
+
 class SqliteStore:
     """The :class:`~otp_service.store.base.Store` on one SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, lock_wait: float = 30.0) -> None:
         self.path = str(path)
+        self.lock_wait = lock_wait
+        self._lock_file: IO[str] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[Operation, asyncio.Future[Any], bool]] = []
@@ -118,11 +125,31 @@ class SqliteStore:
 
     # -- plumbing
 
+    def _lock(self) -> None:
+        """Own the file alone: a second process (a rolling deploy, a misconfigured replica)
+        waits for the first to exit rather than free its leases and resend its messages."""
+        self._lock_file = open(f"{self.path}.lock", "a")  # noqa: SIM115 (held while open)
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._lock_file.close()
+                    raise OSError(
+                        f"another otp-service process owns {self.path} (waited "
+                        f"{self.lock_wait:g} s); give each instance its own store.path"
+                    ) from None
+                time.sleep(0.2)
+
     def _connect(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA secure_delete=ON")  # a deleted body (the code) is overwritten
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(SCHEMA)
@@ -140,6 +167,9 @@ class SqliteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for operation in batch:
+                if operation is _checkpoint:  # runs after the commit, outside a transaction
+                    results.append((True, None))
+                    continue
                 try:
                     conn.execute("SAVEPOINT op")
                     results.append((True, operation(conn)))
@@ -153,6 +183,8 @@ class SqliteStore:
             conn.execute("ROLLBACK")
             raise
         self.batches += 1
+        if any(operation is _checkpoint for operation in batch):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return results
 
     async def _flush(self) -> None:
@@ -202,7 +234,15 @@ class SqliteStore:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None
         self._executor.shutdown(wait=True)
+
+    async def compact(self) -> None:
+        """Fold the WAL into the main file and truncate it: the pages of finished messages
+        (their codes) do not linger in the -wal file (secure_delete zeroes the main file's)."""
+        await self._do(_checkpoint, durable=True)
 
     # -- the Store protocol
 
