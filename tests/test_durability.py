@@ -598,3 +598,31 @@ async def test_finished_codes_do_not_linger_in_the_store_files(tmp_path: Path) -
 
 def _store_bytes(folder: Path) -> bytes:
     return b"".join(p.read_bytes() for p in folder.glob("outbox.sqlite3*"))
+
+
+async def test_provider_pacing_never_delivers_after_expiry(service: ClientFactory) -> None:
+    """Messages waiting for a paced provider (limits.provider_rate) expire instead of arriving
+    after their code is dead."""
+    config = capture_config()
+    config["limits"] = {"enabled": False, "provider_rate": {"capture": 1}}
+    config["delivery"] = {"wait_seconds": 0.1}
+    client = await service(config)
+    answers = await asyncio.gather(
+        *(post(client, "/v1/email", signin(f"p{n}@example.com", ttl=1.2)) for n in range(4))
+    )
+    ids = [body["id"] for _, body, _ in answers]
+    finals = [await final_status(client, message_id) for message_id in ids]
+    assert finals.count("captured") <= 2 and "expired" in finals
+    inbox = (await (await client.get("/v1/messages")).json())["messages"]
+    assert len(inbox) == finals.count("captured")
+
+
+async def final_status(client: Any, message_id: str, seconds: float = 8) -> str:
+    """Poll until the message is finished (sent, captured, failed or expired)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        _, record, _ = await status_of(client, message_id)
+        if record["status"] in ("sent", "captured", "failed", "expired"):
+            return str(record["status"])
+        assert time.monotonic() < deadline, f"still {record['status']} after {seconds} s"
+        await asyncio.sleep(0.05)
