@@ -171,3 +171,18 @@ def test_send_over_smtp_refused_port_is_transient(tmp_path: Path) -> None:
     assert result.returncode == 1 and "FAILED (transient)" in result.stderr
     assert "99" not in result.stderr.split("FAILED", 1)[1]
     assert time.monotonic() - started < 25
+
+
+@pytest.mark.parametrize("section", ["## SMS", "### Abuse limits"])
+def test_readme_config_examples_are_valid(section: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The configuration examples the README shows pass validation as written."""
+    import yaml
+
+    from otp_service.config import parse_config
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(rf"{re.escape(section)}\n.*?```yaml\n(.*?)```", text, re.S)
+    assert match, f"README lost its {section} example"
+    monkeypatch.setenv("VONAGE_API_SECRET", "secret")
+    monkeypatch.setenv("ALIYUN_ACCESS_KEY_SECRET", "secret")
+    parse_config(yaml.safe_load(match.group(1)))
