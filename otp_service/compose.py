@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from .errors import RequestError
-from .recipients import check_destination, normalize_email, normalize_phone
+from .recipients import check_destination, e164, normalize_email, parse_phone
 from .sanitize import has_control
 from .segments import analyse
 from .sms_config import SmsConfig
@@ -132,8 +132,9 @@ class Composer:
                 send_from=email.send_from,
                 ip=request.ip,
             )
-        number = normalize_phone(request.to, self.sms.default_region)
-        check_destination(number, self.sms)
+        parsed = parse_phone(request.to, self.sms.default_region)  # parsed once, used twice
+        check_destination(parsed, self.sms)
+        number = e164(parsed)
         sms = self.library.render_sms(request.type, payload)
         encoding = analyse(sms.text)
         if encoding.segments > self.sms.max_segments:

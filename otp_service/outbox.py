@@ -68,7 +68,6 @@ class Outbox:
         self._tasks: set[asyncio.Task[Outcome]] = set()
         self._active: set[str] = set()  # ids this process is delivering right now
         self._worker: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self.accepting = False
 
     # -- life cycle
@@ -308,6 +307,4 @@ class Outbox:
                         log.info("purged %d finished message(s) past retention", purged)
             except Exception:  # a store hiccup must not kill the worker
                 log.exception("outbox worker: claiming failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
-            self._wake.clear()
+            await asyncio.sleep(self.config.poll_seconds)

@@ -45,7 +45,16 @@ def normalize_email(value: str, what: str = "'to'") -> str:
 
 
 def normalize_phone(value: str, default_region: str | None = None) -> str:
-    """The number in E.164 (``+8613800138000``), or a 400 ``invalid_phone``.
+    """The number in E.164 (``+8613800138000``), or a 400 ``invalid_phone``."""
+    return e164(parse_phone(value, default_region))
+
+
+def e164(number: phonenumbers.PhoneNumber) -> str:
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def parse_phone(value: str, default_region: str | None = None) -> phonenumbers.PhoneNumber:
+    """The valid phone number ``value`` names, or a 400 ``invalid_phone``.
 
     Logto stores numbers with their country code but usually without ``+``, so a number
     without ``+`` is first read as international, then (when configured) as a national number
@@ -72,13 +81,12 @@ def normalize_phone(value: str, default_region: str | None = None) -> str:
         except phonenumbers.NumberParseException:
             continue
         if phonenumbers.is_valid_number(number):
-            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            return number
     raise RequestError("invalid_phone", "'to' is not a valid phone number")
 
 
-def check_destination(number: str, sms: SmsConfig) -> None:
+def check_destination(parsed: phonenumbers.PhoneNumber, sms: SmsConfig) -> None:
     """Refuse (403) a destination outside the allowed countries or a premium-rate number."""
-    parsed = phonenumbers.parse(number)
     region = phonenumbers.region_code_for_number(parsed) or "ZZ"
     refused = (sms.allow_countries and region not in sms.allow_countries) or (
         region in sms.deny_countries

@@ -42,9 +42,6 @@ class CaptureInbox:
         self._messages.clear()
         return count
 
-    def __len__(self) -> int:
-        return len(self._messages)
-
 
 class CaptureProvider:
     """Delivers into a :class:`CaptureInbox`; never fails."""

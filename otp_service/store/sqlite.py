@@ -121,7 +121,6 @@ class SqliteStore:
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
         self._windows: dict[str, tuple[float, int]] = {}
-        self.batches = 0  # transactions committed, for the bench
 
     # -- plumbing
 
@@ -182,7 +181,6 @@ class SqliteStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self.batches += 1
         if any(operation is _checkpoint for operation in batch):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return results
