@@ -336,7 +336,8 @@ def loadgen_main(argv: list[str]) -> int:
 def sms_message(provider: str, seq: int) -> dict[str, str]:
     """What the service would hand the provider for ``request_body("sms-<provider>", seq)``,
     built with otp-service's own config and composer (the same text and template code)."""
-    from otp_service.compose import Composer, SendRequest
+    from otp_service.message.compose import Composer, SendRequest
+
     from otp_service.config import parse_config
     from otp_service.providers.aliyun import aliyun_number, is_mainland
     from otp_service.services import build_library
@@ -977,9 +978,10 @@ def _baseline_mail(
 ) -> tuple[bytes, str, str, int, Callable[[], bytes]]:
     """The very message the service would send for BODY, built with the service's own code;
     and a function that composes and builds a new one, as the service does per request."""
-    from otp_service.compose import Composer, SendRequest
+    from otp_service.message.compose import Composer, SendRequest
+    from otp_service.providers.mime import build_email, sender
+
     from otp_service.config import parse_config
-    from otp_service.mime import build_email, sender
     from otp_service.services import build_library
 
     config = parse_config({"email": {"provider": "smtp", "smtp": smtp_connector}})
@@ -1176,7 +1178,7 @@ def sms_provider_phase(bench: Bench, provider: str) -> dict[str, Any]:
 
 
 def sms_phase(bench: Bench) -> dict[str, Any]:
-    from otp_service.sms_config import SmsConfig
+    from otp_service.config.sms import SmsConfig
 
     return {
         "floor": sms_floor(bench),

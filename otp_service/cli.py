@@ -15,13 +15,18 @@ from typing import Any
 
 from aiohttp import web
 
-from .compose import Channel, SendRequest
 from .config import Config, is_loopback, load_config
-from .errors import ConfigError, ConfigProblem, OtpServiceError, ProviderError
-from .segments import analyse
+from .errors import (
+    ConfigError,
+    ConfigProblem,
+    OtpServiceError,
+    ProviderError,
+)
+from .http.app import SERVICES, create_app
+from .message.compose import Channel, SendRequest
+from .message.templates import TemplateLibrary
 from .services import build_library, build_services
-from .templates import TemplateLibrary
-from .web import SERVICES, create_app
+from .text.segments import analyse
 
 log = logging.getLogger("otp_service")
 

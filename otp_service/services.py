@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .compose import Composer
 from .config import Config
-from .delivery import Dispatcher
-from .limits import Limiter
+from .delivery.dispatcher import Dispatcher
+from .delivery.limits import Limiter
+from .delivery.outbox import Outbox
+from .message.compose import Composer
+from .message.templates import TemplateLibrary
 from .metrics import Metrics
-from .outbox import Outbox
 from .providers.base import Provider
 from .providers.capture import CaptureInbox, CaptureProvider
 from .store import SqliteStore, Store
-from .templates import TemplateLibrary
 
 ProviderFactory = Callable[[Config, CaptureInbox], Provider]
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from otp_service.config import parse_config
-from otp_service.web import create_app
+from otp_service.http.app import create_app
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from otp_service.web import SERVICES
+from otp_service.http.app import SERVICES
 
 from .conftest import ClientFactory
 from .fakes import aliyun as aliyun_fakes
@@ -577,7 +577,7 @@ async def test_second_process_on_the_same_store_is_refused(tmp_path: Path) -> No
 
 async def test_finished_codes_do_not_linger_in_the_store_files(tmp_path: Path) -> None:
     """After compaction, neither the database nor its WAL holds the code of a finished message."""
-    from otp_service.compose import Message
+    from otp_service.message.compose import Message
     from otp_service.store import SqliteStore
 
     path = tmp_path / "outbox.sqlite3"

@@ -8,7 +8,7 @@ import pytest
 from jinja2 import ChainableUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from otp_service.placeholders import LogtoPlaceholders
+from otp_service.message.placeholders import LogtoPlaceholders
 
 
 def render(template: str, payload: dict[str, Any], *, html: bool = False) -> str:

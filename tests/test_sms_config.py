@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from otp_service.config import Config, parse_config
+from otp_service.config.sms import AliyunTemplate, Endpoint
 from otp_service.errors import ConfigError
-from otp_service.sms_config import AliyunTemplate, Endpoint
-from otp_service.web import create_app
+from otp_service.http.app import create_app
 
 from .fakes.aliyun import logto_aliyun_json
 from .fakes.vonage import logto_vonage_json

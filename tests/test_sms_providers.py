@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from otp_service.compose import Composer, Message, SendRequest
 from otp_service.config import TemplatesConfig, parse_config
+from otp_service.config.sms import Endpoint
 from otp_service.errors import (
     OutcomeUnknownError,
     PermanentProviderError,
@@ -25,10 +25,10 @@ from otp_service.errors import (
     RateLimitedError,
     TransientProviderError,
 )
+from otp_service.message.compose import Composer, Message, SendRequest
+from otp_service.message.templates import TemplateLibrary
 from otp_service.providers.aliyun import AliyunProvider
 from otp_service.providers.vonage import VonageProvider
-from otp_service.sms_config import Endpoint
-from otp_service.templates import TemplateLibrary
 
 from .fakes import DROP, Reply, free_port
 from .fakes import aliyun as aliyun_fakes

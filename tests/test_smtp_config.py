@@ -13,7 +13,7 @@ import pytest
 
 from otp_service.config import Config, parse_config
 from otp_service.errors import ConfigError, ConfigProblem
-from otp_service.smtp_config import Mailbox
+from otp_service.text.addresses import Mailbox
 
 PASSWORD = "pw-Secr3t-5f2a9c"
 LOGTO_TEMPLATES = [

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from otp_service.compose import Message, parse_request
 from otp_service.config import parse_config
+from otp_service.delivery.outbox import Outcome
 from otp_service.errors import PermanentProviderError, TransientProviderError
-from otp_service.outbox import Outcome
+from otp_service.message.compose import Message, parse_request
 from otp_service.providers.base import SendResult
 from otp_service.providers.smtp import SmtpProvider
 from otp_service.services import Services, build_services

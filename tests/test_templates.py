@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from otp_service.config import TemplatesConfig
+from otp_service.config.smtp import EmailTemplate
 from otp_service.errors import ConfigError, RequestError, TemplateNotFoundError
-from otp_service.locales import chain
-from otp_service.smtp_config import EmailTemplate
-from otp_service.templates import TemplateLibrary, bundled_root
+from otp_service.message.templates import TemplateLibrary, bundled_root
+from otp_service.text.locales import chain
 
 from .conftest import write_tree
 

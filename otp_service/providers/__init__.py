@@ -1,1 +1,1 @@
-"""Providers: one interface (:class:`~otp_service.providers.base.Provider`), one module each."""
+"""Providers behind one interface (base.Provider), one module each; MIME building sits with SMTP."""

@@ -23,7 +23,7 @@ from darabonba.exceptions import RetryError
 from darabonba.runtime import RuntimeOptions
 from Tea.exceptions import TeaException, UnretryableException
 
-from ..compose import Message
+from ..config.sms import AliyunConfig, Endpoint
 from ..errors import (
     OutcomeUnknownError,
     PermanentProviderError,
@@ -31,7 +31,7 @@ from ..errors import (
     RateLimitedError,
     TransientProviderError,
 )
-from ..sms_config import AliyunConfig, Endpoint
+from ..message.compose import Message
 from .base import SendResult
 
 # darabonba logs every request line (TemplateParam, so the code) at DEBUG to its own stderr

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..compose import Message
+from ..message.compose import Message
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ..compose import Message
+from ..message.compose import Message
 from .base import SendResult
 
 

@@ -11,13 +11,13 @@ import ssl
 
 import aiosmtplib
 
-from ..compose import Message
 from ..config import PoolConfig
+from ..config.smtp import SmtpConfig
 from ..errors import PermanentProviderError, ProviderError, TransientProviderError
-from ..mime import build_email
-from ..sanitize import strip_control
-from ..smtp_config import SmtpConfig
+from ..message.compose import Message
+from ..text.sanitize import strip_control
 from .base import SendResult
+from .mime import build_email
 from .smtp_pool import SmtpPool, StartTlsUnavailable
 
 NAME = "smtp"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from ..config import PoolConfig
-from ..smtp_config import SmtpConfig
+from ..config.smtp import SmtpConfig
 
 _TLS_VERSION = {
     "TLSv1": ssl.TLSVersion.TLSv1,

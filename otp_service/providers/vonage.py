@@ -21,7 +21,7 @@ from vonage import Auth, HttpClientOptions, Vonage
 from vonage_http_client import errors as http_errors
 from vonage_sms import PartialFailureError, SmsError, SmsMessage
 
-from ..compose import Message
+from ..config.sms import Endpoint, VonageConfig
 from ..errors import (
     OutcomeUnknownError,
     PermanentProviderError,
@@ -29,8 +29,8 @@ from ..errors import (
     RateLimitedError,
     TransientProviderError,
 )
-from ..segments import analyse
-from ..sms_config import Endpoint, VonageConfig
+from ..message.compose import Message
+from ..text.segments import analyse
 from .base import SendResult
 
 # At DEBUG the SDK logs each request's form (the text, so the code) and its headers (the

@@ -1,6 +1,12 @@
-"""Durable storage of accepted messages (the outbox)."""
+"""Storage: the Store protocol and its backends (SQLite, embedded default for one process)."""
 
-from .base import Accepted, Attempt, Due, Store, StoredStatus
+from .base import (
+    Accepted,
+    Attempt,
+    Due,
+    Store,
+    StoredStatus,
+)
 from .sqlite import SqliteStore
 
 __all__ = ["Accepted", "Attempt", "Due", "SqliteStore", "Store", "StoredStatus"]

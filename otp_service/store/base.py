@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..compose import Message
+from ..message.compose import Message
 
 FINAL = frozenset({"sent", "captured", "failed", "expired"})
 

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from ..compose import Message
+from ..message.compose import Message
 from .base import (
     FINAL,
     Accepted,

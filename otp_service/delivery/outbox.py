@@ -19,12 +19,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from .compose import Message
-from .config import DeliveryConfig
-from .delivery import Dispatcher, Expired
-from .errors import OutcomeUnknownError, ProviderError, RequestError, TransientProviderError
-from .metrics import Metrics
-from .store import Attempt, Store
+from ..config import DeliveryConfig
+from ..errors import (
+    OutcomeUnknownError,
+    ProviderError,
+    RequestError,
+    TransientProviderError,
+)
+from ..message.compose import Message
+from ..metrics import Metrics
+from ..store import Attempt, Store
+from .dispatcher import Dispatcher, Expired
 
 log = logging.getLogger("otp_service.outbox")
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from .errors import RequestError
-from .recipients import check_destination, e164, normalize_email, parse_phone
-from .sanitize import has_control
-from .segments import analyse
-from .sms_config import SmsConfig
-from .smtp_config import parse_mailbox
+from ..config.sms import SmsConfig
+from ..errors import RequestError
+from ..text.addresses import normalize_email, parse_mailbox
+from ..text.sanitize import has_control
+from ..text.segments import analyse
+from .recipients import check_destination, e164, parse_phone
 from .templates import TemplateLibrary
 
 Channel = Literal["email", "sms"]

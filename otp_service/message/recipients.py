@@ -6,42 +6,9 @@ import re
 
 import phonenumbers
 
-from .errors import RequestError
-from .sanitize import has_control
-from .sms_config import SmsConfig
-
-# dot-atom local part (RFC 5322) widened to any non-ASCII character for SMTPUTF8 (RFC 6531).
-_LOCAL = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
-    r"(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+)*$"
-)
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-
-
-def normalize_email(value: str, what: str = "'to'") -> str:
-    """The address with its domain in lower-case ASCII (IDNA), or a 400 ``invalid_email``."""
-
-    def _invalid_email(reason: str) -> RequestError:
-        return RequestError("invalid_email", f"{what} is not a valid email address: {reason}")
-
-    if has_control(value):
-        raise RequestError("invalid_header_value", f"{what} contains control characters")
-    address = value.strip()
-    if len(address) > 254:
-        raise _invalid_email("longer than 254 characters")
-    local, at, domain = address.rpartition("@")
-    if not at or not local or not domain:
-        raise _invalid_email("expected local@domain")
-    if len(local.encode()) > 64 or not _LOCAL.match(local):
-        raise _invalid_email("the part before @ has characters an address cannot hold")
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise _invalid_email("the domain is not a valid host name") from None
-    labels = ascii_domain.split(".")
-    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        raise _invalid_email("the domain is not a valid host name")
-    return f"{local}@{ascii_domain}"
+from ..config.sms import SmsConfig
+from ..errors import RequestError
+from ..text.sanitize import has_control
 
 
 def normalize_phone(value: str, default_region: str | None = None) -> str:

@@ -22,13 +22,18 @@ from typing import Any
 from jinja2 import BaseLoader, ChainableUndefined, FileSystemLoader, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from . import locales
-from .config import TemplatesConfig
-from .errors import ConfigError, ConfigProblem, RequestError, TemplateNotFoundError
-from .htmltext import html_to_text
+from ..config import TemplatesConfig
+from ..config.smtp import EmailTemplate
+from ..errors import (
+    ConfigError,
+    ConfigProblem,
+    RequestError,
+    TemplateNotFoundError,
+)
+from ..text import locales
+from ..text.htmltext import html_to_text
+from ..text.sanitize import has_control
 from .placeholders import LogtoPlaceholders
-from .sanitize import has_control
-from .smtp_config import EmailTemplate
 
 GENERIC = "Generic"
 _ALIASES = {"Test": GENERIC}  # older Logto versions send Test for the connector's test button
@@ -36,7 +41,7 @@ _ALIASES = {"Test": GENERIC}  # older Logto versions send Test for the connector
 
 def bundled_root() -> Path:
     """The bundled ``templates/`` tree, in an installed wheel or in a source checkout."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the otp_service package
     installed = here / "_templates"
     return installed if installed.is_dir() else here.parent / "templates"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .errors import ConfigProblem
+from ..errors import ConfigProblem
 
 # Logto's built-in connectors refuse a configuration without these usage types.
 REQUIRED_USAGE_TYPES = ("Register", "SignIn", "ForgotPassword", "Generic")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from jinja2 import Environment
 
-from .compose import Message
+from ..message.compose import Message
 
 _PAGE = Environment(autoescape=True).from_string(
     """<!doctype html>

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, ConfigProblem
+from ..errors import ConfigError, ConfigProblem
 from .fields import Fields
-from .sms_config import SmsConfig, parse_sms
-from .smtp_config import SmtpConfig, parse_smtp_config
+from .sms import SmsConfig, parse_sms
+from .smtp import SmtpConfig, parse_smtp_config
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 
-from .compose import Message
-from .config import Limit, LimitsConfig
-from .errors import RequestError
-from .store import Store
+from ..config import Limit, LimitsConfig
+from ..errors import RequestError
+from ..message.compose import Message
+from ..store import Store
 
 
 class RateLimitedRequest(RequestError):

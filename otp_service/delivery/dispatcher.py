@@ -14,11 +14,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from .compose import Message
-from .errors import OtpServiceError, OutcomeUnknownError, ProviderError, TransientProviderError
-from .providers.base import Provider, SendResult
-from .sanitize import mask_email, mask_phone
-from .sms_config import SmsConfig
+from ..config.sms import SmsConfig
+from ..errors import (
+    OtpServiceError,
+    OutcomeUnknownError,
+    ProviderError,
+    TransientProviderError,
+)
+from ..message.compose import Message
+from ..providers.base import Provider, SendResult
+from ..text.sanitize import mask_email, mask_phone
 
 log = logging.getLogger("otp_service.delivery")
 FailureHook = Callable[[str, ProviderError], Awaitable[None]]

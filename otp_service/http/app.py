@@ -17,16 +17,22 @@ from typing import Any
 
 from aiohttp import web
 
-from .compose import Channel, Message, parse_request
-from .config import Config
-from .errors import OtpServiceError, ProviderError, RequestError, UnauthorizedError
+from ..config import Config
+from ..delivery.outbox import Outcome
+from ..errors import (
+    OtpServiceError,
+    ProviderError,
+    RequestError,
+    UnauthorizedError,
+)
+from ..message.compose import Channel, Message, parse_request
+from ..message.recipients import normalize_phone
+from ..message.templates import TemplateLibrary
+from ..services import Services, build_services
+from ..store import StoredStatus
+from ..text.addresses import normalize_email
+from ..text.sanitize import has_control
 from .inbox_page import render_inbox
-from .outbox import Outcome
-from .recipients import normalize_email, normalize_phone
-from .sanitize import has_control
-from .services import Services, build_services
-from .store import StoredStatus
-from .templates import TemplateLibrary
 
 log = logging.getLogger("otp_service.web")
 SERVICES = web.AppKey("services", Services)

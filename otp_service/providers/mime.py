@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from email.header import Header
 from email.utils import format_datetime, quote
 
-from .compose import Message
-from .smtp_config import Mailbox, SmtpConfig, parse_mailbox
+from ..config.smtp import SmtpConfig
+from ..message.compose import Message
+from ..text.addresses import Mailbox, parse_mailbox
 
 _SPECIALS = set('()<>@,;:\\".[]')
 

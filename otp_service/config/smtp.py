@@ -12,14 +12,13 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import RequestError
+from ..errors import RequestError
+from ..text.addresses import Mailbox, parse_mailbox
+from ..text.sanitize import has_control
 from .fields import Fields
-from .recipients import normalize_email
-from .sanitize import clean_display_name, has_control
 
 CONTENT_TYPES = ("text/plain", "text/html")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_NAME_ADDR = re.compile(r"^(.*?)<([^<>]+)>$")
 _RESERVED_HEADERS = frozenset(
     ("from", "to", "cc", "bcc", "subject", "date", "message-id", "reply-to", "sender",
      "mime-version", "content-type", "content-transfer-encoding", "return-path")
@@ -31,14 +30,6 @@ _KNOWN = (
     "greetingTimeout", "socketTimeout", "dnsTimeout", "customHeaders", "logger", "debug",
     "disableFileAccess", "disableUrlAccess",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Mailbox:
-    """An address with an optional display name, already cleaned for a header."""
-
-    address: str
-    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,18 +92,6 @@ class SmtpConfig:
     def target(self) -> str:
         """``host:port``, the key of the connection pool."""
         return f"{self.host}:{self.port}"
-
-
-def parse_mailbox(value: str) -> Mailbox:
-    """``"Name <a@b>"`` or ``a@b`` into a cleaned :class:`Mailbox`; raises ``RequestError``."""
-    if has_control(value):
-        raise RequestError("invalid_header_value", "an address contains control characters")
-    match = _NAME_ADDR.match(value.strip())
-    if match:  # lenient like nodemailer: "Acme, Inc. <a@b>" needs no quotes
-        name, address = match.group(1).strip().strip('"'), match.group(2)
-    else:
-        name, address = "", value.strip()
-    return Mailbox(normalize_email(address, "the address"), clean_display_name(name))
 
 
 def _mailbox(fields: Fields, key: str, *, required: bool) -> Mailbox | None:

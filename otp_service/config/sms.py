@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import phonenumbers
 
-from .errors import ConfigProblem
+from ..errors import ConfigProblem
 from .fields import Fields
 
 SMS_PROVIDER_TYPES = ("capture", "vonage", "aliyun")

@@ -1,0 +1,1 @@
+"""Delivery: abuse limits, the outbox (durable accept) and the dispatcher (attempts, retry)."""

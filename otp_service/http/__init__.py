@@ -1,0 +1,1 @@
+"""The HTTP face: the aiohttp app, its middlewares and handlers, the inbox page."""

@@ -1,0 +1,1 @@
+"""Request to Message: recipients, templates, Logto placeholders, composing."""
