@@ -336,9 +336,8 @@ def loadgen_main(argv: list[str]) -> int:
 def sms_message(provider: str, seq: int) -> dict[str, str]:
     """What the service would hand the provider for ``request_body("sms-<provider>", seq)``,
     built with otp-service's own config and composer (the same text and template code)."""
-    from otp_service.message.compose import Composer, SendRequest
-
     from otp_service.config import parse_config
+    from otp_service.message.compose import Composer, SendRequest
     from otp_service.providers.aliyun import aliyun_number, is_mainland
     from otp_service.services import build_library
 
@@ -978,10 +977,9 @@ def _baseline_mail(
 ) -> tuple[bytes, str, str, int, Callable[[], bytes]]:
     """The very message the service would send for BODY, built with the service's own code;
     and a function that composes and builds a new one, as the service does per request."""
+    from otp_service.config import parse_config
     from otp_service.message.compose import Composer, SendRequest
     from otp_service.providers.mime import build_email, sender
-
-    from otp_service.config import parse_config
     from otp_service.services import build_library
 
     config = parse_config({"email": {"provider": "smtp", "smtp": smtp_connector}})

@@ -16,7 +16,7 @@ LAYERS = ["http", "delivery", "providers", "store", "message", "config", "text"]
 def _imports(path: Path) -> set[str]:
     """The otp_service sub-packages ``path`` imports (absolute or relative)."""
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    package = list(parts[:-1]) if parts[-1] != "__init__" else list(parts[:-1])
+    package = list(parts[:-1])  # a module and an __init__ both resolve from their folder
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
