@@ -103,6 +103,7 @@ async def _drive(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Warm up, then measure: one JSON-able result (requests, errors, latencies, CPU)."""
     # A new recipient per request: the service deduplicates the same (to, type, code) and
     # limits messages per recipient; numbering continues across warm-up and measured requests.
     warm_bodies = [json.dumps(request_body(args.kind, args.seq + i)).encode()
@@ -156,7 +157,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The load generator's options (what :meth:`bench.harness.Bench.loadgen` passes)."""
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
     parser.add_argument("--url", required=True)
     parser.add_argument("--requests", type=int, required=True)
@@ -170,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid", type=int, default=0, help="service pid, for its CPU time")
     parser.add_argument("--fake-pid", type=int, default=0, help="provider fake pid, its CPU")
     parser.add_argument("--request-timeout", type=float, default=30.0)
-    args = parser.parse_args(argv)
-    print(json.dumps(asyncio.run(run(args))), flush=True)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    print(json.dumps(asyncio.run(run(parse_args(argv)))), flush=True)
     return 0
 
 

@@ -142,23 +142,27 @@ def selected(args: argparse.Namespace, scenarios: Sequence[Scenario] = SCENARIOS
     ]
 
 
+def meta(parts: list[str]) -> dict[str, Any]:
+    """The machine, the versions and the parts of a run, as the report's heading shows them."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(terse=True),
+        "python": platform.python_version(),
+        "aiohttp": version("aiohttp"),
+        "aiosmtplib": version("aiosmtplib"),
+        "vonage": version("vonage"),
+        "aliyun": version("alibabacloud-dysmsapi20170525"),
+        "otp_service": version("otp-service"),
+        "parts": parts,
+        "loadavg_start": loadavg(),
+    }
+
+
 def main(argv: list[str] | None = None, scenarios: Sequence[Scenario] = SCENARIOS) -> int:
+    """Run the selected scenarios and print the report; 0 when every part ran."""
     args = parse_args(argv, scenarios)
     parts = selected(args, scenarios)
-    report: dict[str, Any] = {
-        "meta": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(terse=True),
-            "python": platform.python_version(),
-            "aiohttp": version("aiohttp"),
-            "aiosmtplib": version("aiosmtplib"),
-            "vonage": version("vonage"),
-            "aliyun": version("alibabacloud-dysmsapi20170525"),
-            "otp_service": version("otp-service"),
-            "parts": parts,
-            "loadavg_start": loadavg(),
-        },
-    }
+    report: dict[str, Any] = {"meta": meta(parts)}
     with tempfile.TemporaryDirectory(prefix="otp-bench-") as tmp:
         bench = Bench(args, Path(tmp))
         previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -1,0 +1,97 @@
+"""The benchmark package (``python -m bench``) imports, parses its options, drives the service.
+
+Cheap checks only: nothing here measures or asserts on timing. The benchmark itself is run by
+hand (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import bench
+from bench import loadgen, runner
+from bench.report import markdown
+from tests.conftest import ClientFactory
+
+BENCH = Path(bench.__file__).resolve().parent
+
+
+def test_bench_every_module_imports() -> None:
+    """Every bench module, the SDK children and the load generator included, imports cleanly."""
+    names = [
+        info.name
+        for info in pkgutil.walk_packages([str(BENCH)], prefix="bench.")
+        if not info.name.endswith("__main__")  # runs the benchmark when imported
+    ]
+    assert {"bench.loadgen", "bench.scenarios.sdk_vonage", "bench.scenarios.sdk_aliyun"} <= set(
+        names
+    )
+    for name in names:
+        importlib.import_module(name)
+
+
+def test_bench_files_under_400_lines() -> None:
+    """No file of the benchmark grows past 400 lines (a bigger one is two modules)."""
+    long = {
+        str(path.relative_to(BENCH)): n
+        for path in BENCH.rglob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400
+    }
+    assert long == {}
+
+
+def test_bench_options_select_the_parts() -> None:
+    """Without --only every scenario runs in order; --only and --skip-* narrow it down."""
+    names = [scenario.name for scenario in runner.SCENARIOS]
+    assert names == ["capture", "email", "sms"]
+    assert runner.selected(runner.parse_args([])) == names
+    assert runner.selected(runner.parse_args(["--only", "sms"])) == ["sms"]
+    assert runner.selected(runner.parse_args(["--skip-smtp", "--skip-sms"])) == ["capture"]
+    args = runner.parse_args([])
+    assert (args.requests, args.concurrency, args.smtp_messages, args.sms_messages) == (
+        20000,
+        50,
+        2000,
+        1000,
+    )
+
+
+@pytest.mark.parametrize("option", [["--requests", "0"], ["--duration", "0"], ["--only", "x"]])
+def test_bench_options_refused_when_out_of_range(option: list[str]) -> None:
+    """A zero count, a zero duration or an unknown part stops with a usage error."""
+    with pytest.raises(SystemExit) as exit_info:
+        runner.parse_args(option)
+    assert exit_info.value.code == 2
+
+
+async def test_bench_loadgen_drives_the_service_without_errors(service: ClientFactory) -> None:
+    """The load generator's email and SMS bodies are accepted by the capture-mode service, and
+    its result renders as a row of the report's table."""
+    client = await service({"capture": {"max_messages": 100}, "limits": {"enabled": False}})
+    results = {}
+    for kind, path in (
+        ("email", "/v1/email"),
+        ("sms-vonage", "/v1/sms"),
+        ("sms-aliyun", "/v1/sms"),
+    ):
+        args = loadgen.parse_args(
+            ["--url", str(client.make_url(path)), "--requests", "8", "--seconds", "60",
+             "--concurrency", "3", "--warmup", "2", "--kind", kind]
+        )  # fmt: skip
+        results[kind] = await loadgen.run(args)
+    for kind, result in results.items():
+        assert (result["requests"], result["warmup_requests"]) == (8, 2), kind
+        assert (result["errors"], result["warmup_errors"]) == (0, 0), (kind, result)
+    messages = (await (await client.get("/v1/messages?limit=100")).json())["messages"]
+    assert len(messages) == 30
+
+    run = results["email"] | {"concurrency": 3, "log_level": "WARNING", "store": "file"}
+    run |= {"rss_start_kib": None, "rss_end_kib": None, "rss_peak_kib": None}
+    report = {"meta": runner.meta(["capture"]) | {"loadavg_end": "n/a"}, "capture": [run]}
+    text = markdown(report, runner.SCENARIOS)
+    assert "| capture, --log-level WARNING, SQLite outbox on disk | 3 | 8 | 0 |" in text
+    assert "| service memory (VmRSS, MiB) |" in text
