@@ -5,6 +5,7 @@ Every error a caller can see carries a stable machine ``code``, an HTTP ``status
 
     OtpServiceError
     ├── ConfigError                 the configuration is invalid (start-up, check-config)
+    ├── LogtoApiError               Logto's Management API could not be read (templates.logto)
     ├── RequestError                the caller sent something we refuse (4xx)
     │   ├── TemplateNotFoundError   no template for the type and no Generic (422)
     │   └── UnauthorizedError       missing or wrong Authorization (401)
@@ -51,6 +52,19 @@ class ConfigError(OtpServiceError):
     def __init__(self, problems: list[ConfigProblem]) -> None:
         super().__init__("; ".join(str(p) for p in problems))
         self.problems = problems
+
+
+class LogtoApiError(OtpServiceError):
+    """Reading templates from Logto failed; ``refused`` when Logto refused our credentials
+    (as opposed to being unreachable or answering nonsense). Never reaches a caller of the API:
+    sends fall back to other templates."""
+
+    code = "logto_unavailable"
+    status = 503
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class RequestError(OtpServiceError):

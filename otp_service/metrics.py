@@ -13,6 +13,7 @@ _HELP = {
     "otp_requests_total": "Send requests answered, by channel and HTTP status.",
     "otp_attempts_total": "Delivery attempts, by channel, provider and outcome.",
     "otp_outbox_in_flight": "Messages being delivered by this process right now.",
+    "otp_logto_templates_up": "1 when the email templates kept in Logto were read and compiled.",
 }
 
 

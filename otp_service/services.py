@@ -9,6 +9,7 @@ from .config import Config
 from .delivery.dispatcher import Dispatcher
 from .delivery.limits import Limiter
 from .delivery.outbox import Outbox
+from .logto.sync import TemplateSync
 from .message.compose import Composer
 from .message.templates import TemplateLibrary
 from .metrics import Metrics
@@ -77,13 +78,18 @@ class Services:
     limiter: Limiter
     outbox: Outbox
     metrics: Metrics
+    logto: TemplateSync | None = None  # Logto's email templates, when templates.logto is set
 
     async def start(self) -> None:
+        if self.logto is not None:
+            await self.logto.start()
         await self.outbox.start()
 
     async def stop(self) -> None:
         """Finish in-flight attempts within the grace period; leave the rest stored."""
         await self.outbox.stop(self.config.delivery.shutdown_grace_seconds)
+        if self.logto is not None:
+            await self.logto.stop()
 
     async def close(self) -> None:
         """Close the providers of services that were never started (CLI use)."""
@@ -94,7 +100,8 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     inbox = CaptureInbox(config.capture.max_messages)
     email = EMAIL_PROVIDERS[config.email.provider](config, inbox)
     sms = {name: SMS_PROVIDERS[name](config, inbox) for name in sorted(config.sms.provider_names)}
-    composer = Composer(library or build_library(config), config.sms)
+    library = library or build_library(config)
+    composer = Composer(library, config.sms)
     dispatcher = Dispatcher(
         email, sms, config.sms, dict(config.limits.provider_rate), config.delivery.timeout_seconds
     )
@@ -102,4 +109,8 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     metrics = Metrics()
     outbox = Outbox(store, dispatcher, config.delivery, config.store.retention_days, metrics)
     limiter = Limiter(store, config.limits)
-    return Services(config, inbox, composer, dispatcher, store, limiter, outbox, metrics)
+    logto = None
+    if config.templates.logto is not None:
+        logto = TemplateSync(config.templates.logto, library.use_logto)
+        metrics.gauges["otp_logto_templates_up"] = lambda: float(logto.up)
+    return Services(config, inbox, composer, dispatcher, store, limiter, outbox, metrics, logto)

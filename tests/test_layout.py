@@ -9,8 +9,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "otp_service"
 
 # Highest first; a folder may import only folders after it. A request flows http -> message ->
 # delivery -> providers / store. message/ defines the Message value the later stages receive, so
-# it sits below them as a dependency; config/ and the pure text/ helpers are the foundation.
-LAYERS = ["http", "delivery", "providers", "store", "message", "config", "text"]
+# it sits below them as a dependency; logto/ (Logto's Management API, read for the email templates
+# kept in Logto) feeds message/ the way config/ does, so it sits between them; config/ and the
+# pure text/ helpers are the foundation.
+LAYERS = ["http", "delivery", "providers", "store", "message", "logto", "config", "text"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -17,6 +17,7 @@ import yaml
 
 from ..errors import ConfigError, ConfigProblem
 from .fields import Fields
+from .logto import LogtoConfig, parse_logto
 from .sms import SmsConfig, parse_sms
 from .smtp import SmtpConfig, parse_smtp_config
 
@@ -61,6 +62,7 @@ class TemplatesConfig:
     bundled: bool = True
     brand: str = ""
     code_ttl_minutes: int = 10
+    logto: LogtoConfig | None = None  # per-language email templates read from Logto
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,9 @@ def _templates(root: Fields, base: Path) -> TemplatesConfig:
     f = root.obj("templates")
     if f is None:
         return TemplatesConfig()
-    f.reject_unknown(("directory", "default_locale", "bundled", "brand", "code_ttl_minutes"))
+    f.reject_unknown(
+        ("directory", "default_locale", "bundled", "brand", "code_ttl_minutes", "logto")
+    )
     directory = None
     if (raw := f.string("directory")) is not None:
         directory = (base / raw).resolve()
@@ -230,6 +234,7 @@ def _templates(root: Fields, base: Path) -> TemplatesConfig:
         bundled=f.boolean("bundled", default=True),
         brand=f.string("brand", default="") or "",
         code_ttl_minutes=f.integer("code_ttl_minutes", default=10, minimum=1, maximum=1440),
+        logto=parse_logto(logto) if (logto := f.obj("logto")) is not None else None,
     )
 
 

@@ -289,10 +289,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: fails while shutting down, so load balancers stop sending."""
-    if not request.app[SERVICES].outbox.accepting:
+    """Readiness: fails while shutting down, so load balancers stop sending. Logto's templates
+    being unavailable is shown but keeps the service ready: sends fall back to other templates."""
+    services = request.app[SERVICES]
+    if not services.outbox.accepting:
         return web.json_response({"status": "shutting_down"}, status=503)
-    return web.json_response({"status": "ready"})
+    body: dict[str, Any] = {"status": "ready"}
+    if services.logto is not None:
+        body["logto_templates"] = services.logto.status().as_json()
+    return web.json_response(body)
 
 
 def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Application:

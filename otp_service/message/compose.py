@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from ..config.sms import SmsConfig
 from ..errors import RequestError
-from ..text.addresses import normalize_email, parse_mailbox
+from ..text.addresses import normalize_email
 from ..text.sanitize import has_control
 from ..text.segments import analyse
 from .recipients import check_destination, e164, parse_phone
@@ -109,14 +109,6 @@ class Composer:
         if channel == "email":
             to = normalize_email(request.to)
             email = self.library.render_email(request.type, payload)
-            for what, value in (("replyTo", email.reply_to), ("sendFrom", email.send_from)):
-                try:
-                    if value:
-                        parse_mailbox(value)
-                except RequestError as exc:  # found now, before anything is stored
-                    raise RequestError(
-                        "template_error", f"the template's {what} is not an address", 422
-                    ) from exc
             return Message(
                 id=message_id,
                 channel="email",

@@ -1,0 +1,52 @@
+"""The brand an email shows, from the application and organization Logto puts in the payload.
+
+Logto adds ``application`` ``{id, name, displayName, branding: {logoUrl, darkLogoUrl}}`` and
+``organization`` ``{id, name, branding: {logoUrl, darkLogoUrl}}`` to email payloads
+(CONTRACT.md §1, §5). The brand name is the application's ``displayName``, then its ``name``,
+then ``templates.brand``. The logo is the organization's when it has one (Logto shows an
+organization's branding over its application's on the sign-in page), else the application's;
+the dark variant is taken from the same place. Only ``https:`` URLs are used: an ``http:`` image
+would be mixed content for webmail, and ``data:``/``javascript:`` have no place in an email.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..text.sanitize import has_control
+
+_MAX_URL = 2048
+
+
+def image_url(value: Any) -> str | None:
+    """``value`` when it is a plain ``https:`` URL with a host, else None."""
+    if not isinstance(value, str) or not value or len(value) > _MAX_URL:
+        return None
+    if has_control(value) or any(c.isspace() for c in value):
+        return None
+    try:
+        url = urlsplit(value)
+        host = url.hostname
+    except ValueError:
+        return None
+    return value if url.scheme.lower() == "https" and host else None
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def branding(payload: Mapping[str, Any], default_brand: str) -> dict[str, Any]:
+    """``brand``, ``logo_url`` and ``dark_logo_url`` for the template context."""
+    application = payload.get("application")
+    application = application if isinstance(application, Mapping) else {}
+    brand = _text(application.get("displayName")) or _text(application.get("name"))
+    logo = dark = None
+    for owner in (payload.get("organization"), application):
+        marks = owner.get("branding") if isinstance(owner, Mapping) else None
+        if isinstance(marks, Mapping) and (logo := image_url(marks.get("logoUrl"))):
+            dark = image_url(marks.get("darkLogoUrl"))
+            break
+    return {"brand": brand or default_brand, "logo_url": logo, "dark_logo_url": dark}
