@@ -10,19 +10,23 @@ import logging
 import signal
 import sqlite3
 import sys
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from .config import Config, is_loopback, load_config
+from .config.logto import LogtoConfig
 from .errors import (
     ConfigError,
     ConfigProblem,
+    LogtoApiError,
     OtpServiceError,
     ProviderError,
 )
 from .http.app import SERVICES, create_app
+from .logto.client import LogtoClient, LogtoTemplate
 from .message.compose import Channel, SendRequest
 from .message.templates import TemplateLibrary
 from .services import build_library, build_services
@@ -224,7 +228,36 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     )
     print(f"  sms:   {config.sms.provider}")
     print(f"  auth:  {len(config.auth.tokens)} token(s)")
-    return 0
+    return _check_logto(config) if args.online else 0
+
+
+async def _read_logto(logto: LogtoConfig) -> tuple[list[LogtoTemplate], list[str]]:
+    client = LogtoClient(logto)
+    try:
+        return await client.email_templates()
+    finally:
+        await client.close()
+
+
+def _check_logto(config: Config) -> int:
+    """Try templates.logto's credentials; list the templates found per language."""
+    logto = config.templates.logto
+    if logto is None:
+        print("  logto: not configured (templates.logto): nothing to check online")
+        return 0
+    try:
+        rows, unusable = asyncio.run(_read_logto(logto))
+    except LogtoApiError as exc:
+        print(f"  logto: FAILED: {exc.message}", file=sys.stderr)
+        return 1
+    broken = unusable + build_library(config).use_logto(rows)
+    print(f"  logto: {logto.endpoint}: credentials accepted, {len(rows)} email template(s)")
+    for tag, count in sorted(Counter(row.language_tag for row in rows).items()):
+        types = sorted(row.template_type for row in rows if row.language_tag == tag)
+        print(f"    {tag}: {count} ({', '.join(types)})")
+    for problem in broken:
+        print(f"    does not compile (other templates will be used): {problem}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -262,6 +295,9 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and print every problem")
     check.add_argument("file")
+    check.add_argument(
+        "--online", action="store_true", help="also read the email templates kept in Logto"
+    )
     check.set_defaults(func=cmd_check_config)
     return parser
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from .fakes import free_port
 from .fakes.logto import APP_SECRET, FakeLogto, fake_logto, logto_row
 
 __all__ = ["fake_logto"]
+BIN = Path(sys.executable).parent / "otp-service"
 
 Client = TestClient[Any, Any]
 _codes = itertools.count(100001)
@@ -329,3 +333,33 @@ def test_logto_config_keeps_secret_out_of_repr_and_checks_fields() -> None:
     text = str(caught.value)
     assert "templates.logto.endpoint" in text and "templates.logto.app_id" in text
     assert "s3cr3t!" not in text
+
+
+def check_online(fake: FakeLogto, tmp_path: Path, **overrides: Any) -> Any:
+    file = tmp_path / "config.yaml"
+    file.write_text(json.dumps(config(fake.config(**overrides))), encoding="utf-8")
+    return subprocess.run(
+        [str(BIN), "check-config", "--online", str(file)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_check_config_online_lists_templates_per_language(
+    fake_logto: FakeLogto, tmp_path: Path
+) -> None:
+    """check-config --online tries the credentials and counts Logto's templates per language."""
+    fake_logto.set_templates(*rows_fr_en(), logto_row("fr", "Register", "S", "c"))
+    done = check_online(fake_logto, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "credentials accepted, 3 email template(s)" in done.stdout
+    assert "en: 1 (SignIn)" in done.stdout and "fr: 2 (Register, SignIn)" in done.stdout
+    assert APP_SECRET not in done.stdout + done.stderr
+
+
+def test_check_config_online_wrong_secret_fails_without_echoing_it(
+    fake_logto: FakeLogto, tmp_path: Path
+) -> None:
+    """Refused credentials exit 1 with the reason, never the secret."""
+    done = check_online(fake_logto, tmp_path, app_secret="NotTheS3cret")
+    assert done.returncode == 1 and "invalid_client" in done.stderr
+    assert "NotTheS3cret" not in done.stdout + done.stderr

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Template, TemplateError
+from jinja2 import Template
 
 from ..config import TemplatesConfig
 from ..config.smtp import EmailTemplate
@@ -165,7 +165,9 @@ class TemplateLibrary:
             text = t.text.render(ctx).strip() if t.text is not None else html_to_text(html or "")
             reply_to = _header(t.reply_to, ctx, "Reply-To")
             send_from = _header(t.send_from, ctx, "From")
-        except TemplateError as exc:
+        except RequestError:
+            raise
+        except Exception as exc:  # TemplateError, or e.g. a division by zero inside one
             if source == "logto":
                 raise self._skip(locale, str(ctx["type"]), "failed to render") from exc
             raise RequestError(
@@ -201,7 +203,7 @@ class TemplateLibrary:
         locale, source, template = found
         try:
             text = template.render(self._context(usage, payload)).strip()
-        except TemplateError as exc:
+        except Exception as exc:  # TemplateError, or e.g. a division by zero inside one
             raise RequestError("template_error", "the SMS template failed to render", 422) from exc
         return SmsContent(text=text, locale=locale, source=source)
 
