@@ -38,15 +38,31 @@ def _text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+def person_name(person: Any) -> str | None:
+    """How to name a Logto user (``inviter``): name, then username, then email address."""
+    if not isinstance(person, Mapping):
+        return None
+    return next(
+        (v for k in ("name", "username", "primaryEmail") if (v := _text(person.get(k)))), None
+    )
+
+
 def branding(payload: Mapping[str, Any], default_brand: str) -> dict[str, Any]:
-    """``brand``, ``logo_url`` and ``dark_logo_url`` for the template context."""
+    """``brand``, ``logo_url``, ``dark_logo_url``, ``logo_alt`` and ``inviter_name`` for the
+    template context."""
     application = payload.get("application")
     application = application if isinstance(application, Mapping) else {}
     brand = _text(application.get("displayName")) or _text(application.get("name"))
-    logo = dark = None
-    for owner in (payload.get("organization"), application):
-        marks = owner.get("branding") if isinstance(owner, Mapping) else None
+    brand = brand or default_brand
+    found: dict[str, Any] = {"logo_url": None, "dark_logo_url": None, "logo_alt": brand}
+    organization = payload.get("organization")
+    owners: list[tuple[Mapping[str, Any], str]] = [(application, brand)]
+    if isinstance(organization, Mapping):  # an organization's logo is named after it
+        owners.insert(0, (organization, _text(organization.get("name")) or brand))
+    for owner, alt in owners:
+        marks = owner.get("branding")
         if isinstance(marks, Mapping) and (logo := image_url(marks.get("logoUrl"))):
             dark = image_url(marks.get("darkLogoUrl"))
+            found = {"logo_url": logo, "dark_logo_url": dark, "logo_alt": alt}
             break
-    return {"brand": brand or default_brand, "logo_url": logo, "dark_logo_url": dark}
+    return {"brand": brand, **found, "inviter_name": person_name(payload.get("inviter"))}
