@@ -97,31 +97,55 @@ class TemplateNotFoundError(RequestError):
         )
 
 
+_REASON_CHARS = 100
+
+
+def short_reason(text: str) -> str:
+    """One plain line of at most 100 characters: what a caller (and an end user) may read."""
+    line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return line if len(line) <= _REASON_CHARS else line[: _REASON_CHARS - 1].rstrip() + "…"
+
+
+def _mask(text: str, secret: str) -> str:
+    masked = text.replace(secret, "******")
+    # A text cut to length may end with the first digits of the code.
+    tail = masked.removesuffix("…")
+    for size in range(len(secret) - 1, 2, -1):
+        if tail.endswith(secret[:size]):
+            return tail[:-size] + "******" + masked[len(tail) :]
+    return masked
+
+
 class ProviderError(OtpServiceError):
     """A provider did not deliver the message.
 
-    ``detail`` is the provider's own explanation for the operator (already free of secrets);
+    ``detail`` is the provider's own explanation for the operator (already free of secrets;
+    stored with the attempt and logged); ``reason`` is the short plain version a caller gets in
+    the error body, which Logto shows on its sign-in page: no raw reply, host or address.
     ``transient`` says whether a later attempt could succeed.
     """
 
     transient = False
 
-    def __init__(self, provider: str, detail: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        provider: str,
+        detail: str,
+        *,
+        retry_after: float | None = None,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(f"{provider}: {detail}")
         self.provider = provider
         self.detail = detail
+        self.reason = short_reason(detail if reason is None else reason)
         self.retry_after = retry_after
 
     def redact(self, secret: str | None) -> None:
         """Mask ``secret`` (the one-time code) should a provider have echoed it back."""
         if not secret:
             return
-        detail = self.detail.replace(secret, "******")
-        # A detail cut to length may end with the first digits of the code.
-        for size in range(len(secret) - 1, 2, -1):
-            if detail.endswith(secret[:size]):
-                detail = detail[:-size] + "******"
-                break
+        detail, self.reason = _mask(self.detail, secret), _mask(self.reason, secret)
         if detail != self.detail:
             self.detail = detail
             self.message = f"{self.provider}: {self.detail}"

@@ -173,7 +173,9 @@ def test_send_over_smtp_refused_port_is_transient(tmp_path: Path) -> None:
     assert time.monotonic() - started < 25
 
 
-@pytest.mark.parametrize("section", ["## SMS", "### Abuse limits"])
+@pytest.mark.parametrize(
+    "section", ["## SMS", "### Abuse limits", "### Using Logto's email templates"]
+)
 def test_readme_config_examples_are_valid(section: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The configuration examples the README shows pass validation as written."""
     import yaml
@@ -185,4 +187,6 @@ def test_readme_config_examples_are_valid(section: str, monkeypatch: pytest.Monk
     assert match, f"README lost its {section} example"
     monkeypatch.setenv("VONAGE_API_SECRET", "secret")
     monkeypatch.setenv("ALIYUN_ACCESS_KEY_SECRET", "secret")
+    monkeypatch.setenv("LOGTO_M2M_APP_ID", "app-id")
+    monkeypatch.setenv("LOGTO_M2M_APP_SECRET", "app-secret")
     parse_config(yaml.safe_load(match.group(1)))

@@ -66,7 +66,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(
             exc.status,
             exc.code,
-            f"the {exc.provider} provider {verb} the message: {exc.detail}",
+            f"the {exc.provider} provider {verb} the message: {exc.reason}",
             headers,
         )
     except RequestError as exc:

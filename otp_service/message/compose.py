@@ -132,8 +132,8 @@ class Composer:
         if encoding.segments > self.sms.max_segments:
             raise RequestError(
                 "sms_too_long",
-                f"the SMS text needs {encoding.segments} segments ({encoding.encoding}); "
-                f"sms.max_segments is {self.sms.max_segments}",
+                f"the SMS text is too long: it needs {encoding.segments} segments "
+                f"({encoding.encoding}), at most {self.sms.max_segments} are allowed",
                 422,
             )
         return Message(

@@ -81,10 +81,13 @@ def classify(exc: Exception) -> ProviderError:
         return OutcomeUnknownError(
             NAME,
             f"no usable answer after the request was sent ({type(inner).__name__}); not resent",
+            reason="no usable answer after the request was sent; not resent",
         )
     if isinstance(exc, TeaException):
         return PermanentProviderError(NAME, f"{exc.code}: {exc.message}"[:240])
-    return PermanentProviderError(NAME, f"{type(exc).__name__}: {str(exc)[:200]}")
+    return PermanentProviderError(
+        NAME, f"{type(exc).__name__}: {str(exc)[:200]}", reason="unexpected error from Aliyun"
+    )
 
 
 def _business_error(code: str, text: str) -> ProviderError:

@@ -7,6 +7,7 @@ timeout are transient; a 5xx reply, failed authentication and TLS verification a
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 
 import aiosmtplib
@@ -23,11 +24,15 @@ from .smtp_pool import SmtpPool, StartTlsUnavailable
 NAME = "smtp"
 
 
+_ENHANCED = re.compile(r"^\d\.\d{1,3}\.\d{1,3}\b")
+
+
 def _reply(code: int, text: str) -> ProviderError:
     detail = f"server replied {code}: {strip_control(text)[:200]}"
-    if 400 <= code < 500:
-        return TransientProviderError(NAME, detail)
-    return PermanentProviderError(NAME, detail)
+    enhanced = _ENHANCED.match(text.strip())  # RFC 3463 status, e.g. 5.7.1: short, no raw text
+    reason = f"the mail server answered {code}" + (f" {enhanced.group(0)}" if enhanced else "")
+    kind = TransientProviderError if 400 <= code < 500 else PermanentProviderError
+    return kind(NAME, detail, reason=reason)
 
 
 def classify(exc: BaseException) -> ProviderError:
@@ -43,7 +48,9 @@ def classify(exc: BaseException) -> ProviderError:
             if first
             else "recipient refused"
         )
-        return (TransientProviderError if transient else PermanentProviderError)(NAME, detail)
+        reason = "the mail server refused the recipient" + (f" ({first.code})" if first else "")
+        kind = TransientProviderError if transient else PermanentProviderError
+        return kind(NAME, detail, reason=reason)
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         # 454 (Gmail, Office 365: "too many login attempts") is worth another try; 535 is not.
         kind = TransientProviderError if 400 <= exc.code < 500 else PermanentProviderError
@@ -63,8 +70,14 @@ def classify(exc: BaseException) -> ProviderError:
     ):
         return TransientProviderError(NAME, "timed out talking to the SMTP server")
     if isinstance(exc, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPServerDisconnected | OSError):
-        return TransientProviderError(NAME, f"connection failed: {strip_control(str(exc))[:200]}")
-    return PermanentProviderError(NAME, f"SMTP error: {strip_control(str(exc))[:200]}")
+        return TransientProviderError(
+            NAME,
+            f"connection failed: {strip_control(str(exc))[:200]}",
+            reason="could not connect to the mail server",
+        )
+    return PermanentProviderError(
+        NAME, f"SMTP error: {strip_control(str(exc))[:200]}", reason="unexpected mail server error"
+    )
 
 
 class SmtpProvider:

@@ -92,7 +92,9 @@ def classify(exc: Exception) -> ProviderError:
         return OutcomeUnknownError(NAME, "no answer in time after the request was sent; not resent")
     if isinstance(exc, TypeError):  # the SDK's reaction to a 200 whose body is not JSON
         return OutcomeUnknownError(NAME, "unreadable answer from Vonage; not resent")
-    return PermanentProviderError(NAME, f"{type(exc).__name__}: {str(exc)[:200]}")
+    return PermanentProviderError(
+        NAME, f"{type(exc).__name__}: {str(exc)[:200]}", reason="unexpected error from Vonage"
+    )
 
 
 def vonage_number(e164: str) -> str:
