@@ -179,6 +179,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     config = _load(args.config)
     library = build_library(config)
     payload = _payload(args)
+    if config.templates.logto is not None and args.channel == "email":
+        try:  # what the service would send: with the templates kept in Logto
+            rows, _ = asyncio.run(_read_logto(config.templates.logto))
+            for problem in library.use_logto(rows):
+                print(f"Logto template skipped (does not compile): {problem}", file=sys.stderr)
+        except LogtoApiError as exc:
+            print(f"Logto's templates not used: {exc.message}", file=sys.stderr)
     if args.channel == "email":
         email = library.render_email(args.type, payload)
         print(f"Locale:  {email.locale or '(connector template)'} [{email.source}]")

@@ -215,6 +215,19 @@ async def test_logto_token_renewed_before_it_expires(fake_logto: FakeLogto) -> N
     await sync.stop()
 
 
+async def test_logto_paged_answer_read_to_the_end(fake_logto: FakeLogto) -> None:
+    """Should Logto page the list (Total-Number), every page is read."""
+    fake_logto.page_size = 2
+    fake_logto.set_templates(
+        *(logto_row(tag, usage, f"{tag} {usage}", "c")
+          for tag in ("en", "fr", "ja") for usage in ("SignIn", "Register"))
+    )  # fmt: skip
+    library, sync = await synced(fake_logto)
+    assert sync.templates == 6 and len(fake_logto.list_requests) == 3
+    assert library.render_email("Register", {"code": "1", "locale": "ja"}).subject == "ja Register"
+    await sync.stop()
+
+
 async def test_logto_stale_token_renewed_once_on_401(fake_logto: FakeLogto) -> None:
     """A token Logto no longer accepts (401) is renewed once and the read retried."""
     fake_logto.set_templates(*rows_fr_en())
@@ -363,3 +376,18 @@ def test_check_config_online_wrong_secret_fails_without_echoing_it(
     done = check_online(fake_logto, tmp_path, app_secret="NotTheS3cret")
     assert done.returncode == 1 and "invalid_client" in done.stderr
     assert "NotTheS3cret" not in done.stdout + done.stderr
+
+
+def test_render_command_uses_logto_templates(fake_logto: FakeLogto, tmp_path: Path) -> None:
+    """otp-service render previews what the service would send, Logto's templates included."""
+    fake_logto.set_templates(logto_row("fr", "SignIn", "Logto fr", "Code : {{code}}"))
+    file = tmp_path / "config.yaml"
+    file.write_text(json.dumps(config(fake_logto.config())), encoding="utf-8")
+    done = subprocess.run(
+        [str(BIN), "render", "--channel", "email", "--locale", "fr", "--code", "135790",
+         "--config", str(file)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Locale:  fr [logto]" in done.stdout and "Subject: Logto fr" in done.stdout
+    assert "Code : 135790" in done.stdout

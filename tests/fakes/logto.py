@@ -9,8 +9,9 @@ Wire format, as Logto serves it (https://docs.logto.io/integrate-logto/interact-
   "invalid_target"}`` for an unknown resource.
 - ``GET /api/email-templates[?languageTag=&templateType=]`` with ``Authorization: Bearer``: the
   JSON array of rows ``{tenantId, id, languageTag, templateType, details: {subject, content,
-  contentType?, replyTo?, sendFrom?}, createdAt}``, not paginated; ``401`` for a missing,
-  unknown, expired or revoked token.
+  contentType?, replyTo?, sendFrom?}, createdAt}``, not paginated (unless
+  :attr:`FakeLogto.page_size` is set: then ``page``/``page_size`` and a ``Total-Number`` header,
+  as Logto's other list routes); ``401`` for a missing, unknown, expired or revoked token.
 
 Tokens expire after :attr:`FakeLogto.token_lifetime` seconds; :meth:`revoke_tokens` makes every
 token issued so far stale at once (what a Logto restart with new signing keys does).
@@ -61,6 +62,7 @@ class FakeLogto(FakeServer):
         self.templates: list[dict[str, Any]] = []
         self._tokens: dict[str, float] = {}  # token -> expiry (monotonic)
         self.refused = 0  # list requests answered 401 (a stale or unknown token)
+        self.page_size: int | None = None  # answer pages, as Logto's koa-pagination does
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -147,7 +149,13 @@ class FakeLogto(FakeServer):
         if expiry is None or expiry <= time.monotonic():
             return Reply(status=401, json={"code": "auth.unauthorized", "message": "Unauthorized."})
         wanted = {k: v for k, v in request.query.items() if k in ("languageTag", "templateType")}
-        return Reply(json=[r for r in rows if all(r[k] == v for k, v in wanted.items())])
+        found = [r for r in rows if all(r[k] == v for k, v in wanted.items())]
+        if self.page_size is None:
+            return Reply(json=found)
+        page = int(request.query.get("page", "1"))
+        size = int(request.query.get("page_size", str(self.page_size)))
+        chunk = found[(page - 1) * size : page * size]
+        return Reply(json=chunk, headers={"Total-Number": str(len(found))})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         response = await super().handle(request)
