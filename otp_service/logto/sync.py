@@ -34,8 +34,7 @@ _START_WAIT_SECONDS = 5.0  # how long start-up waits for the first answer
 @dataclass(frozen=True)
 class SyncStatus:
     state: str
-    templates: int  # compiled templates being served
-    languages: dict[str, int]
+    templates: int  # rows of the last good answer that compiled
     problem: str | None
     last_success: float | None  # wall-clock time of the last good answer
 
@@ -60,9 +59,7 @@ class TemplateSync:
         self.state = "starting"
         self.problem: str | None = None
         self.templates = 0
-        self.languages: dict[str, int] = {}
         self.last_success: float | None = None
-        self.refreshes = 0  # completed refreshes, good or bad (tests wait on it)
         self._task: asyncio.Task[None] | None = None
         self._first = asyncio.Event()
 
@@ -71,12 +68,12 @@ class TemplateSync:
         return self.state == "ok"
 
     def status(self) -> SyncStatus:
-        return SyncStatus(
-            self.state, self.templates, dict(self.languages), self.problem, self.last_success
-        )
+        return SyncStatus(self.state, self.templates, self.problem, self.last_success)
 
     def _set(self, state: str, problem: str | None) -> None:
-        changed = (state, problem) != (self.state, self.problem)
+        # Once per state; for template_error also when other templates break. An outage whose
+        # wording varies (timed out, refused) is still one outage.
+        changed = state != self.state or (state == "template_error" and problem != self.problem)
         self.state, self.problem = state, problem
         if not changed:
             return
@@ -100,9 +97,6 @@ class TemplateSync:
             failed = self.apply(rows)
             broken = unusable + failed
             self.templates = len(rows) - len(failed)
-            self.languages = {}
-            for row in rows:
-                self.languages[row.language_tag] = self.languages.get(row.language_tag, 0) + 1
             self.last_success = time.time()
             if broken:
                 shown = ", ".join(broken[:5]) + (" ..." if len(broken) > 5 else "")
@@ -110,7 +104,6 @@ class TemplateSync:
             else:
                 self._set("ok", None)
         finally:
-            self.refreshes += 1
             self._first.set()
 
     async def _run(self) -> None:

@@ -155,7 +155,9 @@ class TemplateLibrary:
     def _skip(self, locale: str, usage: str, what: str) -> _Skip:
         if (locale, usage) not in self._render_failures:
             self._render_failures.add((locale, usage))
-            log.warning("Logto template %s/%s %s; using the next source", locale, usage, what)
+            log.warning(
+                "Logto's %s template for a %s email %s; using the next source", locale, usage, what
+            )
         return _Skip()
 
     def _email(self, locale: str, source: str, t: EmailSet, ctx: dict[str, Any]) -> EmailContent:
