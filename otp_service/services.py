@@ -105,7 +105,7 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     dispatcher = Dispatcher(
         email, sms, config.sms, dict(config.limits.provider_rate), config.delivery.timeout_seconds
     )
-    store = SqliteStore(config.store.path)
+    store = SqliteStore(config.store.path, max_limit_keys=config.limits.max_keys)
     metrics = Metrics()
     outbox = Outbox(store, dispatcher, config.delivery, config.store.retention_days, metrics)
     limiter = Limiter(store, config.limits)

@@ -11,6 +11,7 @@ outbox file still holds.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 import time
 import uuid
@@ -148,8 +149,15 @@ async def inbox(client: Any, to: str | None = None) -> list[dict[str, Any]]:
 
 
 def store_dump(path: Path) -> str:
-    """Everything the outbox file holds, as SQL text (what an operator with a backup sees)."""
-    connection = sqlite3.connect(path)
+    """Everything the outbox file holds, as SQL text (what an operator with a backup sees).
+
+    Read from a copy of the files: the running service holds the file exclusively."""
+    copy = path.with_name(f"copy-{uuid.uuid4().hex}")
+    copy.mkdir()
+    for name in (path.name, f"{path.name}-wal"):
+        if (path.parent / name).exists():
+            shutil.copyfile(path.parent / name, copy / name)
+    connection = sqlite3.connect(copy / path.name)
     try:
         return "\n".join(connection.iterdump())
     finally:

@@ -104,6 +104,7 @@ class LimitsConfig:
     per_sms_prefix: Limit | None = Limit(300, 3600)
     sms_prefix_digits: int = 6  # "+86138...": the country code and the first digits
     provider_rate: tuple[tuple[str, float], ...] = ()  # sends per second, per provider
+    max_keys: int = 500_000  # counters kept per window length (memory bound, ~120 B each)
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,7 @@ def _limits(root: Fields) -> LimitsConfig:
         per_sms_prefix=_limit(f, "per_sms_prefix", d.per_sms_prefix),
         sms_prefix_digits=f.integer("sms_prefix_digits", default=6, minimum=1, maximum=15),
         provider_rate=tuple(rates),
+        max_keys=f.integer("max_keys", default=d.max_keys, minimum=1000),
     )
 
 

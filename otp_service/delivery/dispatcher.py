@@ -27,6 +27,7 @@ from ..text.sanitize import mask_email, mask_phone
 
 log = logging.getLogger("otp_service.delivery")
 FailureHook = Callable[[str, ProviderError], Awaitable[None]]
+StartHook = Callable[[str], Awaitable[None]]
 
 
 class Expired(OtpServiceError):
@@ -80,11 +81,14 @@ class Dispatcher:
         message: Message,
         on_failure: FailureHook | None = None,
         expires_at: float | None = None,
+        on_start: StartHook | None = None,
     ) -> SendResult:
         """Send ``message``; raises the last ProviderError when no provider delivered it.
 
         ``on_failure(provider, error)`` is awaited after each failed attempt (the outbox
-        records it). Past ``expires_at`` (a pacer can wait long) it raises :class:`Expired`.
+        records it); ``on_start(provider)`` just before each attempt (the outbox records an SMS
+        attempt durably there: if that fails, nothing is sent). Past ``expires_at`` (a pacer can
+        wait long) it raises :class:`Expired`.
         Each attempt is bounded by ``timeout``: an SMS that gets no answer in time is an
         unknown outcome (it may have gone out), an email a transient failure.
         """
@@ -95,6 +99,8 @@ class Dispatcher:
                 await pacer.wait()
             if expires_at is not None and time.time() >= expires_at:
                 raise Expired(message.id)
+            if on_start is not None:
+                await on_start(provider.name)
             try:
                 try:
                     async with asyncio.timeout(self.timeout):

@@ -1,7 +1,9 @@
 """Abuse limits: per recipient, per client IP and per SMS destination prefix.
 
-Each is a count per window, counted in the store (so replicas sharing a store share counts).
-A refused request gets 429 ``rate_limited`` with Retry-After and is never sent.
+Each is ``count`` per window by GCRA (see :mod:`otp_service.store.counters`), counted in the
+store (so replicas sharing a store share counts), under canonical keys
+(:mod:`otp_service.text.limit_keys`: one address however it is written, ``+tag`` removed,
+IPv6 by /64). A refused request gets 429 ``rate_limited`` with Retry-After and is never sent.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from ..config import Limit, LimitsConfig
 from ..errors import RequestError
 from ..message.compose import Message
 from ..store import Store
+from ..text.limit_keys import ip_key, prefix_key, recipient_key
 
 
 class RateLimitedRequest(RequestError):
@@ -34,13 +37,13 @@ class Limiter:
             return
         now = time.time()
         checks: list[tuple[str, str, Limit | None]] = [
-            ("recipient", f"to:{message.channel}:{message.to.lower()}", self.config.per_recipient),
+            ("recipient", recipient_key(message.channel, message.to), self.config.per_recipient),
         ]
-        if message.ip:
-            checks.append(("client IP", f"ip:{message.ip}", self.config.per_ip))
+        if message.ip and message.ip.strip():
+            checks.append(("client IP", ip_key(message.ip), self.config.per_ip))
         if message.channel == "sms":
-            prefix = message.to[: 1 + self.config.sms_prefix_digits]
-            checks.append(("number range", f"prefix:{prefix}", self.config.per_sms_prefix))
+            key = prefix_key(message.to, self.config.sms_prefix_digits)
+            checks.append(("number range", key, self.config.per_sms_prefix))
         for what, key, limit in checks:
             if limit is None:
                 continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import logging
 import random
 import time
@@ -28,7 +29,7 @@ from ..errors import (
 )
 from ..message.compose import Message
 from ..metrics import Metrics
-from ..store import Attempt, Store
+from ..store import Attempt, Store, StoreUnavailable
 from .dispatcher import Dispatcher, Expired
 
 log = logging.getLogger("otp_service.outbox")
@@ -45,12 +46,25 @@ class Outcome:
     duplicate: bool = False
 
 
-def dedupe_key(message: Message) -> str | None:
-    """The same (channel, to, type, code) is the same message while it lives."""
+def dedupe_key(message: Message, secret: bytes) -> str | None:
+    """The same (channel, to, type, code) is the same message while it lives.
+
+    An HMAC under the store's random secret, not a bare hash: a code has a million values, so
+    a bare hash would give it back to anyone reading the file (and the store erases the key
+    when the message expires)."""
     if not message.code:
         return None
     raw = "\0".join((message.channel, message.to.lower(), message.type, message.code))
-    return hashlib.sha256(raw.encode()).hexdigest()
+    return hmac.new(secret, raw.encode(), hashlib.sha256).hexdigest()
+
+
+class StoreUnavailableError(RequestError):
+    """The outbox cannot store a message durably now: nothing was accepted."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "store_unavailable", "the message store is unavailable; retry shortly", 503, 1
+        )
 
 
 class Outbox:
@@ -119,7 +133,10 @@ class Outbox:
         now = time.time()
         expires_at = now + ttl
         key = f"{message.channel}:{idempotency_key}" if idempotency_key else None
-        content = None if key else dedupe_key(message)  # a key, when given, decides alone
+        # A key, when given, decides alone.
+        content = None if key else dedupe_key(message, self.store.dedupe_secret)
+        if not self.store.healthy:
+            raise StoreUnavailableError()
         if admit is not None:
             try:
                 await admit(message)
@@ -129,13 +146,16 @@ class Outbox:
                 if (found := await self.store.existing(key, content, now)) is not None:
                     return Outcome(found.id, found.status, found.provider, duplicate=True)
                 raise
-        accepted = await self.store.accept(
-            message,
-            expires_at=expires_at,
-            lease_until=now + self.config.lease_seconds,
-            idempotency_key=key,
-            dedupe_key=content,
-        )
+        try:
+            accepted = await self.store.accept(
+                message,
+                expires_at=expires_at,
+                lease_until=now + self.config.lease_seconds,
+                idempotency_key=key,
+                dedupe_key=content,
+            )
+        except StoreUnavailable:
+            raise StoreUnavailableError() from None
         if not accepted.created:
             return Outcome(accepted.id, accepted.status, accepted.provider, duplicate=True)
         # The answer is settled as soon as the outcome is known, before it is written down:
@@ -195,6 +215,12 @@ class Outbox:
             message.id, Attempt(time.time(), provider, outcome, error.detail)
         )
 
+    async def _started(self, message: Message, provider: str) -> None:
+        """An SMS attempt is on record before the provider is called: after a crash it is an
+        unknown outcome, never a second text."""
+        if message.channel == "sms":
+            await self.store.start_attempt(message.id, provider, time.time())
+
     async def _finish(
         self,
         message_id: str,
@@ -235,7 +261,14 @@ class Outbox:
                     message,
                     on_failure=lambda p, e: self._attempted(message, p, e),
                     expires_at=expires_at,
+                    on_start=lambda p: self._started(message, p),
                 )
+            except StoreUnavailable:
+                # Nothing could be written down (an SMS attempt is not even started): the
+                # message stays leased to nobody once its lease runs out, and the worker takes
+                # it up again when the store is back.
+                log.warning("store unavailable; id=%s left for the worker", message.id)
+                return settle(Outcome(message.id, "queued"))
             except Expired:
                 return await self._expire(message, attempts, settle)
             except TransientProviderError as exc:
@@ -246,7 +279,8 @@ class Outbox:
                     await asyncio.sleep(delay)
                     continue
                 outcome = settle(Outcome(message.id, "queued", error=exc))
-                await self.store.retry_later(message.id, next_at, exc.detail)
+                with contextlib.suppress(StoreUnavailable):  # then the lease runs out instead
+                    await self.store.retry_later(message.id, next_at, exc.detail)
                 return outcome
             except ProviderError as exc:
                 outcome = settle(Outcome(message.id, "failed", exc.provider, error=exc))
@@ -289,11 +323,15 @@ class Outbox:
         return outcome
 
     async def _work(self) -> None:
-        """Claim due messages (retries, and what a crash left behind) and deliver them."""
+        """Claim due messages (retries, and what a crash left behind) and deliver them; watch
+        the store (a failing store is probed until it takes writes again)."""
         while True:
             try:
                 room = self.config.concurrency - len(self._tasks)
                 now = time.time()
+                if not await self.store.probe():  # nothing to do until it can record attempts
+                    await asyncio.sleep(self.config.poll_seconds)
+                    continue
                 if room > 0:
                     for due in await self.store.claim_due(
                         now, now + self.config.lease_seconds, room

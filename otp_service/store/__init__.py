@@ -6,7 +6,8 @@ from .base import (
     Due,
     Store,
     StoredStatus,
+    StoreUnavailable,
 )
 from .sqlite import SqliteStore
 
-__all__ = ["Accepted", "Attempt", "Due", "SqliteStore", "Store", "StoredStatus"]
+__all__ = ["Accepted", "Attempt", "Due", "SqliteStore", "Store", "StoreUnavailable", "StoredStatus"]

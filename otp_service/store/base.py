@@ -1,8 +1,31 @@
 """The store seam: what delivery needs to keep, whatever holds it.
 
-Messages (with their body until they are finished), attempts, leases, idempotency keys and
-limit counters. The embedded implementation is SQLite (:mod:`.sqlite`); a shared backend for
-several replicas (Redis) implements the same protocol without touching delivery logic.
+Messages (with their body until they are finished), attempts, leases, idempotency keys, dedupe
+keys and limit counters. The embedded implementation is SQLite (:mod:`.sqlite`); a shared
+backend for several replicas implements the same protocol without touching delivery logic.
+Every backend keeps these promises (the tests hold the SQLite one to them):
+
+- **Per-request write isolation.** Writes may be batched into one transaction, but one
+  request's failing write (bad text, a constraint) fails that request alone: the other
+  operations of the batch commit. Only a failure of the store itself (I/O, full disk, the file
+  gone) fails everyone, and then :meth:`Store.accept` raises :class:`StoreUnavailable`.
+- **Durable accept.** :meth:`Store.accept` returns only once the message survives a crash of
+  the process and of the machine.
+- **SMS at most once.** :meth:`Store.start_attempt` is durable before an SMS provider is
+  called. On :meth:`Store.open`, an SMS whose attempt started and has no recorded outcome is
+  finished as ``failed`` with a ``provider_outcome_unknown`` error and an ``unknown`` attempt:
+  it may have been texted, so it is never resent. (Email is resent: same Message-ID.)
+- **Nothing derived from a code outlives the message.** The dedupe key is keyed with the
+  store's own random :attr:`Store.dedupe_secret` (an HMAC, not a bare hash of the code), and
+  is erased once the message expires (``expires_at``), whatever its status; bodies are erased
+  when a message is finished.
+- **Abuse-limit counters**: GCRA (:func:`otp_service.store.counters.gcra`), one stored time per
+  key, O(1) per event, entries forgotten once their time has passed, memory bounded. Keys come
+  canonical from :mod:`otp_service.text.limit_keys`.
+- **Health.** :attr:`Store.healthy` is False while the store cannot take durable writes (file
+  deleted or replaced, read-only, full disk); :meth:`Store.probe` tries again and repairs what
+  it can (a deleted file is written anew from the open handle), so the service recovers by
+  itself.
 """
 
 from __future__ import annotations
@@ -59,9 +82,29 @@ class StoredStatus:
     attempts: tuple[Attempt, ...] = field(default=())
 
 
+class StoreUnavailable(Exception):
+    """The store cannot take a durable write right now (I/O error, full disk, file gone)."""
+
+
 class Store(Protocol):
+    dedupe_secret: bytes
+    """Random, made with the store and kept in it (every replica sharing the store uses the
+    same): the key of the dedupe HMAC. Set by :meth:`open`."""
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last write (or probe) succeeded."""
+        ...
+
+    async def probe(self) -> bool:
+        """Check the store takes a durable write, repairing what can be repaired; the result
+        becomes :attr:`healthy`."""
+        ...
+
     async def open(self) -> None:
-        """Create the schema; release leases a previous run of this process left behind."""
+        """Create the schema; release leases a previous run of this process left behind;
+        finish SMS whose attempt started without an outcome (``provider_outcome_unknown``);
+        erase dedupe keys of expired messages."""
         ...
 
     async def close(self) -> None: ...
@@ -76,7 +119,8 @@ class Store(Protocol):
         dedupe_key: str | None,
     ) -> Accepted:
         """Persist ``message`` leased to the caller, or return the message already holding the
-        idempotency key, or an unexpired message with the same dedupe key."""
+        idempotency key, or an unexpired message with the same dedupe key. Durable on return;
+        raises :class:`StoreUnavailable` when the store cannot write."""
         ...
 
     async def existing(
@@ -87,7 +131,14 @@ class Store(Protocol):
 
     async def claim_due(self, now: float, lease_until: float, limit: int) -> list[Due]:
         """Lease up to ``limit`` unfinished messages whose next attempt is due; messages past
-        their expiry are marked ``expired`` instead (and never returned)."""
+        their expiry are marked ``expired`` instead (and never returned). Erases the dedupe
+        keys of every message past its expiry."""
+        ...
+
+    async def start_attempt(self, message_id: str, provider: str, at: float) -> None:
+        """Durably note that an attempt at ``provider`` starts now (before an SMS provider is
+        called). Cleared by the next :meth:`record_attempt`, :meth:`finish` or
+        :meth:`retry_later` of the message."""
         ...
 
     async def record_attempt(self, message_id: str, attempt: Attempt) -> None: ...
@@ -111,8 +162,9 @@ class Store(Protocol):
     async def status(self, message_id: str) -> StoredStatus | None: ...
 
     async def hit(self, key: str, limit: int, window: float, now: float) -> float | None:
-        """Count one event for ``key``; None if within ``limit`` per ``window``, else the
-        seconds until the window frees up."""
+        """Count one event for ``key`` by GCRA (``limit`` at once, refilled at ``limit`` per
+        ``window``); None when allowed, else the seconds until it would be (a refused event
+        is not counted)."""
         ...
 
     async def compact(self) -> None:

@@ -8,21 +8,23 @@ leases) commits without its own fsync (``NORMAL``, still safe against a process 
 FULL commit makes it durable too): losing it to a power cut costs at worst a resend of a message
 with the same Message-ID, and it halves the fsyncs of a sequential sender.
 
-One process owns the file: on open, leases left by a previous run are released.
-Limit counters live in memory here (a shared backend keeps them next to the messages).
+One process owns the file (an ``flock`` on ``<path>.lock``, and SQLite's exclusive locking
+mode, so no shared-memory file is mapped: a store made read-only under the service gives an
+I/O error, not a SIGBUS). On open, leases left by a previous run are released and SMS cut off
+mid-attempt are finished as unknown outcomes (:mod:`.sqlite_schema`).
+
+Each operation of a batch runs in its own savepoint: one that fails (whatever the exception)
+fails alone. A failure of the commit itself, an I/O error, a full disk, or the file deleted or
+replaced under the process makes the store unhealthy: :meth:`SqliteStore.accept` raises
+:class:`~.base.StoreUnavailable` until :meth:`SqliteStore.probe` sees a durable write work again
+(a deleted file is first written anew from the still-open handle, nothing lost).
+Limit counters live in memory here (:mod:`.counters`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
-import math
 import sqlite3
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import IO, Any, TypeVar
 
 from ..message.compose import Message
 from .base import (
@@ -31,48 +33,12 @@ from .base import (
     Attempt,
     Due,
     StoredStatus,
+    StoreUnavailable,
     message_from_json,
     message_to_json,
 )
-
-T = TypeVar("T")
-Operation = Callable[[sqlite3.Connection], Any]
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-  id TEXT PRIMARY KEY,
-  channel TEXT NOT NULL,
-  recipient TEXT NOT NULL,
-  type TEXT NOT NULL,
-  status TEXT NOT NULL,
-  provider TEXT,
-  body TEXT,
-  dedupe_key TEXT,
-  created_at REAL NOT NULL,
-  expires_at REAL NOT NULL,
-  next_attempt_at REAL NOT NULL,
-  lease_until REAL,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  last_error TEXT,
-  finished_at REAL
-);
-CREATE INDEX IF NOT EXISTS messages_due ON messages (status, next_attempt_at);
-CREATE INDEX IF NOT EXISTS messages_dedupe ON messages (dedupe_key) WHERE dedupe_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_finished ON messages (finished_at);
-CREATE TABLE IF NOT EXISTS attempts (
-  message_id TEXT NOT NULL,
-  at REAL NOT NULL,
-  provider TEXT NOT NULL,
-  outcome TEXT NOT NULL,
-  error TEXT
-);
-CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message_id);
-CREATE TABLE IF NOT EXISTS idempotency (
-  key TEXT PRIMARY KEY,
-  message_id TEXT NOT NULL,
-  created_at REAL NOT NULL
-);
-"""
+from .sqlite_engine import SqliteEngine
+from .sqlite_schema import erase_expired_dedupe
 
 
 def _insert_attempt(conn: sqlite3.Connection, message_id: str, attempt: Attempt) -> None:
@@ -80,7 +46,10 @@ def _insert_attempt(conn: sqlite3.Connection, message_id: str, attempt: Attempt)
         "INSERT INTO attempts (message_id, at, provider, outcome, error) VALUES (?, ?, ?, ?, ?)",
         (message_id, attempt.at, attempt.provider, attempt.outcome, attempt.error),
     )
-    conn.execute("UPDATE messages SET attempts = attempts + 1 WHERE id = ?", (message_id,))
+    conn.execute(
+        "UPDATE messages SET attempts = attempts + 1, attempt_started_at = NULL WHERE id = ?",
+        (message_id,),
+    )
 
 
 def _existing(
@@ -103,144 +72,8 @@ def _existing(
     return None if row is None else Accepted(row[0], False, row[1], row[2])
 
 
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    """A marker operation: :meth:`SqliteStore.compact`'s checkpoint, run after its batch."""
-
-
-class SqliteStore:
+class SqliteStore(SqliteEngine):
     """The :class:`~otp_service.store.base.Store` on one SQLite file."""
-
-    def __init__(self, path: str | Path, lock_wait: float = 30.0) -> None:
-        self.path = str(path)
-        self.lock_wait = lock_wait
-        self._lock_file: IO[str] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._conn: sqlite3.Connection | None = None
-        self._pending: list[tuple[Operation, asyncio.Future[Any], bool]] = []
-        self._full_sync = True
-        self._flushing = False
-        self._flusher: asyncio.Task[None] | None = None
-        self._windows: dict[str, tuple[float, int]] = {}
-
-    # -- plumbing
-
-    def _lock(self) -> None:
-        """Own the file alone: a second process (a rolling deploy, a misconfigured replica)
-        waits for the first to exit rather than free its leases and resend its messages."""
-        self._lock_file = open(f"{self.path}.lock", "a")  # noqa: SIM115 (held while open)
-        deadline = time.monotonic() + self.lock_wait
-        while True:
-            try:
-                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    self._lock_file.close()
-                    raise OSError(
-                        f"another otp-service process owns {self.path} (waited "
-                        f"{self.lock_wait:g} s); give each instance its own store.path"
-                    ) from None
-                time.sleep(0.2)
-
-    def _connect(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._lock()
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA secure_delete=ON")  # a deleted body (the code) is overwritten
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(SCHEMA)
-        # One owner per file: whatever a previous run had leased is free again.
-        conn.execute("UPDATE messages SET lease_until = NULL WHERE lease_until IS NOT NULL")
-        self._conn = conn
-
-    def _run_batch(self, batch: list[Operation], durable: bool) -> list[tuple[bool, Any]]:
-        conn = self._conn
-        assert conn is not None
-        if durable != self._full_sync:
-            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self._full_sync = durable
-        results: list[tuple[bool, Any]] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for operation in batch:
-                if operation is _checkpoint:  # runs after the commit, outside a transaction
-                    results.append((True, None))
-                    continue
-                try:
-                    conn.execute("SAVEPOINT op")
-                    results.append((True, operation(conn)))
-                    conn.execute("RELEASE op")
-                except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((False, exc))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        if any(operation is _checkpoint for operation in batch):
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return results
-
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                durable = any(d for _, _, d in batch)
-                operations = [op for op, _, _ in batch]
-                try:
-                    if durable:  # an fsync: off the event loop
-                        results = await loop.run_in_executor(
-                            self._executor, self._run_batch, operations, True
-                        )
-                    else:  # no fsync: tens of microseconds, less than a thread hop costs
-                        results = self._run_batch(operations, False)
-                except Exception as exc:  # the commit itself failed: nobody's write is kept
-                    for _, future, _ in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future, _), (ok, value) in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
-        finally:
-            self._flushing = False
-
-    async def _do(self, operation: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
-        """Run ``operation`` in the next transaction; ``durable`` makes that commit fsync."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((operation, future, durable))
-        if not self._flushing:
-            self._flushing = True
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        return await future
-
-    async def open(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
-
-    async def close(self) -> None:
-        if self._flusher is not None:
-            await self._flusher
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-        if self._lock_file is not None:
-            self._lock_file.close()  # releases the lock
-            self._lock_file = None
-        self._executor.shutdown(wait=True)
-
-    async def compact(self) -> None:
-        """Fold the WAL into the main file and truncate it: the pages of finished messages
-        (their codes) do not linger in the -wal file (secure_delete zeroes the main file's)."""
-        await self._do(_checkpoint, durable=True)
 
     # -- the Store protocol
 
@@ -253,6 +86,8 @@ class SqliteStore:
         idempotency_key: str | None,
         dedupe_key: str | None,
     ) -> Accepted:
+        if not self._healthy:
+            raise StoreUnavailable(f"{self.path} is unavailable")
         now = message.created_at.timestamp()
         body = message_to_json(message)
 
@@ -282,6 +117,7 @@ class SqliteStore:
 
     async def claim_due(self, now: float, lease_until: float, limit: int) -> list[Due]:
         def run(conn: sqlite3.Connection) -> list[Due]:
+            erase_expired_dedupe(conn, now)
             conn.execute(
                 "UPDATE messages SET status = 'expired', body = NULL, finished_at = ?, "
                 "last_error = COALESCE(last_error, 'expired before delivery') "
@@ -303,6 +139,15 @@ class SqliteStore:
 
         return await self._do(run)
 
+    async def start_attempt(self, message_id: str, provider: str, at: float) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE messages SET attempt_started_at = ?, attempt_provider = ? WHERE id = ?",
+                (at, provider, message_id),
+            )
+
+        await self._do(run, durable=True)
+
     async def record_attempt(self, message_id: str, attempt: Attempt) -> None:
         await self._do(lambda conn: _insert_attempt(conn, message_id, attempt))
 
@@ -322,7 +167,7 @@ class SqliteStore:
                 _insert_attempt(conn, message_id, attempt)
             conn.execute(
                 "UPDATE messages SET status = ?, provider = ?, last_error = ?, body = NULL, "
-                "lease_until = NULL, finished_at = ? WHERE id = ?",
+                "lease_until = NULL, finished_at = ?, attempt_started_at = NULL WHERE id = ?",
                 (status, provider, error, now, message_id),
             )
 
@@ -331,8 +176,8 @@ class SqliteStore:
     async def retry_later(self, message_id: str, next_attempt_at: float, error: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE messages SET next_attempt_at = ?, last_error = ?, lease_until = NULL "
-                "WHERE id = ? AND status = 'queued'",
+                "UPDATE messages SET next_attempt_at = ?, last_error = ?, lease_until = NULL, "
+                "attempt_started_at = NULL WHERE id = ? AND status = 'queued'",
                 (next_attempt_at, error, message_id),
             )
 
@@ -361,16 +206,7 @@ class SqliteStore:
         return await self._do(run)
 
     async def hit(self, key: str, limit: int, window: float, now: float) -> float | None:
-        start = math.floor(now / window) * window
-        window_start, count = self._windows.get(key, (start, 0))
-        if window_start != start:
-            window_start, count = start, 0
-        if count >= limit:
-            return window_start + window - now
-        self._windows[key] = (window_start, count + 1)
-        if len(self._windows) > 100_000:  # drop windows that are over
-            self._windows = {k: v for k, v in self._windows.items() if v[0] == start}
-        return None
+        return self.counters.hit(key, limit, window, now)
 
     async def purge(self, finished_before: float) -> int:
         def run(conn: sqlite3.Connection) -> int:

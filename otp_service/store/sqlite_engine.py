@@ -1,0 +1,286 @@
+"""The SQLite store's engine: one owned file, one connection, writes in batches.
+
+Every operation is queued and one batch at a time runs in a transaction (group commit), each
+operation in its own savepoint so that one failing fails alone. A failure of the store itself
+(the commit, an I/O error, a full disk, the file deleted, replaced or made read-only) makes it
+unhealthy until :meth:`SqliteEngine.probe` sees a durable write work again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from .base import StoreUnavailable
+from .counters import Counters
+from .sqlite_schema import prepare
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+log = logging.getLogger("otp_service.store")
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    """A marker operation: :meth:`SqliteStore.compact`'s checkpoint, run after its batch."""
+
+
+def _store_failure(exc: BaseException) -> bool:
+    """Whether an operation's error is the store's (I/O, full, read-only), not the request's."""
+    return isinstance(exc, sqlite3.OperationalError | OSError) and not isinstance(
+        exc, sqlite3.IntegrityError
+    )
+
+
+class SqliteEngine:
+    """Owns the file and its connection; runs operations in batches."""
+
+    def __init__(
+        self, path: str | Path, lock_wait: float = 30.0, max_limit_keys: int = 500_000
+    ) -> None:
+        self.path = str(path)
+        self.lock_wait = lock_wait
+        self._lock_file: IO[str] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Operation, asyncio.Future[Any], bool]] = []
+        self._full_sync = True
+        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
+        self._gate = asyncio.Lock()  # one batch or probe at a time on the connection
+        self._inode: tuple[int, int] | None = None  # (device, inode) of the file we opened
+        self._healthy = True
+        self.counters = Counters(max_limit_keys)
+        self.dedupe_secret = b""
+        self.recovered_unknown = 0  # SMS finished as unknown outcomes by the last open
+
+    # -- plumbing
+
+    def _lock(self) -> None:
+        """Own the file alone: a second process (a rolling deploy, a misconfigured replica)
+        waits for the first to exit rather than free its leases and resend its messages."""
+        self._lock_file = open(f"{self.path}.lock", "a")  # noqa: SIM115 (held while open)
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._lock_file.close()
+                    raise OSError(
+                        f"another otp-service process owns {self.path} (waited "
+                        f"{self.lock_wait:g} s); give each instance its own store.path"
+                    ) from None
+                time.sleep(0.2)
+
+    def _connect(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        self._conn = self._open_connection()
+        self.dedupe_secret, self.recovered_unknown = prepare(self._conn)
+        self._inode = self._file_identity()
+
+    def _open_connection(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # Before WAL: the WAL index then lives in our memory, not in a mapped -shm file.
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA secure_delete=ON")  # a deleted body (the code) is overwritten
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._full_sync = True
+        return conn
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        if self.path == ":memory:":
+            return None
+        info = os.stat(self.path)
+        return info.st_dev, info.st_ino
+
+    def _check_file(self) -> None:
+        """Raise StoreUnavailable when the file we write is no longer the one at our path, or
+        can no longer be written (deleted, replaced, made immutable)."""
+        if self._inode is None:
+            return
+        try:
+            if self._file_identity() != self._inode:
+                raise StoreUnavailable(f"{self.path} was deleted or replaced")
+            for name in (self.path, f"{self.path}-wal"):
+                if os.path.exists(name):
+                    with open(name, "r+b"):
+                        pass
+        except OSError as exc:
+            raise StoreUnavailable(f"{self.path} cannot be written: {exc.strerror}") from exc
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def _mark(self, healthy: bool, why: object = None) -> None:
+        if healthy != self._healthy:
+            if healthy:
+                log.warning("store %s is usable again", self.path)
+            else:
+                log.error("store %s is unavailable: %s", self.path, why)
+        self._healthy = healthy
+
+    def _repair_and_write(self) -> None:
+        """The probe, in the store's thread: recreate a deleted file from the open handle,
+        reconnect after an I/O error, then commit a durable write."""
+        conn = self._conn
+        assert conn is not None
+        if self._inode is not None and not os.path.exists(self.path):
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            partial = f"{self.path}.recovering"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+            conn.execute("VACUUM INTO ?", (partial,))  # everything the lost file held
+            os.replace(partial, self.path)
+            conn.close()
+            self._relock()
+            conn = self._conn = self._open_connection()
+            self._inode = self._file_identity()
+            log.warning("store %s was deleted; written anew from the open handle", self.path)
+        self._check_file()
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+            self._full_sync = True
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?)", (str(time.time()),)
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            # An I/O error can leave the connection unusable: start a new one on the same file.
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            self._conn = self._open_connection()
+            raise
+
+    def _relock(self) -> None:
+        """Take the lock anew when its file went away with the store's folder."""
+        if self._lock_file is not None and not os.path.exists(f"{self.path}.lock"):
+            self._lock_file.close()
+            self._lock_file = None
+            self._lock()
+
+    async def probe(self) -> bool:
+        async with self._gate:
+            try:
+                if self._healthy:
+                    self._check_file()  # cheap: stat and open, no write
+                else:
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._executor, self._repair_and_write
+                    )
+                self._mark(True)
+            except (StoreUnavailable, sqlite3.Error, OSError) as exc:
+                self._mark(False, exc)
+        return self._healthy
+
+    def _run_batch(self, batch: list[Operation], durable: bool) -> list[tuple[bool, Any]]:
+        conn = self._conn
+        assert conn is not None
+        if durable:
+            self._check_file()  # a write to a deleted file would be answered, then lost
+        if durable != self._full_sync:
+            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._full_sync = durable
+        results: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for operation in batch:
+                if operation is _checkpoint:  # runs after the commit, outside a transaction
+                    results.append((True, None))
+                    continue
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append((True, operation(conn)))
+                except Exception as exc:  # this request's write fails alone...
+                    if _store_failure(exc):  # ...unless the store itself failed
+                        raise
+                    conn.execute("ROLLBACK TO op")
+                    results.append((False, exc))
+                conn.execute("RELEASE op")
+            if durable:
+                self._check_file()
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        if any(operation is _checkpoint for operation in batch):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return results
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                durable = any(d for _, _, d in batch)
+                operations = [op for op, _, _ in batch]
+                try:
+                    async with self._gate:
+                        if durable:  # an fsync: off the event loop
+                            results = await loop.run_in_executor(
+                                self._executor, self._run_batch, operations, True
+                            )
+                        else:  # no fsync: tens of microseconds, less than a thread hop costs
+                            results = self._run_batch(operations, False)
+                except Exception as exc:  # the store failed: nobody's write is kept
+                    self._mark(False, exc)
+                    failure = StoreUnavailable(f"the store cannot write: {exc}")
+                    for _, future, _ in batch:
+                        if not future.done():
+                            future.set_exception(failure)
+                    continue
+                for (_, future, _), (ok, value) in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._flushing = False
+
+    async def _do(self, operation: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
+        """Run ``operation`` in the next transaction; ``durable`` makes that commit fsync."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((operation, future, durable))
+        if not self._flushing:
+            self._flushing = True
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def open(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None
+        self._executor.shutdown(wait=True)
+
+    async def compact(self) -> None:
+        """Fold the WAL into the main file and truncate it: the pages of finished messages
+        (their codes) do not linger in the -wal file (secure_delete zeroes the main file's)."""
+        await self._do(_checkpoint, durable=True)
