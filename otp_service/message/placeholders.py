@@ -18,7 +18,9 @@ from typing import Any
 from jinja2 import Undefined
 from jinja2.ext import Extension
 
-FUNCTION = "_logto_placeholder"
+# A filter, not a global function: filters are looked up in the environment only, so no
+# payload key (the payload is the render context) can stand in for it.
+FUNCTION = "logto_placeholder"
 _SIMPLE = re.compile(r"\{\{(\s*)([A-Za-z_$][\w$]*)((?:\.[\w$]+)*)(\s*)\}\}")
 _KEYWORDS = frozenset(
     {"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if",
@@ -63,7 +65,7 @@ class LogtoPlaceholders(Extension):
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
-        environment.globals[FUNCTION] = resolve
+        environment.filters[FUNCTION] = resolve
 
     def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
         def rewrite(match: re.Match[str]) -> str:
@@ -72,6 +74,6 @@ class LogtoPlaceholders(Extension):
                 return match.group(0)
             steps = tuple(rest.split(".")[1:])
             verbatim = match.group(0)
-            return "{{ %s(%s, %r, %r) }}" % (FUNCTION, root, steps, verbatim)  # noqa: UP031
+            return "{{ (%s)|%s(%r, %r) }}" % (root, FUNCTION, steps, verbatim)  # noqa: UP031
 
         return _SIMPLE.sub(rewrite, source)
