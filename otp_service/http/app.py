@@ -31,7 +31,7 @@ from ..message.templates import TemplateLibrary
 from ..services import Services, build_services
 from ..store import StoredStatus
 from ..text.addresses import normalize_email
-from ..text.sanitize import has_control
+from ..text.sanitize import has_control, json_problem
 from .inbox_page import render_inbox
 
 log = logging.getLogger("otp_service.web")
@@ -116,9 +116,13 @@ async def _read_json(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge:
         raise RequestError("payload_too_large", f"the body exceeds {limit} bytes", 413) from None
     try:
-        return json.loads(body.decode(request.charset or "utf-8"))
+        data = json.loads(body.decode(request.charset or "utf-8"))
     except (ValueError, LookupError, RecursionError):  # RecursionError: absurdly deep nesting
         raise RequestError("invalid_json", "the body is not valid JSON") from None
+    # Checked before anything is composed or stored: such text fails wherever it goes next.
+    if (problem := json_problem(data)) is not None:
+        raise RequestError("invalid_request", f"the body cannot be accepted: {problem}")
+    return data
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -127,7 +131,7 @@ def _idempotency_key(request: web.Request) -> str | None:
         return None
     if not key or len(key) > 255 or has_control(key):
         raise RequestError(
-            "invalid_header_value", "Idempotency-Key must be 1 to 255 printable characters"
+            "invalid_header_value", "Idempotency-Key must be 1 to 255 printable UTF-8 characters"
         )
     return key
 

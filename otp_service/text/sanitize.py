@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
-# C0 controls and DEL: none of them belongs in a header, an address or a display name.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls, DEL, and every other line or paragraph break Unicode knows (NEL is
+# U+0085, a C1 control): none of them belongs in a header, an address or a display name; some
+# mail libraries and clients treat them as line ends. Lone surrogates cannot be encoded at all.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+MAX_JSON_DEPTH = 32
 
 
 def has_control(value: str) -> bool:
@@ -14,8 +19,29 @@ def has_control(value: str) -> bool:
 
 
 def strip_control(value: str) -> str:
-    """``value`` without control characters (CR, LF, TAB, NUL ... and DEL)."""
+    """``value`` without control characters (CR, LF, TAB, NUL, DEL, C1, U+2028/2029)."""
     return _CONTROL.sub("", value)
+
+
+def json_problem(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why a decoded JSON document cannot be taken as text (a lone surrogate, which no
+    encoding can write, in a string or a key; nesting deeper than ``max_depth``), or None.
+    Iterative: a hostile document cannot exhaust the stack here."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return "a string holds a lone surrogate (invalid Unicode)"
+        elif isinstance(item, dict | list):
+            if depth >= max_depth:
+                return f"nested deeper than {max_depth} levels"
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((child, depth + 1) for child in item.values())
+            else:
+                stack.extend((child, depth + 1) for child in item)
+    return None
 
 
 def clean_display_name(value: str) -> str:
