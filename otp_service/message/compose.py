@@ -23,6 +23,7 @@ from .templates import TemplateLibrary
 
 Channel = Literal["email", "sms"]
 _TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_LINK = re.compile(r"^https?://[^\s]+$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,19 @@ def parse_request(data: Any) -> SendRequest:
         payload = {}
     if not isinstance(payload, dict):
         raise RequestError("invalid_request", "'payload' must be an object")
-    for key in ("code", "link", "locale", "uiLocales"):
+    code = payload.get("code")
+    # A JSON number may stand for a code (Logto sends strings); true/false may not.
+    if code is not None and (isinstance(code, bool) or not isinstance(code, str | int | float)):
+        raise RequestError("invalid_request", "'payload.code' must be a string")
+    for key in ("link", "locale", "uiLocales"):
         value = payload.get(key)
-        if value is not None and not isinstance(value, str | int):
+        if value is not None and not isinstance(value, str):
             raise RequestError("invalid_request", f"'payload.{key}' must be a string")
+    link = payload.get("link")
+    if link and not _LINK.match(link):
+        # Templates put the link in an href: javascript:, data: ... would run in the mail or
+        # the inbox page. Only http(s) links are rendered; another is left out of the message.
+        payload = {k: v for k, v in payload.items() if k != "link"}
     ip = data.get("ip")
     if ip is not None and not isinstance(ip, str):
         raise RequestError("invalid_request", "'ip' must be a string")
@@ -91,6 +101,8 @@ def parse_request(data: Any) -> SendRequest:
 
 
 def _text(value: Any) -> str | None:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     return None if value is None else str(value)
 
 

@@ -35,8 +35,15 @@ class Email:
     smtputf8: bool  # an address needs SMTPUTF8 (RFC 6531)
 
 
+def _plain(value: str) -> bool:
+    """Whether ``value`` can go into a header as it is: ASCII, no text a mail client would
+    decode as an encoded word (``=?UTF-8?B?...?=`` sent by a caller is shown literally), and
+    no word too long to fold at 78 columns (RFC 5322 allows 998 per line)."""
+    return value.isascii() and "=?" not in value and all(len(w) <= 60 for w in value.split())
+
+
 def _header(name: str, value: str) -> str:
-    charset = "us-ascii" if value.isascii() else "utf-8"
+    charset = "us-ascii" if _plain(value) else "utf-8"  # utf-8: encoded words, folded
     encoded = Header(value, charset, header_name=name).encode(linesep="\r\n")
     return f"{name}: {encoded}\r\n"
 
@@ -44,8 +51,8 @@ def _header(name: str, value: str) -> str:
 def _mailbox(mailbox: Mailbox) -> str:
     if not mailbox.name:
         return mailbox.address
-    if not mailbox.name.isascii():
-        name = Header(mailbox.name, "utf-8").encode()
+    if not _plain(mailbox.name):
+        name = Header(mailbox.name, "utf-8").encode(linesep="\r\n")
     elif _SPECIALS.intersection(mailbox.name):
         name = f'"{quote(mailbox.name)}"'
     else:
