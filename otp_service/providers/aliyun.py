@@ -59,6 +59,20 @@ def aliyun_number(message: Message, mainland: bool) -> str:
     return message.to[3:] if mainland else message.to.lstrip("+")
 
 
+def _answered_status(exc: BaseException | None) -> int | None:
+    """The HTTP status Aliyun answered with, when the SDK failed reading the answer (an HTML
+    error page is not JSON, and the SDK's RuntimeError then drops the status). The SDK keeps
+    the response in a local of the frame that raised: read it from the traceback."""
+    tb = exc.__traceback__ if exc is not None else None
+    while tb is not None:
+        response = tb.tb_frame.f_locals.get("_response")
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int):
+            return status
+        tb = tb.tb_next
+    return None
+
+
 def classify(exc: Exception) -> ProviderError:
     """Our error for an Aliyun SDK or transport failure."""
     if isinstance(exc, api_errors.ThrottlingException):
@@ -67,6 +81,8 @@ def classify(exc: Exception) -> ProviderError:
     if isinstance(exc, api_errors.ServerException):
         return TransientProviderError(NAME, f"server error {exc.code}: {exc.message}"[:240])
     if isinstance(exc, api_errors.ClientException):
+        if exc.code in _RATE_LIMIT_CODES or getattr(exc, "status_code", None) == 429:
+            return RateLimitedError(NAME, f"throttled: {exc.code}")
         return PermanentProviderError(NAME, f"{exc.code}: {exc.message}"[:240])
     if isinstance(exc, UnretryableException):
         inner = getattr(exc, "inner_exception", None)
@@ -78,6 +94,11 @@ def classify(exc: Exception) -> ProviderError:
             return PermanentProviderError(NAME, "TLS verification of the Aliyun endpoint failed")
         if isinstance(inner, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
             return TransientProviderError(NAME, "could not connect")
+        status = _answered_status(inner)
+        if status is not None and status >= 500:  # a gateway's HTML error page: not handled
+            return TransientProviderError(NAME, f"HTTP {status} from Aliyun (not JSON)")
+        if status == 429:
+            return RateLimitedError(NAME, "HTTP 429 from Aliyun (not JSON)")
         return OutcomeUnknownError(
             NAME,
             f"no usable answer after the request was sent ({type(inner).__name__}); not resent",

@@ -28,6 +28,10 @@ _ENHANCED = re.compile(r"^\d\.\d{1,3}\.\d{1,3}\b")
 
 
 def _reply(code: int, text: str) -> ProviderError:
+    if not 200 <= code < 600:  # aiosmtplib's -1: a line that is no SMTP reply at all
+        # Garbage (a proxy, a load balancer, a half-dead server) says nothing about the
+        # message: another attempt, on a new connection, may well work.
+        return TransientProviderError(NAME, f"not an SMTP reply: {strip_control(text)[:120]}")
     detail = f"server replied {code}: {strip_control(text)[:200]}"
     enhanced = _ENHANCED.match(text.strip())  # RFC 3463 status, e.g. 5.7.1: short, no raw text
     reason = f"the mail server answered {code}" + (f" {enhanced.group(0)}" if enhanced else "")
