@@ -1,0 +1,163 @@
+"""Abuse limits under attack (canonical keys, GCRA, bounded memory) and what the store keeps
+of a code (the dedupe key): the service over real HTTP, or the counters themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otp_service.store.counters import Counters
+from otp_service.text.limit_keys import canonical_email, canonical_ip
+
+from .conftest import ClientFactory
+
+FAST = {"wait_seconds": 0.3, "retry_delay_seconds": 0.05, "backoff_max_seconds": 0.3,
+        "poll_seconds": 0.05, "timeout_seconds": 5}  # fmt: skip
+
+
+def limited(**limits: Any) -> dict[str, Any]:
+    """Capture inbox, only the given limits on."""
+    base: dict[str, Any] = {"per_recipient": None, "per_ip": None, "per_sms_prefix": None}
+    return {"delivery": FAST, "limits": base | limits}
+
+
+async def send(
+    client: Any, to: str, code: str, ip: str | None = None, path: str = "/v1/email"
+) -> int:
+    body: dict[str, Any] = {"to": to, "type": "SignIn", "payload": {"code": code}}
+    if ip is not None:
+        body["ip"] = ip
+    response = await client.post(path, json=body)
+    return response.status
+
+
+# 4. Canonical keys
+
+
+@pytest.mark.parametrize(
+    "forms",
+    [
+        ["203.0.113.7", "::ffff:203.0.113.7", "::ffff:cb00:7107", " 203.000.113.007 ",
+         "::FFFF:203.0.113.7"],
+        ["2001:db8:1:2::1", "2001:DB8:1:2:0:0:0:2", "2001:0db8:0001:0002:ffff:ffff:ffff:ffff",
+         "[2001:db8:1:2::99]", "2001:db8:1:2::5%eth0"],
+    ],
+    ids=["ipv4-spellings", "ipv6-same-64"],
+)  # fmt: skip
+async def test_per_ip_limit_counts_every_spelling_of_one_address_once(
+    service: ClientFactory, forms: list[str]
+) -> None:
+    """IPv4-mapped IPv6 (dotted or hex), leading zeros, spaces, upper case, expanded IPv6 and
+    any address of one IPv6 /64 share one per-IP counter."""
+    client = await service(limited(per_ip={"count": len(forms) - 1, "window_seconds": 600}))
+    statuses = [
+        await send(client, f"u{n}@example.com", f"{n:06d}", ip=ip) for n, ip in enumerate(forms)
+    ]
+    assert statuses == [200] * (len(forms) - 1) + [429]
+
+
+def test_canonical_ip_keeps_different_hosts_apart() -> None:
+    """Different IPv4 hosts and different IPv6 /64s stay different keys."""
+    assert canonical_ip("203.0.113.7") != canonical_ip("203.0.113.8")
+    assert canonical_ip("2001:db8:1:2::1") != canonical_ip("2001:db8:1:3::1")
+    assert canonical_ip("::ffff:203.0.113.7") == canonical_ip("203.0.113.7")
+
+
+async def test_per_recipient_limit_counts_plus_tags_as_the_mailbox(
+    service: ClientFactory,
+) -> None:
+    """``victim+tag@example.com`` and ``VICTIM@example.com`` count as ``victim@example.com``."""
+    client = await service(limited(per_recipient={"count": 3, "window_seconds": 600}))
+    forms = ["victim@example.com", "victim+a@example.com", "VICTIM+b@Example.com",
+             "victim+c@example.com"]  # fmt: skip
+    statuses = [await send(client, to, f"{n:06d}") for n, to in enumerate(forms)]
+    assert statuses == [200, 200, 200, 429]
+    assert canonical_email("victim+x@example.com") == canonical_email("Victim@EXAMPLE.com")
+
+
+# 4. GCRA: no boundary burst, O(1), bounded memory, windows independent
+
+
+def test_gcra_allows_no_burst_of_twice_the_limit_across_a_window_boundary() -> None:
+    """5 per 100 s: 5 at once pass, a 6th right after (where a new fixed window would begin)
+    is refused; the allowance comes back one by one at 20 s intervals."""
+    counters = Counters()
+    assert [counters.hit("k", 5, 100, 99.9) for _ in range(5)] == [None] * 5
+    refused = counters.hit("k", 5, 100, 100.1)
+    assert refused is not None and refused > 19
+    assert counters.hit("k", 5, 100, 99.9 + 20) is None
+    assert counters.hit("k", 5, 100, 99.9 + 20) is not None
+
+
+def test_counters_stay_bounded_under_a_flood_of_distinct_keys() -> None:
+    """A million distinct keys in one window never hold more than max_keys entries."""
+    counters = Counters(max_keys=10_000)
+    for n in range(200_000):
+        counters.hit(f"to:email:user{n}@example.com", 10, 600, 1000.0)
+    assert len(counters) <= 10_001 and counters.evicted > 0
+
+
+def test_many_keys_never_reset_a_counter_of_another_window() -> None:
+    """A per-prefix limit of 5 a day stays exhausted while 150,000 other keys of a 10-minute
+    window come and go (the old table rebuild dropped it and let 3 more SMS through)."""
+    counters = Counters()
+    assert [counters.hit("prefix:+86138", 5, 86400, 0.0) for _ in range(5)] == [None] * 5
+    for n in range(150_000):
+        counters.hit(f"ip:ip4:10.0.{n // 256 % 256}.{n % 256}-{n}", 60, 600, n / 100)
+    assert counters.hit("prefix:+86138", 5, 86400, 1500.0) is not None
+
+
+# 7. Nothing derived from a code outlives its message
+
+
+def _dump(path: Path, into: Path) -> tuple[str, list[tuple[Any, ...]]]:
+    """SQL text of a copy of the store, and its (id, dedupe_key) rows."""
+    into.mkdir()
+    for name in (path.name, f"{path.name}-wal"):
+        if (path.parent / name).exists():
+            shutil.copyfile(path.parent / name, into / name)
+    connection = sqlite3.connect(into / path.name)
+    try:
+        rows = connection.execute("SELECT id, dedupe_key FROM messages").fetchall()
+        return "\n".join(connection.iterdump()), rows
+    finally:
+        connection.close()
+
+
+async def test_dedupe_key_is_keyed_and_erased_when_the_message_expires(
+    service: ClientFactory, tmp_path: Path
+) -> None:
+    """While a message lives its dedupe key is not a bare SHA-256 of (channel, to, type, code)
+    (so the code cannot be brute-forced from the file), and once it expires no dedupe key is
+    left in the store."""
+    store = tmp_path / "outbox.sqlite3"
+    client = await service({"delivery": FAST, "limits": {"enabled": False},
+                            "store": {"path": str(store)}})  # fmt: skip
+    code = "384756"
+    response = await client.post("/v1/email", json={"to": "ana@example.com", "type": "SignIn",
+                                                     "payload": {"code": code}, "ttl": 1})  # fmt: skip
+    assert response.status == 200
+    bare = hashlib.sha256("\0".join(("email", "ana@example.com", "SignIn", code)).encode())
+    text, rows = _dump(store, tmp_path / "live")
+    assert rows[0][1] is not None and rows[0][1] != bare.hexdigest()
+    assert bare.hexdigest() not in text
+
+    # A repeat while it lives is still recognised (the key still works)...
+    again = await client.post("/v1/email", json={"to": "ana@example.com", "type": "SignIn",
+                                                  "payload": {"code": code}})  # fmt: skip
+    assert (await again.json()).get("duplicate") is True
+    await asyncio.sleep(1.3)  # ...then the message expires and the worker erases its key
+    deadline = time.monotonic() + 5
+    while True:
+        _, rows = _dump(store, tmp_path / f"after-{time.monotonic_ns()}")
+        if all(key is None for _, key in rows) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert [key for _, key in rows] == [None]
