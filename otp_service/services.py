@@ -97,7 +97,7 @@ class Services:
 
 
 def build_services(config: Config, library: TemplateLibrary | None = None) -> Services:
-    inbox = CaptureInbox(config.capture.max_messages)
+    inbox = CaptureInbox(config.capture.max_messages, config.capture.max_bytes)
     email = EMAIL_PROVIDERS[config.email.provider](config, inbox)
     sms = {name: SMS_PROVIDERS[name](config, inbox) for name in sorted(config.sms.provider_names)}
     library = library or build_library(config)

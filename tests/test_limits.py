@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from otp_service.http.app import SERVICES
 from otp_service.store.counters import Counters
 from otp_service.text.limit_keys import canonical_email, canonical_ip
 
@@ -161,3 +162,32 @@ async def test_dedupe_key_is_keyed_and_erased_when_the_message_expires(
             break
         await asyncio.sleep(0.1)
     assert [key for _, key in rows] == [None]
+
+
+# 5. The capture inbox is bounded in bytes, and so is one answer
+
+
+async def test_capture_inbox_and_one_listing_are_bounded_in_bytes(service: ClientFactory) -> None:
+    """Captures with 60 KB payload values drop the oldest once the inbox holds
+    capture.max_bytes, and one GET /v1/messages?limit=1000 answers a bounded size (newest
+    first, at least one message)."""
+    max_bytes = 4 * 1024 * 1024
+    client = await service({"delivery": FAST, "limits": {"enabled": False},
+                            "capture": {"max_bytes": max_bytes}})  # fmt: skip
+    big = "N" * 60_000
+    ids = []
+    for n in range(80):
+        response = await client.post("/v1/email", json={
+            "to": f"u{n}@example.com", "type": "SignIn",
+            "payload": {"code": f"{n:06d}", "application": {"name": big}}})  # fmt: skip
+        assert response.status == 200
+        ids.append((await response.json())["id"])
+    inbox = client.app[SERVICES].inbox
+    assert inbox.bytes <= max_bytes
+    response = await client.get("/v1/messages", params={"limit": "1000"})
+    raw = await response.read()
+    listed = (await response.json())["messages"]
+    assert 1 <= len(listed) < 80 and listed[0]["id"] == ids[-1]
+    assert len(raw) <= max_bytes // 2
+    oldest = await (await client.get(f"/v1/messages/{ids[0]}")).json()
+    assert oldest["status"] == "captured" and "text" not in oldest  # dropped from the inbox

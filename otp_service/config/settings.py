@@ -110,6 +110,7 @@ class LimitsConfig:
 @dataclass(frozen=True)
 class CaptureConfig:
     max_messages: int = 1000
+    max_bytes: int = 64 * 1024 * 1024  # the inbox's memory; the oldest are dropped past it
 
 
 @dataclass(frozen=True)
@@ -315,8 +316,11 @@ def _capture(root: Fields) -> CaptureConfig:
     f = root.obj("capture")
     if f is None:
         return CaptureConfig()
-    f.reject_unknown(("max_messages",))
-    return CaptureConfig(max_messages=f.integer("max_messages", default=1000, minimum=1))
+    f.reject_unknown(("max_messages", "max_bytes"))
+    return CaptureConfig(
+        max_messages=f.integer("max_messages", default=1000, minimum=1),
+        max_bytes=f.integer("max_bytes", default=64 * 1024 * 1024, minimum=1024 * 1024),
+    )
 
 
 def parse_config(data: Any, base: Path | None = None) -> Config:
