@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -128,6 +129,7 @@ async def test_kill_9_mid_mixed_burst_loses_no_email_and_texts_no_sms_twice(
     first = processes.service(config)
     accepted: dict[str, str] = {}  # answered id -> channel
     killed: list[bool] = []
+    kill_at: list[float] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=60)) as http:
         await first.ready(http)
 
@@ -147,6 +149,7 @@ async def test_kill_9_mid_mixed_burst_loses_no_email_and_texts_no_sms_twice(
             if len(accepted) >= BURST // 2 and not killed:
                 killed.append(True)
                 first.process.send_signal(signal.SIGKILL)
+                kill_at.append(time.time())
 
         await asyncio.gather(*(one(n) for n in range(BURST)))
         assert killed and await first.exit_code(10) == -signal.SIGKILL
@@ -176,12 +179,19 @@ async def test_kill_9_mid_mixed_burst_loses_no_email_and_texts_no_sms_twice(
         sms_twice = [i for i in sms if texts[i] > 1]
         sms_unknown = [i for i in sms if "provider_outcome_unknown" in final[i]]
         sms_lost = [i for i in sms if texts[i] == 0 and i not in sms_unknown]
-        figures = {
+        figures: dict[str, Any] = {
             "accepted_email": len(emails), "email_lost": 0, "email_duplicated": email_duplicates,
             "accepted_sms": len(sms), "sms_lost": len(sms_lost), "sms_texted_twice": len(sms_twice),
             "sms_unknown": len(sms_unknown),
             "sms_unknown_not_at_vonage": sum(texts[i] == 0 for i in sms_unknown),
         }  # fmt: skip
+        first_at = {}
+        for r in sink.events():
+            first_at.setdefault(r["message_id"], r["at"])
+        figures["dup_ms_before_kill"] = [
+            round((kill_at[0] - first_at[message_id(i)]) * 1000, 1)
+            for i in emails if received[message_id(i)] > 1
+        ]  # fmt: skip
         record_property("kill9_mixed", json.dumps(figures))
         print(f"\nkill -9 mixed burst: {json.dumps(figures)}")
         assert sms_twice == [] and sms_lost == []
