@@ -293,11 +293,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: fails while shutting down, so load balancers stop sending. Logto's templates
-    being unavailable is shown but keeps the service ready: sends fall back to other templates."""
+    """Readiness: fails while shutting down or while the store cannot take a durable write,
+    so load balancers stop sending. Logto's templates being unavailable is shown but keeps the
+    service ready: sends fall back to other templates."""
     services = request.app[SERVICES]
     if not services.outbox.accepting:
         return web.json_response({"status": "shutting_down"}, status=503)
+    if not services.store.healthy:
+        return web.json_response({"status": "store_unavailable"}, status=503)
     body: dict[str, Any] = {"status": "ready"}
     if services.logto is not None:
         body["logto_templates"] = services.logto.status().as_json()
