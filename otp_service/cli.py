@@ -26,6 +26,7 @@ from .errors import (
     ProviderError,
 )
 from .http.app import SERVICES, create_app
+from .http.connections import listen
 from .logto.client import LogtoClient, LogtoTemplate
 from .message.compose import Channel, SendRequest
 from .message.templates import TemplateLibrary
@@ -107,18 +108,25 @@ async def _serve(config: Config, access_log: bool) -> None:
         access_log=log if access_log else None,
         handle_signals=False,
         shutdown_timeout=grace,  # in-flight requests; the outbox gets the same grace after
+        keepalive_timeout=config.server.keepalive_seconds,
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port)
-    await site.start()
-    port = config.server.port
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            port = address[1]
-            break
+    listener, guard = await listen(
+        runner,
+        config.server.host,
+        config.server.port,
+        header_timeout=config.server.header_timeout_seconds,
+        max_connections=config.server.max_connections,
+    )
+    port = listener.sockets[0].getsockname()[1] if listener.sockets else config.server.port
     host = config.server.host
     shown = f"[{host}]" if ":" in host else host
     print(_banner(config, f"http://{shown}:{port}"), flush=True)
+    if guard.cap < config.server.max_connections:
+        log.warning(
+            "at most %d connections (the descriptor limit, ulimit -n, leaves no room for "
+            "server.max_connections=%d)", guard.cap, config.server.max_connections,
+        )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -126,8 +134,14 @@ async def _serve(config: Config, access_log: bool) -> None:
     try:
         await stop.wait()
     finally:
+        # New sends get 503 shutting_down (and readiness fails) while the listener stays open
+        # for server.drain_seconds: requests already sent are answered, every answer closes
+        # its connection, then the listener closes and in-flight requests finish.
+        app[SERVICES].outbox.accepting = False
+        log.info("shutting down: answering 503 for %g s", config.server.drain_seconds)
+        await asyncio.sleep(config.server.drain_seconds)
+        listener.close()
         log.info("shutting down: finishing in-flight deliveries (up to %g s)", grace)
-        app[SERVICES].outbox.accepting = False  # readiness fails, new sends get 503
         await runner.cleanup()
 
 

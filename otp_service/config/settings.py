@@ -33,6 +33,10 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     allow_unauthenticated: bool = False
     max_body_bytes: int = 64 * 1024
+    header_timeout_seconds: float = 5.0  # a client must send its request (headers, body) by then
+    keepalive_seconds: float = 60.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 1000  # beyond: the slowest unfinished one is dropped, else 503
+    drain_seconds: float = 1.0  # on SIGTERM: keep answering (503 to new sends) before closing
 
 
 @dataclass(frozen=True)
@@ -165,12 +169,19 @@ def _server(root: Fields) -> ServerConfig:
     f = root.obj("server")
     if f is None:
         return ServerConfig()
-    f.reject_unknown(("host", "port", "allow_unauthenticated", "max_body_bytes"))
+    d = ServerConfig()
+    f.reject_unknown(d.__dataclass_fields__)
     return ServerConfig(
         host=f.string("host", default=DEFAULT_HOST) or DEFAULT_HOST,
         port=f.integer("port", default=DEFAULT_PORT, minimum=0, maximum=65535),
         allow_unauthenticated=f.boolean("allow_unauthenticated", default=False),
         max_body_bytes=f.integer("max_body_bytes", default=64 * 1024, minimum=1024),
+        header_timeout_seconds=f.number(
+            "header_timeout_seconds", default=d.header_timeout_seconds, minimum=0.1
+        ),
+        keepalive_seconds=f.number("keepalive_seconds", default=d.keepalive_seconds, minimum=0.1),
+        max_connections=f.integer("max_connections", default=d.max_connections, minimum=8),
+        drain_seconds=f.number("drain_seconds", default=d.drain_seconds, minimum=0),
     )
 
 

@@ -7,6 +7,7 @@ browser) and ``GET /healthz``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -112,9 +113,12 @@ async def _read_json(request: web.Request) -> Any:
     if request.content_length is not None and request.content_length > limit:
         raise RequestError("payload_too_large", f"the body exceeds {limit} bytes", 413)
     try:
-        body = await request.read()
+        async with asyncio.timeout(request.app[CONFIG].server.header_timeout_seconds):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise RequestError("payload_too_large", f"the body exceeds {limit} bytes", 413) from None
+    except TimeoutError:  # a client trickling its body holds a connection: not for long
+        raise RequestError("request_timeout", "the body did not arrive in time", 408) from None
     try:
         data = json.loads(body.decode(request.charset or "utf-8"))
     except (ValueError, LookupError, RecursionError):  # RecursionError: absurdly deep nesting
@@ -324,6 +328,12 @@ def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Ap
         services.outbox.accepting = False  # readiness fails while in-flight requests finish
 
     app.on_shutdown.append(stop_accepting)
+
+    async def close_while_draining(request: web.Request, response: web.StreamResponse) -> None:
+        if not services.outbox.accepting:  # shutting down: clients move to another instance
+            response.force_close()
+
+    app.on_response_prepare.append(close_while_draining)
 
     app.cleanup_ctx.append(services_ctx)
     app.router.add_post("/v1/email", send_email)

@@ -8,7 +8,6 @@ from collections import OrderedDict
 from ..message.compose import Message
 from .base import SendResult
 
-
 ANSWER_MAX_BYTES = 8 * 1024 * 1024  # what one listing may hold (its JSON is about as big)
 
 
