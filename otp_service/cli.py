@@ -111,14 +111,14 @@ async def _serve(config: Config, access_log: bool) -> None:
         keepalive_timeout=config.server.keepalive_seconds,
     )
     await runner.setup()
-    listener, guard = await listen(
+    listener = await listen(
         runner,
         config.server.host,
         config.server.port,
         header_timeout=config.server.header_timeout_seconds,
         max_connections=config.server.max_connections,
     )
-    port = listener.sockets[0].getsockname()[1] if listener.sockets else config.server.port
+    port, guard = listener.port, listener.guard
     host = config.server.host
     shown = f"[{host}]" if ":" in host else host
     print(_banner(config, f"http://{shown}:{port}"), flush=True)
@@ -135,12 +135,14 @@ async def _serve(config: Config, access_log: bool) -> None:
         await stop.wait()
     finally:
         # New sends get 503 shutting_down (and readiness fails) while the listener stays open
-        # for server.drain_seconds: requests already sent are answered, every answer closes
-        # its connection, then the listener closes and in-flight requests finish.
+        # for server.drain_seconds; then the listener closes without resetting the backlog or
+        # a request half sent (http/connections.py), and in-flight requests finish. (Answers
+        # do not force Connection: close: closing right after an answer reset some clients
+        # before they read it.)
         app[SERVICES].outbox.accepting = False
         log.info("shutting down: answering 503 for %g s", config.server.drain_seconds)
         await asyncio.sleep(config.server.drain_seconds)
-        listener.close()
+        await listener.close()
         log.info("shutting down: finishing in-flight deliveries (up to %g s)", grace)
         await runner.cleanup()
 

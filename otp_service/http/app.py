@@ -161,9 +161,10 @@ def _answer(outcome: Outcome) -> web.Response:
 async def _send(request: web.Request, channel: Channel) -> web.Response:
     _authorize(request)
     services = request.app[SERVICES]
+    data = await _read_json(request)  # read first: closing on an unread body resets the client
     if not services.outbox.accepting:
         raise RequestError("shutting_down", "the service is shutting down; retry shortly", 503, 1)
-    send_request = parse_request(await _read_json(request))
+    send_request = parse_request(data)
     idempotency_key = _idempotency_key(request)
     message = services.composer.compose(channel, send_request)
     ttl = services.config.delivery.ttl_seconds
@@ -328,12 +329,6 @@ def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Ap
         services.outbox.accepting = False  # readiness fails while in-flight requests finish
 
     app.on_shutdown.append(stop_accepting)
-
-    async def close_while_draining(request: web.Request, response: web.StreamResponse) -> None:
-        if not services.outbox.accepting:  # shutting down: clients move to another instance
-            response.force_close()
-
-    app.on_response_prepare.append(close_while_draining)
 
     app.cleanup_ctx.append(services_ctx)
     app.router.add_post("/v1/email", send_email)

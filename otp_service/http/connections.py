@@ -21,7 +21,9 @@ import asyncio
 import json
 import logging
 import resource
+import socket
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -131,6 +133,43 @@ class _Guarded(asyncio.Protocol):
         self.inner.resume_writing()
 
 
+class Listener:
+    """The guarded listening socket; :meth:`close` stops it without resetting anyone."""
+
+    def __init__(self, server: asyncio.Server, sock: socket.socket, guard: Guard,
+                 factory: Callable[[], asyncio.Protocol]) -> None:  # fmt: skip
+        self.server = server
+        self.sock = sock
+        self.guard = guard
+        self.factory = factory
+        self.port: int = sock.getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop listening. Connections the kernel already accepted (the backlog) would be
+        reset by a plain close, their requests unread: they are taken and served first, and
+        connections still sending their request head get until it is complete (at most
+        ``header_timeout``), so every request sent before the close is answered."""
+        loop = asyncio.get_running_loop()
+        keep = self.sock.dup()  # the listening socket stays open while the backlog is taken
+        self.server.close()
+        try:
+            while True:
+                try:
+                    conn, _ = keep.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:  # out of descriptors: what is left is refused
+                    break
+                conn.setblocking(False)
+                await loop.connect_accepted_socket(self.factory, conn)
+        finally:
+            keep.close()
+        deadline = loop.time() + self.guard.header_timeout
+        while self.guard.waiting and loop.time() < deadline:  # noqa: ASYNC110 (a count)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # let requests just completed reach their handlers
+
+
 async def listen(
     runner: web.AppRunner,
     host: str,
@@ -138,7 +177,7 @@ async def listen(
     *,
     header_timeout: float,
     max_connections: int,
-) -> tuple[asyncio.Server, Guard]:
+) -> Listener:
     """Listen on ``host:port`` for ``runner``'s app, every connection guarded."""
     server = runner.server
     assert server is not None, "runner.setup() first"
@@ -148,7 +187,17 @@ async def listen(
         inner: Any = server()
         return _Guarded(guard, inner)
 
-    listener = await asyncio.get_running_loop().create_server(
-        factory, host, port, reuse_address=True, backlog=1024
-    )
-    return listener, guard
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+        sock.setblocking(False)
+        listener = await asyncio.get_running_loop().create_server(factory, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    return Listener(listener, sock, guard, factory)
