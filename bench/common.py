@@ -19,8 +19,16 @@ BODY: dict[str, Any] = {
     "type": "SignIn",
     "payload": {"code": "123456", "locale": "en"},
 }
-BODY_KINDS = ("email", "sms-vonage", "sms-aliyun")
+BODY_KINDS = ("email", "email-ip", "sms-vonage", "sms-aliyun")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def client_ip(seq: int) -> str:
+    """A distinct client address per request: IPv4 from 11.0.0.0 up, or a distinct IPv6 /64."""
+    if seq % 2:
+        return f"2001:db8:{seq >> 16 & 0xFFFF:x}:{seq & 0xFFFF:x}::1"
+    n = 0x0B000000 + seq
+    return f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
 
 
 def phone_digits(kind: str, seq: int) -> str:
@@ -38,6 +46,9 @@ def request_body(kind: str, seq: int) -> dict[str, Any]:
     payload = {"code": "123456", "locale": "en"}
     if kind == "email":
         return {"to": f"user{seq}@example.com", "type": "SignIn", "payload": payload}
+    if kind == "email-ip":  # a new client address too: IPv4, or an IPv6 /64, in turn
+        return {"to": f"user{seq}@example.com", "type": "SignIn", "payload": payload,
+                "ip": client_ip(seq)}  # fmt: skip
     return {"to": phone_digits(kind, seq), "type": "SignIn", "payload": payload}
 
 
