@@ -14,21 +14,21 @@ from .message.compose import Composer
 from .message.templates import TemplateLibrary
 from .metrics import Metrics
 from .providers.base import Provider
-from .providers.capture import CaptureInbox, CaptureProvider
-from .store import SqliteStore, Store
+from .providers.capture import CaptureProvider
+from .store import Inbox, MemoryInbox, SqliteStore, Store
 
-ProviderFactory = Callable[[Config, CaptureInbox], Provider]
+ProviderFactory = Callable[[Config, Inbox], Provider]
 
 
 # Provider modules are imported when configured: the SMS SDKs alone weigh ~40 MB of memory.
-def _smtp(config: Config, inbox: CaptureInbox) -> Provider:
+def _smtp(config: Config, inbox: Inbox) -> Provider:
     from .providers.smtp import SmtpProvider
 
     assert config.email.smtp is not None  # guaranteed by config validation
     return SmtpProvider(config.email.smtp, config.email.pool, config.delivery.timeout_seconds)
 
 
-def _vonage(config: Config, inbox: CaptureInbox) -> Provider:
+def _vonage(config: Config, inbox: Inbox) -> Provider:
     from .providers.vonage import VonageProvider
 
     assert config.sms.vonage is not None  # guaranteed by config validation
@@ -37,7 +37,7 @@ def _vonage(config: Config, inbox: CaptureInbox) -> Provider:
     )
 
 
-def _aliyun(config: Config, inbox: CaptureInbox) -> Provider:
+def _aliyun(config: Config, inbox: Inbox) -> Provider:
     from .providers.aliyun import AliyunProvider
 
     assert config.sms.aliyun is not None  # guaranteed by config validation
@@ -46,7 +46,7 @@ def _aliyun(config: Config, inbox: CaptureInbox) -> Provider:
     )
 
 
-def _capture(config: Config, inbox: CaptureInbox) -> Provider:
+def _capture(config: Config, inbox: Inbox) -> Provider:
     return CaptureProvider(inbox)
 
 
@@ -71,7 +71,7 @@ class Services:
     """Everything a request needs; ``start`` opens the store and the outbox worker."""
 
     config: Config
-    inbox: CaptureInbox
+    inbox: Inbox
     composer: Composer
     dispatcher: Dispatcher
     store: Store
@@ -87,6 +87,7 @@ class Services:
 
     async def stop(self) -> None:
         """Finish in-flight attempts within the grace period; leave the rest stored."""
+        await self.inbox.close()
         await self.outbox.stop(self.config.delivery.shutdown_grace_seconds)
         if self.logto is not None:
             await self.logto.stop()
@@ -97,7 +98,7 @@ class Services:
 
 
 def build_services(config: Config, library: TemplateLibrary | None = None) -> Services:
-    inbox = CaptureInbox(config.capture.max_messages)
+    inbox = MemoryInbox(config.capture.max_messages)
     email = EMAIL_PROVIDERS[config.email.provider](config, inbox)
     sms = {name: SMS_PROVIDERS[name](config, inbox) for name in sorted(config.sms.provider_names)}
     library = library or build_library(config)

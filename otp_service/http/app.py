@@ -29,7 +29,7 @@ from ..message.compose import Channel, Message, parse_request
 from ..message.recipients import normalize_phone
 from ..message.templates import TemplateLibrary
 from ..services import Services, build_services
-from ..store import StoredStatus
+from ..store import InboxQuery, StoredStatus
 from ..text.addresses import normalize_email
 from ..text.sanitize import has_control
 from .inbox_page import render_inbox
@@ -229,7 +229,7 @@ def _filters(request: web.Request) -> tuple[str | None, str | None, int]:
 async def list_messages(request: web.Request) -> web.Response:
     _authorize(request)
     to, channel, limit = _filters(request)
-    found = request.app[SERVICES].inbox.list(to=to, channel=channel, limit=limit)
+    found = await request.app[SERVICES].inbox.list(InboxQuery(to, channel), limit)
     return web.json_response({"messages": [message_json(m) for m in found]})
 
 
@@ -261,7 +261,7 @@ async def get_message(request: web.Request) -> web.Response:
     _authorize(request)
     services = request.app[SERVICES]
     message_id = request.match_info["id"]
-    captured = services.inbox.get(message_id)
+    captured = await services.inbox.get(message_id)
     stored = await services.store.status(message_id)
     if stored is None and captured is None:
         raise RequestError("message_not_found", "no message with this id", 404)
@@ -273,13 +273,13 @@ async def get_message(request: web.Request) -> web.Response:
 
 async def clear_messages(request: web.Request) -> web.Response:
     _authorize(request)
-    return web.json_response({"deleted": request.app[SERVICES].inbox.clear()})
+    return web.json_response({"deleted": await request.app[SERVICES].inbox.clear()})
 
 
 async def inbox_page(request: web.Request) -> web.Response:
     _authorize(request)
     to, channel, limit = _filters(request)
-    messages = request.app[SERVICES].inbox.list(to=to, channel=channel, limit=limit)
+    messages = await request.app[SERVICES].inbox.list(InboxQuery(to, channel), limit)
     return web.Response(text=render_inbox(messages), content_type="text/html")
 
 
