@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import Config
 from .delivery.dispatcher import Dispatcher
@@ -108,8 +108,10 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     )
     store = SqliteStore(config.store.path)
     metrics = Metrics()
-    outbox = Outbox(store, dispatcher, config.delivery, config.store.retention_days, metrics)
-    limiter = Limiter(store, config.limits)
+    # Both decided here: in capture mode for tests they are off unless the config says on.
+    delivery = replace(config.delivery, dedupe=config.dedupe_on)
+    outbox = Outbox(store, dispatcher, delivery, config.store.retention_days, metrics)
+    limiter = Limiter(store, replace(config.limits, enabled=config.limits_on))
     logto = None
     if config.templates.logto is not None:
         logto = TemplateSync(config.templates.logto, library.use_logto)

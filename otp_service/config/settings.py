@@ -76,6 +76,7 @@ class DeliveryConfig:
     poll_seconds: float = 0.5
     concurrency: int = 64  # deliveries in flight at once
     shutdown_grace_seconds: float = 10.0
+    dedupe: bool | None = None  # None: on, unless every channel is captured (Config.dedupe_on)
 
 
 def default_store_path() -> str:
@@ -98,7 +99,7 @@ class Limit:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    enabled: bool = True
+    enabled: bool | None = None  # None: on, unless every channel is captured (Config.limits_on)
     per_recipient: Limit | None = Limit(10, 600)
     per_ip: Limit | None = Limit(60, 600)
     per_sms_prefix: Limit | None = Limit(300, 3600)
@@ -107,8 +108,17 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class CaptureSmtpConfig:
+    """The SMTP intake: an SMTP listener whose mail is captured into the inbox."""
+
+    host: str = "127.0.0.1"
+    port: int = 1025
+
+
+@dataclass(frozen=True)
 class CaptureConfig:
     max_messages: int = 1000
+    smtp: CaptureSmtpConfig | None = None  # off unless configured
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,29 @@ class Config:
     capture: CaptureConfig = CaptureConfig()
     store: StoreConfig = field(default_factory=StoreConfig)
     limits: LimitsConfig = LimitsConfig()
+
+    @property
+    def captures_everything(self) -> bool:
+        """Every channel goes to the capture inbox: a laptop or an end-to-end test run."""
+        return self.email.provider == "capture" and self.sms.provider_names == {"capture"}
+
+    @property
+    def limits_on(self) -> bool:
+        """Abuse limits apply: as configured, else unless everything is captured."""
+        enabled = self.limits.enabled
+        return not self.captures_everything if enabled is None else enabled
+
+    @property
+    def dedupe_on(self) -> bool:
+        """Repeated content is answered as a duplicate: as configured, else unless everything
+        is captured (an Idempotency-Key works either way)."""
+        dedupe = self.delivery.dedupe
+        return not self.captures_everything if dedupe is None else dedupe
+
+
+def _optional_boolean(f: Fields, key: str) -> bool | None:
+    """A boolean that may be left out (None: decided from the rest of the config)."""
+    return None if f.data.get(key) is None else f.boolean(key, default=True)
 
 
 def is_loopback(host: str) -> bool:
@@ -256,6 +289,7 @@ def _delivery(root: Fields) -> DeliveryConfig:
         poll_seconds=f.number("poll_seconds", default=d.poll_seconds, minimum=0.01),
         concurrency=f.integer("concurrency", default=d.concurrency, minimum=1, maximum=4096),
         shutdown_grace_seconds=f.number("shutdown_grace_seconds", default=d.shutdown_grace_seconds),
+        dedupe=_optional_boolean(f, "dedupe"),
     )
 
 
@@ -300,7 +334,7 @@ def _limits(root: Fields) -> LimitsConfig:
                 continue
             rates.append((str(name), r.number(str(name), default=10.0, minimum=0.1)))
     return LimitsConfig(
-        enabled=f.boolean("enabled", default=True),
+        enabled=_optional_boolean(f, "enabled"),
         per_recipient=_limit(f, "per_recipient", d.per_recipient),
         per_ip=_limit(f, "per_ip", d.per_ip),
         per_sms_prefix=_limit(f, "per_sms_prefix", d.per_sms_prefix),
@@ -313,8 +347,28 @@ def _capture(root: Fields) -> CaptureConfig:
     f = root.obj("capture")
     if f is None:
         return CaptureConfig()
-    f.reject_unknown(("max_messages",))
-    return CaptureConfig(max_messages=f.integer("max_messages", default=1000, minimum=1))
+    f.reject_unknown(("max_messages", "smtp"))
+    return CaptureConfig(
+        max_messages=f.integer("max_messages", default=1000, minimum=1),
+        smtp=_capture_smtp(f),
+    )
+
+
+def _capture_smtp(f: Fields) -> CaptureSmtpConfig | None:
+    value = f.data.get("smtp")
+    if value is None or value is False:
+        return None
+    if value is True:
+        return CaptureSmtpConfig()
+    g = f.obj("smtp")
+    if g is None:
+        return None
+    g.reject_unknown(("host", "port"))
+    d = CaptureSmtpConfig()
+    return CaptureSmtpConfig(
+        host=g.string("host", default=d.host) or d.host,
+        port=g.integer("port", default=d.port, minimum=0, maximum=65535),
+    )
 
 
 def parse_config(data: Any, base: Path | None = None) -> Config:

@@ -45,9 +45,14 @@ class Outcome:
     duplicate: bool = False
 
 
+# Logto's console "send test" button always sends this; each press must arrive.
+_SEND_TEST = (frozenset({"Generic", "Test"}), "000000")
+
+
 def dedupe_key(message: Message) -> str | None:
-    """The same (channel, to, type, code) is the same message while it lives."""
-    if not message.code:
+    """The same (channel, to, type, code) is the same message while it lives; Logto's "send
+    test" (Generic with code 000000) never is."""
+    if not message.code or (message.type in _SEND_TEST[0] and message.code == _SEND_TEST[1]):
         return None
     raw = "\0".join((message.channel, message.to.lower(), message.type, message.code))
     return hashlib.sha256(raw.encode()).hexdigest()
@@ -119,7 +124,8 @@ class Outbox:
         now = time.time()
         expires_at = now + ttl
         key = f"{message.channel}:{idempotency_key}" if idempotency_key else None
-        content = None if key else dedupe_key(message)  # a key, when given, decides alone
+        # A key, when given, decides alone; delivery.dedupe: false leaves only keys.
+        content = None if key or self.config.dedupe is False else dedupe_key(message)
         if admit is not None:
             try:
                 await admit(message)
@@ -146,6 +152,11 @@ class Outbox:
         if reply.done() and not reply.cancelled():  # cancelled: shutting down, still stored
             return reply.result()
         return Outcome(message.id, "queued")
+
+    async def forget_duplicates(self, to: str | None) -> None:
+        """Let the next message to ``to`` (to anyone when None) through even when it repeats an
+        earlier one; Idempotency-Keys stay."""
+        await self.store.forget_duplicates(to)
 
     # -- delivering
 

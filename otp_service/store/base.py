@@ -8,6 +8,7 @@ several replicas (Redis) implements the same protocol without touching delivery 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Protocol
@@ -115,6 +116,15 @@ class Store(Protocol):
         seconds until the window frees up."""
         ...
 
+    async def reset_counters(self, keys: Sequence[str] | None) -> None:
+        """Forget the counts of ``keys`` (of every key when None)."""
+        ...
+
+    async def forget_duplicates(self, recipient: str | None) -> None:
+        """Stop answering new messages to ``recipient`` (compared without case; to anyone when
+        None) as duplicates of earlier ones by content; idempotency keys are kept."""
+        ...
+
     async def compact(self) -> None:
         """Drop what finished messages left behind in storage (a no-op where nothing lingers)."""
         ...
@@ -132,6 +142,7 @@ def message_to_json(message: Message) -> str:
     data = {name: getattr(message, name) for name in _FIELDS}
     data["created_at"] = message.created_at.isoformat()
     data["params"] = dict(message.params)
+    data["headers"] = dict(message.headers)
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -92,7 +92,7 @@ class Inbox(Protocol):
         ``asyncio.timeout``."""
         ...
 
-    def events(self) -> AsyncIterator[InboxEvent]:
+    def events(self) -> AsyncGenerator[InboxEvent, None]:
         """Every change from now on, starting with ``ready``; ends when the reader falls too
         far behind (it should reload and subscribe again) or the inbox closes."""
         ...
@@ -201,7 +201,7 @@ class MemoryInbox:
         finally:
             self._waiters.discard(waiter)
 
-    async def events(self) -> AsyncIterator[InboxEvent]:
+    async def events(self) -> AsyncGenerator[InboxEvent, None]:
         queue: asyncio.Queue[InboxEvent | None] = asyncio.Queue(self.queue_size + 1)
         if self._closed:
             return

@@ -19,7 +19,7 @@ import fcntl
 import math
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -371,6 +371,28 @@ class SqliteStore:
         if len(self._windows) > 100_000:  # drop windows that are over
             self._windows = {k: v for k, v in self._windows.items() if v[0] == start}
         return None
+
+    async def reset_counters(self, keys: Sequence[str] | None) -> None:
+        if keys is None:
+            self._windows.clear()
+        for key in keys or ():
+            self._windows.pop(key, None)
+
+    async def forget_duplicates(self, recipient: str | None) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            if recipient is None:
+                conn.execute("UPDATE messages SET dedupe_key = NULL WHERE dedupe_key IS NOT NULL")
+                return
+            rows = conn.execute(
+                "SELECT id, recipient FROM messages WHERE dedupe_key IS NOT NULL"
+            ).fetchall()
+            wanted = recipient.lower()  # Python's lower(): SQLite's is ASCII only
+            conn.executemany(
+                "UPDATE messages SET dedupe_key = NULL WHERE id = ?",
+                [(id_,) for id_, to in rows if to.lower() == wanted],
+            )
+
+        await self._do(run)
 
     async def purge(self, finished_before: float) -> int:
         def run(conn: sqlite3.Connection) -> int:
