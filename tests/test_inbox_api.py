@@ -121,7 +121,7 @@ async def test_limits_and_dedupe_on_in_capture_mode_when_configured(
         {
             "limits": {"enabled": True, "per_recipient": {"count": 2, "window_seconds": 600}},
             "delivery": {"dedupe": True},
-        }  # fmt: skip
+        }
     )
     first = await send(client, signin(code="1"))
     again = await send(client, signin(code="1"))
@@ -145,7 +145,7 @@ async def test_delete_for_one_recipient_resets_its_limits_and_dedupe(
                 "per_ip": None,
             },
             "delivery": {"dedupe": True},
-        }  # fmt: skip
+        }
     )
     bob = "bob@example.com"
     await send(client, signin(code="1"))

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, ConfigProblem
+from .capture import CaptureConfig, parse_capture
 from .fields import Fields
 from .logto import LogtoConfig, parse_logto
 from .sms import SmsConfig, parse_sms
@@ -108,20 +109,6 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
-class CaptureSmtpConfig:
-    """The SMTP intake: an SMTP listener whose mail is captured into the inbox."""
-
-    host: str = "127.0.0.1"
-    port: int = 1025
-
-
-@dataclass(frozen=True)
-class CaptureConfig:
-    max_messages: int = 1000
-    smtp: CaptureSmtpConfig | None = None  # off unless configured
-
-
-@dataclass(frozen=True)
 class Config:
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
@@ -129,7 +116,7 @@ class Config:
     sms: SmsConfig = field(default_factory=SmsConfig)
     templates: TemplatesConfig = TemplatesConfig()
     delivery: DeliveryConfig = DeliveryConfig()
-    capture: CaptureConfig = CaptureConfig()
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     limits: LimitsConfig = LimitsConfig()
 
@@ -150,11 +137,6 @@ class Config:
         is captured (an Idempotency-Key works either way)."""
         dedupe = self.delivery.dedupe
         return not self.captures_everything if dedupe is None else dedupe
-
-
-def _optional_boolean(f: Fields, key: str) -> bool | None:
-    """A boolean that may be left out (None: decided from the rest of the config)."""
-    return None if f.data.get(key) is None else f.boolean(key, default=True)
 
 
 def is_loopback(host: str) -> bool:
@@ -289,7 +271,7 @@ def _delivery(root: Fields) -> DeliveryConfig:
         poll_seconds=f.number("poll_seconds", default=d.poll_seconds, minimum=0.01),
         concurrency=f.integer("concurrency", default=d.concurrency, minimum=1, maximum=4096),
         shutdown_grace_seconds=f.number("shutdown_grace_seconds", default=d.shutdown_grace_seconds),
-        dedupe=_optional_boolean(f, "dedupe"),
+        dedupe=f.optional_boolean("dedupe"),
     )
 
 
@@ -334,40 +316,12 @@ def _limits(root: Fields) -> LimitsConfig:
                 continue
             rates.append((str(name), r.number(str(name), default=10.0, minimum=0.1)))
     return LimitsConfig(
-        enabled=_optional_boolean(f, "enabled"),
+        enabled=f.optional_boolean("enabled"),
         per_recipient=_limit(f, "per_recipient", d.per_recipient),
         per_ip=_limit(f, "per_ip", d.per_ip),
         per_sms_prefix=_limit(f, "per_sms_prefix", d.per_sms_prefix),
         sms_prefix_digits=f.integer("sms_prefix_digits", default=6, minimum=1, maximum=15),
         provider_rate=tuple(rates),
-    )
-
-
-def _capture(root: Fields) -> CaptureConfig:
-    f = root.obj("capture")
-    if f is None:
-        return CaptureConfig()
-    f.reject_unknown(("max_messages", "smtp"))
-    return CaptureConfig(
-        max_messages=f.integer("max_messages", default=1000, minimum=1),
-        smtp=_capture_smtp(f),
-    )
-
-
-def _capture_smtp(f: Fields) -> CaptureSmtpConfig | None:
-    value = f.data.get("smtp")
-    if value is None or value is False:
-        return None
-    if value is True:
-        return CaptureSmtpConfig()
-    g = f.obj("smtp")
-    if g is None:
-        return None
-    g.reject_unknown(("host", "port"))
-    d = CaptureSmtpConfig()
-    return CaptureSmtpConfig(
-        host=g.string("host", default=d.host) or d.host,
-        port=g.integer("port", default=d.port, minimum=0, maximum=65535),
     )
 
 
@@ -388,7 +342,7 @@ def parse_config(data: Any, base: Path | None = None) -> Config:
         sms=_sms(root),
         templates=_templates(root, base or Path.cwd()),
         delivery=_delivery(root),
-        capture=_capture(root),
+        capture=parse_capture(root),
         store=_store(root, base or Path.cwd()),
         limits=_limits(root),
     )

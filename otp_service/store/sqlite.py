@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import math
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -34,6 +33,7 @@ from .base import (
     message_from_json,
     message_to_json,
 )
+from .counters import WindowCounters
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
@@ -107,10 +107,11 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
     """A marker operation: :meth:`SqliteStore.compact`'s checkpoint, run after its batch."""
 
 
-class SqliteStore:
+class SqliteStore(WindowCounters):
     """The :class:`~otp_service.store.base.Store` on one SQLite file."""
 
     def __init__(self, path: str | Path, lock_wait: float = 30.0) -> None:
+        super().__init__()
         self.path = str(path)
         self.lock_wait = lock_wait
         self._lock_file: IO[str] | None = None
@@ -120,7 +121,6 @@ class SqliteStore:
         self._full_sync = True
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
-        self._windows: dict[str, tuple[float, int]] = {}
 
     # -- plumbing
 
@@ -360,37 +360,12 @@ class SqliteStore:
 
         return await self._do(run)
 
-    async def hit(self, key: str, limit: int, window: float, now: float) -> float | None:
-        start = math.floor(now / window) * window
-        window_start, count = self._windows.get(key, (start, 0))
-        if window_start != start:
-            window_start, count = start, 0
-        if count >= limit:
-            return window_start + window - now
-        self._windows[key] = (window_start, count + 1)
-        if len(self._windows) > 100_000:  # drop windows that are over
-            self._windows = {k: v for k, v in self._windows.items() if v[0] == start}
-        return None
-
-    async def reset_counters(self, keys: Sequence[str] | None) -> None:
-        if keys is None:
-            self._windows.clear()
-        for key in keys or ():
-            self._windows.pop(key, None)
-
     async def forget_duplicates(self, recipient: str | None) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            if recipient is None:
-                conn.execute("UPDATE messages SET dedupe_key = NULL WHERE dedupe_key IS NOT NULL")
-                return
-            rows = conn.execute(
-                "SELECT id, recipient FROM messages WHERE dedupe_key IS NOT NULL"
-            ).fetchall()
-            wanted = recipient.lower()  # Python's lower(): SQLite's is ASCII only
-            conn.executemany(
-                "UPDATE messages SET dedupe_key = NULL WHERE id = ?",
-                [(id_,) for id_, to in rows if to.lower() == wanted],
-            )
+            rows = conn.execute("SELECT id, recipient FROM messages WHERE dedupe_key IS NOT NULL")
+            wanted = None if recipient is None else recipient.lower()  # SQLite's lower(): ASCII
+            ids = [(i,) for i, to in rows.fetchall() if wanted is None or to.lower() == wanted]
+            conn.executemany("UPDATE messages SET dedupe_key = NULL WHERE id = ?", ids)
 
         await self._do(run)
 
