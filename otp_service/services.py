@@ -9,6 +9,7 @@ from .config import Config
 from .delivery.dispatcher import Dispatcher
 from .delivery.limits import Limiter
 from .delivery.outbox import Outbox
+from .intake.smtp import SmtpIntake
 from .logto.sync import TemplateSync
 from .message.compose import Composer
 from .message.templates import TemplateLibrary
@@ -79,14 +80,25 @@ class Services:
     outbox: Outbox
     metrics: Metrics
     logto: TemplateSync | None = None  # Logto's email templates, when templates.logto is set
+    intake: SmtpIntake | None = None  # capture.smtp: mail from any app into the inbox
 
     async def start(self) -> None:
         if self.logto is not None:
             await self.logto.start()
         await self.outbox.start()
+        if self.intake is not None:
+            try:
+                await self.intake.start()
+            except BaseException:
+                await self.outbox.stop(0)
+                if self.logto is not None:
+                    await self.logto.stop()
+                raise
 
     async def stop(self) -> None:
         """Finish in-flight attempts within the grace period; leave the rest stored."""
+        if self.intake is not None:
+            await self.intake.stop()
         await self.inbox.close()
         await self.outbox.stop(self.config.delivery.shutdown_grace_seconds)
         if self.logto is not None:
@@ -116,4 +128,7 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     if config.templates.logto is not None:
         logto = TemplateSync(config.templates.logto, library.use_logto)
         metrics.gauges["otp_logto_templates_up"] = lambda: float(logto.up)
-    return Services(config, inbox, composer, dispatcher, store, limiter, outbox, metrics, logto)
+    intake = SmtpIntake(config.capture.smtp, inbox) if config.capture.smtp is not None else None
+    return Services(
+        config, inbox, composer, dispatcher, store, limiter, outbox, metrics, logto, intake
+    )
