@@ -176,8 +176,8 @@ def _since(request: web.Request) -> tuple[datetime | None, str | None]:
         return None, None
     if ":" not in raw:
         return None, raw
-    try:
-        when = datetime.fromisoformat(raw.replace("z", "Z"))
+    try:  # a "+" left unencoded in a query string arrives as a space
+        when = datetime.fromisoformat(raw.replace(" ", "+").replace("z", "Z"))
     except ValueError:
         raise RequestError(
             "invalid_query", "since must be an RFC 3339 time or a message id"
