@@ -129,3 +129,19 @@ async def test_inbox_close_wakes_waiters_with_nothing(inbox: Inbox) -> None:
     await asyncio.sleep(0)
     await inbox.close()
     assert await asyncio.wait_for(waiting, 30) is None
+
+
+async def test_memory_inbox_drops_the_oldest_past_its_bound_and_says_so() -> None:
+    """Past max_messages the oldest message goes, and live readers hear it was deleted."""
+    inbox = MemoryInbox(2)
+    events = inbox.events()
+    assert (await anext(events)).kind == "ready"
+    first, second, third = message(code="1"), message(code="2"), message(code="3")
+    for each in (first, second, third):
+        await inbox.add(each)
+    assert [m.code for m in await inbox.list(InboxQuery(), 10)] == ["3", "2"]
+    kinds = [(e.kind, e.id or (e.message.id if e.message else None)) for e in
+             [await anext(events) for _ in range(4)]]  # fmt: skip
+    assert kinds == [("added", first.id), ("added", second.id), ("deleted", first.id),
+                     ("added", third.id)]  # fmt: skip
+    await events.aclose()

@@ -127,7 +127,8 @@ class MemoryInbox:
         self._seq += 1
         self._messages[message.id] = (self._seq, message)
         while len(self._messages) > self.max_messages:
-            self._messages.popitem(last=False)
+            dropped, _ = self._messages.popitem(last=False)
+            self._publish(InboxEvent("deleted", id=dropped))
         for waiter in list(self._waiters):
             if _fits(message, waiter.query, waiter.since) and not waiter.future.done():
                 waiter.future.set_result(message)

@@ -21,6 +21,7 @@ const state = {
   nodes: new Map(), // id -> <li>
   stream: null, // AbortController of the live stream
   loaded: false,
+  sinceReady: new Map(), // what the stream brought while the list was being fetched
 };
 
 const $ = (id) => document.getElementById(id);
@@ -149,9 +150,11 @@ async function onEvent(block) {
   if (!data.length) return;
   const payload = JSON.parse(data.join("\n"));
   if (kind === "ready") {
+    state.sinceReady = new Map();
     await loadList(); // subscribed first, so nothing captured meanwhile is missed
     setLive("live", "live");
   } else if (kind === "added") {
+    state.sinceReady.set(payload.id, payload);
     state.messages.set(payload.id, payload);
     render([payload.id]);
   } else if (kind === "deleted") {
@@ -173,8 +176,9 @@ async function loadList() {
   const body = await response.json();
   const fresh = new Map();
   for (const message of body.messages.reverse()) fresh.set(message.id, message);
-  // Keep what arrived over the stream while the list was on its way.
-  for (const [id, message] of state.messages) if (!fresh.has(id)) fresh.set(id, message);
+  // Keep what arrived over the stream while the list was on its way; forget the rest (after a
+  // reconnect the service may have restarted with an empty inbox).
+  for (const [id, message] of state.sinceReady) if (!fresh.has(id)) fresh.set(id, message);
   state.messages = fresh;
   state.loaded = true;
   render();
