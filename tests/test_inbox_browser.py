@@ -211,6 +211,7 @@ async def test_browser_token_prompt_keeps_the_token_out_of_urls(
     page.on("request", lambda r: requests.append((r.url, r.headers.get("authorization"))))
     await expect(page.locator("#login")).to_be_visible()
     await expect(page.locator("li.msg")).to_have_count(0)
+    await expect(page.locator("#filters")).to_be_hidden()  # nothing to filter or clear yet
     await page.fill("#token", "tok_wrong_wrong_wrong_wrong")
     await page.click("#login-form button[type=submit]")
     await expect(page.locator("#login-error")).to_be_visible()
