@@ -58,6 +58,18 @@ async def test_latest_wait_times_out_with_404(service: ClientFactory) -> None:
     assert status == 404 and body["error"]["code"] == "message_not_found"
 
 
+async def test_latest_wait_ends_with_503_when_the_service_shuts_down(
+    service: ClientFactory,
+) -> None:
+    """A waiting latest?wait= is answered 503 shutting_down at shutdown, not left hanging."""
+    client = await service()
+    waiting = asyncio.create_task(latest(client, to=ANA, wait="60"))
+    await asyncio.sleep(0.2)
+    await client.server.app.shutdown()
+    status, body = await asyncio.wait_for(waiting, 30)
+    assert status == 503 and body["error"]["code"] == "shutting_down"
+
+
 async def test_latest_since_excludes_older_messages(service: ClientFactory) -> None:
     """since (a time or a message id) skips what was captured before it."""
     client = await service()
