@@ -211,6 +211,7 @@ def test_send_through_a_running_service_shows_in_its_inbox(tmp_path: Path) -> No
             assert process.stdout is not None
             banner = [process.stdout.readline() for _ in range(12)]
             assert any(f"{base}/inbox (asks once for one of auth.tokens)" in b for b in banner)
+            assert any("capture mode for tests: abuse limits and dedupe off" in b for b in banner)
             args = [str(BIN), "send", "--server", base, "--channel", "email",
                     "--to", "dev@example.com", "--code", "314159"]  # fmt: skip
             env = {**os.environ, "OTP_SERVICE_TOKEN": token}
