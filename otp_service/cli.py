@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -14,6 +15,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from .config import Config, is_loopback, load_config
@@ -66,7 +68,7 @@ def _print_problems(error: ConfigError) -> None:
         print(f"  - {problem.path}: {problem.problem}\n      fix: {problem.fix}", file=sys.stderr)
 
 
-def _banner(config: Config, base: str) -> str:
+def _banner(config: Config, base: str, smtp_port: int | None = None) -> str:
     lines = [
         f"otp-service listening on {base}",
         "",
@@ -90,13 +92,28 @@ def _banner(config: Config, base: str) -> str:
         for ch, p in (("email", config.email.provider), ("sms", config.sms.provider))
         if p == "capture"
     ]
-    if capture:
+    if capture or smtp_port is not None:
+        asks = " (asks once for one of auth.tokens)" if config.auth.tokens else ""
         lines += [
             "",
-            f"Captured {' and '.join(capture)} messages (not sent anywhere):",
-            f"    browser: {base}/inbox",
-            f"    JSON:    {base}/v1/messages",
+            f"Captured {' and '.join(capture) or 'SMTP intake'} messages (not sent anywhere):",
+            f"    browser: {base}/inbox{asks}",
+            f"    JSON:    {base}/v1/messages/latest?to=...&wait=30",
         ]
+        if smtp_port is not None:
+            assert config.capture.smtp is not None
+            lines.append(
+                f"    SMTP:    {config.capture.smtp.host}:{smtp_port} (mail sent here is captured)"
+            )
+    if config.captures_everything:
+        on = [what for what, yes in (("abuse limits", config.limits_on),
+                                     ("dedupe", config.dedupe_on)) if yes]  # fmt: skip
+        lines.append(
+            f"    capture mode for tests: {', '.join(on)} on (as configured)"
+            if on
+            else "    capture mode for tests: abuse limits and dedupe off "
+            "(limits.enabled / delivery.dedupe turn them on)"
+        )
     return "\n".join(lines)
 
 
@@ -121,6 +138,9 @@ async def _serve(config: Config, access_log: bool) -> None:
     port, guard = listener.port, listener.guard
     host = config.server.host
     shown = f"[{host}]" if ":" in host else host
+    intake = app[SERVICES].intake
+    smtp_port = intake.port if intake is not None else None
+    print(_banner(config, f"http://{shown}:{port}", smtp_port), flush=True)
     print(_banner(config, f"http://{shown}:{port}"), flush=True)
     if guard.cap < config.server.max_connections:
         log.warning(
@@ -230,15 +250,44 @@ async def _send_one(config: Config, channel: Channel, request: SendRequest) -> i
     print(f"{result.status} via {result.provider}: id={message.id}")
     if result.status == "captured":
         print(
-            "(capture provider: nothing left this machine)\n\n"
+            "(captured in this process only: nothing left this machine, and a running service's "
+            "inbox does not show it; add --server URL to send through that service)\n\n"
             f"{message.subject or ''}\n{message.text}"
         )
     return 0
 
 
+async def _send_through(server: str, channel: Channel, request: SendRequest) -> int:
+    """POST the request to a running service, as Logto would; its inbox shows what it captures."""
+    base = server.rstrip("/")
+    token = os.environ.get("OTP_SERVICE_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = {"to": request.to, "type": request.type, "payload": dict(request.payload)}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
+            session.post(f"{base}/v1/{channel}", json=body, headers=headers) as response,
+        ):
+            status, answer = response.status, await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        print(f"FAILED: cannot reach {base}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    if status >= 400 or not isinstance(answer, dict) or "id" not in answer:
+        error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        print(f"FAILED ({status} {error.get('code', '')}): {error.get('message', answer)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"{answer['status']} via {answer.get('provider', 'the outbox')}: id={answer['id']}")
+    if answer["status"] == "captured":
+        print(f"read it at {base}/inbox or GET {base}/v1/messages/{answer['id']}")
+    return 0
+
+
 def cmd_send(args: argparse.Namespace) -> int:
-    config = _load(args.config)
     request = SendRequest(to=args.to, type=args.type, payload=_payload(args))
+    if args.server:
+        return asyncio.run(_send_through(args.server, args.channel, request))
+    config = _load(args.config)
     return asyncio.run(_send_one(config, args.channel, request))
 
 
@@ -314,6 +363,9 @@ def _parser() -> argparse.ArgumentParser:
     send = sub.add_parser("send", help="send one real message, like Logto's test button")
     message_args(send)
     send.add_argument("--to", required=True, help="email address or phone number")
+    send.add_argument("--server", metavar="URL",
+                      help="send through the service running at URL (its inbox shows the "
+                      "message); the token comes from $OTP_SERVICE_TOKEN")  # fmt: skip
     send.set_defaults(func=cmd_send)
 
     check = sub.add_parser("check-config", help="validate a config file and print every problem")

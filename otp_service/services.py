@@ -3,32 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import Config
 from .delivery.dispatcher import Dispatcher
 from .delivery.limits import Limiter
 from .delivery.outbox import Outbox
+from .intake.smtp import SmtpIntake
 from .logto.sync import TemplateSync
 from .message.compose import Composer
 from .message.templates import TemplateLibrary
 from .metrics import Metrics
 from .providers.base import Provider
-from .providers.capture import CaptureInbox, CaptureProvider
-from .store import SqliteStore, Store
+from .providers.capture import CaptureProvider
+from .store import Inbox, MemoryInbox, SqliteStore, Store
 
-ProviderFactory = Callable[[Config, CaptureInbox], Provider]
+ProviderFactory = Callable[[Config, Inbox], Provider]
 
 
 # Provider modules are imported when configured: the SMS SDKs alone weigh ~40 MB of memory.
-def _smtp(config: Config, inbox: CaptureInbox) -> Provider:
+def _smtp(config: Config, inbox: Inbox) -> Provider:
     from .providers.smtp import SmtpProvider
 
     assert config.email.smtp is not None  # guaranteed by config validation
     return SmtpProvider(config.email.smtp, config.email.pool, config.delivery.timeout_seconds)
 
 
-def _vonage(config: Config, inbox: CaptureInbox) -> Provider:
+def _vonage(config: Config, inbox: Inbox) -> Provider:
     from .providers.vonage import VonageProvider
 
     assert config.sms.vonage is not None  # guaranteed by config validation
@@ -37,7 +38,7 @@ def _vonage(config: Config, inbox: CaptureInbox) -> Provider:
     )
 
 
-def _aliyun(config: Config, inbox: CaptureInbox) -> Provider:
+def _aliyun(config: Config, inbox: Inbox) -> Provider:
     from .providers.aliyun import AliyunProvider
 
     assert config.sms.aliyun is not None  # guaranteed by config validation
@@ -46,7 +47,7 @@ def _aliyun(config: Config, inbox: CaptureInbox) -> Provider:
     )
 
 
-def _capture(config: Config, inbox: CaptureInbox) -> Provider:
+def _capture(config: Config, inbox: Inbox) -> Provider:
     return CaptureProvider(inbox)
 
 
@@ -71,7 +72,7 @@ class Services:
     """Everything a request needs; ``start`` opens the store and the outbox worker."""
 
     config: Config
-    inbox: CaptureInbox
+    inbox: Inbox
     composer: Composer
     dispatcher: Dispatcher
     store: Store
@@ -79,14 +80,26 @@ class Services:
     outbox: Outbox
     metrics: Metrics
     logto: TemplateSync | None = None  # Logto's email templates, when templates.logto is set
+    intake: SmtpIntake | None = None  # capture.smtp: mail from any app into the inbox
 
     async def start(self) -> None:
         if self.logto is not None:
             await self.logto.start()
         await self.outbox.start()
+        if self.intake is not None:
+            try:
+                await self.intake.start()
+            except BaseException:
+                await self.outbox.stop(0)
+                if self.logto is not None:
+                    await self.logto.stop()
+                raise
 
     async def stop(self) -> None:
         """Finish in-flight attempts within the grace period; leave the rest stored."""
+        if self.intake is not None:
+            await self.intake.stop()
+        await self.inbox.close()
         await self.outbox.stop(self.config.delivery.shutdown_grace_seconds)
         if self.logto is not None:
             await self.logto.stop()
@@ -97,7 +110,7 @@ class Services:
 
 
 def build_services(config: Config, library: TemplateLibrary | None = None) -> Services:
-    inbox = CaptureInbox(config.capture.max_messages, config.capture.max_bytes)
+    inbox = MemoryInbox(config.capture.max_messages, max_bytes=config.capture.max_bytes)
     email = EMAIL_PROVIDERS[config.email.provider](config, inbox)
     sms = {name: SMS_PROVIDERS[name](config, inbox) for name in sorted(config.sms.provider_names)}
     library = library or build_library(config)
@@ -107,10 +120,15 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     )
     store = SqliteStore(config.store.path, max_limit_keys=config.limits.max_keys)
     metrics = Metrics()
-    outbox = Outbox(store, dispatcher, config.delivery, config.store.retention_days, metrics)
-    limiter = Limiter(store, config.limits)
+    # Both decided here: in capture mode for tests they are off unless the config says on.
+    delivery = replace(config.delivery, dedupe=config.dedupe_on)
+    outbox = Outbox(store, dispatcher, delivery, config.store.retention_days, metrics)
+    limiter = Limiter(store, replace(config.limits, enabled=config.limits_on))
     logto = None
     if config.templates.logto is not None:
         logto = TemplateSync(config.templates.logto, library.use_logto)
         metrics.gauges["otp_logto_templates_up"] = lambda: float(logto.up)
-    return Services(config, inbox, composer, dispatcher, store, limiter, outbox, metrics, logto)
+    intake = SmtpIntake(config.capture.smtp, inbox) if config.capture.smtp is not None else None
+    return Services(
+        config, inbox, composer, dispatcher, store, limiter, outbox, metrics, logto, intake
+    )

@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# Install everything the tests need (Python venv + Logto's npm connectors), then run every check:
-# lint, format, strict type-check and the full test suite. Safe to run on a fresh clone.
+# Install everything the tests need (Python venv, Logto's npm connectors, Debian's Chromium for
+# the inbox page's browser tests), then run every check: lint, format, strict type-check and the
+# full test suite. Safe to run on a fresh clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ ! -x /usr/bin/chromium ]; then
+  # Playwright drives the system browser: its own browser download does not work offline.
+  echo "installing Debian's chromium for the browser tests (apt-get)" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+[ -x /usr/bin/chromium ] || { echo "error: /usr/bin/chromium is missing and could not be installed" >&2; exit 1; }
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"

@@ -38,7 +38,10 @@ async def test_email_captured_and_readable(service: ClientFactory) -> None:
     assert message["channel"] == "email" and message["type"] == "SignIn"
     assert "482913" in message["text"] and "482913" in message["html"]
     assert set(message) == {"id", "channel", "to", "type", "locale", "subject", "text", "html",
-                            "code", "link", "status", "created_at"}  # fmt: skip
+                            "code", "link", "status", "created_at", "headers", "sms"}  # fmt: skip
+    headers = dict(message["headers"])
+    assert headers["To"] == "User@example.com" and headers["Subject"] == message["subject"]
+    assert headers["Message-ID"].startswith(f"<{body['id']}@") and message["sms"] is None
     one = await (await client.get(f"/v1/messages/{body['id']}")).json()
     assert {key: one[key] for key in message} == message
     assert [(a["provider"], a["outcome"]) for a in one["attempts"]] == [("capture", "captured")]
@@ -55,6 +58,7 @@ async def test_sms_number_normalised(service: ClientFactory) -> None:
     [message] = listed["messages"]
     assert message["to"] == "+8613800138000" and "111222" in message["text"]
     assert message["subject"] is None and message["html"] is None
+    assert message["sms"] == {"encoding": "GSM-7", "units": len(message["text"]), "segments": 1}
 
 
 async def test_extra_payload_keys_and_test_type_accepted(service: ClientFactory) -> None:
@@ -197,13 +201,17 @@ async def test_any_configured_token_passes_for_rotation(service: ClientFactory) 
 
 
 async def test_inbox_needs_the_token_too(service: ClientFactory) -> None:
-    """Captured codes are not readable without the token."""
+    """Captured codes are not readable without the token; the page shell holds none."""
     client = await service(AUTH)
+    await post(client, "/v1/email", SIGN_IN, Authorization=f"Bearer {TOKEN}")
     for method, path in (("GET", "/v1/messages"), ("DELETE", "/v1/messages"),
-                         ("GET", "/v1/messages/abc"), ("GET", "/inbox")):  # fmt: skip
+                         ("GET", "/v1/messages/abc"), ("DELETE", "/v1/messages/abc"),
+                         ("GET", "/v1/messages/latest"), ("GET", "/v1/messages/events")):  # fmt: skip
         response = await client.request(method, path)
         assert response.status == 401, path
     assert (await client.get("/healthz")).status == 200
+    page = await client.get("/inbox")
+    assert page.status == 200 and "482913" not in await page.text()
 
 
 async def test_messages_filters_limit_and_order(service: ClientFactory) -> None:
@@ -244,14 +252,20 @@ async def test_inbox_bounded_oldest_dropped(service: ClientFactory) -> None:
     assert [m["code"] for m in every] == ["2", "1"]
 
 
-async def test_inbox_page_escapes_and_shows_code(service: ClientFactory) -> None:
-    """The browser inbox shows codes and escapes what callers sent."""
+async def test_inbox_page_shell_forbids_scripts_and_loads_from_elsewhere(
+    service: ClientFactory,
+) -> None:
+    """The page and its files are served with a CSP that allows only its own script and API."""
     client = await service()
-    await post(client, "/v1/email", {"to": "a@b.co", "type": "SignIn",
-                                     "payload": {"code": "<b>7</b>", "link": "javascript:alert(1)"}})  # fmt: skip
+    for path, kind in (("/inbox", "text/html"), ("/inbox/inbox.js", "text/javascript"),
+                       ("/inbox/inbox.css", "text/css")):  # fmt: skip
+        response = await client.get(path)
+        assert response.status == 200 and response.content_type == kind, path
+        csp = response.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp
+        assert "connect-src 'self'" in csp and "frame-ancestors 'none'" in csp
     page = await (await client.get("/inbox")).text()
-    assert "&lt;b&gt;7&lt;/b&gt;" in page and "<b>7</b>" not in page
-    assert 'href="javascript' not in page
+    assert '<script src="/inbox/inbox.js"' in page and 'http-equiv="refresh"' not in page
 
 
 async def test_unknown_path_and_method_are_json(service: ClientFactory) -> None:

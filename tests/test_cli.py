@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -190,3 +191,46 @@ def test_readme_config_examples_are_valid(section: str, monkeypatch: pytest.Monk
     monkeypatch.setenv("LOGTO_M2M_APP_ID", "app-id")
     monkeypatch.setenv("LOGTO_M2M_APP_SECRET", "app-secret")
     parse_config(yaml.safe_load(match.group(1)))
+
+
+def test_send_through_a_running_service_shows_in_its_inbox(tmp_path: Path) -> None:
+    """send --server delivers through the running service, with $OTP_SERVICE_TOKEN, so the
+    message is in that service's inbox; without the token it fails with 401."""
+    token = "tok_" + "c" * 28
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps({"auth": {"tokens": [token]}, "store": {"path": str(tmp_path / "o.db")}})
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with subprocess.Popen(
+        [str(BIN), "serve", "--port", str(port), "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+    ) as process:  # fmt: skip
+        try:
+            assert process.stdout is not None
+            banner = [process.stdout.readline() for _ in range(12)]
+            assert any(f"{base}/inbox (asks once for one of auth.tokens)" in b for b in banner)
+            assert any("capture mode for tests: abuse limits and dedupe off" in b for b in banner)
+            args = [str(BIN), "send", "--server", base, "--channel", "email",
+                    "--to", "dev@example.com", "--code", "314159"]  # fmt: skip
+            env = {**os.environ, "OTP_SERVICE_TOKEN": token}
+            sent = subprocess.run(
+                args, capture_output=True, text=True, env=env, timeout=30, check=False
+            )
+            assert sent.returncode == 0, sent.stderr
+            assert sent.stdout.startswith("captured via capture: id=")
+            request = urllib.request.Request(
+                f"{base}/v1/messages/latest?to=dev@example.com",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert json.load(response)["code"] == "314159"
+            env.pop("OTP_SERVICE_TOKEN")
+            refused = subprocess.run(
+                args, capture_output=True, text=True, env=env, timeout=30, check=False
+            )
+            assert refused.returncode == 1 and "401 unauthorized" in refused.stderr
+        finally:
+            process.terminate()
+            process.wait(timeout=10)

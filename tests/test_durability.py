@@ -94,8 +94,9 @@ def smtp_config(port: int, store: Path | None = None, **delivery: Any) -> dict[s
 
 
 def capture_config(**limits: Any) -> dict[str, Any]:
-    """The capture inbox for both channels; ``limits`` as given (on by default)."""
-    return {"delivery": FAST, "limits": limits} if limits else {"delivery": FAST}
+    """The capture inbox for both channels with abuse limits (``limits`` as given) and dedupe
+    on, as with real providers (capture mode alone turns both off)."""
+    return {"delivery": FAST | {"dedupe": True}, "limits": {"enabled": True} | limits}
 
 
 def signin(to: str, code: str = CODE, **extra: Any) -> dict[str, Any]:

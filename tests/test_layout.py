@@ -11,8 +11,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "otp_service"
 # delivery -> providers / store. message/ defines the Message value the later stages receive, so
 # it sits below them as a dependency; logto/ (Logto's Management API, read for the email templates
 # kept in Logto) feeds message/ the way config/ does, so it sits between them; config/ and the
-# pure text/ helpers are the foundation.
-LAYERS = ["http", "delivery", "providers", "store", "message", "logto", "config", "text"]
+# pure text/ helpers are the foundation. intake/ (the SMTP intake) is a second door into the
+# capture inbox, just below http/.
+LAYERS = ["http", "intake", "delivery", "providers", "store", "message", "logto", "config", "text"]
 
 
 def _imports(path: Path) -> set[str]:

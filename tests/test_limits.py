@@ -25,7 +25,8 @@ FAST = {"wait_seconds": 0.3, "retry_delay_seconds": 0.05, "backoff_max_seconds":
 
 def limited(**limits: Any) -> dict[str, Any]:
     """Capture inbox, only the given limits on."""
-    base: dict[str, Any] = {"per_recipient": None, "per_ip": None, "per_sms_prefix": None}
+    base: dict[str, Any] = {"enabled": True, "per_recipient": None, "per_ip": None,
+                            "per_sms_prefix": None}  # fmt: skip
     return {"delivery": FAST, "limits": base | limits}
 
 
@@ -139,7 +140,7 @@ async def test_dedupe_key_is_keyed_and_erased_when_the_message_expires(
     (so the code cannot be brute-forced from the file), and once it expires no dedupe key is
     left in the store."""
     store = tmp_path / "outbox.sqlite3"
-    client = await service({"delivery": FAST, "limits": {"enabled": False},
+    client = await service({"delivery": FAST | {"dedupe": True}, "limits": {"enabled": False},
                             "store": {"path": str(store)}})  # fmt: skip
     code = "384756"
     response = await client.post("/v1/email", json={"to": "ana@example.com", "type": "SignIn",

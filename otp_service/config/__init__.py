@@ -1,11 +1,11 @@
 """Configuration: the config file, Logto's SMTP / Vonage / Aliyun connector JSON, field reading."""
 
+from .capture import CaptureConfig, CaptureSmtpConfig
 from .settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     EMAIL_PROVIDERS,
     AuthConfig,
-    CaptureConfig,
     Config,
     DeliveryConfig,
     EmailConfig,
@@ -28,6 +28,7 @@ __all__ = [
     "EMAIL_PROVIDERS",
     "AuthConfig",
     "CaptureConfig",
+    "CaptureSmtpConfig",
     "Config",
     "DeliveryConfig",
     "EmailConfig",

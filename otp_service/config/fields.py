@@ -99,6 +99,10 @@ class Fields:
             return default
         return value
 
+    def optional_boolean(self, key: str) -> bool | None:
+        """A boolean that may be left out (None: decided from the rest of the config)."""
+        return None if self.data.get(key) is None else self.boolean(key, default=True)
+
     def obj(self, key: str, *, required: bool = False) -> Fields | None:
         value = self.data.get(key)
         if value is None:

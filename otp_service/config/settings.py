@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, ConfigProblem
+from .capture import CaptureConfig, parse_capture
 from .fields import Fields
 from .logto import LogtoConfig, parse_logto
 from .sms import SmsConfig, parse_sms
@@ -80,6 +81,7 @@ class DeliveryConfig:
     poll_seconds: float = 0.5
     concurrency: int = 64  # deliveries in flight at once
     shutdown_grace_seconds: float = 10.0
+    dedupe: bool | None = None  # None: on, unless every channel is captured (Config.dedupe_on)
 
 
 def default_store_path() -> str:
@@ -102,19 +104,13 @@ class Limit:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    enabled: bool = True
+    enabled: bool | None = None  # None: on, unless every channel is captured (Config.limits_on)
     per_recipient: Limit | None = Limit(10, 600)
     per_ip: Limit | None = Limit(60, 600)
     per_sms_prefix: Limit | None = Limit(300, 3600)
     sms_prefix_digits: int = 6  # "+86138...": the country code and the first digits
     provider_rate: tuple[tuple[str, float], ...] = ()  # sends per second, per provider
     max_keys: int = 500_000  # counters kept per window length (memory bound, ~120 B each)
-
-
-@dataclass(frozen=True)
-class CaptureConfig:
-    max_messages: int = 1000
-    max_bytes: int = 64 * 1024 * 1024  # the inbox's memory; the oldest are dropped past it
 
 
 @dataclass(frozen=True)
@@ -125,9 +121,27 @@ class Config:
     sms: SmsConfig = field(default_factory=SmsConfig)
     templates: TemplatesConfig = TemplatesConfig()
     delivery: DeliveryConfig = DeliveryConfig()
-    capture: CaptureConfig = CaptureConfig()
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     limits: LimitsConfig = LimitsConfig()
+
+    @property
+    def captures_everything(self) -> bool:
+        """Every channel goes to the capture inbox: a laptop or an end-to-end test run."""
+        return self.email.provider == "capture" and self.sms.provider_names == {"capture"}
+
+    @property
+    def limits_on(self) -> bool:
+        """Abuse limits apply: as configured, else unless everything is captured."""
+        enabled = self.limits.enabled
+        return not self.captures_everything if enabled is None else enabled
+
+    @property
+    def dedupe_on(self) -> bool:
+        """Repeated content is answered as a duplicate: as configured, else unless everything
+        is captured (an Idempotency-Key works either way)."""
+        dedupe = self.delivery.dedupe
+        return not self.captures_everything if dedupe is None else dedupe
 
 
 def is_loopback(host: str) -> bool:
@@ -269,6 +283,7 @@ def _delivery(root: Fields) -> DeliveryConfig:
         poll_seconds=f.number("poll_seconds", default=d.poll_seconds, minimum=0.01),
         concurrency=f.integer("concurrency", default=d.concurrency, minimum=1, maximum=4096),
         shutdown_grace_seconds=f.number("shutdown_grace_seconds", default=d.shutdown_grace_seconds),
+        dedupe=f.optional_boolean("dedupe"),
     )
 
 
@@ -313,24 +328,13 @@ def _limits(root: Fields) -> LimitsConfig:
                 continue
             rates.append((str(name), r.number(str(name), default=10.0, minimum=0.1)))
     return LimitsConfig(
-        enabled=f.boolean("enabled", default=True),
+        enabled=f.optional_boolean("enabled"),
         per_recipient=_limit(f, "per_recipient", d.per_recipient),
         per_ip=_limit(f, "per_ip", d.per_ip),
         per_sms_prefix=_limit(f, "per_sms_prefix", d.per_sms_prefix),
         sms_prefix_digits=f.integer("sms_prefix_digits", default=6, minimum=1, maximum=15),
         provider_rate=tuple(rates),
         max_keys=f.integer("max_keys", default=d.max_keys, minimum=1000),
-    )
-
-
-def _capture(root: Fields) -> CaptureConfig:
-    f = root.obj("capture")
-    if f is None:
-        return CaptureConfig()
-    f.reject_unknown(("max_messages", "max_bytes"))
-    return CaptureConfig(
-        max_messages=f.integer("max_messages", default=1000, minimum=1),
-        max_bytes=f.integer("max_bytes", default=64 * 1024 * 1024, minimum=1024 * 1024),
     )
 
 
@@ -351,7 +355,7 @@ def parse_config(data: Any, base: Path | None = None) -> Config:
         sms=_sms(root),
         templates=_templates(root, base or Path.cwd()),
         delivery=_delivery(root),
-        capture=_capture(root),
+        capture=parse_capture(root),
         store=_store(root, base or Path.cwd()),
         limits=_limits(root),
     )

@@ -33,7 +33,7 @@ class Limiter:
 
     async def check(self, message: Message) -> None:
         """Count ``message`` against every limit; raises :class:`RateLimitedRequest`."""
-        if not self.config.enabled:
+        if self.config.enabled is False:  # None: on (Config.limits_on decides before here)
             return
         now = time.time()
         checks: list[tuple[str, str, Limit | None]] = [
@@ -50,3 +50,9 @@ class Limiter:
             retry_after = await self.store.hit(key, limit.count, limit.window_seconds, now)
             if retry_after is not None:
                 raise RateLimitedRequest(what, retry_after)
+
+    async def reset(self, to: str | None) -> None:
+        """Forget the counts of one recipient (on both channels), or every count when None:
+        emptying the capture inbox starts a test run afresh."""
+        keys = None if to is None else [recipient_key(ch, to) for ch in ("email", "sms")]
+        await self.store.reset_counters(keys)

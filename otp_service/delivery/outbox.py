@@ -46,13 +46,18 @@ class Outcome:
     duplicate: bool = False
 
 
+# Logto's console "send test" button always sends this; each press must arrive.
+_SEND_TEST = (frozenset({"Generic", "Test"}), "000000")
+
+
 def dedupe_key(message: Message, secret: bytes) -> str | None:
-    """The same (channel, to, type, code) is the same message while it lives.
+    """The same (channel, to, type, code) is the same message while it lives; Logto's "send
+    test" (Generic with code 000000) never is.
 
     An HMAC under the store's random secret, not a bare hash: a code has a million values, so
     a bare hash would give it back to anyone reading the file (and the store erases the key
     when the message expires)."""
-    if not message.code:
+    if not message.code or (message.type in _SEND_TEST[0] and message.code == _SEND_TEST[1]):
         return None
     raw = "\0".join((message.channel, message.to.lower(), message.type, message.code))
     return hmac.new(secret, raw.encode(), hashlib.sha256).hexdigest()
@@ -133,8 +138,12 @@ class Outbox:
         now = time.time()
         expires_at = now + ttl
         key = f"{message.channel}:{idempotency_key}" if idempotency_key else None
-        # A key, when given, decides alone.
-        content = None if key else dedupe_key(message, self.store.dedupe_secret)
+        # A key, when given, decides alone; delivery.dedupe: false leaves only keys.
+        content = (
+            None
+            if key or self.config.dedupe is False
+            else dedupe_key(message, self.store.dedupe_secret)
+        )
         if not self.store.healthy:
             raise StoreUnavailableError()
         if admit is not None:
@@ -166,6 +175,11 @@ class Outbox:
         if reply.done() and not reply.cancelled():  # cancelled: shutting down, still stored
             return reply.result()
         return Outcome(message.id, "queued")
+
+    async def forget_duplicates(self, to: str | None) -> None:
+        """Let the next message to ``to`` (to anyone when None) through even when it repeats an
+        earlier one; Idempotency-Keys stay."""
+        await self.store.forget_duplicates(to)
 
     # -- delivering
 

@@ -1,43 +1,34 @@
 """The HTTP layer: parse, authenticate, validate, call the domain, map errors to JSON.
 
-Paths: ``POST /v1/email``, ``POST /v1/sms`` (Logto's HTTP connectors), ``GET|DELETE
-/v1/messages``, ``GET /v1/messages/{id}`` (the capture inbox), ``GET /inbox`` (the same, for a
-browser) and ``GET /healthz``.
+Paths: ``POST /v1/email``, ``POST /v1/sms`` (Logto's HTTP connectors), the capture inbox
+(:mod:`.inbox_api`: ``/v1/messages...``), its page (:mod:`.inbox_page`: ``/inbox``),
+``GET /healthz``, ``GET /readyz`` and ``GET /metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from ..config import Config
 from ..delivery.outbox import Outcome
-from ..errors import (
-    OtpServiceError,
-    ProviderError,
-    RequestError,
-    UnauthorizedError,
-)
-from ..message.compose import Channel, Message, parse_request
-from ..message.recipients import normalize_phone
+from ..errors import OtpServiceError, ProviderError, RequestError
+from ..message.compose import Channel, parse_request
 from ..message.templates import TemplateLibrary
-from ..services import Services, build_services
-from ..store import StoredStatus
-from ..text.addresses import normalize_email
+from ..services import build_services
 from ..text.sanitize import has_control, json_problem
-from .inbox_page import render_inbox
+from . import inbox_api, inbox_page
+from .context import CONFIG, SERVICES, authorize, error_response
+
+__all__ = ["CONFIG", "SERVICES", "create_app", "error_response"]
 
 log = logging.getLogger("otp_service.web")
-SERVICES = web.AppKey("services", Services)
-CONFIG = web.AppKey("config", Config)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_CODES = {
@@ -46,14 +37,6 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
 }
-
-
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers=headers
-    )
 
 
 @web.middleware
@@ -89,21 +72,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "unexpected error; see the service log")
-
-
-def _authorize(request: web.Request) -> None:
-    tokens = request.app[CONFIG].auth.tokens
-    if not tokens:
-        return
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented:
-        raise UnauthorizedError()
-    given = presented.strip().encode("utf-8", "surrogateescape")  # headers may not be UTF-8
-    # Compare with every token, always, so timing tells nothing about which one came close.
-    matches = [hmac.compare_digest(given, token.encode()) for token in tokens]
-    if not any(matches):
-        raise UnauthorizedError()
 
 
 async def _read_json(request: web.Request) -> Any:
@@ -159,7 +127,7 @@ def _answer(outcome: Outcome) -> web.Response:
 
 
 async def _send(request: web.Request, channel: Channel) -> web.Response:
-    _authorize(request)
+    authorize(request)
     services = request.app[SERVICES]
     data = await _read_json(request)  # read first: closing on an unread body resets the client
     if not services.outbox.accepting:
@@ -197,99 +165,10 @@ async def send_sms(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition; the same token as the API when tokens are configured."""
-    _authorize(request)
+    authorize(request)
     return web.Response(
         text=request.app[SERVICES].metrics.render(), content_type="text/plain", charset="utf-8"
     )
-
-
-def message_json(message: Message) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "channel": message.channel,
-        "to": message.to,
-        "type": message.type,
-        "locale": message.locale,
-        "subject": message.subject,
-        "text": message.text,
-        "html": message.html,
-        "code": message.code,
-        "link": message.link,
-        "status": "captured",
-        "created_at": message.created_at.isoformat(),
-    }
-
-
-def _filters(request: web.Request) -> tuple[str | None, str | None, int]:
-    query = request.query
-    channel = query.get("channel") or None
-    if channel not in (None, "email", "sms"):
-        raise RequestError("invalid_query", "channel must be email or sms")
-    to = query.get("to") or None
-    if to is not None:
-        region = request.app[CONFIG].sms.default_region
-        to = normalize_email(to) if "@" in to else normalize_phone(to, region)
-    raw_limit = query.get("limit", "50")
-    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= 1000:
-        raise RequestError("invalid_query", "limit must be a number from 1 to 1000")
-    return to, channel, int(raw_limit)
-
-
-async def list_messages(request: web.Request) -> web.Response:
-    _authorize(request)
-    to, channel, limit = _filters(request)
-    found = request.app[SERVICES].inbox.list(to=to, channel=channel, limit=limit)
-    return web.json_response({"messages": [message_json(m) for m in found]})
-
-
-def _status_json(status: StoredStatus) -> dict[str, Any]:
-    return {
-        "id": status.id,
-        "channel": status.channel,
-        "to": status.to,
-        "type": status.type,
-        "status": status.status,
-        "provider": status.provider,
-        "created_at": _iso(status.created_at),
-        "expires_at": _iso(status.expires_at),
-        "finished_at": _iso(status.finished_at) if status.finished_at else None,
-        "error": status.last_error,
-        "attempts": [
-            {"at": _iso(a.at), "provider": a.provider, "outcome": a.outcome, "error": a.error}
-            for a in status.attempts
-        ],
-    }
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat()
-
-
-async def get_message(request: web.Request) -> web.Response:
-    """Any message's status and attempts; the body and code only for captured messages."""
-    _authorize(request)
-    services = request.app[SERVICES]
-    message_id = request.match_info["id"]
-    captured = services.inbox.get(message_id)
-    stored = await services.store.status(message_id)
-    if stored is None and captured is None:
-        raise RequestError("message_not_found", "no message with this id", 404)
-    body: dict[str, Any] = message_json(captured) if captured is not None else {}
-    if stored is not None:
-        body.update(_status_json(stored))
-    return web.json_response(body)
-
-
-async def clear_messages(request: web.Request) -> web.Response:
-    _authorize(request)
-    return web.json_response({"deleted": request.app[SERVICES].inbox.clear()})
-
-
-async def inbox_page(request: web.Request) -> web.Response:
-    _authorize(request)
-    to, channel, limit = _filters(request)
-    messages = request.app[SERVICES].inbox.list(to=to, channel=channel, limit=limit)
-    return web.Response(text=render_inbox(messages), content_type="text/html")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -327,16 +206,15 @@ def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Ap
 
     async def stop_accepting(app: web.Application) -> None:
         services.outbox.accepting = False  # readiness fails while in-flight requests finish
+        await services.inbox.close()  # live streams and waits end now, not at the timeout
 
     app.on_shutdown.append(stop_accepting)
 
     app.cleanup_ctx.append(services_ctx)
     app.router.add_post("/v1/email", send_email)
     app.router.add_post("/v1/sms", send_sms)
-    app.router.add_get("/v1/messages", list_messages)
-    app.router.add_delete("/v1/messages", clear_messages)
-    app.router.add_get("/v1/messages/{id}", get_message)
-    app.router.add_get("/inbox", inbox_page)
+    inbox_api.add_routes(app)
+    inbox_page.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

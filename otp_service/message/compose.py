@@ -56,6 +56,7 @@ class Message:
     ip: str | None = None
     raw_to: str | None = None  # the number as the user typed it (Aliyun's region check)
     params: Mapping[str, Any] = field(default_factory=dict, repr=False)  # Aliyun TemplateParam
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # SMTP intake: as received
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 

@@ -1,4 +1,5 @@
-"""Storage: the Store protocol and its backends (SQLite, embedded default for one process)."""
+"""Storage: the Store protocol and its backends (SQLite, embedded default for one process), and
+the capture inbox (in memory for one process)."""
 
 from .base import (
     Accepted,
@@ -8,6 +9,20 @@ from .base import (
     StoredStatus,
     StoreUnavailable,
 )
+from .inbox import Inbox, InboxEvent, InboxQuery, MemoryInbox, UnknownMessage
 from .sqlite import SqliteStore
 
-__all__ = ["Accepted", "Attempt", "Due", "SqliteStore", "Store", "StoreUnavailable", "StoredStatus"]
+__all__ = [
+    "Accepted",
+    "Attempt",
+    "Due",
+    "Inbox",
+    "InboxEvent",
+    "InboxQuery",
+    "MemoryInbox",
+    "SqliteStore",
+    "Store",
+    "StoreUnavailable",
+    "StoredStatus",
+    "UnknownMessage",
+]

@@ -31,6 +31,7 @@ Every backend keeps these promises (the tests hold the SQLite one to them):
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Protocol
@@ -167,6 +168,15 @@ class Store(Protocol):
         is not counted)."""
         ...
 
+    async def reset_counters(self, keys: Sequence[str] | None) -> None:
+        """Forget the counts of ``keys`` (of every key when None)."""
+        ...
+
+    async def forget_duplicates(self, recipient: str | None) -> None:
+        """Stop answering new messages to ``recipient`` (compared without case; to anyone when
+        None) as duplicates of earlier ones by content; idempotency keys are kept."""
+        ...
+
     async def compact(self) -> None:
         """Drop what finished messages left behind in storage (a no-op where nothing lingers)."""
         ...
@@ -184,6 +194,7 @@ def message_to_json(message: Message) -> str:
     data = {name: getattr(message, name) for name in _FIELDS}
     data["created_at"] = message.created_at.isoformat()
     data["params"] = dict(message.params)
+    data["headers"] = dict(message.headers)
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 

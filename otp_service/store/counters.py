@@ -22,6 +22,7 @@ keys at the cost of a fresh allowance for the keys it held (counted in ``evicted
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -80,3 +81,14 @@ class Counters:
                 else:  # the current generation alone is full: start a new one early
                     table.previous, table.current, table.started = table.current, {}, now
         return retry_after
+
+    async def reset_counters(self, keys: Sequence[str] | None) -> None:
+        """Forget the counts of ``keys`` (of every key when None)."""
+        if keys is None:
+            self._tables.clear()
+            return
+        for key in keys:
+            slot = hash(self._salt + key)
+            for table in self._tables.values():
+                table.current.pop(slot, None)
+                table.previous.pop(slot, None)

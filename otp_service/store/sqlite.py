@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 
 from ..message.compose import Message
 from .base import (
@@ -207,6 +208,18 @@ class SqliteStore(SqliteEngine):
 
     async def hit(self, key: str, limit: int, window: float, now: float) -> float | None:
         return self.counters.hit(key, limit, window, now)
+
+    async def reset_counters(self, keys: Sequence[str] | None) -> None:
+        await self.counters.reset_counters(keys)
+
+    async def forget_duplicates(self, recipient: str | None) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            rows = conn.execute("SELECT id, recipient FROM messages WHERE dedupe_key IS NOT NULL")
+            wanted = None if recipient is None else recipient.lower()  # SQLite's lower(): ASCII
+            ids = [(i,) for i, to in rows.fetchall() if wanted is None or to.lower() == wanted]
+            conn.executemany("UPDATE messages SET dedupe_key = NULL WHERE id = ?", ids)
+
+        await self._do(run)
 
     async def purge(self, finished_before: float) -> int:
         def run(conn: sqlite3.Connection) -> int:

@@ -1,0 +1,1 @@
+"""Ways into the capture inbox other than HTTP: the SMTP intake."""

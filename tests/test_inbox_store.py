@@ -1,0 +1,147 @@
+"""The capture inbox seam (:class:`otp_service.store.inbox.Inbox`), against the in-memory one.
+
+Written against the protocol only, so another backend can run the same tests by adding its own
+factory to ``INBOXES``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from otp_service.message.compose import Message
+from otp_service.store import Inbox, InboxEvent, InboxQuery, MemoryInbox, UnknownMessage
+
+INBOXES: dict[str, Callable[[], Inbox]] = {"memory": lambda: MemoryInbox(100)}
+
+
+@pytest.fixture(params=sorted(INBOXES))
+def inbox(request: pytest.FixtureRequest) -> Inbox:
+    return INBOXES[request.param]()
+
+
+def message(
+    to: str = "ana@example.com",
+    code: str = "123456",
+    channel: str = "email",
+    type: str = "SignIn",
+    at: datetime | None = None,
+) -> Message:
+    return Message(
+        id=f"{to}-{code}-{channel}-{type}",
+        channel=channel,  # type: ignore[arg-type]
+        to=to,
+        type=type,
+        locale="en",
+        text=f"Your code is {code}",
+        code=code,
+        created_at=at or datetime.now(UTC),
+    )
+
+
+async def test_inbox_lists_newest_first_with_filters(inbox: Inbox) -> None:
+    """list answers newest first and honours recipient (any case), channel and type."""
+    await inbox.add(message(code="1"))
+    await inbox.add(message(code="2", type="Register"))
+    await inbox.add(message(to="+33612345678", code="3", channel="sms"))
+    codes = [m.code for m in await inbox.list(InboxQuery(), 10)]
+    assert codes == ["3", "2", "1"]
+    assert [m.code for m in await inbox.list(InboxQuery(to="ANA@example.com"), 10)] == ["2", "1"]
+    assert [m.code for m in await inbox.list(InboxQuery(channel="sms"), 10)] == ["3"]
+    assert [m.code for m in await inbox.list(InboxQuery(type="Register"), 10)] == ["2"]
+    assert [m.code for m in await inbox.list(InboxQuery(), 1)] == ["3"]
+
+
+async def test_inbox_delete_and_clear_one_recipient(inbox: Inbox) -> None:
+    """delete removes one message; clear(to) only that recipient's; clear() the rest."""
+    first, second = message(code="1"), message(to="bob@example.com", code="2")
+    await inbox.add(first)
+    await inbox.add(second)
+    await inbox.add(message(code="3"))
+    assert await inbox.delete(first.id) is True and await inbox.delete(first.id) is False
+    assert await inbox.get(first.id) is None and await inbox.get(second.id) == second
+    assert await inbox.clear("ana@example.com") == 1
+    assert [m.code for m in await inbox.list(InboxQuery(), 10)] == ["2"]
+    assert await inbox.clear() == 1 and await inbox.list(InboxQuery(), 10) == []
+
+
+async def test_inbox_latest_since_time_and_after_id(inbox: Inbox) -> None:
+    """latest keeps messages created at or after ``since`` and captured after ``after``."""
+    now = datetime.now(UTC)
+    old = message(code="1", at=now - timedelta(seconds=5))
+    new = message(code="2", at=now)
+    await inbox.add(old)
+    assert await inbox.latest(InboxQuery(), since=now) is None
+    await inbox.add(new)
+    assert await inbox.latest(InboxQuery(), since=now) == new
+    assert await inbox.latest(InboxQuery(), after=old.id) == new
+    assert await inbox.latest(InboxQuery(), after=new.id) is None
+    with pytest.raises(UnknownMessage):
+        await inbox.latest(InboxQuery(), after="no-such-id")
+
+
+async def test_inbox_wait_wakes_on_a_matching_arrival(inbox: Inbox) -> None:
+    """wait returns the first matching message captured while it waits, ignoring others."""
+    waiting = asyncio.create_task(inbox.wait(InboxQuery(to="ana@example.com")))
+    await asyncio.sleep(0)
+    await inbox.add(message(to="bob@example.com"))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    wanted = message(code="777777")
+    await inbox.add(wanted)
+    assert await asyncio.wait_for(waiting, 30) == wanted
+
+
+async def test_inbox_wait_bounded_by_timeout_ends_with_nothing(inbox: Inbox) -> None:
+    """A wait bounded by asyncio.timeout ends with TimeoutError when nothing matching came."""
+    await inbox.add(message(channel="email"))
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await inbox.wait(InboxQuery(channel="sms"))
+    assert await inbox.wait(InboxQuery(channel="email")) is not None
+
+
+async def test_inbox_events_start_ready_then_follow_changes(inbox: Inbox) -> None:
+    """A subscriber hears ready, then every add, delete and clear in order."""
+    events = inbox.events()
+    seen: list[InboxEvent] = [await anext(events)]
+    one = message(code="1")
+    await inbox.add(one)
+    await inbox.delete(one.id)
+    await inbox.clear("ana@example.com")
+    seen += [await anext(events) for _ in range(3)]
+    assert [(e.kind, e.message, e.id, e.to) for e in seen] == [
+        ("ready", None, None, None),
+        ("added", one, None, None),
+        ("deleted", None, one.id, None),
+        ("cleared", None, None, "ana@example.com"),
+    ]
+    await inbox.close()
+    assert [e async for e in events] == []
+
+
+async def test_inbox_close_wakes_waiters_with_nothing(inbox: Inbox) -> None:
+    """Closing the inbox (shutdown) ends pending waits at once with None."""
+    waiting = asyncio.create_task(inbox.wait(InboxQuery()))
+    await asyncio.sleep(0)
+    await inbox.close()
+    assert await asyncio.wait_for(waiting, 30) is None
+
+
+async def test_memory_inbox_drops_the_oldest_past_its_bound_and_says_so() -> None:
+    """Past max_messages the oldest message goes, and live readers hear it was deleted."""
+    inbox = MemoryInbox(2)
+    events = inbox.events()
+    assert (await anext(events)).kind == "ready"
+    first, second, third = message(code="1"), message(code="2"), message(code="3")
+    for each in (first, second, third):
+        await inbox.add(each)
+    assert [m.code for m in await inbox.list(InboxQuery(), 10)] == ["3", "2"]
+    kinds = [(e.kind, e.id or (e.message.id if e.message else None)) for e in
+             [await anext(events) for _ in range(4)]]  # fmt: skip
+    assert kinds == [("added", first.id), ("added", second.id), ("deleted", first.id),
+                     ("added", third.id)]  # fmt: skip
+    await events.aclose()
