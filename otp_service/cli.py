@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import sys
 from collections import Counter
@@ -18,7 +19,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from . import __version__, logs
 from .config import Config, is_loopback, load_config
+from .config.checks import refusals, warnings
 from .config.logto import LogtoConfig
 from .errors import (
     ConfigError,
@@ -27,7 +30,9 @@ from .errors import (
     OtpServiceError,
     ProviderError,
 )
+from .http.access_log import AccessLogger
 from .http.app import SERVICES, create_app
+from .http.ops import create_metrics_app
 from .logto.client import LogtoClient, LogtoTemplate
 from .message.compose import Channel, SendRequest
 from .message.templates import TemplateLibrary
@@ -67,9 +72,18 @@ def _print_problems(error: ConfigError) -> None:
         print(f"  - {problem.path}: {problem.problem}\n      fix: {problem.fix}", file=sys.stderr)
 
 
-def _banner(config: Config, base: str, smtp_port: int | None = None) -> str:
+def reachable_base(host: str, port: int) -> str:
+    """The base URL to give Logto: never a wildcard address, which nobody can connect to."""
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 (a comparison, not a bind)
+        host = socket.gethostname() or "127.0.0.1"
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _banner(config: Config, base: str, port: int, smtp_port: int | None = None) -> str:
+    host = config.server.host
     lines = [
-        f"otp-service listening on {base}",
+        f"otp-service {__version__} listening on {host}:{port}",
         "",
         "Logto > Connectors > HTTP Email:",
         f"    Endpoint:             {base}/v1/email",
@@ -77,15 +91,16 @@ def _banner(config: Config, base: str, smtp_port: int | None = None) -> str:
         f"    Endpoint:             {base}/v1/sms",
     ]
     if config.auth.tokens:
-        token = config.auth.tokens[0]
-        shown = (
-            token
-            if sys.stdout.isatty()
-            else f"{token[:4]}… (auth.tokens[0], hidden: not a terminal)"
-        )
-        lines.append(f"    Authorization Header: Bearer {shown}")
+        shown = logs.mask_token(config.auth.tokens[0])
+        lines.append(f"    Authorization Header: Bearer <auth.tokens[0]: {shown}>")
     else:
         lines.append("    Authorization Header: (leave empty: no tokens configured)")
+    if not is_loopback(host):
+        lines += [
+            f"    (or, for Logto on this machine: http://127.0.0.1:{port};",
+            f"     Logto in Docker on this machine: http://host.docker.internal:{port};",
+            f"     Logto on a shared Docker network: http://<this service's name>:{port})",
+        ]
     capture = [
         ch
         for ch, p in (("email", config.email.provider), ("sms", config.sms.provider))
@@ -113,6 +128,10 @@ def _banner(config: Config, base: str, smtp_port: int | None = None) -> str:
             else "    capture mode for tests: abuse limits and dedupe off "
             "(limits.enabled / delivery.dedupe turn them on)"
         )
+    if config.server.metrics_port is not None:
+        lines.append(f"Metrics without a token on port {config.server.metrics_port}: /metrics")
+    for problem in warnings(config):
+        lines.append(f"WARNING {problem.path}: {problem.problem}\n    fix: {problem.fix}")
     return "\n".join(lines)
 
 
@@ -121,23 +140,33 @@ async def _serve(config: Config, access_log: bool) -> None:
     grace = config.delivery.shutdown_grace_seconds
     runner = web.AppRunner(
         app,
-        access_log=log if access_log else None,
+        access_log=logging.getLogger("otp_service.access") if access_log else None,
+        access_log_class=AccessLogger,
         handle_signals=False,
         shutdown_timeout=grace,  # in-flight requests; the outbox gets the same grace after
     )
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()
+    runners = [runner]
+    if (metrics_port := config.server.metrics_port) is not None:
+        scraper = web.AppRunner(create_metrics_app(app[SERVICES]), access_log=None)
+        await scraper.setup()
+        runners.insert(0, scraper)
+        metrics_host = config.server.metrics_host or config.server.host
+        await web.TCPSite(scraper, metrics_host, metrics_port).start()
     port = config.server.port
     for address in runner.addresses:
         if isinstance(address, tuple):
             port = address[1]
             break
-    host = config.server.host
-    shown = f"[{host}]" if ":" in host else host
+    for problem in warnings(config):
+        logs.event(
+            log, logging.WARNING, "config warning", path=problem.path, problem=problem.problem
+        )
     intake = app[SERVICES].intake
     smtp_port = intake.port if intake is not None else None
-    print(_banner(config, f"http://{shown}:{port}", smtp_port), flush=True)
+    print(_banner(config, reachable_base(config.server.host, port), port, smtp_port), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -147,7 +176,8 @@ async def _serve(config: Config, access_log: bool) -> None:
     finally:
         log.info("shutting down: finishing in-flight deliveries (up to %g s)", grace)
         app[SERVICES].outbox.accepting = False  # readiness fails, new sends get 503
-        await runner.cleanup()
+        for each in runners:
+            await each.cleanup()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -157,17 +187,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host or config.server.host,
         port=args.port if args.port is not None else config.server.port,
         allow_unauthenticated=args.allow_unauthenticated or config.server.allow_unauthenticated,
+        metrics_port=args.metrics_port
+        if args.metrics_port is not None
+        else config.server.metrics_port,
     )
     config = replace(config, server=server)
-    if not config.auth.tokens and not is_loopback(server.host) and not server.allow_unauthenticated:
-        print(
-            f"refusing to listen on {server.host} without auth.tokens: anyone who can reach it "
-            "could "
-            "send messages and read captured codes.\n  fix: add auth.tokens to the config, or pass "
-            "--allow-unauthenticated (server.allow_unauthenticated: true) if a proxy guards it",
-            file=sys.stderr,
-        )
-        return 2
+    if problems := refusals(config):
+        raise ConfigError(problems)
     try:
         asyncio.run(_serve(config, args.access_log))
     except (OSError, sqlite3.Error) as exc:
@@ -187,7 +213,10 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, key, None) is not None:
             payload[key] = getattr(args, key)
     if getattr(args, "payload", None):
-        extra = json.loads(args.payload)
+        try:
+            extra = json.loads(args.payload)
+        except ValueError as exc:
+            raise OtpServiceError(f"--payload is not valid JSON: {exc}") from None
         if not isinstance(extra, dict):
             raise OtpServiceError("--payload must be a JSON object")
         payload.update(extra)
@@ -276,13 +305,18 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
-    print(f"{args.file}: OK")
+    if problems := refusals(config):  # what serve would refuse, with serve's exit code
+        raise ConfigError(problems)
+    found = warnings(config)
+    print(f"{args.file}: OK" + (f", {len(found)} warning(s)" if found else ""))
     print(
         f"  email: {config.email.provider}"
         + (f" ({config.email.smtp.target})" if config.email.smtp else "")
     )
     print(f"  sms:   {config.sms.provider}")
     print(f"  auth:  {len(config.auth.tokens)} token(s)")
+    for problem in found:
+        print(f"WARNING {problem.path}: {problem.problem}\n    fix: {problem.fix}")
     return _check_logto(config) if args.online else 0
 
 
@@ -316,17 +350,28 @@ def _check_logto(config: Config) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    def log_args(p: argparse.ArgumentParser, default: Any) -> None:
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR")
+        p.add_argument("--log-level", default=default, type=str.upper, choices=levels,
+                       help="default INFO")  # fmt: skip
+        p.add_argument("--log-format", default=default, choices=("text", "json"),
+                       help="default: text on a terminal, json otherwise")  # fmt: skip
+
     parser = argparse.ArgumentParser(prog="otp-service", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument("--version", action="version", version=f"otp-service {__version__}")
+    log_args(parser, None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP service")
+    log_args(serve, argparse.SUPPRESS)  # after the command too: serve --log-format json
     serve.add_argument("--config", help="YAML or JSON config file (default: embedded defaults)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8787)")
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="listen on a non-loopback address without auth.tokens")  # fmt: skip
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    serve.add_argument("--metrics-port", type=int,
+                       help="also serve /metrics, without a token, on this port")  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 
     def message_args(p: argparse.ArgumentParser) -> None:
@@ -362,11 +407,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(args.log_format, args.log_level or "INFO")
     try:
         code: int = args.func(args)
     except ConfigError as exc:

@@ -34,6 +34,8 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     allow_unauthenticated: bool = False
     max_body_bytes: int = 64 * 1024
+    metrics_port: int | None = None  # /metrics on a listener of its own, without a token
+    metrics_host: str | None = None  # that listener's address (default: host)
 
 
 @dataclass(frozen=True)
@@ -178,12 +180,19 @@ def _server(root: Fields) -> ServerConfig:
     f = root.obj("server")
     if f is None:
         return ServerConfig()
-    f.reject_unknown(("host", "port", "allow_unauthenticated", "max_body_bytes"))
+    f.reject_unknown(
+        ("host", "port", "allow_unauthenticated", "max_body_bytes", "metrics_port", "metrics_host")
+    )
+    metrics_port = None
+    if f.has("metrics_port"):
+        metrics_port = f.integer("metrics_port", default=0, minimum=0, maximum=65535)
     return ServerConfig(
         host=f.string("host", default=DEFAULT_HOST) or DEFAULT_HOST,
         port=f.integer("port", default=DEFAULT_PORT, minimum=0, maximum=65535),
         allow_unauthenticated=f.boolean("allow_unauthenticated", default=False),
         max_body_bytes=f.integer("max_body_bytes", default=64 * 1024, minimum=1024),
+        metrics_port=metrics_port,
+        metrics_host=f.string("metrics_host"),
     )
 
 

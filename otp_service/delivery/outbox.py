@@ -17,21 +17,22 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..config import DeliveryConfig
 from ..errors import (
-    OutcomeUnknownError,
     ProviderError,
     RequestError,
     TransientProviderError,
 )
+from ..logs import event, mask_recipient, request_id
 from ..message.compose import Message
 from ..metrics import Metrics
 from ..store import Attempt, Store
 from .dispatcher import Dispatcher, Expired
 
 log = logging.getLogger("otp_service.outbox")
+INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,6 @@ class Outbox:
     ) -> None:
         self.store = store
         self.metrics = metrics or Metrics()
-        self.metrics.gauges["otp_outbox_in_flight"] = lambda: len(self._tasks)
         self.retention_seconds = retention_days * 86400
         self._purged_at = 0.0
         self._compacted_at = time.time()
@@ -123,6 +123,8 @@ class Outbox:
         """
         now = time.time()
         expires_at = now + ttl
+        if message.request_id is None and (rid := request_id.get()) is not None:
+            message = replace(message, request_id=rid)  # kept with the message for its retries
         key = f"{message.channel}:{idempotency_key}" if idempotency_key else None
         # A key, when given, decides alone; delivery.dedupe: false leaves only keys.
         content = None if key or self.config.dedupe is False else dedupe_key(message)
@@ -197,14 +199,27 @@ class Outbox:
         delay = random.uniform(base / 2, base) if base > 0 else 0.0
         return max(delay, retry_after or 0.0)
 
-    async def _attempted(self, message: Message, provider: str, error: ProviderError) -> None:
-        outcome = "transient" if error.transient else "permanent"
-        if isinstance(error, OutcomeUnknownError):
-            outcome = "unknown"
-        self.metrics.attempt(message.channel, provider, outcome)
-        await self.store.record_attempt(
-            message.id, Attempt(time.time(), provider, outcome, error.detail)
-        )
+    async def _attempted(
+        self,
+        message: Message,
+        number: int,
+        provider: str,
+        outcome: str,
+        seconds: float,
+        error: ProviderError | None,
+    ) -> None:
+        """Count, log and (for a failure) record attempt ``number`` of ``message``."""
+        self.metrics.attempt(message.channel, provider, outcome, seconds)
+        event(
+            log, INFO if error is None else WARNING, "attempt",
+            id=message.id, channel=message.channel, to=mask_recipient(message.to),
+            attempt=number, provider=provider, outcome=outcome, ms=round(seconds * 1000, 1),
+            error=error.detail if error is not None else None,
+        )  # fmt: skip
+        if error is not None:
+            await self.store.record_attempt(
+                message.id, Attempt(time.time(), provider, outcome, error.detail)
+            )
 
     async def _finish(
         self,
@@ -233,27 +248,45 @@ class Outbox:
         inline_until: float,
         reply: asyncio.Future[Outcome] | None = None,
     ) -> Outcome:
+        """Deliver ``message``, which has had ``attempts`` attempts so far."""
+        if message.request_id is not None:
+            request_id.set(message.request_id)  # this task's context only
+        tried = attempts
+        last_error: str | None = None
+
         def settle(outcome: Outcome) -> Outcome:
             if reply is not None and not reply.done():
                 reply.set_result(outcome)
             return outcome
 
+        async def attempted(
+            provider: str, outcome: str, seconds: float, error: ProviderError | None
+        ) -> None:
+            nonlocal tried
+            tried += 1
+            await self._attempted(message, tried, provider, outcome, seconds, error)
+
         while True:
             if time.time() >= expires_at:
-                return await self._expire(message, attempts, settle)
+                return await self._expire(message, tried, last_error, settle)
             try:
                 result = await self.dispatcher.deliver(
-                    message,
-                    on_failure=lambda p, e: self._attempted(message, p, e),
-                    expires_at=expires_at,
+                    message, on_attempt=attempted, expires_at=expires_at
                 )
             except Expired:
-                return await self._expire(message, attempts, settle)
+                return await self._expire(message, tried, last_error, settle)
             except TransientProviderError as exc:
-                attempts += 1
-                delay = self.backoff(attempts, exc.retry_after)
+                last_error = exc.detail
+                delay = self.backoff(tried, exc.retry_after)
                 next_at = time.time() + delay
-                if next_at <= inline_until and next_at < expires_at:
+                if next_at >= expires_at:  # no attempt can start before the end of its life
+                    return await self._expire(message, tried, last_error, settle)
+                event(
+                    log, INFO, "retry scheduled",
+                    id=message.id, channel=message.channel, attempts=tried,
+                    delay_s=round(delay, 3), error=exc.detail,
+                )  # fmt: skip
+                if next_at <= inline_until:
                     await asyncio.sleep(delay)
                     continue
                 outcome = settle(Outcome(message.id, "queued", error=exc))
@@ -262,25 +295,25 @@ class Outbox:
             except ProviderError as exc:
                 outcome = settle(Outcome(message.id, "failed", exc.provider, error=exc))
                 await self._finish(message.id, "failed", exc.provider, exc.detail)
+                self._final(
+                    message, "failed", tried, ERROR, provider=exc.provider, error=exc.detail
+                )
                 return outcome
             except asyncio.CancelledError:
                 if message.channel == "sms":
                     # Shutdown cut an attempt that may already be at the provider (a Vonage
                     # thread even completes it): resending on the next start could text twice.
-                    await asyncio.shield(
-                        self._finish(
-                            message.id, "failed", None, "interrupted by shutdown; not resent"
-                        )
-                    )
+                    error = "interrupted by shutdown; not resent"
+                    await asyncio.shield(self._finish(message.id, "failed", None, error))
+                    self._final(message, "failed", tried, ERROR, error=error)
                 raise
             except Exception as exc:  # a bug or a template/address problem: stop, don't loop
                 log.exception("delivery of id=%s failed unexpectedly", message.id)
+                error = f"internal error: {type(exc).__name__}"
                 outcome = settle(Outcome(message.id, "failed"))
-                await self._finish(
-                    message.id, "failed", None, f"internal error: {type(exc).__name__}"
-                )
+                await self._finish(message.id, "failed", None, error)
+                self._final(message, "failed", tried, ERROR, error=error)
                 return outcome
-            self.metrics.attempt(message.channel, result.provider, result.status)
             outcome = settle(Outcome(message.id, result.status, result.provider))
             await self._finish(
                 message.id,
@@ -289,15 +322,38 @@ class Outbox:
                 None,
                 Attempt(time.time(), result.provider, result.status),
             )
+            self._final(message, result.status, tried, INFO, provider=result.provider)
             return outcome
 
+    def _final(
+        self, message: Message, status: str, attempts: int, level: int, **fields: str | None
+    ) -> None:
+        """Count and log a message reaching its final state."""
+        self.metrics.finished(message.channel, status)
+        age = time.time() - message.created_at.timestamp()
+        event(
+            log, level, status,
+            id=message.id, channel=message.channel, type=message.type,
+            to=mask_recipient(message.to), attempts=attempts, age_s=round(age, 3), **fields,
+        )  # fmt: skip
+
     async def _expire(
-        self, message: Message, attempts: int, settle: Callable[[Outcome], Outcome]
+        self,
+        message: Message,
+        attempts: int,
+        last_error: str | None,
+        settle: Callable[[Outcome], Outcome],
     ) -> Outcome:
         outcome = settle(Outcome(message.id, "expired"))
-        await self._finish(message.id, "expired", None, "expired before delivery")
-        log.warning("expired id=%s channel=%s attempts=%d", message.id, message.channel, attempts)
+        error = last_error or "no attempt could be made in time"
+        await self._finish(message.id, "expired", None, f"expired before delivery: {error}")
+        self._final(message, "expired", attempts, WARNING, last_error=error)
         return outcome
+
+    async def observe(self) -> None:
+        """Refresh the outbox gauges (a scrape calls this)."""
+        pending, oldest = await self.store.backlog()
+        self.metrics.outbox(pending, oldest, len(self._tasks))
 
     async def _work(self) -> None:
         """Claim due messages (retries, and what a crash left behind) and deliver them."""
@@ -305,6 +361,13 @@ class Outbox:
             try:
                 room = self.config.concurrency - len(self._tasks)
                 now = time.time()
+                for gone in await self.store.expire_due(now):
+                    self.metrics.finished(gone.channel, "expired")
+                    event(
+                        log, WARNING, "expired",
+                        id=gone.id, channel=gone.channel, request_id=gone.request_id,
+                        attempts=gone.attempts, last_error=gone.last_error,
+                    )  # fmt: skip
                 if room > 0:
                     for due in await self.store.claim_due(
                         now, now + self.config.lease_seconds, room

@@ -5,6 +5,7 @@ from .base import (
     Accepted,
     Attempt,
     Due,
+    ExpiredMessage,
     Store,
     StoredStatus,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "Accepted",
     "Attempt",
     "Due",
+    "ExpiredMessage",
     "Inbox",
     "InboxEvent",
     "InboxQuery",

@@ -46,6 +46,17 @@ class Due:
 
 
 @dataclass(frozen=True)
+class ExpiredMessage:
+    """A queued message that :meth:`Store.expire_due` marked expired."""
+
+    id: str
+    channel: str
+    attempts: int
+    last_error: str | None
+    request_id: str | None
+
+
+@dataclass(frozen=True)
 class StoredStatus:
     id: str
     channel: str
@@ -89,6 +100,15 @@ class Store(Protocol):
     async def claim_due(self, now: float, lease_until: float, limit: int) -> list[Due]:
         """Lease up to ``limit`` unfinished messages whose next attempt is due; messages past
         their expiry are marked ``expired`` instead (and never returned)."""
+        ...
+
+    async def expire_due(self, now: float) -> list[ExpiredMessage]:
+        """Mark ``expired`` the unleased queued messages past their expiry and return them
+        (the outbox counts and logs each)."""
+        ...
+
+    async def backlog(self) -> tuple[int, float | None]:
+        """How many messages are not yet final, and the creation time of the oldest."""
         ...
 
     async def record_attempt(self, message_id: str, attempt: Attempt) -> None: ...

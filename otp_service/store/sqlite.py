@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -29,11 +30,13 @@ from .base import (
     Accepted,
     Attempt,
     Due,
+    ExpiredMessage,
     StoredStatus,
     message_from_json,
     message_to_json,
 )
 from .counters import WindowCounters
+from .sqlite_reports import backlog, create_private, expire_due
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
@@ -127,7 +130,8 @@ class SqliteStore(WindowCounters):
     def _lock(self) -> None:
         """Own the file alone: a second process (a rolling deploy, a misconfigured replica)
         waits for the first to exit rather than free its leases and resend its messages."""
-        self._lock_file = open(f"{self.path}.lock", "a")  # noqa: SIM115 (held while open)
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._lock_file = open(fd, "a")  # noqa: SIM115 (held while open)
         deadline = time.monotonic() + self.lock_wait
         while True:
             try:
@@ -144,7 +148,7 @@ class SqliteStore(WindowCounters):
 
     def _connect(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)
             self._lock()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -302,6 +306,12 @@ class SqliteStore(WindowCounters):
             return [Due(message_from_json(row[1]), row[2], row[3]) for row in rows]
 
         return await self._do(run)
+
+    async def expire_due(self, now: float) -> list[ExpiredMessage]:
+        return await self._do(lambda conn: expire_due(conn, now))
+
+    async def backlog(self) -> tuple[int, float | None]:
+        return await self._do(backlog)
 
     async def record_attempt(self, message_id: str, attempt: Attempt) -> None:
         await self._do(lambda conn: _insert_attempt(conn, message_id, attempt))
