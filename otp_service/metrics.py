@@ -13,11 +13,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__
 
+disable_created_metrics()  # the *_created series double the output and nobody alerts on them
 # Logto's usage types; anything else is counted as "other" so a caller cannot grow the series.
 USAGE_TYPES = frozenset(
     {

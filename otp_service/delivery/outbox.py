@@ -365,8 +365,9 @@ class Outbox:
                     self.metrics.finished(gone.channel, "expired")
                     event(
                         log, WARNING, "expired",
-                        id=gone.id, channel=gone.channel, request_id=gone.request_id,
-                        attempts=gone.attempts, last_error=gone.last_error,
+                        id=gone.id, channel=gone.channel, to=mask_recipient(gone.to),
+                        request_id=gone.request_id, attempts=gone.attempts,
+                        last_error=gone.last_error or "never attempted",
                     )  # fmt: skip
                 if room > 0:
                     for due in await self.store.claim_due(

@@ -51,6 +51,7 @@ class ExpiredMessage:
 
     id: str
     channel: str
+    to: str
     attempts: int
     last_error: str | None
     request_id: str | None

@@ -21,7 +21,7 @@ def create_private(path: str) -> None:
 def expire_due(conn: sqlite3.Connection, now: float) -> list[ExpiredMessage]:
     """Mark unleased queued messages past their expiry ``expired``; return what they were."""
     rows = conn.execute(
-        "SELECT id, channel, attempts, last_error, body FROM messages "
+        "SELECT id, channel, recipient, attempts, last_error, body FROM messages "
         "WHERE status = 'queued' AND expires_at <= ? AND (lease_until IS NULL OR lease_until < ?)",
         (now, now),
     ).fetchall()
@@ -32,12 +32,12 @@ def expire_due(conn: sqlite3.Connection, now: float) -> list[ExpiredMessage]:
         [(now, row[0]) for row in rows],
     )
     found = []
-    for message_id, channel, attempts, last_error, body in rows:
+    for message_id, channel, to, attempts, last_error, body in rows:
         request_id = None
         if body:
             with contextlib.suppress(ValueError):  # a body we cannot read still expires
                 request_id = json.loads(body).get("request_id")
-        found.append(ExpiredMessage(message_id, channel, attempts, last_error, request_id))
+        found.append(ExpiredMessage(message_id, channel, to, attempts, last_error, request_id))
     return found
 
 
