@@ -18,6 +18,8 @@ import time
 from contextvars import ContextVar
 from typing import IO, Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from .text.sanitize import mask_email, mask_phone
 
 request_id: ContextVar[str | None] = ContextVar("otp_request_id", default=None)
@@ -98,6 +100,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
+class BadRequestFilter(logging.Filter):
+    """aiohttp logs a malformed HTTP request at ERROR with a traceback that quotes the bad
+    bytes (an ``Authorization`` line among them): keep one INFO line without the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.exc_info = record.exc_text = None
+            record.msg, record.args = "bad HTTP request refused", ()
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            setattr(record, _FIELDS, {"status": error.code})
+        return True
+
+
 def setup(
     log_format: str | None = None, level: str = "INFO", stream: IO[str] | None = None
 ) -> None:
@@ -111,6 +127,7 @@ def setup(
         log_format = "text" if stream.isatty() else "json"
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(BadRequestFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

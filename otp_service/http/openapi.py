@@ -212,7 +212,18 @@ _FILTERS = [
 ]
 
 
+_EXAMPLES = {
+    "email": {"to": "user@example.com", "type": "SignIn", "payload": {"code": "123456"}},
+    "sms": {"to": "+33612345678", "type": "SignIn", "payload": {"code": "123456"}},
+}
+# After a send, its id can be looked up: lets a test client follow one message end to end.
+_STATUS_LINK = {
+    "status": {"operationId": "get_message", "parameters": {"id": "$response.body#/id"}}
+}
+
+
 def _send(channel: str) -> dict[str, Any]:
+    answered = {"content": {JSON: {"schema": ref("SendAnswer")}}, "links": _STATUS_LINK}
     return {
         "post": {
             "operationId": f"send_{channel}",
@@ -225,10 +236,13 @@ def _send(channel: str) -> dict[str, Any]:
                     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                 }
             ],
-            "requestBody": {"required": True, "content": {JSON: {"schema": ref("SendRequest")}}},
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": ref("SendRequest"), "example": _EXAMPLES[channel]}},
+            },
             "responses": {
-                "200": ok(ref("SendAnswer"), "delivered (sent or captured)"),
-                "202": ok(ref("SendAnswer"), "stored; still being delivered (queued)"),
+                "200": {"description": "delivered (sent or captured)", **answered},
+                "202": {"description": "stored; still being delivered (queued)", **answered},
                 **_SEND_ERRORS,
             },
         }
