@@ -174,7 +174,7 @@ async def _serve(config: Config, access_log: bool) -> None:
     try:
         await stop.wait()
     finally:
-        log.info("shutting down: finishing in-flight deliveries (up to %g s)", grace)
+        logs.event(log, logging.INFO, "shutting down", grace_s=grace)
         app[SERVICES].outbox.accepting = False  # readiness fails, new sends get 503
         for each in runners:
             await each.cleanup()

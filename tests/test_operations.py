@@ -399,3 +399,19 @@ def test_text_log_format_is_one_readable_line_per_event(tmp_path: Path) -> None:
         r'request_id=r1 id=m1 to=\+86\*\*\*8000 last_error="connection refused"\n',
         result.stdout,
     ), result.stdout
+
+
+async def test_alert_examples_use_metrics_a_scrape_returns(service: ClientFactory) -> None:
+    """examples/alerts.yaml covers expired and failed codes, a stuck outbox and a provider down,
+    and every otp_ series its expressions use is one the service exports."""
+    rules = yaml.safe_load((ROOT / "examples" / "alerts.yaml").read_text(encoding="utf-8"))
+    alerts = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+    assert {"OtpCodeExpired", "OtpCodeFailed", "OtpOutboxStuck", "OtpProviderDown"} <= set(alerts)
+    assert "> 60" in alerts["OtpOutboxStuck"]
+    client = await service()
+    assert (await client.post("/v1/email", json=SIGN_IN)).status == 200
+    exported = set(
+        re.findall(r"^(otp_\w+?)(?:\{| )", await (await client.get("/metrics")).text(), re.M)
+    )
+    used = {name for expr in alerts.values() for name in re.findall(r"\botp_\w+", expr)}
+    assert used and used <= exported, used - exported
