@@ -79,7 +79,9 @@ def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(
         "--generation-database", "none", "--no-color",
         "--report-dir", str(tmp_path / "schemathesis"),
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Operations:       9 selected / 9 total" in output or "9 selected" in output, output

@@ -250,6 +250,7 @@ def test_access_log_masks_recipients_and_query_tokens(
                       "text")  # fmt: skip
     services.append(service)
     http("GET", f"{service.base}/v1/messages?to=alice@example.com&limit=5", headers=AUTH)
+    http("GET", f"{service.base}/v1/messages/bob@example.com", headers=AUTH)
     http("GET", f"{service.base}/v1/messages?to=%2B8613800138000&access_token={TOKEN}")
     deadline = time.monotonic() + 10
     while "access_token" not in service.log():
@@ -257,6 +258,7 @@ def test_access_log_masks_recipients_and_query_tokens(
         time.sleep(0.1)
     log = service.log()
     assert "alice@" not in log and "13800138000" not in log and TOKEN not in log
+    assert "bob@" not in log and "path=/v1/messages/b***@example.com" in log
     assert "to=a***@example.com&limit=5" in log
     assert "to=+86***8000&access_token=***" in log
     assert re.search(

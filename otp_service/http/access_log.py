@@ -24,6 +24,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HEADER = "X-Request-Id"
 _GIVEN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _SHOWN_VALUES = frozenset({"channel", "limit"})
+_NUMBER = re.compile(r"^\+?[\d .()-]{7,}$")
 
 
 @web.middleware
@@ -41,6 +42,14 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         request_id.reset(token)
     response.headers[HEADER] = rid
     return response
+
+
+def masked_path(path: str) -> str:
+    """The path with any segment that looks like an address or a phone number masked."""
+    return "/".join(
+        mask_recipient(part) if "@" in part or _NUMBER.match(part) else part
+        for part in path.split("/")
+    )
 
 
 def masked_query(request: web.BaseRequest) -> str:
@@ -64,7 +73,7 @@ class AccessLogger(AbstractAccessLogger):
         rid = response.headers.get(HEADER)
         event(
             self.logger, logging.INFO, "http",
-            request_id=rid, method=request.method, path=request.path,
+            request_id=rid, method=request.method, path=masked_path(request.path),
             query=masked_query(request) or None, status=response.status,
             bytes=response.body_length, ms=round(time * 1000, 1), peer=request.remote,
         )  # fmt: skip
