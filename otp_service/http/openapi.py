@@ -157,6 +157,10 @@ SCHEMAS: dict[str, Schema] = {
                     "error": {"type": "string"},
                 },
             },
+            "logto_templates": {
+                "type": "object",
+                "description": "with templates.logto: the state of Logto's email templates",
+            },
             "providers": {
                 "type": "object",
                 "additionalProperties": {
