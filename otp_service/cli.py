@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import sys
 from collections import Counter
@@ -20,7 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from . import __version__, logs
-from .config import Config, is_loopback, load_config
+from .config import Config, load_config
 from .config.checks import refusals, warnings
 from .config.logto import LogtoConfig
 from .errors import (
@@ -32,6 +31,7 @@ from .errors import (
 )
 from .http.access_log import AccessLogger
 from .http.app import SERVICES, create_app
+from .http.banner import banner, reachable_base
 from .http.ops import create_metrics_app
 from .logto.client import LogtoClient, LogtoTemplate
 from .message.compose import Channel, SendRequest
@@ -72,69 +72,6 @@ def _print_problems(error: ConfigError) -> None:
         print(f"  - {problem.path}: {problem.problem}\n      fix: {problem.fix}", file=sys.stderr)
 
 
-def reachable_base(host: str, port: int) -> str:
-    """The base URL to give Logto: never a wildcard address, which nobody can connect to."""
-    if host in ("0.0.0.0", "::", ""):  # noqa: S104 (a comparison, not a bind)
-        host = socket.gethostname() or "127.0.0.1"
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
-
-
-def _banner(config: Config, base: str, port: int, smtp_port: int | None = None) -> str:
-    host = config.server.host
-    lines = [
-        f"otp-service {__version__} listening on {host}:{port}",
-        "",
-        "Logto > Connectors > HTTP Email:",
-        f"    Endpoint:             {base}/v1/email",
-        "Logto > Connectors > HTTP SMS:",
-        f"    Endpoint:             {base}/v1/sms",
-    ]
-    if config.auth.tokens:
-        shown = logs.mask_token(config.auth.tokens[0])
-        lines.append(f"    Authorization Header: Bearer <auth.tokens[0]: {shown}>")
-    else:
-        lines.append("    Authorization Header: (leave empty: no tokens configured)")
-    if not is_loopback(host):
-        lines += [
-            f"    (or, for Logto on this machine: http://127.0.0.1:{port};",
-            f"     Logto in Docker on this machine: http://host.docker.internal:{port};",
-            f"     Logto on a shared Docker network: http://<this service's name>:{port})",
-        ]
-    capture = [
-        ch
-        for ch, p in (("email", config.email.provider), ("sms", config.sms.provider))
-        if p == "capture"
-    ]
-    if capture or smtp_port is not None:
-        asks = " (asks once for one of auth.tokens)" if config.auth.tokens else ""
-        lines += [
-            "",
-            f"Captured {' and '.join(capture) or 'SMTP intake'} messages (not sent anywhere):",
-            f"    browser: {base}/inbox{asks}",
-            f"    JSON:    {base}/v1/messages/latest?to=...&wait=30",
-        ]
-        if smtp_port is not None:
-            assert config.capture.smtp is not None
-            lines.append(
-                f"    SMTP:    {config.capture.smtp.host}:{smtp_port} (mail sent here is captured)"
-            )
-    if config.captures_everything:
-        on = [what for what, yes in (("abuse limits", config.limits_on),
-                                     ("dedupe", config.dedupe_on)) if yes]  # fmt: skip
-        lines.append(
-            f"    capture mode for tests: {', '.join(on)} on (as configured)"
-            if on
-            else "    capture mode for tests: abuse limits and dedupe off "
-            "(limits.enabled / delivery.dedupe turn them on)"
-        )
-    if config.server.metrics_port is not None:
-        lines.append(f"Metrics without a token on port {config.server.metrics_port}: /metrics")
-    for problem in warnings(config):
-        lines.append(f"WARNING {problem.path}: {problem.problem}\n    fix: {problem.fix}")
-    return "\n".join(lines)
-
-
 async def _serve(config: Config, access_log: bool) -> None:
     app = create_app(config)
     grace = config.delivery.shutdown_grace_seconds
@@ -166,7 +103,7 @@ async def _serve(config: Config, access_log: bool) -> None:
         )
     intake = app[SERVICES].intake
     smtp_port = intake.port if intake is not None else None
-    print(_banner(config, reachable_base(config.server.host, port), port, smtp_port), flush=True)
+    print(banner(config, reachable_base(config.server.host, port), port, smtp_port), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -183,7 +183,8 @@ def test_expired_message_logs_every_attempt_retry_and_expiry(
 
 async def test_metrics_scrape_has_every_family(service: ClientFactory) -> None:
     """One scrape returns every documented family; no label holds a recipient or a code."""
-    client = await service({"limits": {"per_recipient": {"count": 1, "window_seconds": 60}}})
+    limits = {"enabled": True, "per_recipient": {"count": 1, "window_seconds": 60}}
+    client = await service({"limits": limits})  # capture mode turns limits off unless asked
     assert (await client.post("/v1/email", json=SIGN_IN)).status == 200
     refused = await client.post("/v1/email", json={**SIGN_IN, "payload": {"code": "111222"}})
     assert refused.status == 429

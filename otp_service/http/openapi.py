@@ -3,7 +3,7 @@
 One entry per route of :func:`otp_service.http.app.create_app`; ``tests/test_openapi.py`` fails
 when a route has no entry (or an entry no route), and runs schemathesis against the running
 service from this document. Adding an endpoint: add its operation to :data:`PATHS`, reusing
-the schemas and the error responses below.
+the schemas (:mod:`.openapi_schemas`) and the error responses below.
 """
 
 from __future__ import annotations
@@ -12,169 +12,10 @@ import copy
 from typing import Any
 
 from .. import __version__
+from .openapi_schemas import SCHEMAS, Schema, ref
 
 JSON = "application/json"
-Schema = dict[str, Any]
 
-
-def ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(kind: str, **extra: Any) -> Schema:
-    return {"type": [kind, "null"], **extra}
-
-
-SCHEMAS: dict[str, Schema] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string", "description": "stable machine code"},
-                    "message": {"type": "string"},
-                },
-            }
-        },
-    },
-    "SendRequest": {
-        "type": "object",
-        "description": "Logto's HTTP Email / HTTP SMS connector request; extra keys accepted.",
-        "required": ["to", "type"],
-        "properties": {
-            "to": {"type": "string", "description": "email address or phone number"},
-            "type": {"type": "string", "description": "usage type: SignIn, Register, ..."},
-            "payload": {
-                "type": "object",
-                "properties": {
-                    "code": {"type": "string"},
-                    "link": {"type": "string"},
-                    "locale": {"type": "string"},
-                    "uiLocales": {"type": "string"},
-                },
-                "additionalProperties": True,
-            },
-            "ip": {"type": "string", "description": "the end user's address (abuse limits)"},
-            "ttl": {"type": "number", "description": "seconds; may shorten the lifetime"},
-        },
-        "additionalProperties": True,
-    },
-    "SendAnswer": {
-        "type": "object",
-        "required": ["id", "status"],
-        "properties": {
-            "id": {"type": "string"},
-            "status": {"type": "string", "enum": ["sent", "captured", "queued"]},
-            "provider": {"type": "string"},
-            "duplicate": {"type": "boolean"},
-        },
-    },
-    "CapturedMessage": {
-        "type": "object",
-        "required": ["id", "channel", "to", "type", "text", "status", "created_at"],
-        "properties": {
-            "id": {"type": "string"},
-            "channel": {"type": "string", "enum": ["email", "sms"]},
-            "to": {"type": "string"},
-            "type": {"type": "string"},
-            "locale": _nullable("string"),
-            "subject": _nullable("string"),
-            "text": {"type": "string"},
-            "html": _nullable("string"),
-            "code": _nullable("string"),
-            "link": _nullable("string"),
-            "status": {"type": "string"},
-            "created_at": {"type": "string", "format": "date-time"},
-        },
-    },
-    "MessageList": {
-        "type": "object",
-        "required": ["messages"],
-        "properties": {"messages": {"type": "array", "items": ref("CapturedMessage")}},
-    },
-    "Attempt": {
-        "type": "object",
-        "required": ["at", "provider", "outcome"],
-        "properties": {
-            "at": {"type": "string", "format": "date-time"},
-            "provider": {"type": "string"},
-            "outcome": {
-                "type": "string",
-                "enum": ["sent", "captured", "transient", "permanent", "unknown"],
-            },
-            "error": _nullable("string"),
-        },
-    },
-    "MessageStatus": {
-        "type": "object",
-        "description": "Status and attempts; the captured body and code too for a capture.",
-        "required": ["id", "channel", "to", "type", "status"],
-        "properties": {
-            "id": {"type": "string"},
-            "channel": {"type": "string", "enum": ["email", "sms"]},
-            "to": {"type": "string"},
-            "type": {"type": "string"},
-            "status": {
-                "type": "string",
-                "enum": ["queued", "sent", "captured", "failed", "expired"],
-            },
-            "provider": _nullable("string"),
-            "created_at": {"type": "string", "format": "date-time"},
-            "expires_at": {"type": "string", "format": "date-time"},
-            "finished_at": _nullable("string", format="date-time"),
-            "error": _nullable("string"),
-            "attempts": {"type": "array", "items": ref("Attempt")},
-        },
-        "additionalProperties": True,
-    },
-    "Deleted": {
-        "type": "object",
-        "required": ["deleted"],
-        "properties": {"deleted": {"type": "integer", "minimum": 0}},
-    },
-    "Health": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string", "enum": ["ok"]}},
-    },
-    "Readiness": {
-        "type": "object",
-        "required": ["status", "store", "providers"],
-        "properties": {
-            "status": {
-                "type": "string",
-                "enum": ["ready", "shutting_down", "store_unavailable"],
-            },
-            "store": {
-                "type": "object",
-                "required": ["state"],
-                "properties": {
-                    "state": {"type": "string", "enum": ["ok", "unavailable"]},
-                    "pending": {"type": "integer", "minimum": 0},
-                    "error": {"type": "string"},
-                },
-            },
-            "logto_templates": {
-                "type": "object",
-                "description": "with templates.logto: the state of Logto's email templates",
-            },
-            "providers": {
-                "type": "object",
-                "additionalProperties": {
-                    "type": "object",
-                    "required": ["last_outcome", "at"],
-                    "properties": {
-                        "last_outcome": _nullable("string"),
-                        "at": _nullable("string", format="date-time"),
-                    },
-                },
-            },
-        },
-    },
-}
 
 _ERROR_TEXT = {
     400: "Bad request: invalid_json, invalid_request, missing_field, invalid_type, "
@@ -205,15 +46,29 @@ def ok(schema: Schema, description: str = "OK", media: str = JSON) -> dict[str, 
 
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 _SEND_ERRORS = errors(400, 401, 403, 413, 415, 422, 429, 502, 503)
-_FILTERS = [
-    {"name": "to", "in": "query", "schema": {"type": "string"}, "description": "recipient"},
+_TO = {"name": "to", "in": "query", "schema": {"type": "string"}, "description": "recipient"}
+_MATCH = [
+    _TO,
     {"name": "channel", "in": "query", "schema": {"type": "string", "enum": ["email", "sms"]}},
-    {
-        "name": "limit",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
-    },
+    {"name": "type", "in": "query", "schema": {"type": "string"}, "description": "usage type"},
 ]
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+}
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _static(media: str, summary: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": summary.replace(" ", "_"),
+            "summary": summary,
+            "security": [],
+            "responses": {"200": ok({"type": "string"}, media=media)},
+        }
+    }
 
 
 _EXAMPLES = {
@@ -261,39 +116,82 @@ PATHS: dict[str, dict[str, Any]] = {
             "operationId": "list_messages",
             "summary": "Captured messages, newest first",
             "security": _AUTH,
-            "parameters": _FILTERS,
+            "parameters": [*_MATCH, _LIMIT],
             "responses": {"200": ok(ref("MessageList")), **errors(400, 401)},
         },
         "delete": {
             "operationId": "clear_messages",
-            "summary": "Empty the capture inbox",
+            "summary": "Empty the capture inbox, or one recipient's part (and its limit counts)",
             "security": _AUTH,
-            "responses": {"200": ok(ref("Deleted")), **errors(401)},
+            "parameters": [_TO],
+            "responses": {"200": ok(ref("Deleted")), **errors(400, 401)},
         },
+    },
+    "/v1/messages/latest": {
+        "get": {
+            "operationId": "latest_message",
+            "summary": "The newest matching captured message; with wait, the first to arrive",
+            "security": _AUTH,
+            "parameters": [
+                *_MATCH,
+                {
+                    "name": "since",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "description": "an RFC 3339 time, or the id of a captured message",
+                },
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "schema": {"type": "number", "minimum": 0, "maximum": 60, "default": 0},
+                },
+            ],
+            "responses": {"200": ok(ref("CapturedMessage")), **errors(400, 401, 404, 503)},
+        }
+    },
+    "/v1/messages/events": {
+        "get": {
+            "operationId": "message_events",
+            "summary": "Server-Sent Events: ready, then added, deleted, cleared",
+            "security": _AUTH,
+            "responses": {
+                "200": ok(
+                    {
+                        "type": "object",
+                        "description": "one event; data: a captured message's JSON, or {id}",
+                        "required": ["event", "data"],
+                        "properties": {
+                            "event": {"enum": ["ready", "added", "deleted", "cleared"]},
+                            "data": {"type": "string"},
+                        },
+                    },
+                    "an event stream (each event as this schema)",
+                    media="text/event-stream",
+                ),
+                **errors(401),
+            },
+        }
     },
     "/v1/messages/{id}": {
         "get": {
             "operationId": "get_message",
             "summary": "Any message's status and attempts",
             "security": _AUTH,
-            "parameters": [
-                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
+            "parameters": [_ID],
             "responses": {"200": ok(ref("MessageStatus")), **errors(401, 404)},
-        }
-    },
-    "/inbox": {
-        "get": {
-            "operationId": "inbox_page",
-            "summary": "The capture inbox as a web page",
+        },
+        "delete": {
+            "operationId": "delete_message",
+            "summary": "Delete one captured message",
             "security": _AUTH,
-            "parameters": _FILTERS,
-            "responses": {
-                "200": ok({"type": "string"}, media="text/html"),
-                **errors(400, 401),
-            },
-        }
+            "parameters": [_ID],
+            "responses": {"200": ok(ref("Deleted")), **errors(401, 404)},
+        },
     },
+    # The live inbox page: static files; the page asks for a token and sends it to the API.
+    "/inbox": _static("text/html", "inbox page"),
+    "/inbox/inbox.js": _static("text/javascript", "inbox script"),
+    "/inbox/inbox.css": _static("text/css", "inbox style"),
     "/healthz": {
         "get": {
             "operationId": "healthz",
