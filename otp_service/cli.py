@@ -18,7 +18,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .config import Config, is_loopback, load_config
+from . import __version__, logs
+from .config import Config, load_config
+from .config.checks import refusals, warnings
 from .config.logto import LogtoConfig
 from .errors import (
     ConfigError,
@@ -27,8 +29,11 @@ from .errors import (
     OtpServiceError,
     ProviderError,
 )
+from .http.access_log import AccessLogger
 from .http.app import SERVICES, create_app
+from .http.banner import banner, reachable_base
 from .http.connections import listen
+from .http.ops import create_metrics_app
 from .logto.client import LogtoClient, LogtoTemplate
 from .message.compose import Channel, SendRequest
 from .message.templates import TemplateLibrary
@@ -68,61 +73,13 @@ def _print_problems(error: ConfigError) -> None:
         print(f"  - {problem.path}: {problem.problem}\n      fix: {problem.fix}", file=sys.stderr)
 
 
-def _banner(config: Config, base: str, smtp_port: int | None = None) -> str:
-    lines = [
-        f"otp-service listening on {base}",
-        "",
-        "Logto > Connectors > HTTP Email:",
-        f"    Endpoint:             {base}/v1/email",
-        "Logto > Connectors > HTTP SMS:",
-        f"    Endpoint:             {base}/v1/sms",
-    ]
-    if config.auth.tokens:
-        token = config.auth.tokens[0]
-        shown = (
-            token
-            if sys.stdout.isatty()
-            else f"{token[:4]}… (auth.tokens[0], hidden: not a terminal)"
-        )
-        lines.append(f"    Authorization Header: Bearer {shown}")
-    else:
-        lines.append("    Authorization Header: (leave empty: no tokens configured)")
-    capture = [
-        ch
-        for ch, p in (("email", config.email.provider), ("sms", config.sms.provider))
-        if p == "capture"
-    ]
-    if capture or smtp_port is not None:
-        asks = " (asks once for one of auth.tokens)" if config.auth.tokens else ""
-        lines += [
-            "",
-            f"Captured {' and '.join(capture) or 'SMTP intake'} messages (not sent anywhere):",
-            f"    browser: {base}/inbox{asks}",
-            f"    JSON:    {base}/v1/messages/latest?to=...&wait=30",
-        ]
-        if smtp_port is not None:
-            assert config.capture.smtp is not None
-            lines.append(
-                f"    SMTP:    {config.capture.smtp.host}:{smtp_port} (mail sent here is captured)"
-            )
-    if config.captures_everything:
-        on = [what for what, yes in (("abuse limits", config.limits_on),
-                                     ("dedupe", config.dedupe_on)) if yes]  # fmt: skip
-        lines.append(
-            f"    capture mode for tests: {', '.join(on)} on (as configured)"
-            if on
-            else "    capture mode for tests: abuse limits and dedupe off "
-            "(limits.enabled / delivery.dedupe turn them on)"
-        )
-    return "\n".join(lines)
-
-
 async def _serve(config: Config, access_log: bool) -> None:
     app = create_app(config)
     grace = config.delivery.shutdown_grace_seconds
     runner = web.AppRunner(
         app,
-        access_log=log if access_log else None,
+        access_log=logging.getLogger("otp_service.access") if access_log else None,
+        access_log_class=AccessLogger,
         handle_signals=False,
         shutdown_timeout=grace,  # in-flight requests; the outbox gets the same grace after
         keepalive_timeout=config.server.keepalive_seconds,
@@ -136,12 +93,20 @@ async def _serve(config: Config, access_log: bool) -> None:
         max_connections=config.server.max_connections,
     )
     port, guard = listener.port, listener.guard
-    host = config.server.host
-    shown = f"[{host}]" if ":" in host else host
+    runners = [runner]
+    if (metrics_port := config.server.metrics_port) is not None:
+        scraper = web.AppRunner(create_metrics_app(app[SERVICES]), access_log=None)
+        await scraper.setup()
+        runners.insert(0, scraper)
+        metrics_host = config.server.metrics_host or config.server.host
+        await web.TCPSite(scraper, metrics_host, metrics_port).start()
+    for problem in warnings(config):
+        logs.event(
+            log, logging.WARNING, "config warning", path=problem.path, problem=problem.problem
+        )
     intake = app[SERVICES].intake
     smtp_port = intake.port if intake is not None else None
-    print(_banner(config, f"http://{shown}:{port}", smtp_port), flush=True)
-    print(_banner(config, f"http://{shown}:{port}"), flush=True)
+    print(banner(config, reachable_base(config.server.host, port), port, smtp_port), flush=True)
     if guard.cap < config.server.max_connections:
         log.warning(
             "at most %d connections (the descriptor limit, ulimit -n, leaves no room for "
@@ -160,11 +125,14 @@ async def _serve(config: Config, access_log: bool) -> None:
         # do not force Connection: close: closing right after an answer reset some clients
         # before they read it.)
         app[SERVICES].outbox.accepting = False
-        log.info("shutting down: answering 503 for %g s", config.server.drain_seconds)
+        logs.event(
+            log, logging.INFO, "shutting down",
+            drain_s=config.server.drain_seconds, grace_s=grace,
+        )  # fmt: skip
         await asyncio.sleep(config.server.drain_seconds)
         await listener.close()
-        log.info("shutting down: finishing in-flight deliveries (up to %g s)", grace)
-        await runner.cleanup()
+        for each in runners:
+            await each.cleanup()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -174,17 +142,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host or config.server.host,
         port=args.port if args.port is not None else config.server.port,
         allow_unauthenticated=args.allow_unauthenticated or config.server.allow_unauthenticated,
+        metrics_port=args.metrics_port
+        if args.metrics_port is not None
+        else config.server.metrics_port,
     )
     config = replace(config, server=server)
-    if not config.auth.tokens and not is_loopback(server.host) and not server.allow_unauthenticated:
-        print(
-            f"refusing to listen on {server.host} without auth.tokens: anyone who can reach it "
-            "could "
-            "send messages and read captured codes.\n  fix: add auth.tokens to the config, or pass "
-            "--allow-unauthenticated (server.allow_unauthenticated: true) if a proxy guards it",
-            file=sys.stderr,
-        )
-        return 2
+    if problems := refusals(config):
+        raise ConfigError(problems)
     try:
         asyncio.run(_serve(config, args.access_log))
     except (OSError, sqlite3.Error) as exc:
@@ -204,7 +168,10 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, key, None) is not None:
             payload[key] = getattr(args, key)
     if getattr(args, "payload", None):
-        extra = json.loads(args.payload)
+        try:
+            extra = json.loads(args.payload)
+        except ValueError as exc:
+            raise OtpServiceError(f"--payload is not valid JSON: {exc}") from None
         if not isinstance(extra, dict):
             raise OtpServiceError("--payload must be a JSON object")
         payload.update(extra)
@@ -293,13 +260,18 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
-    print(f"{args.file}: OK")
+    if problems := refusals(config):  # what serve would refuse, with serve's exit code
+        raise ConfigError(problems)
+    found = warnings(config)
+    print(f"{args.file}: OK" + (f", {len(found)} warning(s)" if found else ""))
     print(
         f"  email: {config.email.provider}"
         + (f" ({config.email.smtp.target})" if config.email.smtp else "")
     )
     print(f"  sms:   {config.sms.provider}")
     print(f"  auth:  {len(config.auth.tokens)} token(s)")
+    for problem in found:
+        print(f"WARNING {problem.path}: {problem.problem}\n    fix: {problem.fix}")
     return _check_logto(config) if args.online else 0
 
 
@@ -333,17 +305,28 @@ def _check_logto(config: Config) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    def log_args(p: argparse.ArgumentParser, default: Any) -> None:
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR")
+        p.add_argument("--log-level", default=default, type=str.upper, choices=levels,
+                       help="default INFO")  # fmt: skip
+        p.add_argument("--log-format", default=default, choices=("text", "json"),
+                       help="default: text on a terminal, json otherwise")  # fmt: skip
+
     parser = argparse.ArgumentParser(prog="otp-service", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument("--version", action="version", version=f"otp-service {__version__}")
+    log_args(parser, None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP service")
+    log_args(serve, argparse.SUPPRESS)  # after the command too: serve --log-format json
     serve.add_argument("--config", help="YAML or JSON config file (default: embedded defaults)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8787)")
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="listen on a non-loopback address without auth.tokens")  # fmt: skip
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    serve.add_argument("--metrics-port", type=int,
+                       help="also serve /metrics, without a token, on this port")  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 
     def message_args(p: argparse.ArgumentParser) -> None:
@@ -379,11 +362,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(args.log_format, args.log_level or "INFO")
     try:
         code: int = args.func(args)
     except ConfigError as exc:

@@ -82,6 +82,11 @@ class Services:
     logto: TemplateSync | None = None  # Logto's email templates, when templates.logto is set
     intake: SmtpIntake | None = None  # capture.smtp: mail from any app into the inbox
 
+    def provider_names(self) -> list[str]:
+        """The configured providers, email first."""
+        names = [self.dispatcher.email.name]
+        return names + [n for n in sorted(self.dispatcher.sms) if n not in names]
+
     async def start(self) -> None:
         if self.logto is not None:
             await self.logto.start()
@@ -127,7 +132,7 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     logto = None
     if config.templates.logto is not None:
         logto = TemplateSync(config.templates.logto, library.use_logto)
-        metrics.gauges["otp_logto_templates_up"] = lambda: float(logto.up)
+        metrics.logto_templates(lambda: float(logto.up))
     intake = SmtpIntake(config.capture.smtp, inbox) if config.capture.smtp is not None else None
     return Services(
         config, inbox, composer, dispatcher, store, limiter, outbox, metrics, logto, intake

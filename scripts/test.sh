@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Install everything the tests need (Python venv, Logto's npm connectors, Debian's Chromium for
-# the inbox page's browser tests), then run every check: lint, format, strict type-check and the
-# full test suite. Safe to run on a fresh clone.
+# Install everything the tests need (Python venv from the lock file, Logto's npm connectors,
+# Debian's Chromium for the inbox page's browser tests), then run every check: lint, format,
+# strict type-check and the full test suite. Safe to run on a fresh clone. The Python packages
+# come from requirements-test.lock (exact versions, hashes); refresh it with scripts/lock.sh
+# after changing pyproject.toml's dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/bin/chromium ]; then
@@ -15,7 +17,8 @@ fi
 [ -x /usr/bin/chromium ] || { echo "error: /usr/bin/chromium is missing and could not be installed" >&2; exit 1; }
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet --require-hashes -r requirements-test.lock
+.venv/bin/python -m pip install --quiet --no-deps -e .
 npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -292,10 +292,13 @@ async def test_metrics_count_requests_and_attempts(service: ClientFactory) -> No
     await post(client, "/v1/email", SIGN_IN)
     await post(client, "/v1/email", {"to": "nope", "type": "SignIn"})
     text = await (await client.get("/metrics")).text()
-    assert 'otp_requests_total{channel="email",status="200"} 1' in text
-    assert 'otp_requests_total{channel="email",status="400"} 1' in text
-    assert 'otp_attempts_total{channel="email",provider="capture",outcome="captured"} 1' in text
-    assert re.search(r"^otp_outbox_in_flight \d+$", text, re.M) and "482913" not in text
+    assert 'otp_requests_total{channel="email",status="200",type="SignIn"} 1.0' in text
+    assert 'otp_requests_total{channel="email",status="400",type="SignIn"} 1.0' in text
+    assert (
+        'otp_delivery_attempts_total{channel="email",outcome="captured",provider="capture"} 1.0'
+        in text
+    )
+    assert re.search(r"^otp_outbox_in_flight \d+", text, re.M) and "482913" not in text
 
 
 async def test_metrics_need_the_token(service: ClientFactory) -> None:

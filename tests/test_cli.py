@@ -81,7 +81,7 @@ def test_readme_test_command_is_what_ci_runs() -> None:
 def test_serve_refuses_public_address_without_tokens() -> None:
     """Without tokens the service will not listen beyond loopback unless told explicitly."""
     result = run("serve", "--host", "0.0.0.0", "--port", str(free_port()), timeout=10)
-    assert result.returncode == 2 and "auth.tokens" in result.stderr
+    assert result.returncode == 1 and "auth.tokens" in result.stderr
 
 
 def test_check_config_reports_every_problem_with_path_and_fix(tmp_path: Path) -> None:

@@ -325,7 +325,7 @@ async def test_sigterm_lets_in_flight_delivery_finish_and_exits_0(processes: Pro
     config = processes.config(sink, shutdown_grace_seconds=8)
     service = processes.service(config)
     async with aiohttp.ClientSession() as http:
-        assert await service.ready(http) == {"status": "ready"}
+        assert (await service.ready(http))["status"] == "ready"
         status, body = await post_email(http, service, signin("ana@example.com"))
         assert status == 202 and body["status"] == "queued"
         await wait_for(lambda: sink.received(body["id"], "data") == 1, 5, "the DATA at the sink")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from otp_service.config import parse_config
-from otp_service.delivery.outbox import Outcome
+from otp_service.delivery.outcome import Outcome
 from otp_service.errors import PermanentProviderError, TransientProviderError
 from otp_service.message.compose import Message, parse_request
 from otp_service.providers.base import SendResult

@@ -38,6 +38,8 @@ class ServerConfig:
     keepalive_seconds: float = 60.0  # an idle keep-alive connection is closed after this
     max_connections: int = 1000  # beyond: the slowest unfinished one is dropped, else 503
     drain_seconds: float = 1.0  # on SIGTERM: keep answering (503 to new sends) before closing
+    metrics_port: int | None = None  # /metrics on a listener of its own, without a token
+    metrics_host: str | None = None  # that listener's address (default: host)
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,9 @@ def _server(root: Fields) -> ServerConfig:
         return ServerConfig()
     d = ServerConfig()
     f.reject_unknown(d.__dataclass_fields__)
+    metrics_port = None
+    if f.has("metrics_port"):
+        metrics_port = f.integer("metrics_port", default=0, minimum=0, maximum=65535)
     return ServerConfig(
         host=f.string("host", default=DEFAULT_HOST) or DEFAULT_HOST,
         port=f.integer("port", default=DEFAULT_PORT, minimum=0, maximum=65535),
@@ -196,6 +201,8 @@ def _server(root: Fields) -> ServerConfig:
         keepalive_seconds=f.number("keepalive_seconds", default=d.keepalive_seconds, minimum=0.1),
         max_connections=f.integer("max_connections", default=d.max_connections, minimum=8),
         drain_seconds=f.number("drain_seconds", default=d.drain_seconds, minimum=0),
+        metrics_port=metrics_port,
+        metrics_host=f.string("metrics_host"),
     )
 
 

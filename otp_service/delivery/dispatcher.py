@@ -10,7 +10,6 @@ its throughput.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -23,15 +22,21 @@ from ..errors import (
 )
 from ..message.compose import Message
 from ..providers.base import Provider, SendResult
-from ..text.sanitize import mask_email, mask_phone
 
-log = logging.getLogger("otp_service.delivery")
-FailureHook = Callable[[str, ProviderError], Awaitable[None]]
 StartHook = Callable[[str], Awaitable[None]]
+# on_attempt(provider, outcome, seconds, error): awaited after every attempt at a provider.
+AttemptHook = Callable[[str, str, float, ProviderError | None], Awaitable[None]]
 
 
 class Expired(OtpServiceError):
     """The message's lifetime ran out before an attempt could start."""
+
+
+def outcome_of(error: ProviderError) -> str:
+    """How an attempt that raised ``error`` is recorded: transient, permanent or unknown."""
+    if isinstance(error, OutcomeUnknownError):
+        return "unknown"
+    return "transient" if error.transient else "permanent"
 
 
 class Pacer:
@@ -47,10 +52,6 @@ class Pacer:
         self.next_at = slot + self.interval
         if slot > now:
             await asyncio.sleep(slot - now)
-
-
-def masked(message: Message) -> str:
-    return mask_email(message.to) if message.channel == "email" else mask_phone(message.to)
 
 
 class Dispatcher:
@@ -79,28 +80,29 @@ class Dispatcher:
     async def deliver(
         self,
         message: Message,
-        on_failure: FailureHook | None = None,
+        on_attempt: AttemptHook | None = None,
         expires_at: float | None = None,
         on_start: StartHook | None = None,
     ) -> SendResult:
         """Send ``message``; raises the last ProviderError when no provider delivered it.
 
-        ``on_failure(provider, error)`` is awaited after each failed attempt (the outbox
-        records it); ``on_start(provider)`` just before each attempt (the outbox records an SMS
-        attempt durably there: if that fails, nothing is sent). Past ``expires_at`` (a pacer can
-        wait long) it raises :class:`Expired`.
+        ``on_attempt(provider, outcome, seconds, error)`` is awaited after each attempt (the
+        outbox records and logs it); ``outcome`` is the result's status (sent, captured) or
+        transient, permanent, unknown. ``on_start(provider)`` is awaited just before each attempt
+        (the outbox records an SMS attempt durably there: if that fails, nothing is sent). Past
+        ``expires_at`` (a pacer can wait long) it raises :class:`Expired`.
         Each attempt is bounded by ``timeout``: an SMS that gets no answer in time is an
         unknown outcome (it may have gone out), an email a transient failure.
         """
-        started = time.perf_counter()
         last: TransientProviderError | None = None
-        for attempt, provider in enumerate(self.plan(message), start=1):
+        for provider in self.plan(message):
             if (pacer := self.pacers.get(provider.name)) is not None:
                 await pacer.wait()
             if expires_at is not None and time.time() >= expires_at:
                 raise Expired(message.id)
             if on_start is not None:
                 await on_start(provider.name)
+            started = time.perf_counter()
             try:
                 try:
                     async with asyncio.timeout(self.timeout):
@@ -111,31 +113,21 @@ class Dispatcher:
                     )
                     raise kind(provider.name, f"no answer within {self.timeout:g} s") from None
             except ProviderError as exc:
-                self._log_failure(message, exc, attempt)
-                if on_failure is not None:
-                    await on_failure(provider.name, exc)
+                exc.redact(message.code)
+                if on_attempt is not None:
+                    await on_attempt(
+                        provider.name, outcome_of(exc), time.perf_counter() - started, exc
+                    )
                 if not isinstance(exc, TransientProviderError):
                     raise
                 last = exc
                 continue
-            log.info(
-                "delivered id=%s channel=%s type=%s to=%s provider=%s status=%s "
-                "attempts=%d ms=%.1f",
-                message.id, message.channel, message.type, masked(message),
-                result.provider, result.status, attempt, (time.perf_counter() - started) * 1000,
-            )  # fmt: skip
+            if on_attempt is not None:
+                seconds = time.perf_counter() - started
+                await on_attempt(result.provider, result.status, seconds, None)
             return result
         assert last is not None
         raise last
-
-    def _log_failure(self, message: Message, exc: ProviderError, attempt: int) -> None:
-        exc.redact(message.code)
-        log.warning(
-            "delivery failed id=%s channel=%s type=%s to=%s provider=%s attempt=%d "
-            "transient=%s detail=%s",
-            message.id, message.channel, message.type, masked(message), exc.provider, attempt,
-            exc.transient, exc.detail,
-        )  # fmt: skip
 
     async def close(self) -> None:
         for provider in {id(p): p for p in (self.email, *self.sms.values())}.values():

@@ -20,10 +20,11 @@ from ..text.limit_keys import ip_key, prefix_key, recipient_key
 class RateLimitedRequest(RequestError):
     """A configured abuse limit refused the request."""
 
-    def __init__(self, what: str, retry_after: float) -> None:
+    def __init__(self, what: str, retry_after: float, rule: str = "") -> None:
         super().__init__(
             "rate_limited", f"too many messages for this {what}; try again later", 429, retry_after
         )
+        self.rule = rule  # the limit's name in the config: per_recipient, per_ip, ...
 
 
 class Limiter:
@@ -36,20 +37,25 @@ class Limiter:
         if self.config.enabled is False:  # None: on (Config.limits_on decides before here)
             return
         now = time.time()
-        checks: list[tuple[str, str, Limit | None]] = [
-            ("recipient", recipient_key(message.channel, message.to), self.config.per_recipient),
+        checks: list[tuple[str, str, str, Limit | None]] = [
+            (
+                "per_recipient",
+                "recipient",
+                recipient_key(message.channel, message.to),
+                self.config.per_recipient,
+            ),
         ]
         if message.ip and message.ip.strip():
-            checks.append(("client IP", ip_key(message.ip), self.config.per_ip))
+            checks.append(("per_ip", "client IP", ip_key(message.ip), self.config.per_ip))
         if message.channel == "sms":
             key = prefix_key(message.to, self.config.sms_prefix_digits)
-            checks.append(("number range", key, self.config.per_sms_prefix))
-        for what, key, limit in checks:
+            checks.append(("per_sms_prefix", "number range", key, self.config.per_sms_prefix))
+        for rule, what, key, limit in checks:
             if limit is None:
                 continue
             retry_after = await self.store.hit(key, limit.count, limit.window_seconds, now)
             if retry_after is not None:
-                raise RateLimitedRequest(what, retry_after)
+                raise RateLimitedRequest(what, retry_after, rule)
 
     async def reset(self, to: str | None) -> None:
         """Forget the counts of one recipient (on both channels), or every count when None:

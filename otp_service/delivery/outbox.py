@@ -12,64 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import replace
 
 from ..config import DeliveryConfig
 from ..errors import (
-    OutcomeUnknownError,
     ProviderError,
     RequestError,
     TransientProviderError,
 )
+from ..logs import event, mask_recipient, request_id
 from ..message.compose import Message
 from ..metrics import Metrics
 from ..store import Attempt, Store, StoreUnavailable
 from .dispatcher import Dispatcher, Expired
+from .outcome import Outcome, StoreUnavailableError, dedupe_key
 
 log = logging.getLogger("otp_service.outbox")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """Where a message stands when the request stops waiting."""
-
-    id: str
-    status: str  # sent, captured, queued, failed, expired
-    provider: str | None = None
-    error: ProviderError | None = None
-    duplicate: bool = False
-
-
-# Logto's console "send test" button always sends this; each press must arrive.
-_SEND_TEST = (frozenset({"Generic", "Test"}), "000000")
-
-
-def dedupe_key(message: Message, secret: bytes) -> str | None:
-    """The same (channel, to, type, code) is the same message while it lives; Logto's "send
-    test" (Generic with code 000000) never is.
-
-    An HMAC under the store's random secret, not a bare hash: a code has a million values, so
-    a bare hash would give it back to anyone reading the file (and the store erases the key
-    when the message expires)."""
-    if not message.code or (message.type in _SEND_TEST[0] and message.code == _SEND_TEST[1]):
-        return None
-    raw = "\0".join((message.channel, message.to.lower(), message.type, message.code))
-    return hmac.new(secret, raw.encode(), hashlib.sha256).hexdigest()
-
-
-class StoreUnavailableError(RequestError):
-    """The outbox cannot store a message durably now: nothing was accepted."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "store_unavailable", "the message store is unavailable; retry shortly", 503, 1
-        )
+INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 
 
 class Outbox:
@@ -83,7 +46,6 @@ class Outbox:
     ) -> None:
         self.store = store
         self.metrics = metrics or Metrics()
-        self.metrics.gauges["otp_outbox_in_flight"] = lambda: len(self._tasks)
         self.retention_seconds = retention_days * 86400
         self._purged_at = 0.0
         self._compacted_at = time.time()
@@ -137,6 +99,8 @@ class Outbox:
         """
         now = time.time()
         expires_at = now + ttl
+        if message.request_id is None and (rid := request_id.get()) is not None:
+            message = replace(message, request_id=rid)  # kept with the message for its retries
         key = f"{message.channel}:{idempotency_key}" if idempotency_key else None
         # A key, when given, decides alone; delivery.dedupe: false leaves only keys.
         content = (
@@ -220,14 +184,27 @@ class Outbox:
         delay = random.uniform(base / 2, base) if base > 0 else 0.0
         return max(delay, retry_after or 0.0)
 
-    async def _attempted(self, message: Message, provider: str, error: ProviderError) -> None:
-        outcome = "transient" if error.transient else "permanent"
-        if isinstance(error, OutcomeUnknownError):
-            outcome = "unknown"
-        self.metrics.attempt(message.channel, provider, outcome)
-        await self.store.record_attempt(
-            message.id, Attempt(time.time(), provider, outcome, error.detail)
-        )
+    async def _attempted(
+        self,
+        message: Message,
+        number: int,
+        provider: str,
+        outcome: str,
+        seconds: float,
+        error: ProviderError | None,
+    ) -> None:
+        """Count, log and (for a failure) record attempt ``number`` of ``message``."""
+        self.metrics.attempt(message.channel, provider, outcome, seconds)
+        event(
+            log, INFO if error is None else WARNING, "attempt",
+            id=message.id, channel=message.channel, to=mask_recipient(message.to),
+            attempt=number, provider=provider, outcome=outcome, ms=round(seconds * 1000, 1),
+            error=error.detail if error is not None else None,
+        )  # fmt: skip
+        if error is not None:
+            await self.store.record_attempt(
+                message.id, Attempt(time.time(), provider, outcome, error.detail)
+            )
 
     async def _started(self, message: Message, provider: str) -> None:
         """An SMS attempt is on record before the provider is called: after a crash it is an
@@ -262,18 +239,31 @@ class Outbox:
         inline_until: float,
         reply: asyncio.Future[Outcome] | None = None,
     ) -> Outcome:
+        """Deliver ``message``, which has had ``attempts`` attempts so far."""
+        if message.request_id is not None:
+            request_id.set(message.request_id)  # this task's context only
+        tried = attempts
+        last_error: str | None = None
+
         def settle(outcome: Outcome) -> Outcome:
             if reply is not None and not reply.done():
                 reply.set_result(outcome)
             return outcome
 
+        async def attempted(
+            provider: str, outcome: str, seconds: float, error: ProviderError | None
+        ) -> None:
+            nonlocal tried
+            tried += 1
+            await self._attempted(message, tried, provider, outcome, seconds, error)
+
         while True:
             if time.time() >= expires_at:
-                return await self._expire(message, attempts, settle)
+                return await self._expire(message, tried, last_error, settle)
             try:
                 result = await self.dispatcher.deliver(
                     message,
-                    on_failure=lambda p, e: self._attempted(message, p, e),
+                    on_attempt=attempted,
                     expires_at=expires_at,
                     on_start=lambda p: self._started(message, p),
                 )
@@ -284,12 +274,19 @@ class Outbox:
                 log.warning("store unavailable; id=%s left for the worker", message.id)
                 return settle(Outcome(message.id, "queued"))
             except Expired:
-                return await self._expire(message, attempts, settle)
+                return await self._expire(message, tried, last_error, settle)
             except TransientProviderError as exc:
-                attempts += 1
-                delay = self.backoff(attempts, exc.retry_after)
+                last_error = exc.detail
+                delay = self.backoff(tried, exc.retry_after)
                 next_at = time.time() + delay
-                if next_at <= inline_until and next_at < expires_at:
+                if next_at >= expires_at:  # no attempt can start before the end of its life
+                    return await self._expire(message, tried, last_error, settle)
+                event(
+                    log, INFO, "retry scheduled",
+                    id=message.id, channel=message.channel, attempts=tried,
+                    delay_s=round(delay, 3), error=exc.detail,
+                )  # fmt: skip
+                if next_at <= inline_until:
                     await asyncio.sleep(delay)
                     continue
                 outcome = settle(Outcome(message.id, "queued", error=exc))
@@ -299,25 +296,25 @@ class Outbox:
             except ProviderError as exc:
                 outcome = settle(Outcome(message.id, "failed", exc.provider, error=exc))
                 await self._finish(message.id, "failed", exc.provider, exc.detail)
+                self._final(
+                    message, "failed", tried, ERROR, provider=exc.provider, error=exc.detail
+                )
                 return outcome
             except asyncio.CancelledError:
                 if message.channel == "sms":
                     # Shutdown cut an attempt that may already be at the provider (a Vonage
                     # thread even completes it): resending on the next start could text twice.
-                    await asyncio.shield(
-                        self._finish(
-                            message.id, "failed", None, "interrupted by shutdown; not resent"
-                        )
-                    )
+                    error = "interrupted by shutdown; not resent"
+                    await asyncio.shield(self._finish(message.id, "failed", None, error))
+                    self._final(message, "failed", tried, ERROR, error=error)
                 raise
             except Exception as exc:  # a bug or a template/address problem: stop, don't loop
                 log.exception("delivery of id=%s failed unexpectedly", message.id)
+                error = f"internal error: {type(exc).__name__}"
                 outcome = settle(Outcome(message.id, "failed"))
-                await self._finish(
-                    message.id, "failed", None, f"internal error: {type(exc).__name__}"
-                )
+                await self._finish(message.id, "failed", None, error)
+                self._final(message, "failed", tried, ERROR, error=error)
                 return outcome
-            self.metrics.attempt(message.channel, result.provider, result.status)
             outcome = settle(Outcome(message.id, result.status, result.provider))
             await self._finish(
                 message.id,
@@ -326,15 +323,38 @@ class Outbox:
                 None,
                 Attempt(time.time(), result.provider, result.status),
             )
+            self._final(message, result.status, tried, INFO, provider=result.provider)
             return outcome
 
+    def _final(
+        self, message: Message, status: str, attempts: int, level: int, **fields: str | None
+    ) -> None:
+        """Count and log a message reaching its final state."""
+        self.metrics.finished(message.channel, status)
+        age = time.time() - message.created_at.timestamp()
+        event(
+            log, level, status,
+            id=message.id, channel=message.channel, type=message.type,
+            to=mask_recipient(message.to), attempts=attempts, age_s=round(age, 3), **fields,
+        )  # fmt: skip
+
     async def _expire(
-        self, message: Message, attempts: int, settle: Callable[[Outcome], Outcome]
+        self,
+        message: Message,
+        attempts: int,
+        last_error: str | None,
+        settle: Callable[[Outcome], Outcome],
     ) -> Outcome:
         outcome = settle(Outcome(message.id, "expired"))
-        await self._finish(message.id, "expired", None, "expired before delivery")
-        log.warning("expired id=%s channel=%s attempts=%d", message.id, message.channel, attempts)
+        error = last_error or "no attempt could be made in time"
+        await self._finish(message.id, "expired", None, f"expired before delivery: {error}")
+        self._final(message, "expired", attempts, WARNING, last_error=error)
         return outcome
+
+    async def observe(self) -> None:
+        """Refresh the outbox gauges (a scrape calls this)."""
+        pending, oldest = await self.store.backlog()
+        self.metrics.outbox(pending, oldest, len(self._tasks))
 
     async def _work(self) -> None:
         """Claim due messages (retries, and what a crash left behind) and deliver them; watch
@@ -346,6 +366,14 @@ class Outbox:
                 if not await self.store.probe():  # nothing to do until it can record attempts
                     await asyncio.sleep(self.config.poll_seconds)
                     continue
+                for gone in await self.store.expire_due(now):
+                    self.metrics.finished(gone.channel, "expired")
+                    event(
+                        log, WARNING, "expired",
+                        id=gone.id, channel=gone.channel, to=mask_recipient(gone.to),
+                        request_id=gone.request_id, attempts=gone.attempts,
+                        last_error=gone.last_error or "never attempted",
+                    )  # fmt: skip
                 if room > 0:
                     for due in await self.store.claim_due(
                         now, now + self.config.lease_seconds, room

@@ -1,8 +1,9 @@
 """The HTTP layer: parse, authenticate, validate, call the domain, map errors to JSON.
 
 Paths: ``POST /v1/email``, ``POST /v1/sms`` (Logto's HTTP connectors), the capture inbox
-(:mod:`.inbox_api`: ``/v1/messages...``), its page (:mod:`.inbox_page`: ``/inbox``),
-``GET /healthz``, ``GET /readyz`` and ``GET /metrics``.
+(:mod:`.inbox_api`: ``/v1/messages...``), its page (:mod:`.inbox_page`: ``/inbox``); the
+operators' endpoints (probes, metrics, ``/openapi.json``) are in :mod:`.ops`. Every route has
+an entry in :mod:`.openapi`.
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ from typing import Any
 from aiohttp import web
 
 from ..config import Config
-from ..delivery.outbox import Outcome
+from ..delivery.outcome import Outcome
 from ..errors import OtpServiceError, ProviderError, RequestError
+from ..logs import event, mask_recipient
 from ..message.compose import Channel, parse_request
 from ..message.templates import TemplateLibrary
 from ..services import build_services
 from ..text.sanitize import has_control, json_problem
-from . import inbox_api, inbox_page
+from . import inbox_api, inbox_page, ops
+from .access_log import request_id_middleware
 from .context import CONFIG, SERVICES, authorize, error_response
 
 __all__ = ["CONFIG", "SERVICES", "create_app", "error_response"]
 
+__all__ = ["CONFIG", "SERVICES", "create_app", "error_response"]
 log = logging.getLogger("otp_service.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -126,32 +130,48 @@ def _answer(outcome: Outcome) -> web.Response:
     raise RequestError("provider_rejected", "an identical earlier request failed to deliver", 502)
 
 
-async def _send(request: web.Request, channel: Channel) -> web.Response:
+async def _send(request: web.Request, channel: Channel, seen: dict[str, Any]) -> web.Response:
     authorize(request)
     services = request.app[SERVICES]
     data = await _read_json(request)  # read first: closing on an unread body resets the client
     if not services.outbox.accepting:
         raise RequestError("shutting_down", "the service is shutting down; retry shortly", 503, 1)
     send_request = parse_request(data)
+    seen["type"] = send_request.type
     idempotency_key = _idempotency_key(request)
     message = services.composer.compose(channel, send_request)
+    seen["id"], seen["to"] = message.id, mask_recipient(message.to)
     ttl = services.config.delivery.ttl_seconds
     if send_request.ttl is not None:
         ttl = min(ttl, send_request.ttl)
     outcome = await services.outbox.submit(
         message, ttl=ttl, idempotency_key=idempotency_key, admit=services.limiter.check
     )
+    seen["id"] = outcome.id  # a repeat answers with the first message's id
+    seen["outcome"], seen["duplicate"] = outcome.status, outcome.duplicate or None
     return _answer(outcome)
 
 
 async def _counted(request: web.Request, channel: Channel) -> web.Response:
+    """Answer a send request; count it and log one line for it, whatever the answer."""
     metrics = request.app[SERVICES].metrics
+    seen: dict[str, Any] = {}
     try:
-        response = await _send(request, channel)
+        response = await _send(request, channel, seen)
     except OtpServiceError as exc:
-        metrics.request(channel, exc.status)
+        metrics.request(channel, seen.get("type"), exc.status)
+        if exc.code == "rate_limited":
+            metrics.refused_by_limit(getattr(exc, "rule", "") or "other")
+        event(
+            log, logging.INFO if exc.status < 500 else logging.WARNING,
+            "request refused" if exc.status < 500 else "request failed",
+            channel=channel, http_status=exc.status, code=exc.code, **seen,
+        )  # fmt: skip
         raise
-    metrics.request(channel, response.status)
+    metrics.request(channel, seen.get("type"), response.status)
+    event(
+        log, logging.INFO, "request accepted", channel=channel, http_status=response.status, **seen
+    )
     return response
 
 
@@ -163,38 +183,11 @@ async def send_sms(request: web.Request) -> web.Response:
     return await _counted(request, "sms")
 
 
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition; the same token as the API when tokens are configured."""
-    authorize(request)
-    return web.Response(
-        text=request.app[SERVICES].metrics.render(), content_type="text/plain", charset="utf-8"
-    )
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the process answers."""
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: fails while shutting down or while the store cannot take a durable write,
-    so load balancers stop sending. Logto's templates being unavailable is shown but keeps the
-    service ready: sends fall back to other templates."""
-    services = request.app[SERVICES]
-    if not services.outbox.accepting:
-        return web.json_response({"status": "shutting_down"}, status=503)
-    if not services.store.healthy:
-        return web.json_response({"status": "store_unavailable"}, status=503)
-    body: dict[str, Any] = {"status": "ready"}
-    if services.logto is not None:
-        body["logto_templates"] = services.logto.status().as_json()
-    return web.json_response(body)
-
-
 def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Application:
     """The aiohttp application; providers are opened on start-up and closed on clean-up."""
     app = web.Application(
-        middlewares=[errors_middleware], client_max_size=config.server.max_body_bytes
+        middlewares=[request_id_middleware, errors_middleware],
+        client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG] = config
     app[SERVICES] = services = build_services(config, library)
@@ -215,7 +208,8 @@ def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Ap
     app.router.add_post("/v1/sms", send_sms)
     inbox_api.add_routes(app)
     inbox_page.add_routes(app)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/readyz", ops.readyz)
+    app.router.add_get("/metrics", ops.metrics)
+    app.router.add_get("/openapi.json", ops.openapi_json)
     return app

@@ -58,6 +58,7 @@ class Message:
     params: Mapping[str, Any] = field(default_factory=dict, repr=False)  # Aliyun TemplateParam
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # SMTP intake: as received
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    request_id: str | None = None  # the HTTP request that accepted it, for the logs
 
 
 def parse_request(data: Any) -> SendRequest:

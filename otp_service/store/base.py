@@ -69,6 +69,18 @@ class Due:
 
 
 @dataclass(frozen=True)
+class ExpiredMessage:
+    """A queued message that :meth:`Store.expire_due` marked expired."""
+
+    id: str
+    channel: str
+    to: str
+    attempts: int
+    last_error: str | None
+    request_id: str | None
+
+
+@dataclass(frozen=True)
 class StoredStatus:
     id: str
     channel: str
@@ -140,6 +152,15 @@ class Store(Protocol):
         """Durably note that an attempt at ``provider`` starts now (before an SMS provider is
         called). Cleared by the next :meth:`record_attempt`, :meth:`finish` or
         :meth:`retry_later` of the message."""
+        ...
+
+    async def expire_due(self, now: float) -> list[ExpiredMessage]:
+        """Mark ``expired`` the unleased queued messages past their expiry and return them
+        (the outbox counts and logs each)."""
+        ...
+
+    async def backlog(self) -> tuple[int, float | None]:
+        """How many messages are not yet final, and the creation time of the oldest."""
         ...
 
     async def record_attempt(self, message_id: str, attempt: Attempt) -> None: ...

@@ -33,12 +33,14 @@ from .base import (
     Accepted,
     Attempt,
     Due,
+    ExpiredMessage,
     StoredStatus,
     StoreUnavailable,
     message_from_json,
     message_to_json,
 )
 from .sqlite_engine import SqliteEngine
+from .sqlite_reports import backlog, expire_due
 from .sqlite_schema import erase_expired_dedupe
 
 
@@ -148,6 +150,12 @@ class SqliteStore(SqliteEngine):
             )
 
         await self._do(run, durable=True)
+
+    async def expire_due(self, now: float) -> list[ExpiredMessage]:
+        return await self._do(lambda conn: expire_due(conn, now))
+
+    async def backlog(self) -> tuple[int, float | None]:
+        return await self._do(backlog)
 
     async def record_attempt(self, message_id: str, attempt: Attempt) -> None:
         await self._do(lambda conn: _insert_attempt(conn, message_id, attempt))

@@ -22,6 +22,7 @@ from typing import IO, Any, TypeVar
 
 from .base import StoreUnavailable
 from .counters import Counters
+from .sqlite_reports import create_private
 from .sqlite_schema import prepare
 
 T = TypeVar("T")
@@ -67,7 +68,8 @@ class SqliteEngine:
     def _lock(self) -> None:
         """Own the file alone: a second process (a rolling deploy, a misconfigured replica)
         waits for the first to exit rather than free its leases and resend its messages."""
-        self._lock_file = open(f"{self.path}.lock", "a")  # noqa: SIM115 (held while open)
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._lock_file = open(fd, "a")  # noqa: SIM115 (held while open)
         deadline = time.monotonic() + self.lock_wait
         while True:
             try:
@@ -84,7 +86,7 @@ class SqliteEngine:
 
     def _connect(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)
             self._lock()
         self._conn = self._open_connection()
         self.dedupe_secret, self.recovered_unknown = prepare(self._conn)

@@ -56,7 +56,7 @@ def mask_email(address: str) -> str:
 
 
 def mask_phone(number: str) -> str:
-    """``+33******78``: country prefix and last two digits only."""
-    if len(number) <= 5:
+    """``+86***8000``: the country prefix and the last four digits only."""
+    if len(number) < 8:
         return "***"
-    return number[:3] + "*" * (len(number) - 5) + number[-2:]
+    return f"{number[:3]}***{number[-4:]}"

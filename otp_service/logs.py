@@ -1,0 +1,135 @@
+"""Logging: one line per event, readable text or JSON, each tied to the request that caused it.
+
+Events are ordinary :mod:`logging` records whose message is the event's name and whose fields
+ride in ``extra``; :class:`TextFormatter` writes ``time LEVEL logger event key=value ...`` and
+:class:`JsonFormatter` one JSON object a line. The request id of the HTTP request being served
+(or of the message being delivered) lives in a context variable, so every line carries it,
+including the lines of a delivery task the request started. Recipients are masked before they
+reach a record (:func:`mask_recipient`); codes, tokens and secrets are never given to one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from contextvars import ContextVar
+from typing import IO, Any
+
+from aiohttp.http_exceptions import HttpProcessingError
+
+from .text.sanitize import mask_email, mask_phone
+
+request_id: ContextVar[str | None] = ContextVar("otp_request_id", default=None)
+
+_FIELDS = "otp_fields"
+_PLAIN = re.compile(r"^[\w.:@+*/\-]+$")  # text values that need no quotes
+# LogRecord attributes of the standard library; anything else in a record is an extra.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", _FIELDS}
+
+
+def mask_recipient(to: str) -> str:
+    """``a***@example.com`` for an address, ``+86***0000`` for a number."""
+    return mask_email(to) if "@" in to else mask_phone(to)
+
+
+def mask_token(token: str) -> str:
+    """A token as logs and banners may show it: its first 4 characters and its length."""
+    return f"{token[:4]}… ({len(token)} characters)" if len(token) > 8 else "***"
+
+
+def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
+    """Log event ``name`` with ``fields`` (and the current request id) as one line."""
+    if logger.isEnabledFor(level):
+        rid = fields.pop("request_id", None) or request_id.get()
+        logger.log(level, name, extra={_FIELDS: {"request_id": rid, **fields}})
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    found: dict[str, Any] = dict(getattr(record, _FIELDS, None) or {})
+    if "request_id" not in found and (rid := request_id.get()) is not None:
+        found["request_id"] = rid
+    for key, value in record.__dict__.items():  # extras of records not made by event()
+        if key not in _STANDARD and not key.startswith("_"):
+            found.setdefault(key, value)
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if value == value else "nan"
+    text = str(value)
+    return text if _PLAIN.match(text) else json.dumps(text, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-11-27T13:30:00.123Z WARNING otp_service.outbox expired id=... attempts=7``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        parts = [
+            f"{stamp}.{int(record.msecs):03d}Z",
+            record.levelname,
+            record.name,
+            record.getMessage(),
+        ]
+        parts += [f"{k}={_text_value(v)}" for k, v in _fields(record).items()]
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``ts``, ``level``, ``logger``, ``event``, then the fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in _fields(record).items():
+            data.setdefault(key, value)
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+class BadRequestFilter(logging.Filter):
+    """aiohttp logs a malformed HTTP request at ERROR with a traceback that quotes the bad
+    bytes (an ``Authorization`` line among them): keep one INFO line without the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.exc_info = record.exc_text = None
+            record.msg, record.args = "bad HTTP request refused", ()
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            setattr(record, _FIELDS, {"status": error.code})
+        return True
+
+
+def setup(
+    log_format: str | None = None, level: str = "INFO", stream: IO[str] | None = None
+) -> None:
+    """Send every log record to ``stream`` (stderr) as ``text`` or ``json``.
+
+    Without a format: text when the stream is a terminal, JSON otherwise (a container's log
+    pipeline). Replaces handlers a previous call installed.
+    """
+    stream = stream or sys.stderr
+    if log_format is None:
+        log_format = "text" if stream.isatty() else "json"
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(BadRequestFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
