@@ -143,10 +143,7 @@ async def _serve(config: Config, access_log: bool) -> None:
     print(_banner(config, f"http://{shown}:{port}", smtp_port), flush=True)
     print(_banner(config, f"http://{shown}:{port}"), flush=True)
     if guard.cap < config.server.max_connections:
-        log.warning(
-            "at most %d connections (the descriptor limit, ulimit -n, leaves no room for "
-            "server.max_connections=%d)", guard.cap, config.server.max_connections,
-        )  # fmt: skip
+        log.warning("at most %d connections: ulimit -n is below server.max_connections", guard.cap)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
