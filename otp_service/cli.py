@@ -108,10 +108,7 @@ async def _serve(config: Config, access_log: bool) -> None:
     smtp_port = intake.port if intake is not None else None
     print(banner(config, reachable_base(config.server.host, port), port, smtp_port), flush=True)
     if guard.cap < config.server.max_connections:
-        log.warning(
-            "at most %d connections (the descriptor limit, ulimit -n, leaves no room for "
-            "server.max_connections=%d)", guard.cap, config.server.max_connections,
-        )  # fmt: skip
+        log.warning("at most %d connections: ulimit -n is below server.max_connections", guard.cap)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

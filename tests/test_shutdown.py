@@ -54,6 +54,7 @@ async def test_sigterm_answers_every_request_sent_and_503s_new_ones(
                         if response.status == 503:
                             assert answer["error"]["code"] == "shutting_down"
                             retry_after = float(response.headers["Retry-After"])
+                            assert retry_after >= 2  # after the listener closed (drain 1 s)
                     await asyncio.sleep(retry_after)  # as a well-behaved client does
                 except aiohttp.ClientConnectorError:
                     outcomes["refused"] += 1  # the listener is closed: a clear refusal

@@ -135,7 +135,11 @@ async def _send(request: web.Request, channel: Channel, seen: dict[str, Any]) ->
     services = request.app[SERVICES]
     data = await _read_json(request)  # read first: closing on an unread body resets the client
     if not services.outbox.accepting:
-        raise RequestError("shutting_down", "the service is shutting down; retry shortly", 503, 1)
+        # Come back after the listener has closed: by then another instance takes it.
+        after = request.app[CONFIG].server.drain_seconds + 1
+        raise RequestError(
+            "shutting_down", "the service is shutting down; retry shortly", 503, after
+        )
     send_request = parse_request(data)
     seen["type"] = send_request.type
     idempotency_key = _idempotency_key(request)

@@ -28,6 +28,7 @@ from .sqlite_schema import prepare
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
 log = logging.getLogger("otp_service.store")
+PROBE_BYTES = 256 * 1024  # what a probe writes: more than one request's body can hold
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
@@ -158,8 +159,10 @@ class SqliteEngine:
             conn.execute("PRAGMA synchronous=FULL")
             self._full_sync = True
             conn.execute("BEGIN IMMEDIATE")
+            # Room for a message at least (a full disk may still take a tiny write).
             conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?)", (str(time.time()),)
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', zeroblob(?))",
+                (PROBE_BYTES,),
             )
             conn.execute("COMMIT")
         except sqlite3.Error:
