@@ -1,4 +1,4 @@
-"""The ``otp-service`` command: serve, send, render, check-config."""
+"""The ``otp-service`` command: serve, send, render, check-config, migrate."""
 
 from __future__ import annotations
 
@@ -28,12 +28,15 @@ from .errors import (
     ProviderError,
 )
 from .http.app import SERVICES, create_app
+from .http.banner import banner
 from .http.connections import listen
 from .logto.client import LogtoClient, LogtoTemplate
 from .message.compose import Channel, SendRequest
 from .message.templates import TemplateLibrary
 from .services import build_library, build_services
+from .store.migrations import LATEST
 from .text.segments import analyse
+from .workers import supervise, worker_command
 
 log = logging.getLogger("otp_service")
 
@@ -68,56 +71,7 @@ def _print_problems(error: ConfigError) -> None:
         print(f"  - {problem.path}: {problem.problem}\n      fix: {problem.fix}", file=sys.stderr)
 
 
-def _banner(config: Config, base: str, smtp_port: int | None = None) -> str:
-    lines = [
-        f"otp-service listening on {base}",
-        "",
-        "Logto > Connectors > HTTP Email:",
-        f"    Endpoint:             {base}/v1/email",
-        "Logto > Connectors > HTTP SMS:",
-        f"    Endpoint:             {base}/v1/sms",
-    ]
-    if config.auth.tokens:
-        token = config.auth.tokens[0]
-        shown = (
-            token
-            if sys.stdout.isatty()
-            else f"{token[:4]}… (auth.tokens[0], hidden: not a terminal)"
-        )
-        lines.append(f"    Authorization Header: Bearer {shown}")
-    else:
-        lines.append("    Authorization Header: (leave empty: no tokens configured)")
-    capture = [
-        ch
-        for ch, p in (("email", config.email.provider), ("sms", config.sms.provider))
-        if p == "capture"
-    ]
-    if capture or smtp_port is not None:
-        asks = " (asks once for one of auth.tokens)" if config.auth.tokens else ""
-        lines += [
-            "",
-            f"Captured {' and '.join(capture) or 'SMTP intake'} messages (not sent anywhere):",
-            f"    browser: {base}/inbox{asks}",
-            f"    JSON:    {base}/v1/messages/latest?to=...&wait=30",
-        ]
-        if smtp_port is not None:
-            assert config.capture.smtp is not None
-            lines.append(
-                f"    SMTP:    {config.capture.smtp.host}:{smtp_port} (mail sent here is captured)"
-            )
-    if config.captures_everything:
-        on = [what for what, yes in (("abuse limits", config.limits_on),
-                                     ("dedupe", config.dedupe_on)) if yes]  # fmt: skip
-        lines.append(
-            f"    capture mode for tests: {', '.join(on)} on (as configured)"
-            if on
-            else "    capture mode for tests: abuse limits and dedupe off "
-            "(limits.enabled / delivery.dedupe turn them on)"
-        )
-    return "\n".join(lines)
-
-
-async def _serve(config: Config, access_log: bool) -> None:
+async def _serve(config: Config, access_log: bool, worker: bool = False) -> None:
     app = create_app(config)
     grace = config.delivery.shutdown_grace_seconds
     runner = web.AppRunner(
@@ -134,14 +88,15 @@ async def _serve(config: Config, access_log: bool) -> None:
         config.server.port,
         header_timeout=config.server.header_timeout_seconds,
         max_connections=config.server.max_connections,
+        reuse_port=worker,  # a worker shares the port with its siblings (SO_REUSEPORT)
     )
     port, guard = listener.port, listener.guard
     host = config.server.host
     shown = f"[{host}]" if ":" in host else host
     intake = app[SERVICES].intake
     smtp_port = intake.port if intake is not None else None
-    print(_banner(config, f"http://{shown}:{port}", smtp_port), flush=True)
-    print(_banner(config, f"http://{shown}:{port}"), flush=True)
+    if not worker:  # the supervisor printed it once for all workers
+        print(banner(config, f"http://{shown}:{port}", smtp_port), flush=True)
     if guard.cap < config.server.max_connections:
         log.warning(
             "at most %d connections (the descriptor limit, ulimit -n, leaves no room for "
@@ -185,17 +140,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.workers > 1:
+        return _supervise(config, args)
     try:
-        asyncio.run(_serve(config, args.access_log))
+        asyncio.run(_serve(config, args.access_log, worker=args.worker))
     except (OSError, sqlite3.Error) as exc:
+        fix = "the database is reachable" if config.store.url else "store.path is writable"
         print(
-            f"cannot start: {exc}\n  (outbox: {config.store.path}; listening: "
-            f"{server.host}:{server.port})\n  fix: check store.path is writable and the port "
-            "is free",
+            f"cannot start: {exc}\n  (outbox: {config.store.shown}; listening: "
+            f"{server.host}:{server.port})\n  fix: check {fix} and the port is free",
             file=sys.stderr,
         )
         return 1
     return 0
+
+
+def _supervise(config: Config, args: argparse.Namespace) -> int:
+    host = config.server.host
+    base = f"http://{f'[{host}]' if ':' in host else host}:{config.server.port}"
+    return supervise(config, args.workers, worker_command(args.argv), banner(config, base))
 
 
 def _payload(args: argparse.Namespace) -> dict[str, Any]:
@@ -300,6 +263,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     )
     print(f"  sms:   {config.sms.provider}")
     print(f"  auth:  {len(config.auth.tokens)} token(s)")
+    store = config.store
+    if store.url:
+        print(f"  store: postgresql {store.shown} (schema {store.schema}, pool {store.pool_size})")
+    else:
+        print(f"  store: sqlite {store.path}")
     return _check_logto(config) if args.online else 0
 
 
@@ -332,6 +300,28 @@ def _check_logto(config: Config) -> int:
     return 1 if broken else 0
 
 
+async def _migrate(config: Config) -> list[int]:
+    from .store.postgres import PostgresStore
+
+    assert config.store.url is not None
+    return await PostgresStore(config.store.url, schema=config.store.schema).migrate_only()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if not config.store.url:
+        print("nothing to migrate: store.url is not set (SQLite creates its schema itself)")
+        return 0
+    try:
+        applied = asyncio.run(_migrate(config))
+    except (OSError, TimeoutError) as exc:
+        print(f"cannot reach {config.store.shown}: {exc}", file=sys.stderr)
+        return 1
+    done = f"applied {', '.join(map(str, applied))}" if applied else "nothing to apply"
+    print(f"schema {config.store.schema} at version {LATEST}: {done}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otp-service", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
@@ -344,6 +334,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="listen on a non-loopback address without auth.tokens")  # fmt: skip
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes sharing the port (needs store.url: PostgreSQL)")  # fmt: skip
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     def message_args(p: argparse.ArgumentParser) -> None:
@@ -374,11 +367,16 @@ def _parser() -> argparse.ArgumentParser:
         "--online", action="store_true", help="also read the email templates kept in Logto"
     )
     check.set_defaults(func=cmd_check_config)
+
+    migrate = sub.add_parser("migrate", help="apply the PostgreSQL schema migrations and exit")
+    migrate.add_argument("--config", help="YAML or JSON config file with store.url")
+    migrate.set_defaults(func=cmd_migrate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

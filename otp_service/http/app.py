@@ -22,6 +22,7 @@ from ..errors import OtpServiceError, ProviderError, RequestError
 from ..message.compose import Channel, parse_request
 from ..message.templates import TemplateLibrary
 from ..services import build_services
+from ..store import StoreUnavailable
 from ..text.sanitize import has_control, json_problem
 from . import inbox_api, inbox_page
 from .context import CONFIG, SERVICES, authorize, error_response
@@ -59,6 +60,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(exc.status, exc.code, exc.message, headers)
     except OtpServiceError as exc:
         return error_response(exc.status, exc.code, exc.message)
+    except StoreUnavailable:  # nothing was stored, so nothing was accepted: safe to retry
+        return error_response(
+            503, "store_unavailable", "the outbox store is unavailable; retry shortly",
+            {"Retry-After": "1"},
+        )  # fmt: skip
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
