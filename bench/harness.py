@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,13 +107,16 @@ class Bench:
                 "run without (" + "; ".join(done.stderr.strip().splitlines()[1:3]) + ")"
             )
 
-    def start_service(self, name: str, config: dict[str, Any], log_level: str) -> Service:
+    def start_service(
+        self, name: str, config: dict[str, Any], log_level: str, extra_args: Sequence[str] = ()
+    ) -> Service:
         config_path = self.service_config(name, config)
         log_path = self.workdir / f"{name}.log"
         port = free_port()
         command = [
             sys.executable, "-m", "otp_service", "--log-level", log_level,
             "serve", "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port),
+            *extra_args,
         ]  # fmt: skip
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
@@ -124,7 +128,7 @@ class Bench:
         self._wait_healthy(service)
         return service
 
-    def _wait_healthy(self, service: Service, seconds: float = 20) -> None:
+    def _wait_healthy(self, service: Service, seconds: float = 60) -> None:
         import http.client
 
         deadline = time.monotonic() + seconds
@@ -133,7 +137,7 @@ class Bench:
                 raise RuntimeError(f"the service exited early:\n{service.log_tail()}")
             connection = http.client.HTTPConnection("127.0.0.1", service.port, timeout=1)
             try:
-                connection.request("GET", "/healthz")
+                connection.request("GET", "/readyz")
                 if connection.getresponse().status == 200:
                     return
             except OSError:

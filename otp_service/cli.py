@@ -1,4 +1,4 @@
-"""The ``otp-service`` command: serve, send, render, check-config."""
+"""The ``otp-service`` command: serve, send, render, check-config, migrate."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import os
 import signal
 import sqlite3
 import sys
-from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -19,9 +18,9 @@ import aiohttp
 from aiohttp import web
 
 from . import __version__, logs
+from .admin.commands import check_config, migrate, read_logto
 from .config import Config, load_config
 from .config.checks import refusals, warnings
-from .config.logto import LogtoConfig
 from .errors import (
     ConfigError,
     ConfigProblem,
@@ -34,11 +33,11 @@ from .http.app import SERVICES, create_app
 from .http.banner import banner, reachable_base
 from .http.connections import listen
 from .http.ops import create_metrics_app
-from .logto.client import LogtoClient, LogtoTemplate
 from .message.compose import Channel, SendRequest
 from .message.templates import TemplateLibrary
 from .services import build_library, build_services
 from .text.segments import analyse
+from .workers import supervise, worker_command
 
 log = logging.getLogger("otp_service")
 
@@ -73,7 +72,7 @@ def _print_problems(error: ConfigError) -> None:
         print(f"  - {problem.path}: {problem.problem}\n      fix: {problem.fix}", file=sys.stderr)
 
 
-async def _serve(config: Config, access_log: bool) -> None:
+async def _serve(config: Config, access_log: bool, worker: bool = False) -> None:
     app = create_app(config)
     grace = config.delivery.shutdown_grace_seconds
     runner = web.AppRunner(
@@ -91,6 +90,7 @@ async def _serve(config: Config, access_log: bool) -> None:
         config.server.port,
         header_timeout=config.server.header_timeout_seconds,
         max_connections=config.server.max_connections,
+        reuse_port=worker,  # a worker shares the port with its siblings (SO_REUSEPORT)
     )
     port, guard = listener.port, listener.guard
     runners = [runner]
@@ -106,7 +106,8 @@ async def _serve(config: Config, access_log: bool) -> None:
         )
     intake = app[SERVICES].intake
     smtp_port = intake.port if intake is not None else None
-    print(banner(config, reachable_base(config.server.host, port), port, smtp_port), flush=True)
+    if not worker:  # the supervisor printed it once for all workers
+        print(banner(config, reachable_base(config.server.host, port), port, smtp_port), flush=True)
     if guard.cap < config.server.max_connections:
         log.warning("at most %d connections: ulimit -n is below server.max_connections", guard.cap)
     stop = asyncio.Event()
@@ -146,17 +147,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = replace(config, server=server)
     if problems := refusals(config):
         raise ConfigError(problems)
+    if args.workers > 1:
+        return _supervise(config, args)
     try:
-        asyncio.run(_serve(config, args.access_log))
+        asyncio.run(_serve(config, args.access_log, worker=args.worker))
     except (OSError, sqlite3.Error) as exc:
+        fix = "the database is reachable" if config.store.url else "store.path is writable"
         print(
-            f"cannot start: {exc}\n  (outbox: {config.store.path}; listening: "
-            f"{server.host}:{server.port})\n  fix: check store.path is writable and the port "
-            "is free",
+            f"cannot start: {exc}\n  (outbox: {config.store.shown}; listening: "
+            f"{server.host}:{server.port})\n  fix: check {fix} and the port is free",
             file=sys.stderr,
         )
         return 1
     return 0
+
+
+def _supervise(config: Config, args: argparse.Namespace) -> int:
+    base = reachable_base(config.server.host, config.server.port)
+    shown = banner(config, base, config.server.port)
+    return supervise(config, args.workers, worker_command(args.argv), shown)
 
 
 def _payload(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,7 +190,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     payload = _payload(args)
     if config.templates.logto is not None and args.channel == "email":
         try:  # what the service would send: with the templates kept in Logto
-            rows, _ = asyncio.run(_read_logto(config.templates.logto))
+            rows, _ = asyncio.run(read_logto(config.templates.logto))
             for problem in library.use_logto(rows):
                 print(f"Logto template skipped (does not compile): {problem}", file=sys.stderr)
         except LogtoApiError as exc:
@@ -256,49 +265,11 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.file)
-    if problems := refusals(config):  # what serve would refuse, with serve's exit code
-        raise ConfigError(problems)
-    found = warnings(config)
-    print(f"{args.file}: OK" + (f", {len(found)} warning(s)" if found else ""))
-    print(
-        f"  email: {config.email.provider}"
-        + (f" ({config.email.smtp.target})" if config.email.smtp else "")
-    )
-    print(f"  sms:   {config.sms.provider}")
-    print(f"  auth:  {len(config.auth.tokens)} token(s)")
-    for problem in found:
-        print(f"WARNING {problem.path}: {problem.problem}\n    fix: {problem.fix}")
-    return _check_logto(config) if args.online else 0
+    return check_config(_load(args.file), args.file, online=args.online)
 
 
-async def _read_logto(logto: LogtoConfig) -> tuple[list[LogtoTemplate], list[str]]:
-    client = LogtoClient(logto)
-    try:
-        return await client.email_templates()
-    finally:
-        await client.close()
-
-
-def _check_logto(config: Config) -> int:
-    """Try templates.logto's credentials; list the templates found per language."""
-    logto = config.templates.logto
-    if logto is None:
-        print("  logto: not configured (templates.logto): nothing to check online")
-        return 0
-    try:
-        rows, unusable = asyncio.run(_read_logto(logto))
-    except LogtoApiError as exc:
-        print(f"  logto: FAILED: {exc.message}", file=sys.stderr)
-        return 1
-    broken = unusable + build_library(config).use_logto(rows)
-    print(f"  logto: {logto.endpoint}: credentials accepted, {len(rows)} email template(s)")
-    for tag, count in sorted(Counter(row.language_tag for row in rows).items()):
-        types = sorted(row.template_type for row in rows if row.language_tag == tag)
-        print(f"    {tag}: {count} ({', '.join(types)})")
-    for problem in broken:
-        print(f"    does not compile (other templates will be used): {problem}", file=sys.stderr)
-    return 1 if broken else 0
+def cmd_migrate(args: argparse.Namespace) -> int:
+    return migrate(_load(args.config))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -324,6 +295,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
     serve.add_argument("--metrics-port", type=int,
                        help="also serve /metrics, without a token, on this port")  # fmt: skip
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes sharing the port (needs store.url: PostgreSQL)")  # fmt: skip
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     def message_args(p: argparse.ArgumentParser) -> None:
@@ -354,11 +328,16 @@ def _parser() -> argparse.ArgumentParser:
         "--online", action="store_true", help="also read the email templates kept in Logto"
     )
     check.set_defaults(func=cmd_check_config)
+
+    migrate = sub.add_parser("migrate", help="apply the PostgreSQL schema migrations and exit")
+    migrate.add_argument("--config", help="YAML or JSON config file with store.url")
+    migrate.set_defaults(func=cmd_migrate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logs.setup(args.log_format, args.log_level or "INFO")
     try:
         code: int = args.func(args)

@@ -114,8 +114,24 @@ class Services:
         await self.dispatcher.close()
 
 
+def build_store(config: Config) -> tuple[Store, Inbox]:
+    """SQLite at ``store.path`` with the inbox in memory, or PostgreSQL when ``store.url`` is
+    set, with the inbox in it too (every replica lists what any captured)."""
+    if config.store.url:
+        # asyncpg loads only when configured
+        from .store.pg_inbox import PgInbox
+        from .store.postgres import PostgresStore
+
+        store = PostgresStore(
+            config.store.url, schema=config.store.schema, pool_size=config.store.pool_size
+        )
+        return store, PgInbox(store, config.capture.max_messages)
+    memory = MemoryInbox(config.capture.max_messages, max_bytes=config.capture.max_bytes)
+    return SqliteStore(config.store.path, max_limit_keys=config.limits.max_keys), memory
+
+
 def build_services(config: Config, library: TemplateLibrary | None = None) -> Services:
-    inbox = MemoryInbox(config.capture.max_messages, max_bytes=config.capture.max_bytes)
+    store, inbox = build_store(config)
     email = EMAIL_PROVIDERS[config.email.provider](config, inbox)
     sms = {name: SMS_PROVIDERS[name](config, inbox) for name in sorted(config.sms.provider_names)}
     library = library or build_library(config)
@@ -123,7 +139,6 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     dispatcher = Dispatcher(
         email, sms, config.sms, dict(config.limits.provider_rate), config.delivery.timeout_seconds
     )
-    store = SqliteStore(config.store.path, max_limit_keys=config.limits.max_keys)
     metrics = Metrics()
     # Both decided here: in capture mode for tests they are off unless the config says on.
     delivery = replace(config.delivery, dedupe=config.dedupe_on)

@@ -20,6 +20,15 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --require-hashes -r requirements-test.lock
 .venv/bin/python -m pip install --quiet --no-deps -e .
 npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+# PostgreSQL: the store tests need the server at OTP_TEST_DATABASE_URL (default
+# postgresql://postgres@127.0.0.1:5432/test; its database is created if missing) and the
+# server binaries (initdb, pg_ctl) for a cluster of their own. Missing: a failure, never a skip.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+  fi
+fi
+.venv/bin/python -m tests.pg
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

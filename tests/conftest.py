@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,8 @@ from aiohttp.test_utils import TestClient
 
 from otp_service.config import parse_config
 from otp_service.http.app import create_app
+
+from . import pg
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -43,3 +45,13 @@ def write_tree(root: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return root
+
+
+@pytest.fixture
+async def pg_schema() -> AsyncIterator[tuple[str, str]]:
+    """``(url, schema)``: a fresh PostgreSQL schema for one test, dropped after it."""
+    url = pg.database_url()
+    await pg.check_reachable(url)
+    schema = pg.new_schema()
+    yield url, schema
+    await pg.drop_schema(url, schema)

@@ -1,26 +1,33 @@
-"""The capture inbox seam (:class:`otp_service.store.inbox.Inbox`), against the in-memory one.
-
-Written against the protocol only, so another backend can run the same tests by adding its own
-factory to ``INBOXES``.
-"""
+"""The capture inbox seam (:class:`otp_service.store.inbox.Inbox`), one suite run against the
+in-memory inbox and the PostgreSQL one (a fresh schema of the test database)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from otp_service.message.compose import Message
 from otp_service.store import Inbox, InboxEvent, InboxQuery, MemoryInbox, UnknownMessage
+from otp_service.store.pg_inbox import PgInbox
+from otp_service.store.postgres import PostgresStore
 
-INBOXES: dict[str, Callable[[], Inbox]] = {"memory": lambda: MemoryInbox(100)}
 
-
-@pytest.fixture(params=sorted(INBOXES))
-def inbox(request: pytest.FixtureRequest) -> Inbox:
-    return INBOXES[request.param]()
+@pytest.fixture(params=["memory", "postgres"])
+async def inbox(request: pytest.FixtureRequest, pg_schema: tuple[str, str]) -> AsyncIterator[Inbox]:
+    """Each backend's inbox, bounded at 100 messages."""
+    if request.param == "memory":
+        yield MemoryInbox(100)
+        return
+    url, schema = pg_schema
+    store = PostgresStore(url, schema=schema, pool_size=3)
+    shared = PgInbox(store, 100)
+    await store.open()
+    yield shared
+    await shared.close()
+    await store.close()
 
 
 def message(

@@ -13,7 +13,18 @@ PACKAGE = Path(__file__).resolve().parent.parent / "otp_service"
 # kept in Logto) feeds message/ the way config/ does, so it sits between them; config/ and the
 # pure text/ helpers are the foundation. intake/ (the SMTP intake) is a second door into the
 # capture inbox, just below http/.
-LAYERS = ["http", "intake", "delivery", "providers", "store", "message", "logto", "config", "text"]
+LAYERS = [
+    "admin",
+    "http",
+    "intake",
+    "delivery",
+    "providers",
+    "store",
+    "message",
+    "logto",
+    "config",
+    "text",
+]
 
 
 def _imports(path: Path) -> set[str]:

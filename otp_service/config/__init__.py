@@ -13,14 +13,13 @@ from .settings import (
     LimitsConfig,
     PoolConfig,
     ServerConfig,
-    StoreConfig,
     TemplatesConfig,
-    default_store_path,
     expand_env,
     is_loopback,
     load_config,
     parse_config,
 )
+from .store import StoreConfig, default_store_path, redact_url
 
 __all__ = [
     "DEFAULT_HOST",
@@ -43,4 +42,5 @@ __all__ = [
     "is_loopback",
     "load_config",
     "parse_config",
+    "redact_url",
 ]

@@ -21,6 +21,7 @@ from .fields import Fields
 from .logto import LogtoConfig, parse_logto
 from .sms import SmsConfig, parse_sms
 from .smtp import SmtpConfig, parse_smtp_config
+from .store import StoreConfig, parse_store
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
@@ -84,18 +85,6 @@ class DeliveryConfig:
     concurrency: int = 64  # deliveries in flight at once
     shutdown_grace_seconds: float = 10.0
     dedupe: bool | None = None  # None: on, unless every channel is captured (Config.dedupe_on)
-
-
-def default_store_path() -> str:
-    """``$XDG_STATE_HOME/otp-service/outbox.sqlite3`` (``~/.local/state`` by default)."""
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return str(Path(state) / "otp-service" / "outbox.sqlite3")
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    path: str = field(default_factory=default_store_path)
-    retention_days: float = 7.0
 
 
 @dataclass(frozen=True)
@@ -294,19 +283,6 @@ def _delivery(root: Fields) -> DeliveryConfig:
     )
 
 
-def _store(root: Fields, base: Path) -> StoreConfig:
-    f = root.obj("store")
-    if f is None:
-        return StoreConfig()
-    f.reject_unknown(("path", "retention_days"))
-    raw = f.string("path")
-    path = raw if raw in (None, ":memory:") else str((base / raw).resolve())
-    return StoreConfig(
-        path=path or default_store_path(),
-        retention_days=f.number("retention_days", default=7.0, minimum=0.01),
-    )
-
-
 def _limit(f: Fields, key: str, default: Limit | None) -> Limit | None:
     if key in f.data and f.data[key] in (None, False):
         return None  # switched off
@@ -363,7 +339,7 @@ def parse_config(data: Any, base: Path | None = None) -> Config:
         templates=_templates(root, base or Path.cwd()),
         delivery=_delivery(root),
         capture=parse_capture(root),
-        store=_store(root, base or Path.cwd()),
+        store=parse_store(root, base or Path.cwd()),
         limits=_limits(root),
     )
     if problems:

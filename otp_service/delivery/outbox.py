@@ -4,8 +4,9 @@
 waits up to ``delivery.wait_seconds`` for the outcome. Transient failures are retried with
 exponential backoff and jitter (at least the provider's Retry-After) until the message expires;
 short delays are waited out in place, longer ones go back to the store, where the worker claims
-them when due. A crash leaves the lease behind; the next start releases it and the worker picks
-the message up again.
+them when due. While a message is being delivered its lease is renewed; a crash leaves the lease
+behind, and once it runs out (or at the next start, with SQLite) a worker picks the message up
+again: this process's, or with PostgreSQL any live replica's.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Outbox:
         self.retention_seconds = retention_days * 86400
         self._purged_at = 0.0
         self._compacted_at = time.time()
+        self._renewed_at = time.time()
+        self._store_warned_at = 0.0
         self.dispatcher = dispatcher
         self.config = config
         self._tasks: set[asyncio.Task[Outcome]] = set()
@@ -202,9 +205,12 @@ class Outbox:
             error=error.detail if error is not None else None,
         )  # fmt: skip
         if error is not None:
-            await self.store.record_attempt(
-                message.id, Attempt(time.time(), provider, outcome, error.detail)
-            )
+            try:  # history only: a store outage must not turn into a failed delivery
+                await self.store.record_attempt(
+                    message.id, Attempt(time.time(), provider, outcome, error.detail)
+                )
+            except Exception:
+                log.warning("could not record a failed attempt of id=%s", message.id, exc_info=True)
 
     async def _started(self, message: Message, provider: str) -> None:
         """An SMS attempt is on record before the provider is called: after a crash it is an
@@ -222,14 +228,23 @@ class Outbox:
     ) -> None:
         """Record a final outcome, retrying until the store takes it: until then the message
         stays this task's (the worker skips it), so a store hiccup never means a resend."""
+        await self._until_stored(
+            message_id, lambda: self.store.finish(message_id, status, provider, error, attempt)
+        )
+
+    async def _until_stored(self, message_id: str, write: Callable[[], Awaitable[None]]) -> None:
+        """Run ``write`` until the store takes it (a store outage: retried with backoff, while
+        the lease is renewed so no other process takes the message over)."""
         delay = 0.1
         while True:
             try:
-                return await self.store.finish(message_id, status, provider, error, attempt)
+                return await write()
+            except StoreUnavailable:
+                log.warning("store unavailable: outcome of id=%s kept for later", message_id)
             except Exception:
                 log.exception("cannot record the outcome of id=%s; retrying", message_id)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _run(
         self,
@@ -382,6 +397,10 @@ class Outbox:
                         # (a slow provider) must not start a second, parallel delivery.
                         if due.message.id not in self._active:
                             self._spawn(due.message, due.expires_at, due.attempts, now)
+                lease = self.config.lease_seconds
+                if self._active and now - self._renewed_at > lease / 3:
+                    self._renewed_at = now
+                    await self.store.renew(sorted(self._active), now + lease)
                 if now - self._compacted_at > 60 and not self._tasks:
                     self._compacted_at = now
                     await self.store.compact()
@@ -390,6 +409,10 @@ class Outbox:
                     purged = await self.store.purge(now - self.retention_seconds)
                     if purged:
                         log.info("purged %d finished message(s) past retention", purged)
+            except StoreUnavailable as exc:  # an outage: say so now and then, not every poll
+                if time.time() - self._store_warned_at > 30:
+                    self._store_warned_at = time.time()
+                    log.warning("outbox worker: store unavailable (%s); retrying", exc)
             except Exception:  # a store hiccup must not kill the worker
                 log.exception("outbox worker: claiming failed")
             await asyncio.sleep(self.config.poll_seconds)

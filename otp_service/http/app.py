@@ -24,6 +24,7 @@ from ..logs import event, mask_recipient
 from ..message.compose import Channel, parse_request
 from ..message.templates import TemplateLibrary
 from ..services import build_services
+from ..store import StoreUnavailable
 from ..text.sanitize import has_control, json_problem
 from . import inbox_api, inbox_page, ops
 from .access_log import request_id_middleware
@@ -63,6 +64,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(exc.status, exc.code, exc.message, headers)
     except OtpServiceError as exc:
         return error_response(exc.status, exc.code, exc.message)
+    except StoreUnavailable:  # nothing was stored, so nothing was accepted: safe to retry
+        return error_response(
+            503, "store_unavailable", "the outbox store is unavailable; retry shortly",
+            {"Retry-After": "1"},
+        )  # fmt: skip
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

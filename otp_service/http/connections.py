@@ -177,8 +177,10 @@ async def listen(
     *,
     header_timeout: float,
     max_connections: int,
+    reuse_port: bool = False,
 ) -> Listener:
-    """Listen on ``host:port`` for ``runner``'s app, every connection guarded."""
+    """Listen on ``host:port`` for ``runner``'s app, every connection guarded; ``reuse_port``
+    lets sibling workers bind the same port (``SO_REUSEPORT``: the kernel spreads them)."""
     server = runner.server
     assert server is not None, "runner.setup() first"
     guard = Guard(header_timeout, connection_cap(max_connections))
@@ -193,6 +195,8 @@ async def listen(
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(1024)
         sock.setblocking(False)

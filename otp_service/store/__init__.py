@@ -1,5 +1,6 @@
-"""Storage: the Store protocol and its backends (SQLite, embedded default for one process), and
-the capture inbox (in memory for one process)."""
+"""Storage: the Store protocol and its backends: SQLite (embedded default, one process) and
+PostgreSQL (:mod:`.postgres`, imported when configured: replicas and workers), and the capture
+inbox (in memory for one process)."""
 
 from .base import (
     Accepted,

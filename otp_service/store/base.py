@@ -1,9 +1,9 @@
 """The store seam: what delivery needs to keep, whatever holds it.
 
 Messages (with their body until they are finished), attempts, leases, idempotency keys, dedupe
-keys and limit counters. The embedded implementation is SQLite (:mod:`.sqlite`); a shared
-backend for several replicas implements the same protocol without touching delivery logic.
-Every backend keeps these promises (the tests hold the SQLite one to them):
+keys and limit counters. The embedded implementation is SQLite (:mod:`.sqlite`, one process);
+the shared one is PostgreSQL (:mod:`.postgres`, replicas and workers), behind the same protocol.
+Every backend keeps these promises (tests/test_store_contract.py holds both to them):
 
 - **Per-request write isolation.** Writes may be batched into one transaction, but one
   request's failing write (bad text, a constraint) fails that request alone: the other
@@ -12,9 +12,10 @@ Every backend keeps these promises (the tests hold the SQLite one to them):
 - **Durable accept.** :meth:`Store.accept` returns only once the message survives a crash of
   the process and of the machine.
 - **SMS at most once.** :meth:`Store.start_attempt` is durable before an SMS provider is
-  called. On :meth:`Store.open`, an SMS whose attempt started and has no recorded outcome is
-  finished as ``failed`` with a ``provider_outcome_unknown`` error and an ``unknown`` attempt:
-  it may have been texted, so it is never resent. (Email is resent: same Message-ID.)
+  called. On :meth:`Store.open` (SQLite) or when a dead replica's lease is claimed
+  (PostgreSQL), an SMS whose attempt started and has no recorded outcome is finished as
+  ``failed`` with a ``provider_outcome_unknown`` error and an ``unknown`` attempt: it may have
+  been texted, so it is never resent. (Email is resent: same Message-ID.)
 - **Nothing derived from a code outlives the message.** The dedupe key is keyed with the
   store's own random :attr:`Store.dedupe_secret` (an HMAC, not a bare hash of the code), and
   is erased once the message expires (``expires_at``), whatever its status; bodies are erased
@@ -115,7 +116,7 @@ class Store(Protocol):
         ...
 
     async def open(self) -> None:
-        """Create the schema; release leases a previous run of this process left behind;
+        """Create (or migrate) the schema; SQLite also releases leases a previous run left;
         finish SMS whose attempt started without an outcome (``provider_outcome_unknown``);
         erase dedupe keys of expired messages."""
         ...
@@ -161,6 +162,10 @@ class Store(Protocol):
 
     async def backlog(self) -> tuple[int, float | None]:
         """How many messages are not yet final, and the creation time of the oldest."""
+        ...
+
+    async def renew(self, message_ids: list[str], lease_until: float) -> None:
+        """Extend the leases of messages this process is still delivering."""
         ...
 
     async def record_attempt(self, message_id: str, attempt: Attempt) -> None: ...

@@ -18,7 +18,8 @@ fails alone. A failure of the commit itself, an I/O error, a full disk, or the f
 replaced under the process makes the store unhealthy: :meth:`SqliteStore.accept` raises
 :class:`~.base.StoreUnavailable` until :meth:`SqliteStore.probe` sees a durable write work again
 (a deleted file is first written anew from the still-open handle, nothing lost).
-Limit counters live in memory here (:mod:`.counters`).
+Limit counters live in memory here (:mod:`.counters`; the PostgreSQL store keeps them next to
+the messages).
 """
 
 from __future__ import annotations
@@ -156,6 +157,10 @@ class SqliteStore(SqliteEngine):
 
     async def backlog(self) -> tuple[int, float | None]:
         return await self._do(backlog)
+
+    async def renew(self, message_ids: list[str], lease_until: float) -> None:
+        sql = "UPDATE messages SET lease_until = ? WHERE id = ? AND status = 'queued'"
+        await self._do(lambda c: c.executemany(sql, [(lease_until, i) for i in message_ids]))
 
     async def record_attempt(self, message_id: str, attempt: Attempt) -> None:
         await self._do(lambda conn: _insert_attempt(conn, message_id, attempt))

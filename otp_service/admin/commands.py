@@ -1,0 +1,88 @@
+"""The operator's commands that do not serve: check a config (and Logto's credentials), migrate."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter
+
+from ..config import Config
+from ..config.checks import refusals, warnings
+from ..config.logto import LogtoConfig
+from ..errors import ConfigError, LogtoApiError
+from ..logto.client import LogtoClient, LogtoTemplate
+from ..services import build_library
+from ..store.migrations import LATEST
+
+
+def check_config(config: Config, file: str, *, online: bool) -> int:
+    """``check-config``: what serve would refuse or warn about, and what is configured."""
+    if problems := refusals(config):  # what serve would refuse, with serve's exit code
+        raise ConfigError(problems)
+    found = warnings(config)
+    print(f"{file}: OK" + (f", {len(found)} warning(s)" if found else ""))
+    print(
+        f"  email: {config.email.provider}"
+        + (f" ({config.email.smtp.target})" if config.email.smtp else "")
+    )
+    print(f"  sms:   {config.sms.provider}")
+    print(f"  auth:  {len(config.auth.tokens)} token(s)")
+    store = config.store
+    if store.url:
+        print(f"  store: postgresql {store.shown} (schema {store.schema}, pool {store.pool_size})")
+    else:
+        print(f"  store: sqlite {store.path}")
+    for problem in found:
+        print(f"WARNING {problem.path}: {problem.problem}\n    fix: {problem.fix}")
+    return _check_logto(config) if online else 0
+
+
+async def read_logto(logto: LogtoConfig) -> tuple[list[LogtoTemplate], list[str]]:
+    client = LogtoClient(logto)
+    try:
+        return await client.email_templates()
+    finally:
+        await client.close()
+
+
+def _check_logto(config: Config) -> int:
+    """Try templates.logto's credentials; list the templates found per language."""
+    logto = config.templates.logto
+    if logto is None:
+        print("  logto: not configured (templates.logto): nothing to check online")
+        return 0
+    try:
+        rows, unusable = asyncio.run(read_logto(logto))
+    except LogtoApiError as exc:
+        print(f"  logto: FAILED: {exc.message}", file=sys.stderr)
+        return 1
+    broken = unusable + build_library(config).use_logto(rows)
+    print(f"  logto: {logto.endpoint}: credentials accepted, {len(rows)} email template(s)")
+    for tag, count in sorted(Counter(row.language_tag for row in rows).items()):
+        types = sorted(row.template_type for row in rows if row.language_tag == tag)
+        print(f"    {tag}: {count} ({', '.join(types)})")
+    for problem in broken:
+        print(f"    does not compile (other templates will be used): {problem}", file=sys.stderr)
+    return 1 if broken else 0
+
+
+async def _migrate(config: Config) -> list[int]:
+    from ..store.postgres import PostgresStore
+
+    assert config.store.url is not None
+    return await PostgresStore(config.store.url, schema=config.store.schema).migrate_only()
+
+
+def migrate(config: Config) -> int:
+    """``migrate``: apply the PostgreSQL schema migrations alone (before a rolling deploy)."""
+    if not config.store.url:
+        print("nothing to migrate: store.url is not set (SQLite creates its schema itself)")
+        return 0
+    try:
+        applied = asyncio.run(_migrate(config))
+    except (OSError, TimeoutError) as exc:
+        print(f"cannot reach {config.store.shown}: {exc}", file=sys.stderr)
+        return 1
+    done = f"applied {', '.join(map(str, applied))}" if applied else "nothing to apply"
+    print(f"schema {config.store.schema} at version {LATEST}: {done}")
+    return 0

@@ -1,0 +1,98 @@
+"""The ``store`` section: SQLite (``store.path``, the embedded default) or PostgreSQL
+(``store.url``, shared by replicas and workers)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .fields import Fields
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def default_store_path() -> str:
+    """``$XDG_STATE_HOME/otp-service/outbox.sqlite3`` (``~/.local/state`` by default)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state) / "otp-service" / "outbox.sqlite3")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = field(default_factory=default_store_path)
+    retention_days: float = 7.0
+    # postgresql://... selects PostgreSQL instead of the SQLite file (repr: holds a password)
+    url: str | None = field(default=None, repr=False)
+    pool_size: int = 10  # connections per process
+    schema: str = "otp_service"  # PostgreSQL schema holding our tables
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.url else "sqlite"
+
+    @property
+    def shown(self) -> str:
+        """Where the store is, safe to print (a URL's password is masked)."""
+        return redact_url(self.url) if self.url else self.path
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (and any ``password=`` query value) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}{':***' if colon else ''}@{hostport}"
+    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _url(f: Fields) -> str | None:
+    url = f.string("url", fix="set store.url to postgresql://user:password@host:5432/database")
+    if url is None or not url.strip():
+        return None  # "${DATABASE_URL:-}" left empty: SQLite
+    fix = "use postgresql://user:password@host:5432/database (e.g. store.url: ${DATABASE_URL})"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a port that is not a number
+    except ValueError:
+        f.problem("url", f"is not a valid URL ({redact_url(url)})", fix)
+        return None
+    if parts.scheme not in ("postgresql", "postgres"):
+        shown = parts.scheme or "none"
+        f.problem("url", f"has scheme {shown!r}; only PostgreSQL is supported", fix)
+        return None
+    if not parts.hostname and "host=" not in parts.query:
+        f.problem("url", f"names no host ({redact_url(url)})", fix)
+        return None
+    if port is not None and not 0 < port < 65536:
+        f.problem("url", f"has port {port}, outside 1-65535", fix)
+        return None
+    return url
+
+
+def parse_store(root: Fields, base: Path) -> StoreConfig:
+    f = root.obj("store")
+    if f is None:
+        return StoreConfig()
+    f.reject_unknown(("path", "retention_days", "url", "pool_size", "schema"))
+    raw = f.string("path")
+    path = raw if raw in (None, ":memory:") else str((base / raw).resolve())
+    schema = f.string("schema", default="otp_service") or "otp_service"
+    if not _SCHEMA_NAME.match(schema):
+        f.problem(
+            "schema",
+            f"{schema!r} is not a plain schema name",
+            "use lower-case letters, digits and _ (e.g. otp_service)",
+        )
+    return StoreConfig(
+        path=path or default_store_path(),
+        retention_days=f.number("retention_days", default=7.0, minimum=0.01),
+        url=_url(f),
+        pool_size=f.integer("pool_size", default=10, minimum=1, maximum=200),
+        schema=schema,
+    )

@@ -1,0 +1,185 @@
+"""The PostgreSQL schema, as numbered migrations applied under an advisory lock.
+
+Every replica runs :func:`migrate` when it starts (``otp-service migrate`` runs it alone, for
+operators who migrate before a rolling deploy). A session-level advisory lock serialises
+replicas that start together; each migration commits in its own transaction together with its
+row in ``schema_migrations``. A database already migrated past what this code knows is refused:
+an older replica must not write into tables whose meaning has changed under it.
+
+Migrations are append-only: never edit one that has shipped, add the next number.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import OtpServiceError
+
+# pg_advisory_lock(classid, objid): the first half says "otp-service migrations"; the second is
+# the schema's hash, so two services in two schemas of one database do not wait for each other.
+LOCK_CLASS = 0x07_0F_05_E1
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "outbox, attempts, idempotency, limit counters, captured messages",
+        """
+CREATE TABLE messages (
+  id text PRIMARY KEY,
+  channel text NOT NULL,
+  recipient text NOT NULL,
+  type text NOT NULL,
+  status text NOT NULL,
+  provider text,
+  body text,
+  dedupe_key text,
+  created_at double precision NOT NULL,
+  expires_at double precision NOT NULL,
+  next_attempt_at double precision NOT NULL,
+  lease_until double precision,
+  lease_owner text,
+  attempt_started_at double precision,  -- an SMS attempt under way: never resent after a crash
+  attempt_provider text,
+  attempts integer NOT NULL DEFAULT 0,
+  last_error text,
+  finished_at double precision
+);
+CREATE INDEX messages_due ON messages (next_attempt_at) WHERE status = 'queued';
+CREATE INDEX messages_dedupe ON messages (dedupe_key) WHERE dedupe_key IS NOT NULL;
+CREATE INDEX messages_finished ON messages (finished_at) WHERE finished_at IS NOT NULL;
+
+CREATE TABLE attempts (
+  seq bigserial PRIMARY KEY,
+  message_id text NOT NULL,
+  at double precision NOT NULL,
+  provider text NOT NULL,
+  outcome text NOT NULL,
+  error text
+);
+CREATE INDEX attempts_message ON attempts (message_id);
+
+CREATE TABLE idempotency (
+  key text PRIMARY KEY,
+  message_id text NOT NULL,
+  created_at double precision NOT NULL
+);
+CREATE INDEX idempotency_message ON idempotency (message_id);
+
+-- GCRA: one theoretical arrival time per key (a keyed hash, never an address in the clear).
+CREATE TABLE limit_counters (
+  key text PRIMARY KEY,
+  tat double precision NOT NULL
+);
+
+CREATE TABLE settings (
+  name text PRIMARY KEY,
+  value bytea NOT NULL
+);
+
+CREATE TABLE captured (
+  seq bigserial PRIMARY KEY,
+  id text NOT NULL UNIQUE,
+  channel text NOT NULL,
+  recipient text NOT NULL,
+  type text NOT NULL,
+  body text NOT NULL,
+  created_at double precision NOT NULL
+);
+CREATE INDEX captured_recipient ON captured (lower(recipient), seq);
+
+-- accept: one round trip, one transaction. A repeat (the same idempotency key, or without one
+-- an unexpired message with the same dedupe key) answers with the message that holds it.
+CREATE FUNCTION accept_message(
+  p_id text, p_channel text, p_to text, p_type text, p_body text, p_dedupe text,
+  p_now double precision, p_expires double precision, p_lease double precision,
+  p_owner text, p_key text
+) RETURNS TABLE (r_id text, r_created boolean, r_status text, r_provider text)
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF p_key IS NOT NULL THEN
+    -- Waits for a concurrent insert of the same key (another replica) to commit or roll back.
+    INSERT INTO idempotency (key, message_id, created_at) VALUES (p_key, p_id, p_now)
+      ON CONFLICT (key) DO NOTHING;
+    IF NOT FOUND THEN
+      RETURN QUERY SELECT m.id, false, m.status, m.provider
+        FROM idempotency i JOIN messages m ON m.id = i.message_id WHERE i.key = p_key;
+      RETURN;
+    END IF;
+  ELSIF p_dedupe IS NOT NULL THEN
+    PERFORM pg_advisory_xact_lock(hashtext(p_dedupe));
+    RETURN QUERY SELECT m.id, false, m.status, m.provider FROM messages m
+      WHERE m.dedupe_key = p_dedupe AND m.expires_at > p_now ORDER BY m.created_at LIMIT 1;
+    IF FOUND THEN
+      RETURN;
+    END IF;
+  END IF;
+  INSERT INTO messages (id, channel, recipient, type, status, body, dedupe_key, created_at,
+                        expires_at, next_attempt_at, lease_until, lease_owner)
+    VALUES (p_id, p_channel, p_to, p_type, 'queued', p_body, p_dedupe, p_now, p_expires, p_now,
+            p_lease, p_owner);
+  RETURN QUERY SELECT p_id, true, 'queued'::text, NULL::text;
+END
+$$;
+""",
+    ),
+]
+
+LATEST = MIGRATIONS[-1][0]
+
+
+class SchemaTooNewError(OtpServiceError):
+    """The database was migrated by a newer otp-service than this one."""
+
+    code = "schema_too_new"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def schema_version(conn: Any, schema: str) -> int:
+    """The highest migration applied in ``schema`` (0 for none)."""
+    exists = await conn.fetchval(
+        "SELECT to_regclass($1) IS NOT NULL", f"{quote_ident(schema)}.schema_migrations"
+    )
+    if not exists:
+        return 0
+    version: int | None = await conn.fetchval(
+        f"SELECT max(version) FROM {quote_ident(schema)}.schema_migrations"  # noqa: S608
+    )
+    return version or 0
+
+
+async def migrate(conn: Any, schema: str) -> list[int]:
+    """Bring ``schema`` up to :data:`LATEST` on the asyncpg connection ``conn``; returns the
+    versions applied. Raises :class:`SchemaTooNewError` for a schema ahead of this code."""
+    q = quote_ident(schema)
+    await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", LOCK_CLASS, schema)
+    try:
+        current = await schema_version(conn, schema)
+        if current > LATEST:
+            raise SchemaTooNewError(
+                f"the database schema {schema!r} is at version {current}, newer than this "
+                f"otp-service knows ({LATEST}); run the newer release, or restore a backup"
+            )
+        applied: list[int] = []
+        for version, description, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            async with conn.transaction():
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {q}")
+                await conn.execute(f"SET LOCAL search_path TO {q}")
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
+                    "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
+                    version,
+                    description,
+                )
+            applied.append(version)
+        return applied
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_CLASS, schema)

@@ -1,0 +1,282 @@
+"""The PostgreSQL connection pool behind :class:`~otp_service.store.postgres.PostgresStore`:
+connect (with backoff while the server is unreachable), migrate, map connection failures to
+:class:`~otp_service.store.base.StoreUnavailable`, and write bookkeeping in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from ..errors import OtpServiceError
+from .base import StoreUnavailable
+from .migrations import migrate, quote_ident
+
+log = logging.getLogger("otp_service.store")
+# What a lost or refused connection raises; everything else is a bug and propagates as is.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+)
+
+
+class StoreRefused(OtpServiceError):
+    """PostgreSQL answered, and refused us: a configuration problem, not an outage."""
+
+    code = "store_refused"
+
+    def __init__(self, exc: Exception) -> None:
+        super().__init__(
+            f"PostgreSQL refused the connection: {type(exc).__name__}: {exc} "
+            "(fix: check the user, password and database name in store.url)"
+        )
+
+
+def _grouped(
+    batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]],
+) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Consecutive writes of the same statement, together (their order kept)."""
+    groups: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for sql, args, _ in batch:
+        if groups and groups[-1][0] == sql:
+            groups[-1][1].append(args)
+        else:
+            groups.append((sql, [args]))
+    return groups
+
+
+def replica_name() -> str:
+    """Who holds a lease: host, process and a random part (pids repeat across containers)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """No reset query on release (asyncpg's default costs a round trip per use): we leave no
+    session state behind (transactions are rolled back by the pool, locks released, LISTEN
+    only on a connection of its own)."""
+
+
+class PgConnection:
+    """A pool on one schema, migrated on connect; the base of the PostgreSQL store."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "otp_service",
+        pool_size: int = 10,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 15.0,
+    ) -> None:
+        self.url = url
+        self.schema = schema
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.owner = replica_name()
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Task[None] | None = None
+        self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._lost = False  # the last query failed for want of a connection
+        self.dedupe_secret = b""
+        self.on_connect: list[Callable[[asyncpg.Pool], Awaitable[None]]] = []
+
+    # -- plumbing
+
+    @property
+    def healthy(self) -> bool:
+        """Connected, migrated, and the last query reached the server (readiness)."""
+        return self._pool is not None and not self._lost
+
+    async def probe(self) -> bool:
+        with contextlib.suppress(StoreUnavailable):
+            async with self.connection() as conn:
+                await conn.fetchval("SELECT 1", timeout=self.connect_timeout)
+        return self.healthy
+
+    async def _connect_once(self) -> None:
+        try:
+            await self._create_pool()
+        except UNAVAILABLE:
+            raise
+        except asyncpg.PostgresError as exc:  # a wrong password, no such database: fatal
+            raise StoreRefused(exc) from exc
+
+    async def _create_pool(self) -> None:
+        pool = await asyncpg.create_pool(
+            self.url,
+            min_size=1,
+            max_size=self.pool_size,
+            timeout=self.connect_timeout,
+            command_timeout=self.command_timeout,
+            max_inactive_connection_lifetime=60.0,
+            reset=_keep_session,
+            server_settings={
+                "search_path": self.schema,
+                "application_name": "otp-service",
+            },
+        )
+        try:
+            async with pool.acquire() as conn:
+                applied = await migrate(conn, self.schema)
+            if applied:
+                log.info("store: applied migration(s) %s to schema %s", applied, self.schema)
+            async with pool.acquire() as conn:
+                await conn.execute(
+                    "INSERT INTO settings (name, value) VALUES ('dedupe_secret', $1) "
+                    "ON CONFLICT (name) DO NOTHING",
+                    secrets.token_bytes(32),
+                )
+                self.dedupe_secret = await conn.fetchval(
+                    "SELECT value FROM settings WHERE name = 'dedupe_secret'"
+                )
+            for hook in self.on_connect:
+                await hook(pool)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def _connect_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._connect_once()
+                log.info("store: connected to PostgreSQL (schema %s)", self.schema)
+                return
+            except UNAVAILABLE as exc:
+                log.warning(
+                    "store: PostgreSQL unreachable (%s); retrying in %.1f s",
+                    type(exc).__name__,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def open(self) -> None:
+        """Connect and migrate. A refused connection does not stop the start: the service comes
+        up unready (``/readyz`` 503, sends 503) and keeps trying with backoff. A schema newer
+        than this code is fatal."""
+        try:
+            await self._connect_once()
+        except UNAVAILABLE as exc:
+            log.error(
+                "store: cannot reach PostgreSQL (%s: %s); not ready, retrying in the background",
+                type(exc).__name__,
+                exc,
+            )
+            self._opening = asyncio.get_running_loop().create_task(self._connect_forever())
+
+    async def migrate_only(self) -> list[int]:
+        """Connect once and migrate (``otp-service migrate``); raises when unreachable."""
+        try:
+            conn = await asyncpg.connect(self.url, timeout=self.connect_timeout)
+        except asyncpg.PostgresError as exc:
+            raise StoreRefused(exc) from exc
+        try:
+            return await migrate(conn, self.schema)
+        finally:
+            await conn.close()
+
+    async def close(self) -> None:
+        if self._opening is not None:
+            self._opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._opening
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), 5.0)
+            except Exception:  # a lost server: drop the connections without a goodbye
+                pool.terminate()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; a connection failure becomes :class:`StoreUnavailable`."""
+        if self._pool is None:
+            raise StoreUnavailable("PostgreSQL is not connected yet")
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except UNAVAILABLE as exc:
+            self._lost = True
+            raise StoreUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from exc
+        self._lost = False
+
+    async def query(self, method: str, sql: str, *args: Any) -> Any:
+        """One statement on a pooled connection (``fetchrow``, ``fetchval``, ``fetch`` or
+        ``execute``): the pool's own shortcut, lighter than :meth:`connection`."""
+        if self._pool is None:
+            raise StoreUnavailable("PostgreSQL is not connected yet")
+        try:
+            result = await getattr(self._pool, method)(sql, *args)
+        except UNAVAILABLE as exc:
+            self._lost = True
+            raise StoreUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from exc
+        self._lost = False
+        return result
+
+    async def _write(self, sql: str, *args: Any) -> None:
+        """Queue a bookkeeping write; whatever queued up commits together in one transaction."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((sql, args, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self.connection() as conn, conn.transaction():
+                    for sql, rows in _grouped(batch):  # one pipelined executemany per run
+                        if len(rows) == 1:
+                            await conn.execute(sql, *rows[0])
+                        else:
+                            await conn.executemany(sql, rows)
+            except StoreUnavailable as exc:  # nobody's write is kept: each caller retries its own
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            except Exception:  # one bad write must not fail the others: each on its own
+                await self._one_by_one(batch)
+                continue
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _one_by_one(
+        self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]]
+    ) -> None:
+        for sql, args, future in batch:
+            try:
+                async with self.connection() as conn:
+                    await conn.execute(sql, *args)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(None)
+
+    async def drop_schema(self) -> None:
+        """Remove every table of this store (tests; an operator uninstalling)."""
+        async with self.connection() as conn:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(self.schema)} CASCADE")

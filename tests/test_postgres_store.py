@@ -1,0 +1,129 @@
+"""What only a shared store must do: two replicas (two PostgresStore on one schema) never
+claim the same message, race on an idempotency key to one message, share limit counters, and a
+live replica takes over what a dead one leased, finishing a half-sent SMS instead of resending."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from otp_service.store import Attempt
+from otp_service.store.postgres import PostgresStore
+
+from .test_store_contract import accept, make_message
+
+
+@pytest.fixture
+async def replicas(pg_schema: tuple[str, str]) -> AsyncIterator[list[PostgresStore]]:
+    """Two opened stores on one schema: two replicas of the service."""
+    url, schema = pg_schema
+    stores = [PostgresStore(url, schema=schema, pool_size=4) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+async def test_postgres_replicas_never_claim_the_same_message(
+    replicas: list[PostgresStore],
+) -> None:
+    """Both replicas claiming at once split the due messages between them: each once."""
+    a, b = replicas
+    now = time.time()
+    for _ in range(40):
+        await accept(a, make_message(at=now), lease=0)
+    claims = await asyncio.gather(*(s.claim_due(now + 1, now + 60, 15) for s in (a, b, a, b)))
+    ids = [d.message.id for claim in claims for d in claim]
+    assert len(ids) == 40 and len(set(ids)) == 40
+
+
+async def test_postgres_idempotency_race_across_replicas_stores_one_message(
+    replicas: list[PostgresStore],
+) -> None:
+    """The same Idempotency-Key arriving at two replicas at once is one message; both answers
+    name it."""
+    a, b = replicas
+    answers = await asyncio.gather(
+        *(accept(store, make_message(), key="email:race") for store in (a, b, a, b))
+    )
+    assert len({answer.id for answer in answers}) == 1
+    assert sum(answer.created for answer in answers) == 1
+
+
+async def test_postgres_limit_counters_are_shared(replicas: list[PostgresStore]) -> None:
+    """Hits on either replica count against one limit."""
+    a, b = replicas
+    now = time.time()
+    results = [await (a, b)[n % 2].hit("to:email:ana@example.com", 4, 60, now) for n in range(5)]
+    assert results[:4] == [None] * 4 and results[4] is not None
+
+
+async def test_postgres_live_replica_takes_over_a_dead_ones_lease(
+    replicas: list[PostgresStore],
+) -> None:
+    """A message leased by a replica that stopped renewing is claimed by the other once the
+    lease runs out, while both keep running (no restart needed)."""
+    a, b = replicas
+    message = make_message()
+    now = message.created_at.timestamp()
+    await accept(a, message, lease=5)  # replica a accepted it, then died
+    assert await b.claim_due(now + 1, now + 60, 10) == []
+    [due] = await b.claim_due(now + 6, now + 60, 10)
+    assert due.message.id == message.id
+
+
+async def test_postgres_half_sent_sms_of_a_dead_replica_is_not_resent(
+    replicas: list[PostgresStore],
+) -> None:
+    """An SMS whose attempt started on a replica that died is finished as an unknown outcome
+    by the replica that claims it, never handed out for a second text."""
+    a, b = replicas
+    message = make_message(channel="sms", to="+8613800138000")
+    now = message.created_at.timestamp()
+    await accept(a, message, lease=5)
+    await a.start_attempt(message.id, "aliyun", now + 1)
+    assert await b.claim_due(now + 6, now + 60, 10) == []
+    status = await b.status(message.id)
+    assert status is not None and status.status == "failed"
+    assert "provider_outcome_unknown" in (status.last_error or "")
+    assert [(x.provider, x.outcome) for x in status.attempts] == [("aliyun", "unknown")]
+
+
+async def test_postgres_failed_attempt_clears_the_started_mark(
+    replicas: list[PostgresStore],
+) -> None:
+    """After a recorded failure (nothing went out) the message is handed out again, not
+    written off as unknown."""
+    a, b = replicas
+    message = make_message(channel="sms", to="+8613800138000")
+    now = message.created_at.timestamp()
+    await accept(a, message, lease=5)
+    await a.start_attempt(message.id, "aliyun", now + 1)
+    await a.record_attempt(message.id, Attempt(now + 2, "aliyun", "transient", "throttled"))
+    await a.retry_later(message.id, now + 3, "throttled")
+    [due] = await b.claim_due(now + 6, now + 60, 10)
+    assert due.message.id == message.id and due.attempts == 1
+
+
+async def test_postgres_reset_counters_and_forget_duplicates(
+    replicas: list[PostgresStore],
+) -> None:
+    """Resetting a key's counter frees it on every replica; forgetting a recipient's
+    duplicates lets the same content through again, for that recipient only."""
+    a, b = replicas
+    now = time.time()
+    for _ in range(2):
+        await a.hit("to:email:ana@example.com", 2, 60, now)
+    assert await b.hit("to:email:ana@example.com", 2, 60, now) is not None
+    await b.reset_counters(["to:email:ana@example.com"])
+    assert await a.hit("to:email:ana@example.com", 2, 60, now) is None
+    ana, bob = make_message(to="Ana@example.com"), make_message(to="bob@example.com")
+    await accept(a, ana, dedupe="d-ana")
+    await accept(a, bob, dedupe="d-bob")
+    await b.forget_duplicates("ana@example.com")
+    assert (await accept(a, make_message(to="ana@example.com"), dedupe="d-ana")).created
+    assert not (await accept(a, make_message(to="bob@example.com"), dedupe="d-bob")).created
