@@ -31,6 +31,7 @@ from ..metrics import Metrics
 from ..store import Attempt, Store, StoreUnavailable
 from .dispatcher import Dispatcher, Expired
 from .outcome import Outcome, StoreUnavailableError, dedupe_key
+from .upkeep import Upkeep
 
 log = logging.getLogger("otp_service.outbox")
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
@@ -48,10 +49,7 @@ class Outbox:
         self.store = store
         self.metrics = metrics or Metrics()
         self.retention_seconds = retention_days * 86400
-        self._purged_at = 0.0
-        self._compacted_at = time.time()
-        self._renewed_at = time.time()
-        self._store_warned_at = 0.0
+        self._upkeep = Upkeep(store, self.metrics, config.lease_seconds, self.retention_seconds)
         self.dispatcher = dispatcher
         self.config = config
         self._tasks: set[asyncio.Task[Outcome]] = set()
@@ -381,14 +379,7 @@ class Outbox:
                 if not await self.store.probe():  # nothing to do until it can record attempts
                     await asyncio.sleep(self.config.poll_seconds)
                     continue
-                for gone in await self.store.expire_due(now):
-                    self.metrics.finished(gone.channel, "expired")
-                    event(
-                        log, WARNING, "expired",
-                        id=gone.id, channel=gone.channel, to=mask_recipient(gone.to),
-                        request_id=gone.request_id, attempts=gone.attempts,
-                        last_error=gone.last_error or "never attempted",
-                    )  # fmt: skip
+                await self._upkeep.expire(now)
                 if room > 0:
                     for due in await self.store.claim_due(
                         now, now + self.config.lease_seconds, room
@@ -397,22 +388,9 @@ class Outbox:
                         # (a slow provider) must not start a second, parallel delivery.
                         if due.message.id not in self._active:
                             self._spawn(due.message, due.expires_at, due.attempts, now)
-                lease = self.config.lease_seconds
-                if self._active and now - self._renewed_at > lease / 3:
-                    self._renewed_at = now
-                    await self.store.renew(sorted(self._active), now + lease)
-                if now - self._compacted_at > 60 and not self._tasks:
-                    self._compacted_at = now
-                    await self.store.compact()
-                if now - self._purged_at > 3600:
-                    self._purged_at = now
-                    purged = await self.store.purge(now - self.retention_seconds)
-                    if purged:
-                        log.info("purged %d finished message(s) past retention", purged)
-            except StoreUnavailable as exc:  # an outage: say so now and then, not every poll
-                if time.time() - self._store_warned_at > 30:
-                    self._store_warned_at = time.time()
-                    log.warning("outbox worker: store unavailable (%s); retrying", exc)
+                await self._upkeep.tend(now, self._active, idle=not self._tasks)
+            except StoreUnavailable as exc:
+                self._upkeep.store_unavailable(exc)
             except Exception:  # a store hiccup must not kill the worker
                 log.exception("outbox worker: claiming failed")
             await asyncio.sleep(self.config.poll_seconds)
