@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from otp_service.config import parse_config
 from otp_service.http.app import create_app
 
 from . import pg
+from .test_crash import Processes
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -55,3 +56,13 @@ async def pg_schema() -> AsyncIterator[tuple[str, str]]:
     schema = pg.new_schema()
     yield url, schema
     await pg.drop_schema(url, schema)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Sink and service processes for one test, all stopped (by their pids) at the end."""
+    started = Processes(tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop_all()

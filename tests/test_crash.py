@@ -17,12 +17,11 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from .smtp_server import free_port
 
@@ -209,16 +208,6 @@ class Processes:
             service.stop()
         for sink in self.sinks:
             sink.stop()
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    """Sink and service processes for one test, all stopped (by their pids) at the end."""
-    started = Processes(tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 async def post_email(

@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from . import test_crash
 from .fakes import Recorded, Reply
 from .fakes.vonage import FakeVonage, logto_vonage_json
 from .test_crash import (
@@ -33,8 +32,6 @@ from .test_crash import (
     wait_for,
     wait_status,
 )
-
-processes = test_crash.processes  # the same fixture: sink and service processes
 
 
 class SlowVonage(FakeVonage):

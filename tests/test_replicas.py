@@ -52,16 +52,6 @@ def aliyun() -> Iterator[FakeAliyun]:
         yield server
 
 
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    """Sink and service processes for one test, all stopped (by their pids) at the end."""
-    started_ = Processes(tmp_path)
-    try:
-        yield started_
-    finally:
-        started_.stop_all()
-
-
 def replica_config(
     folder: Path, pg: tuple[str, str], sink: SinkProcess, aliyun: FakeAliyun, **extra: Any
 ) -> Path:

@@ -12,10 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from . import test_crash
 from .test_crash import HTTP_TIMEOUT, Processes
-
-processes = test_crash.processes  # the same fixture: service processes, killed at the end
 
 
 def capture_config(folder: Path) -> Path:

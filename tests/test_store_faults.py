@@ -19,10 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from . import test_crash
 from .test_crash import HTTP_TIMEOUT, Processes, ServiceProcess, get_status
-
-processes = test_crash.processes  # the same fixture: service processes, killed at the end
 
 
 def capture_config(folder: Path) -> Path:

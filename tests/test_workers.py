@@ -77,15 +77,6 @@ def aliyun() -> Iterator[FakeAliyun]:
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    started_ = Processes(tmp_path)
-    try:
-        yield started_
-    finally:
-        started_.stop_all()
-
-
-@pytest.fixture
 def supervised() -> Iterator[list[Supervised]]:
     running: list[Supervised] = []
     yield running
