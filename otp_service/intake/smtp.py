@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -27,6 +26,7 @@ from ..store.inbox import Inbox
 from ..text.addresses import normalize_email
 from ..text.codes import find_code
 from ..text.htmltext import html_to_text
+from ..text.ids import new_message_id
 
 log = logging.getLogger("otp_service.intake")
 
@@ -73,7 +73,7 @@ def messages_from(envelope_to: list[str], data: bytes) -> list[Message]:
     created_at = datetime.now(UTC)  # arrival: the Date header only tells the sender's clock
     return [
         Message(
-            id=uuid.uuid4().hex,
+            id=new_message_id(),
             channel="email",
             to=_recipient(rcpt),
             type=TYPE,

@@ -7,7 +7,6 @@ CONTRACT.md §1); extra keys are accepted, ``Test`` is rendered as ``Generic``.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from typing import Any, Literal
 from ..config.sms import SmsConfig
 from ..errors import RequestError
 from ..text.addresses import normalize_email
+from ..text.ids import new_message_id
 from ..text.sanitize import has_control
 from ..text.segments import analyse
 from .recipients import check_destination, e164, parse_phone
@@ -118,7 +118,7 @@ class Composer:
     def compose(self, channel: Channel, request: SendRequest) -> Message:
         """Validate the recipient, render the templates, and build the message."""
         payload = request.payload
-        message_id = uuid.uuid4().hex
+        message_id = new_message_id()
         code, link = _text(payload.get("code")), _text(payload.get("link"))
         if channel == "email":
             to = normalize_email(request.to)
