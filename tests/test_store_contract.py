@@ -185,3 +185,48 @@ async def test_store_purge_forgets_finished_messages_and_keeps_queued(store: Sto
     assert await store.status(done.id) is None
     assert await store.existing("email:done", None, time.time()) is None
     assert await store.status(queued.id) is not None
+
+
+async def test_store_concurrent_accepts_each_get_their_own_answer(store: Store) -> None:
+    """A burst accepted together (one batch, one commit) answers each message for itself; a
+    repeat of a message in the same burst, by key or by content, names the first."""
+    import asyncio
+
+    fresh = [make_message(to=f"u{i}@example.com") for i in range(40)]
+    by_key, by_content = make_message(), make_message()
+    answers = await asyncio.gather(
+        *(accept(store, m) for m in fresh[:20]),
+        accept(store, fresh[20], key="email:burst"),
+        accept(store, fresh[21], dedupe="burst-content"),
+        *(accept(store, m) for m in fresh[22:30]),
+        accept(store, by_key, key="email:burst"),
+        accept(store, by_content, dedupe="burst-content"),
+        *(accept(store, m) for m in fresh[30:]),
+    )
+    new = [a for a in answers if a.created]
+    assert sorted(a.id for a in new) == sorted(m.id for m in fresh)
+    repeats = [a for a in answers if not a.created]
+    assert sorted(a.id for a in repeats) == sorted([fresh[20].id, fresh[21].id])
+    assert await store.status(by_key.id) is None and await store.status(by_content.id) is None
+    for message in fresh:
+        status = await store.status(message.id)
+        assert status is not None and status.to == message.to
+
+
+async def test_store_one_unstorable_message_fails_alone_in_a_burst(store: Store) -> None:
+    """A message the database cannot hold (a NUL character, which PostgreSQL text refuses)
+    fails alone; the others accepted with it in the same batch are stored."""
+    import asyncio
+
+    good = [make_message(to=f"g{i}@example.com") for i in range(10)]
+    bad = make_message(to="nul\x00@example.com")
+    results = await asyncio.gather(
+        *(accept(store, m) for m in good[:5]), accept(store, bad),
+        *(accept(store, m) for m in good[5:]), return_exceptions=True,
+    )  # fmt: skip
+    for message, result in zip([*good[:5], bad, *good[5:]], results, strict=True):
+        if message is bad:  # SQLite stores it; PostgreSQL refuses it: either way, alone
+            assert isinstance(result, Exception) == isinstance(store, PostgresStore)
+            continue
+        assert not isinstance(result, BaseException), result
+        assert result.created and await store.status(message.id) is not None

@@ -122,6 +122,28 @@ END
 $$;
 """,
     ),
+    (
+        2,
+        "accept a batch of messages in one round trip and one transaction",
+        """
+-- accept_message for each element of the arrays, in order, in the caller's one transaction (a
+-- repeat of a message earlier in the same batch is seen as one). r_ord: the element's index.
+CREATE FUNCTION accept_messages(
+  p_id text[], p_channel text[], p_to text[], p_type text[], p_body text[], p_dedupe text[],
+  p_now double precision[], p_expires double precision[], p_lease double precision[],
+  p_owner text, p_key text[]
+) RETURNS TABLE (r_ord integer, r_id text, r_created boolean, r_status text, r_provider text)
+LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1 .. coalesce(array_length(p_id, 1), 0) LOOP
+    RETURN QUERY SELECT i, a.r_id, a.r_created, a.r_status, a.r_provider
+      FROM accept_message(p_id[i], p_channel[i], p_to[i], p_type[i], p_body[i], p_dedupe[i],
+                          p_now[i], p_expires[i], p_lease[i], p_owner, p_key[i]) a;
+  END LOOP;
+END
+$$;
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

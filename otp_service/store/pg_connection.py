@@ -46,14 +46,24 @@ class StoreRefused(OtpServiceError):
 
 def _grouped(
     batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]],
+    barriers: frozenset[str] = frozenset(),
 ) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """Consecutive writes of the same statement, together (their order kept)."""
+    """The writes of one statement together, one pipelined ``executemany`` each, in the order
+    each statement first appears. Reordering is safe: a message's own writes are awaited one
+    after the other, so no two of them are ever in one batch. A statement in ``barriers``
+    (one that touches many messages: lease renewal) keeps its place: nothing moves across it.
+    """
     groups: list[tuple[str, list[tuple[Any, ...]]]] = []
+    open_groups: dict[str, list[tuple[Any, ...]]] = {}
     for sql, args, _ in batch:
-        if groups and groups[-1][0] == sql:
-            groups[-1][1].append(args)
-        else:
+        if sql in barriers:
             groups.append((sql, [args]))
+            open_groups = {}
+        elif (rows := open_groups.get(sql)) is not None:
+            rows.append(args)
+        else:
+            open_groups[sql] = rows = [args]
+            groups.append((sql, rows))
     return groups
 
 
@@ -90,6 +100,7 @@ class PgConnection:
         self._opening: asyncio.Task[None] | None = None
         self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._barriers: frozenset[str] = frozenset()
         self._lost = False  # the last query failed for want of a connection
         self.dedupe_secret = b""
         self.on_connect: list[Callable[[asyncpg.Pool], Awaitable[None]]] = []
@@ -232,8 +243,11 @@ class PgConnection:
         self._lost = False
         return result
 
-    async def _write(self, sql: str, *args: Any) -> None:
-        """Queue a bookkeeping write; whatever queued up commits together in one transaction."""
+    async def _write(self, sql: str, *args: Any, barrier: bool = False) -> None:
+        """Queue a bookkeeping write; whatever queued up commits together in one transaction.
+        ``barrier``: a statement over many messages, which other writes must not cross."""
+        if barrier:
+            self._barriers = self._barriers | {sql}
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((sql, args, future))
         if self._flusher is None or self._flusher.done():
@@ -245,7 +259,7 @@ class PgConnection:
             batch, self._pending = self._pending, []
             try:
                 async with self.connection() as conn, conn.transaction():
-                    for sql, rows in _grouped(batch):  # one pipelined executemany per run
+                    for sql, rows in _grouped(batch, self._barriers):
                         if len(rows) == 1:
                             await conn.execute(sql, *rows[0])
                         else:

@@ -29,6 +29,24 @@ from .pg_connection import PgConnection
 
 log = logging.getLogger("otp_service.store")
 
+# A captured message and its notification in one statement (sent when the batch commits).
+_ADD = """
+WITH added AS (
+  INSERT INTO captured (id, channel, recipient, type, body, created_at)
+  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING id
+)
+SELECT pg_notify($7, $8) FROM added
+"""
+# Keep the newest max_messages; one statement drops the rest and announces each.
+_TRIM = """
+WITH dropped AS (
+  DELETE FROM captured WHERE seq <= (SELECT seq FROM captured ORDER BY seq DESC
+                                     OFFSET $1 LIMIT 1)
+  RETURNING id
+)
+SELECT pg_notify($2, json_build_object('kind', 'deleted', 'id', id)::text) FROM dropped
+"""
+
 
 @dataclass(eq=False)
 class _Waiter:
@@ -148,30 +166,16 @@ class PgInbox:
         self._recent[message.id] = message
         while len(self._recent) > 256:
             self._recent.popitem(last=False)
-        await asyncio.gather(
-            self.store._write(
-                "INSERT INTO captured (id, channel, recipient, type, body, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                message.id, message.channel, message.to, message.type,
-                message_to_json(message), message.created_at.timestamp(),
-            ),
-            self.store._write(
-                "SELECT pg_notify($1, $2)", self.channel,
-                json.dumps({"kind": "added", "id": message.id}),
-            ),
+        await self.store._write(
+            _ADD, message.id, message.channel, message.to, message.type,
+            message_to_json(message), message.created_at.timestamp(), self.channel,
+            json.dumps({"kind": "added", "id": message.id}),
         )  # fmt: skip
         if self._adds % 20 == 0 or self.max_messages < 20:
             await self._trim()
 
     async def _trim(self) -> None:
-        async with self.store.connection() as conn, conn.transaction():
-            dropped = await conn.fetch(
-                "DELETE FROM captured WHERE seq <= (SELECT seq FROM captured ORDER BY seq DESC "
-                "OFFSET $1 LIMIT 1) RETURNING id",
-                self.max_messages,
-            )
-            for row in dropped:
-                await self._notify(conn, "deleted", id=row["id"])
+        await self.store.query("execute", _TRIM, self.max_messages, self.channel)
 
     async def delete(self, message_id: str) -> bool:
         async with self.store.connection() as conn, conn.transaction():

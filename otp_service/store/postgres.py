@@ -17,12 +17,14 @@ lease that ran out is finished as ``provider_outcome_unknown`` by whichever repl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
 import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ..message.compose import Message
 from .base import (
@@ -32,6 +34,7 @@ from .base import (
     Due,
     ExpiredMessage,
     StoredStatus,
+    StoreUnavailable,
     message_from_json,
     message_to_json,
 )
@@ -74,6 +77,14 @@ _RETRY = (
     "lease_owner = NULL, attempt_started_at = NULL, attempt_provider = NULL "
     "WHERE id = $1 AND status = 'queued'"
 )
+_ACCEPT_ONE = "SELECT * FROM accept_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+_ACCEPT_MANY = (
+    "SELECT * FROM accept_messages($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    "$6::text[], $7::float8[], $8::float8[], $9::float8[], $10, $11::text[])"
+)
+# id, channel, to, type, body, dedupe key, created, expires, lease until, idempotency key
+_AcceptArgs = tuple[str, str, str, str, str, str | None, float, float, float, str | None]
+_AcceptFuture = asyncio.Future[Accepted]
 # GCRA in one statement (the rule of otp_service.store.counters.gcra): allowed when
 # max(tat, now) + interval - now <= window; a refused event is not counted.
 _HIT = """
@@ -86,6 +97,11 @@ RETURNING tat
 
 class PostgresStore(PgConnection):
     """The :class:`~otp_service.store.base.Store` on a PostgreSQL database shared by replicas."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._accepts: list[tuple[_AcceptArgs, _AcceptFuture]] = []
+        self._accepter: asyncio.Task[None] | None = None
 
     def _counter_key(self, key: str) -> str:
         return hmac.new(self.dedupe_secret, key.encode(), hashlib.sha256).hexdigest()[:32]
@@ -101,15 +117,55 @@ class PostgresStore(PgConnection):
         idempotency_key: str | None,
         dedupe_key: str | None,
     ) -> Accepted:
-        now = message.created_at.timestamp()
-        row = await self.query(
-            "fetchrow",
-            "SELECT * FROM accept_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        """Queued with the other accepts of the moment: one round trip and one commit for a
+        burst (group commit, as the SQLite store does), each answered on its own."""
+        row: _AcceptArgs = (
             message.id, message.channel, message.to, message.type, message_to_json(message),
-            dedupe_key, now, expires_at, lease_until, self.owner, idempotency_key,
+            dedupe_key, message.created_at.timestamp(), expires_at, lease_until, idempotency_key,
         )  # fmt: skip
-        assert row is not None
-        return Accepted(row[0], row[1], row[2], row[3])
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._accepts.append((row, future))
+        if self._accepter is None or self._accepter.done():
+            self._accepter = asyncio.get_running_loop().create_task(self._accept_queued())
+        return await future
+
+    async def _accept_queued(self) -> None:
+        while self._accepts:
+            batch, self._accepts = self._accepts, []
+            try:
+                columns = [list(column) for column in zip(*(row for row, _ in batch), strict=True)]
+                found = await self.query(
+                    "fetch", _ACCEPT_MANY, *columns[:9], self.owner, columns[9]
+                )
+            except StoreUnavailable as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            except Exception:  # one bad message, or two batches in a deadlock: each on its own
+                await self._accept_one_by_one(batch)
+                continue
+            for record in found:
+                future = batch[record[0] - 1][1]
+                if not future.done():
+                    future.set_result(Accepted(record[1], record[2], record[3], record[4]))
+
+    async def _accept_one_by_one(self, batch: list[tuple[_AcceptArgs, _AcceptFuture]]) -> None:
+        for row, future in batch:
+            try:
+                found = await self.query("fetchrow", _ACCEPT_ONE, *row[:9], self.owner, row[9])
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(Accepted(found[0], found[1], found[2], found[3]))
+
+    async def close(self) -> None:
+        if self._accepter is not None:
+            with contextlib.suppress(Exception):
+                await self._accepter
+        await super().close()
 
     async def existing(
         self, idempotency_key: str | None, dedupe_key: str | None, now: float
@@ -164,6 +220,7 @@ class PostgresStore(PgConnection):
                 lease_until,
                 message_ids,
                 self.owner,
+                barrier=True,
             )
 
     async def expire_due(self, now: float) -> list[ExpiredMessage]:
