@@ -52,14 +52,24 @@ def request_body(kind: str, seq: int) -> dict[str, Any]:
     return {"to": phone_digits(kind, seq), "type": "SignIn", "payload": payload}
 
 
-def proc_cpu_seconds(pid: int) -> tuple[float, float] | None:
-    """(user, system) CPU time of a process, in seconds (None when it is gone)."""
+def proc_cpu_seconds(pid: int, children: bool = True) -> tuple[float, float] | None:
+    """(user, system) CPU time of a process, in seconds (None when it is gone); with
+    ``children``, plus its live child processes' (``serve --workers N``: the workers)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rpartition(")")[2].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    if children:
+        kids: list[str] = []
+        for task in Path(f"/proc/{pid}/task").glob("*"):  # a child belongs to the thread
+            with contextlib.suppress(OSError):  # that started it
+                kids += (task / "children").read_text().split()
+        for kid in kids:
+            if (cpu := proc_cpu_seconds(int(kid), children=False)) is not None:
+                user, system = user + cpu[0], system + cpu[1]
+    return user, system
 
 
 def machine_cpu() -> tuple[float, float, float]:

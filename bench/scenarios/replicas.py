@@ -113,8 +113,9 @@ def section(results: dict[str, Any]) -> list[str]:
             lines.append(table.row(f"{kind}, {run_['label']}", run_))
     lines += [
         "",
-        "- the 2-worker rows' service CPU is the supervisor's alone (workers not summed); "
-        "on a 2-core machine the load generator and PostgreSQL share the cores too",
+        "- service CPU sums the supervisor and its workers; 'other' is mostly PostgreSQL "
+        "(and the SMTP sink in the smtp rows): on a 2-core machine the load generator and "
+        "PostgreSQL share the cores with the workers",
     ]
     for kind in ("capture", "smtp"):
         workers, postgres = _ratios(results[kind])
