@@ -127,3 +127,25 @@ async def test_postgres_reset_counters_and_forget_duplicates(
     await b.forget_duplicates("ana@example.com")
     assert (await accept(a, make_message(to="ana@example.com"), dedupe="d-ana")).created
     assert not (await accept(a, make_message(to="bob@example.com"), dedupe="d-bob")).created
+
+
+def test_batched_writes_group_per_statement_and_never_cross_a_lease_renewal() -> None:
+    """Bookkeeping writes of one batch go as one pipelined executemany per statement, in the
+    order each statement first appears; a renewal (many messages at once) keeps its place."""
+    from otp_service.store.pg_connection import _grouped
+
+    loop = asyncio.new_event_loop()
+    try:
+        future = loop.create_future()
+        batch = [("add", (1,), future), ("finish", (2,), future), ("add", (3,), future),
+                 ("renew", (4,), future), ("finish", (5,), future), ("add", (6,), future),
+                 ("finish", (7,), future)]  # fmt: skip
+        assert _grouped(batch, frozenset({"renew"})) == [
+            ("add", [(1,), (3,)]), ("finish", [(2,)]), ("renew", [(4,)]),
+            ("finish", [(5,), (7,)]), ("add", [(6,)]),
+        ]  # fmt: skip
+        assert _grouped(batch) == [
+            ("add", [(1,), (3,), (6,)]), ("finish", [(2,), (5,), (7,)]), ("renew", [(4,)])
+        ]  # fmt: skip
+    finally:
+        loop.close()

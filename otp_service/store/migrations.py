@@ -124,8 +124,19 @@ $$;
     ),
     (
         2,
-        "accept a batch of messages in one round trip and one transaction",
+        "accept a batch of messages in one round trip; bodies compressed with lz4",
         """
+-- A message body (about 4 KB of JSON for an HTML email) is compressed when stored; lz4 costs a
+-- fraction of the CPU of the default pglz. A server built without lz4 keeps pglz.
+DO $$
+BEGIN
+  ALTER TABLE messages ALTER COLUMN body SET COMPRESSION lz4;
+  ALTER TABLE captured ALTER COLUMN body SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+  NULL;
+END
+$$;
+
 -- accept_message for each element of the arrays, in order, in the caller's one transaction (a
 -- repeat of a message earlier in the same batch is seen as one). r_ord: the element's index.
 CREATE FUNCTION accept_messages(
