@@ -84,6 +84,20 @@ async def test_per_recipient_limit_counts_plus_tags_as_the_mailbox(
     assert canonical_email("victim+x@example.com") == canonical_email("Victim@EXAMPLE.com")
 
 
+async def test_requests_refused_by_the_client_ip_limit_do_not_use_up_the_victims_allowance(
+    service: ClientFactory,
+) -> None:
+    """A client over its per-IP limit that keeps asking for codes to someone else's address
+    does not spend that person's per-recipient allowance: their own sign-in still gets a
+    code."""
+    client = await service(limited(per_ip={"count": 2, "window_seconds": 600},
+                                   per_recipient={"count": 3, "window_seconds": 600}))  # fmt: skip
+    attacker = [await send(client, "victim@example.com", f"{n:06d}", ip="198.51.100.66")
+                for n in range(8)]  # fmt: skip
+    assert attacker == [200, 200] + [429] * 6
+    assert await send(client, "victim@example.com", "777777", ip="203.0.113.10") == 200
+
+
 # 4. GCRA: no boundary burst, O(1), bounded memory, windows independent
 
 

@@ -37,16 +37,19 @@ class Limiter:
         if self.config.enabled is False:  # None: on (Config.limits_on decides before here)
             return
         now = time.time()
-        checks: list[tuple[str, str, str, Limit | None]] = [
+        # The client's own limit first: a request it refuses must not spend the allowance of
+        # the recipient (someone else's address) or of the number range.
+        checks: list[tuple[str, str, str, Limit | None]] = []
+        if message.ip and message.ip.strip():
+            checks.append(("per_ip", "client IP", ip_key(message.ip), self.config.per_ip))
+        checks.append(
             (
                 "per_recipient",
                 "recipient",
                 recipient_key(message.channel, message.to),
                 self.config.per_recipient,
-            ),
-        ]
-        if message.ip and message.ip.strip():
-            checks.append(("per_ip", "client IP", ip_key(message.ip), self.config.per_ip))
+            )
+        )
         if message.channel == "sms":
             key = prefix_key(message.to, self.config.sms_prefix_digits)
             checks.append(("per_sms_prefix", "number range", key, self.config.per_sms_prefix))
