@@ -143,6 +143,21 @@ def test_send_reports_bad_recipient() -> None:
     assert result.returncode == 1 and "invalid_email" in result.stderr
 
 
+def test_render_into_a_closed_pipe_ends_quietly() -> None:
+    """``otp-service render | head``: when the reader has gone, no traceback, exit 141."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [str(BIN), "render", "--channel", "email"], stdout=write_end, stderr=subprocess.PIPE,
+            text=True, check=False, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
 def test_python_dash_m_entry_point() -> None:
     """python -m otp_service works as well as the installed script."""
     result = subprocess.run(
