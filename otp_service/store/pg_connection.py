@@ -12,7 +12,7 @@ import secrets
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -21,6 +21,7 @@ from .base import StoreUnavailable
 from .migrations import migrate, quote_ident
 
 log = logging.getLogger("otp_service.store")
+T = TypeVar("T")
 # What a lost or refused connection raises; everything else is a bug and propagates as is.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
@@ -42,6 +43,15 @@ class StoreRefused(OtpServiceError):
             f"PostgreSQL refused the connection: {type(exc).__name__}: {exc} "
             "(fix: check the user, password and database name in store.url)"
         )
+
+
+def settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
+    """Answer a queued caller with a result or an error, unless it has stopped waiting."""
+    if not future.done():
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def _grouped(
@@ -81,6 +91,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 class PgConnection:
     """A pool on one schema, migrated on connect; the base of the PostgreSQL store."""
 
+    # Queued statements over many messages, which other writes of a batch must not cross.
+    BARRIERS: frozenset[str] = frozenset()
+
     def __init__(
         self,
         url: str,
@@ -100,7 +113,6 @@ class PgConnection:
         self._opening: asyncio.Task[None] | None = None
         self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._barriers: frozenset[str] = frozenset()
         self._lost = False  # the last query failed for want of a connection
         self.dedupe_secret = b""
         self.on_connect: list[Callable[[asyncpg.Pool], Awaitable[None]]] = []
@@ -243,11 +255,8 @@ class PgConnection:
         self._lost = False
         return result
 
-    async def _write(self, sql: str, *args: Any, barrier: bool = False) -> None:
-        """Queue a bookkeeping write; whatever queued up commits together in one transaction.
-        ``barrier``: a statement over many messages, which other writes must not cross."""
-        if barrier:
-            self._barriers = self._barriers | {sql}
+    async def _write(self, sql: str, *args: Any) -> None:
+        """Queue a bookkeeping write; whatever queued up commits together in one transaction."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((sql, args, future))
         if self._flusher is None or self._flusher.done():
@@ -259,22 +268,20 @@ class PgConnection:
             batch, self._pending = self._pending, []
             try:
                 async with self.connection() as conn, conn.transaction():
-                    for sql, rows in _grouped(batch, self._barriers):
+                    for sql, rows in _grouped(batch, self.BARRIERS):
                         if len(rows) == 1:
                             await conn.execute(sql, *rows[0])
                         else:
                             await conn.executemany(sql, rows)
             except StoreUnavailable as exc:  # nobody's write is kept: each caller retries its own
                 for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                    settle(future, exc)
                 continue
             except Exception:  # one bad write must not fail the others: each on its own
                 await self._one_by_one(batch)
                 continue
             for _, _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+                settle(future, None)
 
     async def _one_by_one(
         self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]]
@@ -284,11 +291,9 @@ class PgConnection:
                 async with self.connection() as conn:
                     await conn.execute(sql, *args)
             except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
+                settle(future, exc)
             else:
-                if not future.done():
-                    future.set_result(None)
+                settle(future, None)
 
     async def drop_schema(self) -> None:
         """Remove every table of this store (tests; an operator uninstalling)."""

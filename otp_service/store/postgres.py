@@ -38,7 +38,7 @@ from .base import (
     message_from_json,
     message_to_json,
 )
-from .pg_connection import PgConnection
+from .pg_connection import PgConnection, settle
 
 _CLAIM = """
 WITH expired AS (
@@ -77,6 +77,11 @@ _RETRY = (
     "lease_owner = NULL, attempt_started_at = NULL, attempt_provider = NULL "
     "WHERE id = $1 AND status = 'queued'"
 )
+# Touches many messages at once: a barrier in the write batches (see _grouped).
+_RENEW = (
+    "UPDATE messages SET lease_until = $1 WHERE id = ANY($2::text[]) "
+    "AND lease_owner = $3 AND status = 'queued'"
+)
 _ACCEPT_ONE = "SELECT * FROM accept_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 _ACCEPT_MANY = (
     "SELECT * FROM accept_messages($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
@@ -97,6 +102,8 @@ RETURNING tat
 
 class PostgresStore(PgConnection):
     """The :class:`~otp_service.store.base.Store` on a PostgreSQL database shared by replicas."""
+
+    BARRIERS = frozenset({_RENEW})
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -139,27 +146,22 @@ class PostgresStore(PgConnection):
                 )
             except StoreUnavailable as exc:
                 for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                    settle(future, exc)
                 continue
             except Exception:  # one bad message, or two batches in a deadlock: each on its own
                 await self._accept_one_by_one(batch)
                 continue
             for record in found:
-                future = batch[record[0] - 1][1]
-                if not future.done():
-                    future.set_result(Accepted(record[1], record[2], record[3], record[4]))
+                settle(batch[record[0] - 1][1], Accepted(*record[1:5]))
 
     async def _accept_one_by_one(self, batch: list[tuple[_AcceptArgs, _AcceptFuture]]) -> None:
         for row, future in batch:
             try:
                 found = await self.query("fetchrow", _ACCEPT_ONE, *row[:9], self.owner, row[9])
             except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
+                settle(future, exc)
             else:
-                if not future.done():
-                    future.set_result(Accepted(found[0], found[1], found[2], found[3]))
+                settle(future, Accepted(*found[0:4]))
 
     async def close(self) -> None:
         if self._accepter is not None:
@@ -214,14 +216,7 @@ class PostgresStore(PgConnection):
     async def renew(self, message_ids: list[str], lease_until: float) -> None:
         """Extend this replica's leases on messages it is still delivering."""
         if message_ids:
-            await self._write(
-                "UPDATE messages SET lease_until = $1 WHERE id = ANY($2::text[]) "
-                "AND lease_owner = $3 AND status = 'queued'",
-                lease_until,
-                message_ids,
-                self.owner,
-                barrier=True,
-            )
+            await self._write(_RENEW, lease_until, message_ids, self.owner)
 
     async def expire_due(self, now: float) -> list[ExpiredMessage]:
         """Expire what no replica holds and no attempt can still deliver in time."""
