@@ -120,6 +120,48 @@ def message_size(message: Message) -> int:
     return size + sum(sys.getsizeof(v) for v in message.params.values() if isinstance(v, str))
 
 
+class Readers:
+    """The live readers of an inbox (both backends): a bounded queue of events each. A reader
+    that falls ``queue_size`` events behind is ended (it reloads and subscribes again)."""
+
+    def __init__(self, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self.closed = False
+        self._queues: set[asyncio.Queue[InboxEvent | None]] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._queues)
+
+    async def stream(self, ready: asyncio.Event | None = None) -> AsyncGenerator[InboxEvent, None]:
+        """``ready`` first (once ``ready`` is set, when given), then every published event."""
+        if self.closed:
+            return
+        queue: asyncio.Queue[InboxEvent | None] = asyncio.Queue(self.queue_size + 1)
+        self._queues.add(queue)
+        try:
+            if ready is not None:
+                await ready.wait()
+            yield InboxEvent("ready")
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            self._queues.discard(queue)
+
+    def publish(self, event: InboxEvent) -> None:
+        for queue in list(self._queues):
+            if queue.qsize() >= self.queue_size:  # a reader this far behind starts over
+                self._queues.discard(queue)
+                _end(queue)
+            else:
+                queue.put_nowait(event)
+
+    def close(self) -> None:
+        """End every stream, now and to come."""
+        self.closed = True
+        for queue in self._queues:
+            _end(queue)
+
+
 class MemoryInbox:
     """The newest ``max_messages`` captured messages, in this process's memory, and at most
     ``max_bytes`` of them (payload values can make one message large): the oldest go first."""
@@ -131,11 +173,10 @@ class MemoryInbox:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._sizes: dict[str, int] = {}
-        self.queue_size = queue_size
+        self._readers = Readers(queue_size)
         self._messages: OrderedDict[str, tuple[int, Message]] = OrderedDict()
         self._seq = 0
         self._waiters: set[_Waiter] = set()
-        self._subscribers: set[asyncio.Queue[InboxEvent | None]] = set()
         self._closed = False
 
     # -- changes
@@ -151,11 +192,11 @@ class MemoryInbox:
         ):
             dropped, _ = self._messages.popitem(last=False)
             self._forget_size(dropped)
-            self._publish(InboxEvent("deleted", id=dropped))
+            self._readers.publish(InboxEvent("deleted", id=dropped))
         for waiter in list(self._waiters):
             if _fits(message, waiter.query, waiter.since) and not waiter.future.done():
                 waiter.future.set_result(message)
-        self._publish(InboxEvent("added", message=message))
+        self._readers.publish(InboxEvent("added", message=message))
 
     def _forget_size(self, message_id: str) -> None:
         self.bytes -= self._sizes.pop(message_id, 0)
@@ -164,7 +205,7 @@ class MemoryInbox:
         if self._messages.pop(message_id, None) is None:
             return False
         self._forget_size(message_id)
-        self._publish(InboxEvent("deleted", id=message_id))
+        self._readers.publish(InboxEvent("deleted", id=message_id))
         return True
 
     async def clear(self, to: str | None = None) -> int:
@@ -180,7 +221,7 @@ class MemoryInbox:
                 del self._messages[key]
                 self._forget_size(key)
             count = len(gone)
-        self._publish(InboxEvent("cleared", to=to))
+        self._readers.publish(InboxEvent("cleared", to=to))
         return count
 
     # -- reading
@@ -238,35 +279,15 @@ class MemoryInbox:
         finally:
             self._waiters.discard(waiter)
 
-    async def events(self) -> AsyncGenerator[InboxEvent, None]:
-        queue: asyncio.Queue[InboxEvent | None] = asyncio.Queue(self.queue_size + 1)
-        if self._closed:
-            return
-        self._subscribers.add(queue)
-        try:
-            yield InboxEvent("ready")
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            self._subscribers.discard(queue)
+    def events(self) -> AsyncGenerator[InboxEvent, None]:
+        return self._readers.stream()
 
     async def close(self) -> None:
         self._closed = True
         for waiter in self._waiters:
             if not waiter.future.done():
                 waiter.future.cancel()
-        for queue in self._subscribers:
-            _end(queue)
-
-    # -- helpers
-
-    def _publish(self, event: InboxEvent) -> None:
-        for queue in list(self._subscribers):
-            if queue.qsize() >= self.queue_size:  # a reader this far behind starts over
-                self._subscribers.discard(queue)
-                _end(queue)
-            else:
-                queue.put_nowait(event)
+        self._readers.close()
 
 
 def _fits(message: Message, query: InboxQuery, since: datetime | None) -> bool:

@@ -24,7 +24,7 @@ import asyncpg
 
 from ..message.compose import Message
 from .base import message_from_json, message_to_json
-from .inbox import InboxEvent, InboxQuery, UnknownMessage
+from .inbox import InboxEvent, InboxQuery, Readers, UnknownMessage
 from .pg_connection import PgConnection
 
 log = logging.getLogger("otp_service.store")
@@ -76,10 +76,9 @@ class PgInbox:
     def __init__(self, store: PgConnection, max_messages: int = 1000, queue_size: int = 1000):
         self.store = store
         self.max_messages = max_messages
-        self.queue_size = queue_size
         self.channel = f"otp_inbox_{store.schema}"[:63]
         self._waiters: set[_Waiter] = set()
-        self._subscribers: set[asyncio.Queue[InboxEvent | None]] = set()
+        self._readers = Readers(queue_size)
         self._listener: asyncpg.Connection | None = None
         self._listening: asyncio.Task[None] | None = None
         self._closed = False
@@ -125,7 +124,7 @@ class PgInbox:
         event = json.loads(payload)
         if event["kind"] == "added":
             self._wake_all()
-        if self._subscribers:
+        if self._readers:
             task = asyncio.get_running_loop().create_task(self._publish(event))
             self._publishing.add(task)  # held until done (the loop keeps only weak references)
             task.add_done_callback(self._publishing.discard)
@@ -145,13 +144,9 @@ class PgInbox:
         if event["kind"] == "added" and message is None:
             return  # deleted since
         deleted = event["id"] if event["kind"] == "deleted" else None
-        out = InboxEvent(event["kind"], message=message, id=deleted, to=event.get("to"))
-        for queue in list(self._subscribers):
-            if queue.qsize() >= self.queue_size:  # a reader this far behind starts over
-                self._subscribers.discard(queue)
-                _end(queue)
-            else:
-                queue.put_nowait(out)
+        self._readers.publish(
+            InboxEvent(event["kind"], message=message, id=deleted, to=event.get("to"))
+        )
 
     async def _notify(self, conn: Any, kind: str, **fields: Any) -> None:
         payload = json.dumps({"kind": kind, **fields})
@@ -249,33 +244,15 @@ class PgInbox:
         finally:
             self._waiters.discard(waiter)
 
-    async def events(self) -> AsyncGenerator[InboxEvent, None]:
-        if self._closed:
-            return
-        queue: asyncio.Queue[InboxEvent | None] = asyncio.Queue(self.queue_size + 1)
-        self._subscribers.add(queue)
-        try:
-            await self._heard.wait()  # "ready" promises that nothing is missed from now on
-            yield InboxEvent("ready")
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            self._subscribers.discard(queue)
+    def events(self) -> AsyncGenerator[InboxEvent, None]:
+        # "ready" once the LISTEN connection is up: it promises that nothing is missed from now.
+        return self._readers.stream(self._heard)
 
     async def close(self) -> None:
         self._closed = True
         self._wake_all()
-        for queue in self._subscribers:
-            _end(queue)
+        self._readers.close()
         if self._listening is not None:  # its connection is closed as it ends
             self._listening.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listening
-
-
-def _end(queue: asyncio.Queue[InboxEvent | None]) -> None:
-    """Put the end marker, making room for it when the queue is full."""
-    if queue.full():
-        with contextlib.suppress(asyncio.QueueEmpty):
-            queue.get_nowait()
-    queue.put_nowait(None)
