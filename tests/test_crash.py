@@ -112,18 +112,32 @@ class SinkProcess:
         self.log.close()
 
 
+def smtp_email(sink: SinkProcess) -> dict[str, Any]:
+    """The email section for ``sink``: Logto's SMTP connector JSON, short timeouts, pool of 4."""
+    return {
+        "provider": "smtp",
+        "smtp": {
+            "host": "127.0.0.1", "port": sink.port,
+            "fromEmail": f"Acme <no-reply@{FROM_DOMAIN}>", "templates": TEMPLATES,
+            "name": "otp.test.example", "connectionTimeout": 2000,
+            "greetingTimeout": 2000, "socketTimeout": 5000,
+        },
+        "pool": {"size": 4},
+    }  # fmt: skip
+
+
 class ServiceProcess:
     """One ``python -m otp_service serve`` process on a config file."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, *options: str, new_session: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
         self.log = log.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "otp_service", "serve", "--config", str(config),
-             "--port", str(self.port)],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+             "--port", str(self.port), *options],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=new_session,
         )  # fmt: skip
 
     async def ready(self, http: aiohttp.ClientSession, seconds: float = 20) -> dict[str, Any]:
@@ -176,16 +190,7 @@ class Processes:
     def config(self, sink: SinkProcess, **delivery: Any) -> Path:
         """A config file: email over SMTP to ``sink``, outbox in the test's folder, no limits."""
         config = {
-            "email": {
-                "provider": "smtp",
-                "smtp": {
-                    "host": "127.0.0.1", "port": sink.port,
-                    "fromEmail": f"Acme <no-reply@{FROM_DOMAIN}>", "templates": TEMPLATES,
-                    "name": "otp.test.example", "connectionTimeout": 2000,
-                    "greetingTimeout": 2000, "socketTimeout": 5000,
-                },
-                "pool": {"size": 4},
-            },
+            "email": smtp_email(sink),
             "templates": {"bundled": False},
             "store": {"path": str(self.folder / "outbox.sqlite3")},
             "limits": {"enabled": False},

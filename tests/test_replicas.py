@@ -25,13 +25,12 @@ import pytest
 from .fakes import Recorded, Reply, started
 from .fakes.aliyun import FakeAliyun, logto_aliyun_json
 from .test_crash import (
-    FROM_DOMAIN,
     HTTP_TIMEOUT,
-    TEMPLATES,
     Processes,
     ServiceProcess,
     SinkProcess,
     message_id,
+    smtp_email,
     wait_for,
 )
 
@@ -58,16 +57,7 @@ def replica_config(
     """Email over SMTP to ``sink``, SMS through Aliyun, every replica on the same schema."""
     url, schema = pg
     config: dict[str, Any] = {
-        "email": {
-            "provider": "smtp",
-            "smtp": {
-                "host": "127.0.0.1", "port": sink.port,
-                "fromEmail": f"Acme <no-reply@{FROM_DOMAIN}>", "templates": TEMPLATES,
-                "name": "otp.test.example", "connectionTimeout": 2000,
-                "greetingTimeout": 2000, "socketTimeout": 5000,
-            },
-            "pool": {"size": 4},
-        },
+        "email": smtp_email(sink),
         "sms": {"provider": "aliyun", "aliyun": logto_aliyun_json(),
                 "endpoints": {"aliyun": aliyun.endpoint(timeout_seconds=5)}},
         "store": {"url": url, "schema": schema, "pool_size": 4},

@@ -62,6 +62,24 @@ async def send(http: aiohttp.ClientSession, service: ServiceProcess, n: int,
         return response.status, await response.json()
 
 
+async def send_during_fault(
+    http: aiohttp.ClientSession, service: ServiceProcess, numbers: range, answered: list[str],
+    size: int = 0, pause: float = 0.0,
+) -> list[int]:  # fmt: skip
+    """Send requests ``numbers`` while the store is failing: a 2xx adds its id to ``answered``;
+    anything else must be 503 ``store_unavailable``. Returns the statuses."""
+    statuses = []
+    for n in numbers:
+        status, body = await send(http, service, n, size)
+        statuses.append(status)
+        if status < 300:
+            answered.append(body["id"])
+        else:
+            assert status == 503 and body["error"]["code"] == "store_unavailable", body
+        await asyncio.sleep(pause)
+    return statuses
+
+
 async def readyz(http: aiohttp.ClientSession, service: ServiceProcess) -> int:
     async with http.get(f"{service.url}/readyz", timeout=HTTP_TIMEOUT) as response:
         return response.status
@@ -108,14 +126,7 @@ async def test_read_only_store_gives_503_then_recovers_without_crashing(
             await chattr("+i", path)
             immutable.append(path)
 
-        statuses = []
-        for n in range(1, 6):
-            status, body = await send(http, service, n)
-            statuses.append(status)
-            if status < 300:
-                answered.append(body["id"])
-            else:
-                assert status == 503 and body["error"]["code"] == "store_unavailable", body
+        statuses = await send_during_fault(http, service, range(1, 6), answered)
         assert 503 in statuses
         await wait_ready_status(http, service, 503)
         assert service.process.poll() is None, service.log_text()
@@ -146,15 +157,7 @@ async def test_deleted_store_never_answers_2xx_without_a_durable_write(
             answered.append(body["id"])
         for path in store_files(processes.folder):
             path.unlink()
-        statuses = []
-        for n in range(5, 40):
-            status, body = await send(http, service, n)
-            statuses.append(status)
-            if status < 300:
-                answered.append(body["id"])
-            else:
-                assert body["error"]["code"] == "store_unavailable", body
-            await asyncio.sleep(0.02)
+        statuses = await send_during_fault(http, service, range(5, 40), answered, pause=0.02)
         assert set(statuses) <= {200, 503}
         await wait_ready_status(http, service, 200)
         assert (processes.folder / "store" / "outbox.sqlite3").exists()
@@ -175,14 +178,7 @@ async def test_full_disk_gives_503_store_unavailable_then_recovers(processes: Pr
         size = sum(p.stat().st_size for p in store_files(processes.folder))
         pid = service.process.pid
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (size + 256 * 1024, resource.RLIM_INFINITY))
-        statuses = []
-        for n in range(1, 60):
-            status, body = await send(http, service, n, size=20_000)
-            statuses.append(status)
-            if status < 300:
-                answered.append(body["id"])
-            else:
-                assert status == 503 and body["error"]["code"] == "store_unavailable", body
+        statuses = await send_during_fault(http, service, range(1, 60), answered, size=20_000)
         assert 503 in statuses and service.process.poll() is None
         await wait_ready_status(http, service, 503)
 

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,24 +20,15 @@ import pytest
 from .fakes import started
 from .fakes.aliyun import FakeAliyun
 from .pg_cluster import PgCluster
-from .smtp_server import free_port
-from .test_crash import HTTP_TIMEOUT, ROOT, Processes, message_id, wait_for
+from .test_crash import HTTP_TIMEOUT, ROOT, Processes, ServiceProcess, message_id, wait_for
 from .test_replicas import email, replica_config
 
 
-class Supervised:
+class Supervised(ServiceProcess):
     """``otp-service serve --workers N`` in its own process group (killed whole at the end)."""
 
     def __init__(self, config: Path, workers: int, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log
-        self.log = log.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "otp_service", "serve", "--config", str(config),
-             "--port", str(self.port), "--workers", str(workers)],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        super().__init__(config, log, "--workers", str(workers), new_session=True)
 
     def workers(self) -> list[int]:
         out = subprocess.run(
@@ -46,22 +36,8 @@ class Supervised:
         ).stdout
         return [int(pid) for pid in out.split()]
 
-    async def ready(self, http: aiohttp.ClientSession, seconds: float = 90) -> None:
-        deadline = time.monotonic() + seconds
-        while True:
-            assert self.process.poll() is None, self.log_text()
-            try:
-                async with http.get(f"{self.url}/readyz", timeout=HTTP_TIMEOUT) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            assert time.monotonic() < deadline, f"never ready:\n{self.log_text()}"
-            await asyncio.sleep(0.1)
-
-    def log_text(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+    async def ready(self, http: aiohttp.ClientSession, seconds: float = 90) -> dict[str, Any]:
+        return await super().ready(http, seconds)  # N workers take longer to start than one
 
     def kill(self) -> None:
         if self.process.poll() is None:
