@@ -9,6 +9,11 @@ Every error a caller can see carries a stable machine ``code``, an HTTP ``status
     ├── RequestError                the caller sent something we refuse (4xx)
     │   ├── TemplateNotFoundError   no template for the type and no Generic (422)
     │   └── UnauthorizedError       missing or wrong Authorization (401)
+    ├── StoreError                  the message store (a caller gets 503: nothing was accepted)
+    │   ├── StoreUnavailable        cannot take a durable write now (I/O, full disk, unreachable)
+    │   ├── StoreRefused            PostgreSQL refused our credentials: a configuration problem
+    │   ├── WriteRefused            refused one write for good (a value it cannot hold)
+    │   └── SchemaTooNewError       the database was migrated by a newer otp-service
     └── ProviderError               a provider did not deliver
         ├── PermanentProviderError  refused for good, retrying cannot help (502)
         │   └── OutcomeUnknownError  sent, but no answer: retrying could duplicate (502)
@@ -95,6 +100,46 @@ class TemplateNotFoundError(RequestError):
             f"no {channel} template for type {usage_type!r} and no Generic template",
             422,
         )
+
+
+class StoreError(OtpServiceError):
+    """The message store failed; nothing was accepted, so a caller may retry."""
+
+    code = "store_unavailable"
+    status = 503
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot take a durable write right now (I/O error, full disk, file gone,
+    database unreachable): a later write may succeed."""
+
+    def __init__(self, message: str = "the message store is unavailable; retry shortly") -> None:
+        super().__init__(message)
+
+
+class StoreRefused(StoreError):
+    """PostgreSQL answered, and refused us: a configuration problem, not an outage."""
+
+    code = "store_refused"
+
+    def __init__(self, exc: Exception) -> None:
+        super().__init__(
+            f"PostgreSQL refused the connection: {type(exc).__name__}: {exc} "
+            "(fix: check the user, password and database name in store.url)"
+        )
+
+
+class WriteRefused(StoreError):
+    """The store refused one write for good (a value it cannot hold, a constraint): retrying
+    cannot help, so the message it belongs to fails with this reason instead of waiting."""
+
+    code = "store_refused_write"
+
+
+class SchemaTooNewError(StoreError):
+    """The database was migrated by a newer otp-service than this one."""
+
+    code = "schema_too_new"
 
 
 _REASON_CHARS = 100

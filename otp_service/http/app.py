@@ -62,13 +62,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         after = exc.retry_after
         headers = {"Retry-After": str(max(1, math.ceil(after)))} if after is not None else None
         return error_response(exc.status, exc.code, exc.message, headers)
-    except OtpServiceError as exc:
-        return error_response(exc.status, exc.code, exc.message)
     except StoreUnavailable:  # nothing was stored, so nothing was accepted: safe to retry
         return error_response(
             503, "store_unavailable", "the outbox store is unavailable; retry shortly",
             {"Retry-After": "1"},
         )  # fmt: skip
+    except OtpServiceError as exc:
+        return error_response(exc.status, exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -2,6 +2,7 @@
 PostgreSQL (:mod:`.postgres`, imported when configured: replicas and workers), and the capture
 inbox (in memory for one process)."""
 
+from ..errors import StoreUnavailable
 from .base import (
     Accepted,
     Attempt,
@@ -9,7 +10,6 @@ from .base import (
     ExpiredMessage,
     Store,
     StoredStatus,
-    StoreUnavailable,
 )
 from .inbox import Inbox, InboxEvent, InboxQuery, MemoryInbox, UnknownMessage
 from .sqlite import SqliteStore

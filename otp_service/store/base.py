@@ -96,10 +96,6 @@ class StoredStatus:
     attempts: tuple[Attempt, ...] = field(default=())
 
 
-class StoreUnavailable(Exception):
-    """The store cannot take a durable write right now (I/O error, full disk, file gone)."""
-
-
 class Store(Protocol):
     dedupe_secret: bytes
     """Random, made with the store and kept in it (every replica sharing the store uses the

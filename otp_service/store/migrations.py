@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import OtpServiceError
+from ..errors import SchemaTooNewError
 
 # pg_advisory_lock(classid, objid): the first half says "otp-service migrations"; the second is
 # the schema's hash, so two services in two schemas of one database do not wait for each other.
@@ -158,12 +158,6 @@ $$;
 ]
 
 LATEST = MIGRATIONS[-1][0]
-
-
-class SchemaTooNewError(OtpServiceError):
-    """The database was migrated by a newer otp-service than this one."""
-
-    code = "schema_too_new"
 
 
 def quote_ident(name: str) -> str:

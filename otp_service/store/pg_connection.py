@@ -1,6 +1,6 @@
 """The PostgreSQL connection pool behind :class:`~otp_service.store.postgres.PostgresStore`:
 connect (with backoff while the server is unreachable), migrate, map connection failures to
-:class:`~otp_service.store.base.StoreUnavailable`, and write bookkeeping in batches."""
+:class:`~otp_service.errors.StoreUnavailable`, and write bookkeeping in batches."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from ..errors import OtpServiceError
-from .base import StoreUnavailable
+from ..errors import StoreRefused, StoreUnavailable
 from .migrations import migrate, quote_ident
 
 log = logging.getLogger("otp_service.store")
@@ -31,18 +30,6 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.InterfaceError,
 )
-
-
-class StoreRefused(OtpServiceError):
-    """PostgreSQL answered, and refused us: a configuration problem, not an outage."""
-
-    code = "store_refused"
-
-    def __init__(self, exc: Exception) -> None:
-        super().__init__(
-            f"PostgreSQL refused the connection: {type(exc).__name__}: {exc} "
-            "(fix: check the user, password and database name in store.url)"
-        )
 
 
 def settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import StoreUnavailable
 from ..message.compose import Message
 from .base import (
     FINAL,
@@ -34,7 +35,6 @@ from .base import (
     Due,
     ExpiredMessage,
     StoredStatus,
-    StoreUnavailable,
     message_from_json,
     message_to_json,
 )

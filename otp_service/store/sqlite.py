@@ -16,7 +16,8 @@ mid-attempt are finished as unknown outcomes (:mod:`.sqlite_schema`).
 Each operation of a batch runs in its own savepoint: one that fails (whatever the exception)
 fails alone. A failure of the commit itself, an I/O error, a full disk, or the file deleted or
 replaced under the process makes the store unhealthy: :meth:`SqliteStore.accept` raises
-:class:`~.base.StoreUnavailable` until :meth:`SqliteStore.probe` sees a durable write work again
+:class:`~otp_service.errors.StoreUnavailable` until :meth:`SqliteStore.probe` sees a durable write
+work again
 (a deleted file is first written anew from the still-open handle, nothing lost).
 Limit counters live in memory here (:mod:`.counters`; the PostgreSQL store keeps them next to
 the messages).
@@ -28,6 +29,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
+from ..errors import StoreUnavailable
 from ..message.compose import Message
 from .base import (
     FINAL,
@@ -36,7 +38,6 @@ from .base import (
     Due,
     ExpiredMessage,
     StoredStatus,
-    StoreUnavailable,
     message_from_json,
     message_to_json,
 )

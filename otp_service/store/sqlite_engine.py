@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from .base import StoreUnavailable
+from ..errors import StoreUnavailable
 from .counters import Counters
 from .sqlite_reports import create_private
 from .sqlite_schema import prepare
