@@ -86,8 +86,13 @@ def test_layout_folders_never_import_the_wiring_or_cli() -> None:
 
 
 def test_layout_top_level_holds_few_modules() -> None:
-    """The package's top level stays small: the wiring, CLI, errors and metrics."""
-    assert len(list(PACKAGE.glob("*.py"))) <= 8
+    """The package's top level stays small: the wiring, CLI, workers, and what every layer
+    shares (errors, logs, metrics, retry)."""
+    top = {p.name for p in PACKAGE.glob("*.py")}
+    assert top <= {
+        "__init__.py", "__main__.py", "cli.py", "errors.py", "logs.py", "metrics.py",
+        "retry.py", "services.py", "workers.py",
+    }  # fmt: skip
 
 
 def test_layout_no_module_over_400_lines() -> None:
