@@ -12,6 +12,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -262,6 +263,67 @@ async def test_send_custom_headers_appear_on_the_message(
     mail = server.messages[0].message
     assert mail["X-Campaign"] == "otp-signin"
     assert mail.get_all("X-Tag") == ["auth", "transactional"]
+
+
+async def test_send_code_mail_is_marked_auto_submitted_with_each_header_once(
+    smtp_servers: ServerFactory, mailer: Callable[..., Mailer]
+) -> None:
+    """A code mail tells autoresponders it is machine-sent (RFC 3834's Auto-Submitted and
+    Exchange's X-Auto-Response-Suppress), carries each header a mail administrator expects once,
+    and no Precedence: bulk; a connector template has no language, so no Content-Language."""
+    server = smtp_servers()
+    sender = mailer(smtp_json(server.port))
+
+    message, _ = await sender.send()
+
+    mail = server.messages[0].message
+    assert mail["Auto-Submitted"] == "auto-generated"
+    assert mail["X-Auto-Response-Suppress"] == "OOF, AutoReply"
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Auto-Submitted"):
+        assert len(mail.get_all(name, [])) == 1, name
+    assert mail["MIME-Version"] == "1.0"
+    assert mail["Message-ID"] == f"<{message.id}@{FROM_DOMAIN}>"
+    assert mail["Precedence"] is None and mail["Content-Language"] is None
+
+
+async def test_send_content_language_is_the_language_of_the_template_used(
+    smtp_servers: ServerFactory, tmp_path: Path
+) -> None:
+    """Content-Language names the language of the template the mail was written from: fr for a
+    fr-CA request answered by the French template, the default language when none matches."""
+    for tag, subject, text in (("fr", "Votre code", "Votre code : {{code}}"), ("en", "Your code", "Code: {{code}}")):  # fmt: skip
+        (tmp_path / "email" / tag).mkdir(parents=True)
+        (tmp_path / "email" / tag / "SignIn.subject").write_text(subject, encoding="utf-8")
+        (tmp_path / "email" / tag / "SignIn.txt").write_text(text, encoding="utf-8")
+    server = smtp_servers()
+    config = make_config(smtp_json(server.port, templates=[]))
+    config["templates"] = {"directory": str(tmp_path), "bundled": False, "default_locale": "en"}
+    sender = Mailer(config)
+    try:
+        for locale in ("fr-CA", "de"):
+            request = parse_request({"to": TO, "type": "SignIn", "payload": {"code": CODE, "locale": locale}})  # fmt: skip
+            await sender.provider.send(sender.services.composer.compose("email", request))
+    finally:
+        await sender.services.close()
+
+    french, fallback = (received.message for received in server.messages)
+    assert french["Content-Language"] == "fr" and french["Subject"] == "Votre code"
+    assert fallback["Content-Language"] == "en" and fallback["Subject"] == "Your code"
+
+
+async def test_send_custom_header_replaces_an_automatic_one(
+    smtp_servers: ServerFactory, mailer: Callable[..., Mailer]
+) -> None:
+    """An operator's customHeaders entry of the same name (any case) replaces the automatic
+    X-Auto-Response-Suppress instead of doubling it; the others stay."""
+    server = smtp_servers()
+    sender = mailer(smtp_json(server.port, customHeaders={"x-auto-response-suppress": "All"}))
+
+    await sender.send()
+
+    mail = server.messages[0].message
+    assert mail.get_all("X-Auto-Response-Suppress") == ["All"]
+    assert mail["Auto-Submitted"] == "auto-generated"
 
 
 async def test_send_body_lines_starting_with_dot_arrive_intact(
