@@ -52,7 +52,8 @@ def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Co
         ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and result.returncode != 0:
-        pytest.fail(f"docker {args[0]} failed ({result.returncode}): {result.stderr[-3000:]}")
+        output = (result.stdout[-3000:] + "\n" + result.stderr[-3000:]).strip()
+        pytest.fail(f"docker {args[0]} failed ({result.returncode}):\n{output}")
     return result
 
 
