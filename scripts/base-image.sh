@@ -24,7 +24,7 @@ fi
 [ "$(id -u)" = 0 ] || { echo "error: debootstrap needs root" >&2; exit 1; }
 command -v debootstrap >/dev/null || { echo "error: debootstrap is missing (apt-get install debootstrap)" >&2; exit 1; }
 root="$(mktemp -d "${TMPDIR:-/tmp}/otp-base-image.XXXXXX")"
-trap 'rm -rf "$root"' EXIT
+trap 'rm -rf --one-file-system "$root"' EXIT
 echo "debootstrap $suite into $root (minbase, python3, python3-venv, ca-certificates)" >&2
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
   "$suite" "$root" >"$root.log" 2>&1 || { tail -20 "$root.log" >&2; rm -f "$root.log"; exit 1; }

@@ -25,8 +25,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
   fi
   if ! docker info >/dev/null 2>&1; then
+    # The test builds and runs with --network host: no bridge, no iptables rules.
     echo "starting dockerd (log: /var/log/otp-service-test-dockerd.log)" >&2
-    nohup dockerd >/var/log/otp-service-test-dockerd.log 2>&1 &
+    nohup dockerd --bridge=none --iptables=false >/var/log/otp-service-test-dockerd.log 2>&1 &
     for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   fi
 fi

@@ -1,7 +1,8 @@
 """The Docker image, built from the real Dockerfile and run by a real Docker engine.
 
-Needs an engine: scripts/test.sh installs Debian's docker.io and starts dockerd when it runs as
-root. Without one this test fails; it is never skipped. The base image python:3.11-slim is
+Needs an engine: scripts/test.sh installs Debian's docker.io and starts dockerd (without a bridge
+network or iptables rules: nothing here needs them) when it runs as root. Without one this test
+fails; it is never skipped. The base image python:3.11-slim is
 pulled when a registry answers; where none does, scripts/base-image.sh makes a stand-in from
 Debian packages (the test's output says which base was used).
 
