@@ -129,14 +129,16 @@ def image(request: pytest.FixtureRequest) -> Iterator[str]:
     base = base_image()
     tag = f"otp-service:pytest-{secrets.token_hex(4)}"
     args = ["build", "--network", "host", "--tag", tag]
-    if (index := host_index_url()) is not None:
+    index = host_index_url()
+    if index is not None:
         args += ["--build-arg", f"PIP_INDEX_URL={index}"]
     started = time.monotonic()
     docker(*args, str(ROOT), timeout=1800)
     built = time.monotonic() - started
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
-        print(f"\n[docker] engine {version}; base: {base}; image built in {built:.0f} s")
+        index_note = "the host's pip index" if index is not None else "pip's default index"
+        print(f"\n[docker] engine {version}; base: {base}; {index_note}; built in {built:.0f} s")
     try:
         yield tag
     finally:
