@@ -236,7 +236,7 @@ class Outbox:
             return None
         except Exception as exc:
             refused = short_reason(
-                exc.message if isinstance(exc, OtpServiceError) else type(exc).__name__
+                exc.message if isinstance(exc, OtpServiceError) else f"{type(exc).__name__}: {exc}"
             )
             log.error("the store refused the %s outcome of id=%s: %s", status, message.id, refused)
         note = f"the store refused its {status} outcome: {refused}"
