@@ -20,7 +20,6 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ..config import CaptureSmtpConfig
-from ..errors import RequestError
 from ..message.compose import Message
 from ..store.inbox import Inbox
 from ..text.addresses import normalize_email
@@ -50,7 +49,7 @@ def _body(mail: EmailMessage, subtype: str) -> str | None:
 def _recipient(address: str) -> str:
     try:
         return normalize_email(address)
-    except RequestError:  # captured as given: this is a catcher, not a gate
+    except ValueError:  # captured as given: this is a catcher, not a gate
         return address
 
 
