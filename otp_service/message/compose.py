@@ -1,7 +1,7 @@
 """From a Logto HTTP connector request to a :class:`Message`, once, early.
 
 The request shape is Logto's (``{to, type, payload: {code, link, locale, ...}, ip}``, see
-CONTRACT.md §1); extra keys are accepted, ``Test`` is rendered as ``Generic``.
+docs/logto-contract.md); extra keys are accepted, ``Test`` is rendered as ``Generic``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The Vonage SMS provider (the ``vonage`` SDK v4), configured with Logto's Vonage JSON.
 
 The SDK is synchronous (``requests``): calls run on a bounded thread pool. It must never replay
-a POST by itself (PROVIDERS.md, "duplicates"): its own RemoteDisconnected loop runs
+a POST by itself (docs/providers.md, "Vonage"): its own RemoteDisconnected loop runs
 ``pool_maxsize`` times, so that option is 1 and our own adapter carries the real pool, with
 urllib3 retries off. Wire format: https://developer.vonage.com/en/api/sms
 """
