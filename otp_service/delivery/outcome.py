@@ -9,19 +9,17 @@ from ..errors import OtpServiceError, RateLimitedRequest
 from ..logs import mask_recipient
 from ..message.compose import Message
 
-# A message's status when its caller stops waiting. ``unknown``: an SMS reached its provider
-# and the answer was lost (stored as failed, never resent); ``refused``: nothing was accepted.
-STATUSES = frozenset({"sent", "captured", "queued", "failed", "unknown", "expired", "refused"})
-DELIVERED = frozenset({"sent", "captured"})
-
 
 @dataclass(frozen=True)
 class Outcome:
     """Where a send stands when its caller stops waiting.
 
-    ``error`` says why it was refused, failed, is unknown or expired (for ``queued``: the last
-    transient failure, if any); ``to`` is masked. ``id``, ``type`` and ``to`` are None when the
-    request was refused before they were known.
+    ``status``: sent, captured, queued, failed, expired, ``unknown`` (an SMS reached its
+    provider and the answer was lost: stored as failed, never resent) or ``refused`` (nothing
+    was accepted: invalid, over a limit, the store unavailable, shutting down). ``error`` says
+    why it was refused, failed, is unknown or expired (for ``queued``: the last transient
+    failure, if any); ``to`` is masked. ``id``, ``type`` and ``to`` are None when the request
+    was refused before they were known.
     """
 
     channel: str

@@ -3,6 +3,7 @@
 A delivered or accepted message answers with its id and status (200 ``sent``/``captured``,
 202 ``queued``); everything else answers ``{"error": {"code", "message"}}`` with the error's
 status, and ``Retry-After`` (whole seconds, never less than asked) when a later try can work.
+aiohttp's own refusals (404, 405, 413 ...) and unexpected errors (500) get the same shape.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from ..errors import OtpServiceError, OutcomeUnknownError, ProviderError, Reques
 from ..store import StoreUnavailable
 
 ACCEPTED = {"sent": 200, "captured": 200, "queued": 202}
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
 
 
 def error_response(
@@ -76,3 +83,14 @@ def http_status(outcome: Outcome) -> int:
         assert outcome.error is not None
         return outcome.error.status
     return status
+
+
+def http_error_answer(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusal of a request (no route, wrong method, body too large ...)."""
+    code = _HTTP_CODES.get(exc.status, "http_error")
+    allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return error_response(exc.status, code, exc.reason, allow)
+
+
+def internal_error_answer() -> web.Response:
+    return error_response(500, "internal_error", "unexpected error; see the service log")

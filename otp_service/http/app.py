@@ -26,20 +26,19 @@ from ..services import build_services
 from ..text.sanitize import has_control, json_problem
 from . import inbox_api, inbox_page, ops
 from .access_log import request_id_middleware
-from .answers import answer, error_answer, error_response, http_status
+from .answers import (
+    answer,
+    error_answer,
+    http_error_answer,
+    http_status,
+    internal_error_answer,
+)
 from .context import CONFIG, SERVICES, authorize
 
 __all__ = ["CONFIG", "SERVICES", "create_app"]
 
 log = logging.getLogger("otp_service.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-_HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-}
 
 
 @web.middleware
@@ -52,16 +51,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_CODES.get(exc.status, "http_error")
-        return error_response(
-            exc.status,
-            code,
-            exc.reason,
-            {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None,
-        )
+        return http_error_answer(exc)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "unexpected error; see the service log")
+        return internal_error_answer()
 
 
 async def _read_json(request: web.Request) -> Any:
