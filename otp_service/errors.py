@@ -9,7 +9,7 @@ into its answer in one table (:mod:`otp_service.http.answers`). Pure helpers (``
     OtpServiceError
     ├── ConfigError                 the configuration is invalid (start-up, check-config)
     ├── LogtoApiError               Logto's Management API could not be read (templates.logto)
-    ├── RequestError                the caller sent something we refuse (4xx)
+    ├── RequestError                the caller's request is refused (4xx; 503 while draining)
     │   ├── TemplateNotFoundError   no template for the type and no Generic (422)
     │   ├── UnauthorizedError       missing or wrong Authorization (401)
     │   ├── RateLimitedRequest      an abuse limit refused it (429 + Retry-After; ``rule``)
@@ -23,7 +23,7 @@ into its answer in one table (:mod:`otp_service.http.answers`). Pure helpers (``
     │   └── SchemaTooNewError       the database was migrated by a newer otp-service
     └── ProviderError               a provider did not deliver
         ├── PermanentProviderError  refused for good, retrying cannot help (502)
-        │   └── OutcomeUnknownError  sent, but no answer: retrying could duplicate (502)
+        │   └── OutcomeUnknownError  sent, no answer: answered as unknown, never retried (502)
         └── TransientProviderError  may work later (503); ``retry_after`` when known
             └── RateLimitedError    the provider's own rate limit (429)
 """

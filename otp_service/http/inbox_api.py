@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import RequestError
+from ..errors import RequestError, ShuttingDownError
 from ..message.compose import Message, normalize_to
 from ..store import InboxEvent, InboxQuery, StoredStatus, UnknownMessage
 from ..text.segments import analyse
@@ -196,7 +196,7 @@ async def latest_message(request: web.Request) -> web.Response:
             async with asyncio.timeout(wait):
                 found = await inbox.wait(query, since=since, after=after)
             if found is None:  # the inbox closed under us
-                raise RequestError("shutting_down", "the service is shutting down", 503, 1)
+                raise ShuttingDownError(1)
     except UnknownMessage:
         raise RequestError("invalid_query", "since names no captured message") from None
     except TimeoutError:
