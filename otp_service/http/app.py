@@ -115,7 +115,8 @@ async def _send(request: web.Request, channel: Channel) -> web.Response:
     else:
         level = logging.INFO if status < 500 else logging.WARNING
         name = "request refused" if status < 500 else "request failed"
-    event(log, level, name, http_status=status, **outcome.log_fields())
+    if log.isEnabledFor(level):
+        event(log, level, name, http_status=status, **outcome.log_fields())
     return answer(outcome)
 
 
