@@ -132,7 +132,7 @@ class VonageProvider:
             session.verify = endpoint.ca_file
         self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vonage")
 
-    def _send(self, message: Message) -> str:
+    def _send(self, message: Message) -> str | None:
         sms = SmsMessage(
             to=vonage_number(message.to),
             from_=self.config.brand_name,
@@ -141,7 +141,7 @@ class VonageProvider:
             client_ref=message.id[:40],
         )
         response = self.client.sms.send(sms)
-        return str(response.messages[0].message_id) if response.messages else ""
+        return str(response.messages[0].message_id) if response.messages else None
 
     async def send(self, message: Message) -> SendResult:
         loop = asyncio.get_running_loop()
