@@ -211,6 +211,8 @@ async def test_short_ttl_message_expires_during_outage_and_is_never_sent(
 
     record = await wait_status(client, late["id"], "expired")
     assert not BODY_FIELDS & set(record) and record["finished_at"] is not None
+    # Why, in the one wording every expiry uses: the last failure it met.
+    assert record["error"].startswith("expired before delivery: connection failed")
     assert "713305" not in store_dump(store)
 
     smtp_server.start()

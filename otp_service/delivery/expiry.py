@@ -18,9 +18,18 @@ PREFIX = "expired before delivery: "
 NEVER_ATTEMPTED = "never attempted"  # the store writes the same words (expire_due)
 
 
-def expired_error(last_error: str | None) -> str:
+def expiry_reason(last_error: str | None, attempts: int = 0) -> str:
+    """Why a message expired: its last failure, when one is known."""
+    if last_error:
+        return last_error
+    if attempts:  # tried before this process took it up again
+        return f"no attempt could start in time after {attempts}"
+    return NEVER_ATTEMPTED
+
+
+def expired_error(reason: str) -> str:
     """The ``last_error`` an expired message keeps."""
-    return PREFIX + (last_error or NEVER_ATTEMPTED)
+    return PREFIX + reason
 
 
 def record_expired(
@@ -38,5 +47,5 @@ def record_expired(
     event(
         log, logging.WARNING, "expired",
         id=id, channel=channel, to=mask_recipient(to), attempts=attempts,
-        last_error=last_error or NEVER_ATTEMPTED, **fields,
+        last_error=expiry_reason(last_error, attempts), **fields,
     )  # fmt: skip

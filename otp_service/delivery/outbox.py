@@ -35,7 +35,7 @@ from ..providers.base import SendResult
 from ..retry import Backoff, backoff_delay, retry
 from ..store import Accepted, Attempt, Store, StoreUnavailable
 from .dispatcher import Dispatcher
-from .expiry import expired_error, record_expired
+from .expiry import expired_error, expiry_reason, record_expired
 from .outcome import Outcome
 from .upkeep import Upkeep
 
@@ -344,12 +344,12 @@ class Outbox:
                 attempt = Attempt(time.time(), provider, status, provider_id=ended.provider_id)
             case MessageExpired():
                 outcome = settle(Outcome.of(message, "expired", error=ended))
-                last_error = last.detail if last is not None else None
-                await self._finish(message, "expired", None, expired_error(last_error))
+                reason = expiry_reason(last.detail if last is not None else None, tried)
+                await self._finish(message, "expired", None, expired_error(reason))
                 age = round(time.time() - message.created_at.timestamp(), 3)
                 record_expired(
                     self.metrics, id=message.id, channel=message.channel, to=message.to,
-                    attempts=tried, last_error=last_error, type=message.type, age_s=age,
+                    attempts=tried, last_error=reason, type=message.type, age_s=age,
                 )  # fmt: skip
                 return outcome
             case StoreUnavailable():
