@@ -9,6 +9,7 @@ from .config import Config
 from .delivery.dispatcher import Dispatcher
 from .delivery.limits import Limiter
 from .delivery.outbox import Outbox
+from .delivery.send import SendPath
 from .intake.smtp import SmtpIntake
 from .logto.sync import TemplateSync
 from .message.compose import Composer
@@ -79,6 +80,7 @@ class Services:
     limiter: Limiter
     outbox: Outbox
     metrics: Metrics
+    sender: SendPath  # the one way in for a send, from every intake
     logto: TemplateSync | None = None  # Logto's email templates, when templates.logto is set
     intake: SmtpIntake | None = None  # capture.smtp: mail from any app into the inbox
 
@@ -144,11 +146,13 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     delivery = replace(config.delivery, dedupe=config.dedupe_on)
     outbox = Outbox(store, dispatcher, delivery, config.store.retention_days, metrics)
     limiter = Limiter(store, replace(config.limits, enabled=config.limits_on))
+    # A send refused while shutting down comes back after the listener has closed.
+    sender = SendPath(composer, limiter, outbox, delivery, metrics, config.server.drain_seconds + 1)
     logto = None
     if config.templates.logto is not None:
         logto = TemplateSync(config.templates.logto, library.use_logto)
         metrics.logto_templates(lambda: float(logto.up))
     intake = SmtpIntake(config.capture.smtp, inbox) if config.capture.smtp is not None else None
     return Services(
-        config, inbox, composer, dispatcher, store, limiter, outbox, metrics, logto, intake
+        config, inbox, composer, dispatcher, store, limiter, outbox, metrics, sender, logto, intake
     )

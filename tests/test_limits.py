@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import shutil
 import sqlite3
 import time
@@ -63,6 +64,24 @@ async def test_per_ip_limit_counts_every_spelling_of_one_address_once(
         await send(client, f"u{n}@example.com", f"{n:06d}", ip=ip) for n, ip in enumerate(forms)
     ]
     assert statuses == [200] * (len(forms) - 1) + [429]
+
+
+async def test_limit_refusal_is_logged_and_counted_with_the_refusing_rule(
+    service: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator's log line of a refused send names the limit that refused it, with the
+    masked recipient, and the refusal is counted under that rule."""
+    client = await service(limited(per_ip={"count": 1, "window_seconds": 600}))
+    assert await send(client, "ana@example.com", "111111", ip="198.51.100.7") == 200
+    with caplog.at_level(logging.INFO, logger="otp_service.web"):
+        assert await send(client, "bob@example.com", "222222", ip="198.51.100.7") == 429
+    [line] = [r for r in caplog.records if r.getMessage() == "request refused"]
+    fields = line.otp_fields  # type: ignore[attr-defined]
+    assert fields["rule"] == "per_ip" and fields["code"] == "rate_limited"
+    assert fields["to"] == "b***@example.com" and fields["http_status"] == 429
+    assert fields["outcome"] == "refused" and fields["type"] == "SignIn"
+    metrics = await (await client.get("/metrics")).text()
+    assert 'otp_limit_refusals_total{rule="per_ip"} 1.0' in metrics
 
 
 def test_canonical_ip_keeps_different_hosts_apart() -> None:

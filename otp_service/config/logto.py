@@ -1,8 +1,8 @@
 """``templates.logto``: where to read the email templates an admin keeps inside Logto.
 
 A machine-to-machine app of the Logto instance reads ``GET /api/email-templates`` with a
-client-credentials token (CONTRACT.md §6). The secret is never shown: not in ``repr``, not in
-problems, not in logs.
+client-credentials token (docs/logto-contract.md, "Logto's own per-language email
+templates"). The secret is never shown: not in ``repr``, not in problems, not in logs.
 """
 
 from __future__ import annotations

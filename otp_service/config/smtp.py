@@ -12,7 +12,6 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import RequestError
 from ..text.addresses import Mailbox, parse_mailbox
 from ..text.sanitize import has_control
 from .fields import Fields
@@ -100,8 +99,8 @@ def _mailbox(fields: Fields, key: str, *, required: bool) -> Mailbox | None:
         return None
     try:
         return parse_mailbox(value)
-    except RequestError as exc:
-        fields.problem(key, exc.message, 'use an address such as "Acme <no-reply@acme.com>"')
+    except ValueError as exc:
+        fields.problem(key, str(exc), 'use an address such as "Acme <no-reply@acme.com>"')
         return None
 
 

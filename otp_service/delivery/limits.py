@@ -11,20 +11,10 @@ from __future__ import annotations
 import time
 
 from ..config import Limit, LimitsConfig
-from ..errors import RequestError
+from ..errors import RateLimitedRequest
 from ..message.compose import Message
 from ..store import Store
 from ..text.limit_keys import ip_key, prefix_key, recipient_key
-
-
-class RateLimitedRequest(RequestError):
-    """A configured abuse limit refused the request."""
-
-    def __init__(self, what: str, retry_after: float, rule: str = "") -> None:
-        super().__init__(
-            "rate_limited", f"too many messages for this {what}; try again later", 429, retry_after
-        )
-        self.rule = rule  # the limit's name in the config: per_recipient, per_ip, ...
 
 
 class Limiter:
@@ -33,7 +23,8 @@ class Limiter:
         self.config = config
 
     async def check(self, message: Message) -> None:
-        """Count ``message`` against every limit; raises :class:`RateLimitedRequest`."""
+        """Count ``message`` against every limit; raises
+        :class:`~otp_service.errors.RateLimitedRequest`."""
         if self.config.enabled is False:  # None: on (Config.limits_on decides before here)
             return
         now = time.time()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
-from ..logs import event, mask_recipient
 from ..metrics import Metrics
 from ..store import Store, StoreUnavailable
+from .expiry import record_expired
 
 log = logging.getLogger("otp_service.outbox")
 
@@ -28,14 +28,12 @@ class Upkeep:
         self._store_warned_at = 0.0
 
     async def expire(self, now: float) -> None:
-        """Expire what nobody can deliver in time any more; count and log each."""
+        """Expire what nobody can deliver in time any more; count and log each (the store
+        writes their ``last_error`` as :func:`.expiry.expired_error` does)."""
         for gone in await self.store.expire_due(now):
-            self.metrics.finished(gone.channel, "expired")
-            event(
-                log, logging.WARNING, "expired",
-                id=gone.id, channel=gone.channel, to=mask_recipient(gone.to),
-                request_id=gone.request_id, attempts=gone.attempts,
-                last_error=gone.last_error or "never attempted",
+            record_expired(
+                self.metrics, id=gone.id, channel=gone.channel, to=gone.to,
+                attempts=gone.attempts, last_error=gone.last_error, request_id=gone.request_id,
             )  # fmt: skip
 
     async def tend(self, now: float, active: set[str], *, idle: bool) -> None:

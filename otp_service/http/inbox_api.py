@@ -18,11 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import RequestError
-from ..message.compose import Message
-from ..message.recipients import normalize_phone
+from ..errors import RequestError, ShuttingDownError
+from ..message.compose import Message, normalize_to
 from ..store import InboxEvent, InboxQuery, StoredStatus, UnknownMessage
-from ..text.addresses import normalize_email
 from ..text.segments import analyse
 from .context import CONFIG, SERVICES, authorize
 
@@ -79,8 +77,7 @@ def _recipient(request: web.Request) -> str | None:
     to = request.query.get("to") or None
     if to is None:
         return None
-    region = request.app[CONFIG].sms.default_region
-    return normalize_email(to) if "@" in to else normalize_phone(to, region)
+    return normalize_to(to, request.app[CONFIG].sms.default_region)
 
 
 def _query(request: web.Request) -> InboxQuery:
@@ -199,7 +196,7 @@ async def latest_message(request: web.Request) -> web.Response:
             async with asyncio.timeout(wait):
                 found = await inbox.wait(query, since=since, after=after)
             if found is None:  # the inbox closed under us
-                raise RequestError("shutting_down", "the service is shutting down", 503, 1)
+                raise ShuttingDownError(1)
     except UnknownMessage:
         raise RequestError("invalid_query", "since names no captured message") from None
     except TimeoutError:

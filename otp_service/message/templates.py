@@ -179,7 +179,7 @@ class TemplateLibrary:
             try:
                 if value:
                     parse_mailbox(value)
-            except RequestError as exc:  # found now, before anything is stored
+            except ValueError as exc:  # found now, before anything is stored
                 if source == "logto":
                     raise self._skip(locale, str(ctx["type"]), f"has a bad {what}") from exc
                 raise RequestError(

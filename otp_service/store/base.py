@@ -48,6 +48,7 @@ class Attempt:
     provider: str
     outcome: str  # "sent", "captured", "transient", "permanent", "unknown"
     error: str | None = None
+    provider_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ from .pg_connection import PgConnection, settle
 _CLAIM = """
 WITH expired AS (
   UPDATE messages SET status = 'expired', body = NULL, finished_at = $1, lease_until = NULL,
-         dedupe_key = NULL, last_error = COALESCE(last_error, 'expired before delivery')
+         dedupe_key = NULL,
+         last_error = 'expired before delivery: ' || COALESCE(last_error, 'never attempted')
   WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND expires_at <= $1
                AND (lease_until IS NULL OR lease_until < $1) LIMIT 500 FOR UPDATE SKIP LOCKED)
 ), erased AS (

@@ -125,7 +125,8 @@ class SqliteStore(SqliteEngine):
             erase_expired_dedupe(conn, now)
             conn.execute(
                 "UPDATE messages SET status = 'expired', body = NULL, finished_at = ?, "
-                "last_error = COALESCE(last_error, 'expired before delivery') "
+                "last_error = 'expired before delivery: ' "
+                "|| COALESCE(last_error, 'never attempted') "
                 "WHERE status = 'queued' AND expires_at <= ? "
                 "AND (lease_until IS NULL OR lease_until < ?)",
                 (now, now, now),
