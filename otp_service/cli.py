@@ -1,4 +1,4 @@
-"""The ``otp-service`` command: serve, send, render, check-config, migrate."""
+"""The ``otp-service`` command: serve, send, render, latest, check-config, migrate."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 import signal
 import sqlite3
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from . import __version__, logs
 from .admin.commands import check_config, migrate, read_logto
-from .config import Config, load_config
+from .config import DEFAULT_PORT, Config, load_config
 from .config.checks import refusals, warnings
 from .errors import (
     ConfigError,
@@ -28,11 +29,13 @@ from .errors import (
     OtpServiceError,
     OutcomeUnknownError,
     ProviderError,
+    TemplateRenderError,
 )
 from .http.access_log import AccessLogger
 from .http.app import SERVICES, create_app
 from .http.banner import banner, reachable_base
 from .http.connections import listen
+from .http.inbox_api import MAX_WAIT_SECONDS
 from .http.ops import create_metrics_app
 from .message.compose import Channel, SendRequest
 from .message.templates import TemplateLibrary
@@ -62,7 +65,8 @@ def _check_sms_length(config: Config, library: TemplateLibrary) -> list[ConfigPr
 def _load(path: str | None) -> Config:
     config = load_config(path)
     library = build_library(config)  # compiles every template: a broken one is a config error
-    if problems := _check_sms_length(config, library):
+    # ... and renders each with a sample payload: one that fails is one too.
+    if problems := library.render_problems() or _check_sms_length(config, library):
         raise ConfigError(problems)
     return config
 
@@ -244,11 +248,16 @@ async def _send_one(config: Config, channel: Channel, request: SendRequest) -> i
     return 0
 
 
+def _authorization() -> dict[str, str]:
+    """The header a command talking to a running service sends: $OTP_SERVICE_TOKEN's."""
+    token = os.environ.get("OTP_SERVICE_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 async def _send_through(server: str, channel: Channel, request: SendRequest) -> int:
     """POST the request to a running service, as Logto would; its inbox shows what it captures."""
     base = server.rstrip("/")
-    token = os.environ.get("OTP_SERVICE_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = _authorization()
     body = {"to": request.to, "type": request.type, "payload": dict(request.payload)}
     try:
         async with (
@@ -280,12 +289,91 @@ def cmd_send(args: argparse.Namespace) -> int:
     return asyncio.run(_send_one(config, args.channel, request))
 
 
+async def _latest(args: argparse.Namespace) -> int:
+    """``latest``: ``GET /v1/messages/latest?wait=`` on a running service; print the code."""
+    base = args.server.rstrip("/")
+    query = {"to": args.to, "wait": f"{args.wait:g}"}
+    for key in ("channel", "type", "since"):
+        if getattr(args, key) is not None:
+            query[key] = getattr(args, key)
+    timeout = aiohttp.ClientTimeout(total=args.wait + 30)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(
+                f"{base}/v1/messages/latest", params=query, headers=_authorization()
+            ) as response,
+        ):
+            status, answer = response.status, await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        print(f"FAILED: cannot reach {base}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if isinstance(error, dict) and error.get("code") == "message_not_found":
+        what = " ".join(f"{key}={query[key]}" for key in ("channel", "type") if key in query)
+        print(f"no message{' (' + what + ')' if what else ''} for {args.to} arrived "
+              f"within {args.wait:g} s", file=sys.stderr)  # fmt: skip
+        return 1
+    if status != 200 or not isinstance(answer, dict):
+        error = error if isinstance(error, dict) else {}
+        print(f"FAILED ({status} {error.get('code', '')}): {error.get('message', answer)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if args.json:
+        print(json.dumps(answer, indent=2, ensure_ascii=False))
+        return 0
+    found = answer.get("code") or answer.get("link")
+    if not found:
+        print(f"the message {answer.get('id')} has no code or link (--json shows all of it)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(found)
+    return 0
+
+
+def cmd_latest(args: argparse.Namespace) -> int:
+    return asyncio.run(_latest(args))
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     return check_config(_load(args.file), args.file, online=args.online)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     return migrate(_load(args.config))
+
+
+def _whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An option's type: a whole number from ``low`` (to ``high``), refused otherwise."""
+
+    def parse(text: str) -> int:
+        span = f"between {low} and {high}" if high is not None else f">= {low}"
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number {span}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {span}")  # as the config says it
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= MAX_WAIT_SECONDS:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to {MAX_WAIT_SECONDS:g}")
+    return value
+
+
+DESCRIPTION = """\
+One-time codes for Logto's HTTP email and SMS connectors: serve them, send or render one,
+read the latest captured code, check a config file, migrate the PostgreSQL schema.
+Run "otp-service COMMAND --help" for a command's options.
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -296,28 +384,39 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--log-format", default=default, choices=("text", "json"),
                        help="default: text on a terminal, json otherwise")  # fmt: skip
 
-    parser = argparse.ArgumentParser(prog="otp-service", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"otp-service {__version__}")
+    port = _whole(0, 65535)
+    parser = argparse.ArgumentParser(
+        prog="otp-service", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"otp-service {__version__}",
+                        help="print the version and exit")  # fmt: skip
     log_args(parser, None)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(
+        dest="command", required=True, title="commands", metavar="COMMAND",
+        help='one of these; "otp-service COMMAND --help" lists its options',
+    )  # fmt: skip
 
-    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve = sub.add_parser(
+        "serve", help="run the HTTP service", description="Run the HTTP service."
+    )
     log_args(serve, argparse.SUPPRESS)  # after the command too: serve --log-format json
     serve.add_argument("--config", help="YAML or JSON config file (default: embedded defaults)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 8787)")
+    serve.add_argument("--port", type=port, help="port, 0 to 65535 (default 8787; 0: any free)")
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="listen on a non-loopback address without auth.tokens")  # fmt: skip
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
-    serve.add_argument("--metrics-port", type=int,
+    serve.add_argument("--metrics-port", type=port,
                        help="also serve /metrics, without a token, on this port")  # fmt: skip
-    serve.add_argument("--workers", type=int, default=1,
+    serve.add_argument("--workers", type=_whole(1), default=1,
                        help="processes sharing the port (needs store.url: PostgreSQL)")  # fmt: skip
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     def message_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--channel", choices=("email", "sms"), required=True)
+        p.add_argument("--channel", choices=("email", "sms"), required=True,
+                       help="which connector's message")  # fmt: skip
         p.add_argument("--type", default="SignIn", help="usage type (default SignIn)")
         p.add_argument("--code", help="the one-time code")
         p.add_argument("--link", help="a link (organization invitations)")
@@ -325,12 +424,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--payload", help="extra payload as a JSON object")
         p.add_argument("--config", help="YAML or JSON config file")
 
-    render = sub.add_parser("render", help="print what would be sent")
+    render = sub.add_parser("render", help="print what would be sent",
+                            description="Print the message a request would send.")  # fmt: skip
     message_args(render)
     render.add_argument("--no-html", action="store_true", help="omit the HTML part")
     render.set_defaults(func=cmd_render)
 
-    send = sub.add_parser("send", help="send one real message, like Logto's test button")
+    send = sub.add_parser("send", help="send one real message, like Logto's test button",
+                          description="Send one message, like Logto's test button.")  # fmt: skip
     message_args(send)
     send.add_argument("--to", required=True, help="email address or phone number")
     send.add_argument("--server", metavar="URL",
@@ -338,14 +439,40 @@ def _parser() -> argparse.ArgumentParser:
                       "message); the token comes from $OTP_SERVICE_TOKEN")  # fmt: skip
     send.set_defaults(func=cmd_send)
 
-    check = sub.add_parser("check-config", help="validate a config file and print every problem")
-    check.add_argument("file")
+    latest = sub.add_parser(
+        "latest", help="print the latest captured code for a recipient, waiting for it",
+        description="Print the code of the newest captured message for a recipient (GET "
+        "/v1/messages/latest on a running service), waiting up to --wait seconds for one to "
+        "arrive; exit 1 when none does. The token comes from $OTP_SERVICE_TOKEN.",
+    )  # fmt: skip
+    latest.add_argument("--to", required=True, help="the recipient: email address or phone number")
+    latest.add_argument("--channel", choices=("email", "sms"), help="only this channel's messages")
+    latest.add_argument("--type", help="only messages of this usage type, e.g. SignIn")
+    latest.add_argument("--since", metavar="TIME|ID",
+                        help="only messages captured at or after an RFC 3339 time, or after "
+                        "the captured message with this id")  # fmt: skip
+    latest.add_argument("--wait", type=_seconds, default=30.0, metavar="SECONDS",
+                        help=f"how long to wait for one, 0 to {MAX_WAIT_SECONDS:g} "
+                        "(default 30)")  # fmt: skip
+    latest.add_argument("--server", metavar="URL", default=f"http://127.0.0.1:{DEFAULT_PORT}",
+                        help="the running service (default %(default)s)")  # fmt: skip
+    latest.add_argument("--json", action="store_true",
+                        help="print the whole message as JSON, not only its code")  # fmt: skip
+    latest.set_defaults(func=cmd_latest)
+
+    check = sub.add_parser("check-config", help="validate a config file and print every problem",
+                           description="Validate a config file (templates rendered with a "
+                           "sample payload) and print every problem.")  # fmt: skip
+    check.add_argument("file", help="the YAML or JSON config file")
     check.add_argument(
         "--online", action="store_true", help="also read the email templates kept in Logto"
     )
     check.set_defaults(func=cmd_check_config)
 
-    migrate = sub.add_parser("migrate", help="apply the PostgreSQL schema migrations and exit")
+    migrate = sub.add_parser(
+        "migrate", help="apply the PostgreSQL schema migrations and exit",
+        description="Apply the PostgreSQL schema migrations and exit.",
+    )  # fmt: skip
     migrate.add_argument("--config", help="YAML or JSON config file with store.url")
     migrate.set_defaults(func=cmd_migrate)
     return parser
@@ -362,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OtpServiceError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        if isinstance(exc, TemplateRenderError):
+            print(f"  {exc.template} ({exc.locale}): {exc.detail}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -11,6 +11,7 @@ into its answer in one table (:mod:`otp_service.http.answers`). Pure helpers (``
     ├── LogtoApiError               Logto's Management API could not be read (templates.logto)
     ├── RequestError                the caller's request is refused (4xx; 503 while draining)
     │   ├── TemplateNotFoundError   no template for the type and no Generic (422)
+    │   ├── TemplateRenderError     a template failed to render (422; the file for the log)
     │   ├── UnauthorizedError       missing or wrong Authorization (401)
     │   ├── RateLimitedRequest      an abuse limit refused it (429 + Retry-After; ``rule``)
     │   └── ShuttingDownError       the service is draining (503 + Retry-After)
@@ -139,6 +140,19 @@ class TemplateNotFoundError(RequestError):
             f"no {channel} template for type {usage_type!r} and no Generic template",
             422,
         )
+
+
+class TemplateRenderError(RequestError):
+    """A template compiled but failed to render this request: 422 ``template_error``.
+
+    The answer says only that; ``template`` (the file, or where in the config), ``locale`` and
+    ``detail`` (the Jinja error with its line, the payload's values masked) are for the log."""
+
+    def __init__(self, message: str, *, template: str, locale: str, detail: str) -> None:
+        super().__init__("template_error", message, 422)
+        self.template = template
+        self.locale = locale
+        self.detail = detail
 
 
 class StoreError(OtpServiceError):

@@ -224,7 +224,7 @@ def test_send_through_a_running_service_shows_in_its_inbox(tmp_path: Path) -> No
     ) as process:  # fmt: skip
         try:
             assert process.stdout is not None
-            banner = [process.stdout.readline() for _ in range(12)]
+            banner = [process.stdout.readline() for _ in range(13)]
             assert any(f"{base}/inbox (asks once for one of auth.tokens)" in b for b in banner)
             assert any("capture mode for tests: abuse limits and dedupe off" in b for b in banner)
             args = [str(BIN), "send", "--server", base, "--channel", "email",

@@ -26,6 +26,12 @@ def check_config(config: Config, file: str, *, online: bool) -> int:
         + (f" ({config.email.smtp.target})" if config.email.smtp else "")
     )
     print(f"  sms:   {config.sms.provider}")
+    smtp = config.capture.smtp
+    print(
+        f"  SMTP intake: {smtp.host}:{smtp.port} (mail sent there is captured)"
+        if smtp
+        else "  SMTP intake: off (capture.smtp)"
+    )
     print(f"  auth:  {len(config.auth.tokens)} token(s)")
     store = config.store
     if store.url:
@@ -56,14 +62,20 @@ def _check_logto(config: Config) -> int:
     except LogtoApiError as exc:
         print(f"  logto: FAILED: {exc.message}", file=sys.stderr)
         return 1
-    broken = unusable + build_library(config).use_logto(rows)
+    library = build_library(config)
+    broken = unusable + library.use_logto(rows)
+    failing = library.render_problems(logto=True)
     print(f"  logto: {logto.endpoint}: credentials accepted, {len(rows)} email template(s)")
     for tag, count in sorted(Counter(row.language_tag for row in rows).items()):
         types = sorted(row.template_type for row in rows if row.language_tag == tag)
         print(f"    {tag}: {count} ({', '.join(types)})")
     for problem in broken:
         print(f"    does not compile (other templates will be used): {problem}", file=sys.stderr)
-    return 1 if broken else 0
+    for failed in failing:
+        print(
+            f"    {failed.path}: {failed.problem} (other templates will be used)", file=sys.stderr
+        )
+    return 1 if broken or failing else 0
 
 
 async def _migrate(config: Config) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import OtpServiceError, RateLimitedRequest
+from ..errors import OtpServiceError, RateLimitedRequest, TemplateRenderError
 from ..logs import mask_recipient
 from ..message.compose import Message
 
@@ -60,5 +60,12 @@ class Outcome:
             "channel": self.channel, "type": self.type, "id": self.id, "to": self.to,
             "outcome": self.status, "duplicate": self.duplicate or None,
             "code": self.error.code if failed and self.error is not None else None,
-            "rule": self.rule,
+            "rule": self.rule, **self._template_fields(),
         }  # fmt: skip
+
+    def _template_fields(self) -> dict[str, Any]:
+        """A template that failed to render: its file, language and error (no payload value)."""
+        error = self.error
+        if not isinstance(error, TemplateRenderError):
+            return {}
+        return {"template": error.template, "locale": error.locale, "error": error.detail}

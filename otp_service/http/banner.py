@@ -20,19 +20,21 @@ def reachable_base(host: str, port: int) -> str:
 def banner(config: Config, base: str, port: int, smtp_port: int | None = None) -> str:
     """The banner ``serve`` prints once it listens."""
     host = config.server.host
+    if config.auth.tokens:
+        shown = logs.mask_token(config.auth.tokens[0])
+        authorization = f"    Authorization Header: Bearer <auth.tokens[0]: {shown}>"
+    else:
+        authorization = "    Authorization Header: (leave empty: no tokens configured)"
     lines = [
         f"otp-service {__version__} listening on {host}:{port}",
         "",
         "Logto > Connectors > HTTP Email:",
         f"    Endpoint:             {base}/v1/email",
+        authorization,
         "Logto > Connectors > HTTP SMS:",
         f"    Endpoint:             {base}/v1/sms",
+        authorization,
     ]
-    if config.auth.tokens:
-        shown = logs.mask_token(config.auth.tokens[0])
-        lines.append(f"    Authorization Header: Bearer <auth.tokens[0]: {shown}>")
-    else:
-        lines.append("    Authorization Header: (leave empty: no tokens configured)")
     if not is_loopback(host):
         lines += [
             f"    (or, for Logto on this machine: http://127.0.0.1:{port};",

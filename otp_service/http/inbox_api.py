@@ -166,6 +166,9 @@ async def clear_messages(request: web.Request) -> web.Response:
     return web.json_response({"deleted": deleted})
 
 
+_SINCE = "an RFC 3339 time (e.g. 2026-11-27T13:00:00Z) or the id of a captured message"
+
+
 def _since(request: web.Request) -> tuple[datetime | None, str | None]:
     """``since``: an RFC 3339 time (it has a colon), else the id of a captured message."""
     raw = request.query.get("since") or None
@@ -176,9 +179,7 @@ def _since(request: web.Request) -> tuple[datetime | None, str | None]:
     try:  # a "+" left unencoded in a query string arrives as a space
         when = datetime.fromisoformat(raw.replace(" ", "+").replace("z", "Z"))
     except ValueError:
-        raise RequestError(
-            "invalid_query", "since must be an RFC 3339 time or a message id"
-        ) from None
+        raise RequestError("invalid_query", f"since must be {_SINCE}") from None
     return (when if when.tzinfo else when.replace(tzinfo=UTC)), None
 
 
@@ -198,7 +199,9 @@ async def latest_message(request: web.Request) -> web.Response:
             if found is None:  # the inbox closed under us
                 raise ShuttingDownError(1)
     except UnknownMessage:
-        raise RequestError("invalid_query", "since names no captured message") from None
+        raise RequestError(
+            "invalid_query", f"since names no captured message: it takes {_SINCE}"
+        ) from None
     except TimeoutError:
         found = None
     if found is None:

@@ -46,6 +46,17 @@ def parse_phone(value: str, default_region: str | None = None) -> phonenumbers.P
             continue
         if phonenumbers.is_valid_number(number):
             return number
+    if digits.startswith("0"):  # 0612345678: dialled within its country (00 is handled above)
+        example = "e.g. 33612345678 for 0612345678 in France"
+        if default_region:
+            raise ValueError(
+                f"'to' looks like a local number (it starts with 0) but is not a valid "
+                f"{default_region} number: add its country code ({example})"
+            )
+        raise ValueError(
+            f"'to' looks like a local number (it starts with 0): add its country code "
+            f"({example}), or set sms.default_region to the country of such numbers"
+        )
     raise ValueError("'to' is not a valid phone number")
 
 

@@ -45,6 +45,14 @@ def environment(loader: BaseLoader | None, *, html: bool) -> SandboxedEnvironmen
     )
 
 
+def from_string(env: SandboxedEnvironment, source: str, where: str) -> Template:
+    """``source`` compiled under the name ``where`` (e.g. ``email.smtp.templates[0].subject``):
+    a render error's traceback then names it, as it names a template file by its path."""
+    return env.template_class.from_code(
+        env, env.compile(source, filename=where), env.make_globals(None), None
+    )
+
+
 def _one_line(exc: TemplateError) -> str:
     text = " ".join(str(exc).split())
     line = getattr(exc, "lineno", None)
@@ -74,7 +82,9 @@ class Directory:
         try:
             return (self.html_env if html else self.text_env).get_template(path)
         except TemplateError as exc:
-            self.problems.append(ConfigProblem(f"{self.name}/{path}", str(exc), "fix the template"))
+            self.problems.append(
+                ConfigProblem(f"{self.name}/{path}", _one_line(exc), "fix the template")
+            )
             return None
 
     def _load(self, channel: str, folder: Path) -> None:
@@ -121,14 +131,15 @@ def _email_set(
     html: bool,
     reply_to: str | None,
     send_from: str | None,
+    where: str,
 ) -> EmailSet:
-    body = (html_env if html else text_env).from_string(content)
+    body = from_string(html_env if html else text_env, content, f"{where}.content")
     return EmailSet(
-        subject=text_env.from_string(subject),
+        subject=from_string(text_env, subject, f"{where}.subject"),
         text=None if html else body,
         html=body if html else None,
-        reply_to=text_env.from_string(reply_to) if reply_to else None,
-        send_from=text_env.from_string(send_from) if send_from else None,
+        reply_to=from_string(text_env, reply_to, f"{where}.replyTo") if reply_to else None,
+        send_from=from_string(text_env, send_from, f"{where}.sendFrom") if send_from else None,
     )
 
 
@@ -144,11 +155,10 @@ class Connector:
         self.problems: list[ConfigProblem] = []
         for index, (usage, content) in enumerate(sms):
             try:
-                self.sms.setdefault(usage, text_env.from_string(content))
+                where = f"sms.vonage.templates[{index}]"
+                self.sms.setdefault(usage, from_string(text_env, content, f"{where}.content"))
             except TemplateError as exc:
-                self.problems.append(
-                    ConfigProblem(f"sms.vonage.templates[{index}]", str(exc), "fix the template")
-                )
+                self.problems.append(ConfigProblem(where, _one_line(exc), "fix the template"))
         for index, t in enumerate(templates):
             try:
                 compiled = _email_set(
@@ -159,12 +169,12 @@ class Connector:
                     html=t.content_type == "text/html",
                     reply_to=t.reply_to,
                     send_from=t.send_from,
+                    where=f"email.smtp.templates[{index}]",
                 )
                 self.email.setdefault(t.usage_type, compiled)
             except TemplateError as exc:
-                self.problems.append(
-                    ConfigProblem(f"email.smtp.templates[{index}]", str(exc), "fix the template")
-                )
+                where = f"email.smtp.templates[{index}]"
+                self.problems.append(ConfigProblem(where, _one_line(exc), "fix the template"))
 
 
 class LogtoSource:
@@ -200,6 +210,7 @@ class LogtoSource:
                         html=row.content_type != "text/plain",
                         reply_to=row.reply_to,
                         send_from=row.send_from,
+                        where=f"Logto's {row.language_tag}/{row.template_type}",
                     )
                     kept[key] = row
                 except TemplateError as exc:

@@ -11,23 +11,33 @@ Sources, in Logto's precedence (README, "Templates"):
 
 A directory holds ``email/<locale>/<Type>.subject`` with ``.txt`` and/or ``.html``, and
 ``sms/<locale>/<Type>.txt``. Files and connector JSON are compiled at start-up, so a broken one
-is a configuration error, never a failed request. Logto's templates arrive while the service
-runs: one that does not compile, or fails to render, is skipped for the next source down.
+is a configuration error, never a failed request; ``check-config`` and ``serve`` also render
+each of them with a sample payload (:meth:`TemplateLibrary.render_problems`). Logto's templates
+arrive while the service runs: one that does not compile, or fails to render, is skipped for the
+next source down. A template that fails to render a request is a 422 ``template_error``, and the
+log names its file, its language and the Jinja error with its line.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Template
+from jinja2 import Template, TemplateSyntaxError
 
+from .. import logs
 from ..config import TemplatesConfig
 from ..config.smtp import EmailTemplate
-from ..errors import ConfigError, RequestError, TemplateNotFoundError
+from ..errors import (
+    ConfigError,
+    ConfigProblem,
+    RequestError,
+    TemplateNotFoundError,
+    TemplateRenderError,
+)
 from ..logto.client import LogtoTemplate
 from ..text import locales
 from ..text.addresses import parse_mailbox
@@ -39,6 +49,31 @@ from .sources import Connector, Directory, EmailSet, LogtoSource
 log = logging.getLogger("otp_service.templates")
 GENERIC = "Generic"
 _ALIASES = {"Test": GENERIC}  # older Logto versions send Test for the connector's test button
+_PERSON = {
+    "id": "u1a2b3c4", "name": "Ada Lovelace", "username": "ada", "avatar": "",
+    "primaryEmail": "ada@example.com", "primaryPhone": "15551234567", "profile": {},
+}  # fmt: skip
+_BRANDING = {"logoUrl": "https://example.com/logo.png", "darkLogoUrl": ""}
+SAMPLE_PAYLOAD: Mapping[str, Any] = {
+    "code": "123456",
+    "link": "https://auth.example.com/invitation/abcdefghijklmnopqrstuvwxyz012345",
+    "uiLocales": "en",
+    "user": _PERSON,
+    "inviter": _PERSON,
+    "application": {"id": "app1", "name": "Example", "displayName": "Example App",
+                    "branding": _BRANDING},
+    "organization": {"id": "org1", "name": "Example Organization", "branding": _BRANDING},
+}  # fmt: skip
+"""What the checks render every email template with: each key Logto may send
+(docs/logto-contract.md)."""
+SAMPLE_SMS_PAYLOAD: Mapping[str, Any] = {
+    "code": "123456",
+    "link": SAMPLE_PAYLOAD["link"],
+    "uiLocales": "en",
+    "organization": {"name": "Example Organization"},
+}
+"""... and every SMS template (Logto sends SMS only ``code`` and the languages; a link and an
+organization's name make the longest text)."""
 
 
 def bundled_root() -> Path:
@@ -66,14 +101,74 @@ class SmsContent:
     source: str
 
 
-class _Skip(Exception):
-    """A Logto template failed for this request: use the next source down."""
+def _masked(text: str, context: Mapping[str, Any]) -> str:
+    """``text`` with every value of ``context`` of 3 characters or more (the code, a link, an
+    address in the payload) replaced by ``***``: an error may quote a value it choked on."""
+    found: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for each in value.values():
+                collect(each)
+        elif isinstance(value, list | tuple):
+            for each in value:
+                collect(each)
+        elif isinstance(value, str | int | float) and len(str(value)) >= 3:
+            found.append(str(value))
+
+    collect(context)
+    for value in sorted(found, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
 
 
-def _header(template: Template | None, context: Mapping[str, Any], what: str) -> str | None:
+def _failure(exc: BaseException, template: Template, context: Mapping[str, Any]) -> str:
+    """What went wrong, for the log: where (the line, and the file when it is not
+    ``template``'s own, e.g. a base template) and the error, without the payload's values."""
+    entry = _name(template)
+    where, line = entry, None
+    if isinstance(exc, TemplateSyntaxError) and exc.lineno:  # an included file does not compile
+        where, line = exc.filename or exc.name or entry, exc.lineno
+    else:
+        tb = exc.__traceback__
+        while tb is not None:  # the innermost template frame (Jinja maps it to the template line)
+            name = tb.tb_frame.f_code.co_filename
+            if not name.endswith(".py") and not name.startswith("<"):
+                where, line = name, tb.tb_lineno
+            tb = tb.tb_next
+    message = " ".join(str(getattr(exc, "message", None) or exc).split())
+    message = _masked(message, context)
+    message = message if len(message) <= 200 else message[:199] + "…"
+    place = ("" if where == entry else f"{where}, ") + (f"line {line}" if line else "")
+    return f"{place}: " * bool(place) + type(exc).__name__ + f": {message}" * bool(message)
+
+
+def _name(template: Template | EmailSet) -> str:
+    """The template's file (or where in the config it was pasted)."""
+    if isinstance(template, EmailSet):
+        return _name(template.text or template.html or template.subject).rpartition(".")[0]
+    return template.filename or template.name or "<template>"
+
+
+def _render(template: Template, context: Mapping[str, Any], locale: str, channel: str) -> str:
+    """``template`` rendered; a failure is a :class:`TemplateRenderError` naming it."""
+    try:
+        return template.render(context)
+    except Exception as exc:  # TemplateError, or e.g. a division by zero inside one
+        raise TemplateRenderError(
+            f"the {channel} template failed to render",
+            template=_name(template),
+            locale=locale or "(no language)",
+            detail=_failure(exc, template, context),
+        ) from exc
+
+
+def _header(
+    template: Template | None, context: Mapping[str, Any], what: str, locale: str
+) -> str | None:
     if template is None:
         return None
-    value = template.render(context).strip()
+    value = _render(template, context, locale, "email").strip()
     if has_control(value):
         raise RequestError(
             "invalid_header_value", f"a payload value would put a control character in the {what}"
@@ -152,71 +247,111 @@ class TemplateLibrary:
                     yield hit[0], "bundled", hit[1]
                     break
 
-    def _skip(self, locale: str, usage: str, what: str) -> _Skip:
-        if (locale, usage) not in self._render_failures:
-            self._render_failures.add((locale, usage))
-            log.warning(
-                "Logto's %s template for a %s email %s; using the next source", locale, usage, what
-            )
-        return _Skip()
+    def _skip(self, usage: str, error: TemplateRenderError) -> None:
+        """Log (once per template) that one of Logto's templates failed: the next source is
+        used."""
+        if (error.template, usage) not in self._render_failures:
+            self._render_failures.add((error.template, usage))
+            logs.event(
+                log, logging.WARNING, "Logto's template failed to render; using the next source",
+                template=error.template, locale=error.locale, type=usage, error=error.detail,
+            )  # fmt: skip
 
-    def _email(self, locale: str, source: str, t: EmailSet, ctx: dict[str, Any]) -> EmailContent:
-        try:
-            subject = _header(t.subject, ctx, "subject") or ""
-            html = t.html.render(ctx) if t.html is not None else None
-            text = t.text.render(ctx).strip() if t.text is not None else html_to_text(html or "")
-            reply_to = _header(t.reply_to, ctx, "Reply-To")
-            send_from = _header(t.send_from, ctx, "From")
-        except RequestError:
-            raise
-        except Exception as exc:  # TemplateError, or e.g. a division by zero inside one
-            if source == "logto":
-                raise self._skip(locale, str(ctx["type"]), "failed to render") from exc
-            raise RequestError(
-                "template_error", "the email template failed to render", 422
-            ) from exc
-        for what, value in (("replyTo", reply_to), ("sendFrom", send_from)):
+    def _email(self, locale: str, t: EmailSet, ctx: dict[str, Any]) -> EmailContent:
+        subject = _header(t.subject, ctx, "subject", locale) or ""
+        html = _render(t.html, ctx, locale, "email") if t.html is not None else None
+        text = (
+            _render(t.text, ctx, locale, "email").strip()
+            if t.text is not None
+            else html_to_text(html or "")
+        )
+        reply_to = _header(t.reply_to, ctx, "Reply-To", locale)
+        send_from = _header(t.send_from, ctx, "From", locale)
+        for what, value, template in (
+            ("replyTo", reply_to, t.reply_to),
+            ("sendFrom", send_from, t.send_from),
+        ):
             try:
                 if value:
                     parse_mailbox(value)
             except ValueError as exc:  # found now, before anything is stored
-                if source == "logto":
-                    raise self._skip(locale, str(ctx["type"]), f"has a bad {what}") from exc
-                raise RequestError(
-                    "template_error", f"the email template's {what} is not an address", 422
+                assert template is not None
+                raise TemplateRenderError(
+                    f"the email template's {what} is not an address",
+                    template=_name(template),
+                    locale=locale or "(no language)",
+                    detail=_masked(f"renders to {value!r}: {exc}", ctx),
                 ) from exc
-        return EmailContent(subject, text + "\n", html, locale, source, reply_to, send_from)
+        return EmailContent(subject, text + "\n", html, locale, "", reply_to, send_from)
 
     def render_email(self, usage: str, payload: Mapping[str, Any]) -> EmailContent:
-        """Subject, text and HTML for ``usage``; 422 when no template exists."""
+        """Subject, text and HTML for ``usage``; 422 when no template exists, or when the one
+        chosen fails to render (one of Logto's is skipped for the next source instead)."""
         context = self._context(usage, payload)
         for locale, source, templates in self._candidates("email", usage, self._chain(payload)):
             try:
-                return self._email(locale, source, templates, context)
-            except _Skip:
-                continue
+                return replace(self._email(locale, templates, context), source=source)
+            except TemplateRenderError as exc:
+                if source != "logto":
+                    raise
+                self._skip(usage, exc)
         raise TemplateNotFoundError("email", usage)
 
     def render_sms(self, usage: str, payload: Mapping[str, Any]) -> SmsContent:
-        """The SMS text for ``usage``; 422 when no template exists."""
+        """The SMS text for ``usage``; 422 when no template exists or it fails to render."""
         found = next(self._candidates("sms", usage, self._chain(payload)), None)
         if found is None:
             raise TemplateNotFoundError("sms", usage)
         locale, source, template = found
-        try:
-            text = template.render(self._context(usage, payload)).strip()
-        except Exception as exc:  # TemplateError, or e.g. a division by zero inside one
-            raise RequestError("template_error", "the SMS template failed to render", 422) from exc
+        text = _render(template, self._context(usage, payload), locale, "SMS").strip()
         return SmsContent(text=text, locale=locale, source=source)
+
+    def _templates(self, *, logto: bool) -> Iterator[tuple[str, str, str, EmailSet | Template]]:
+        """(channel, usage, locale, template) of every template of the configured sources
+        (operator directory, connector JSON, bundled), or with ``logto`` of Logto's."""
+        if logto:
+            for (usage, tag), email in self.logto.email.items():
+                yield "email", usage, self.logto.tags[tag], email
+            return
+        for usage, email in self.connector.email.items():
+            yield "email", usage, "", email
+        for usage, sms in self.connector.sms.items():
+            yield "sms", usage, "", sms
+        for directory in (self.operator, self.bundled):
+            if directory is not None:
+                for (usage, locale), email in directory.email.items():
+                    yield "email", usage, locale, email
+                for (usage, locale), sms in directory.sms.items():
+                    yield "sms", usage, locale, sms
+
+    def render_problems(self, *, logto: bool = False) -> list[ConfigProblem]:
+        """Render every template (each usage type, channel and language) with
+        :data:`SAMPLE_PAYLOAD`: one problem per template that fails, naming its file and the
+        error with its line. ``logto``: Logto's templates instead of the configured ones."""
+        problems = []
+        for channel, usage, locale, template in self._templates(logto=logto):
+            sample = SAMPLE_PAYLOAD if channel == "email" else SAMPLE_SMS_PAYLOAD
+            context = self._context(usage, {**sample, "locale": locale or "en"})
+            try:
+                if isinstance(template, EmailSet):
+                    self._email(locale, template, context)
+                else:
+                    _render(template, context, locale, channel)
+            except TemplateRenderError as exc:
+                problems.append(
+                    ConfigProblem(
+                        exc.template,
+                        f"fails to render a {usage} {channel} with a sample payload: {exc.detail}",
+                        "fix the template",
+                    )
+                )
+            except RequestError as exc:  # a control character in a header
+                problems.append(ConfigProblem(_name(template), exc.message, "fix the template"))
+        return problems
 
     def sms_samples(self) -> list[tuple[str, str]]:
         """Every SMS template rendered with a sample payload: (where it lives, text)."""
-        sample = {
-            "code": "123456",
-            "link": "https://auth.example.com/invitation/abcdefghijklmnopqrstuvwxyz012345",
-            "organization": {"name": "Example Organization"},
-        }
-        context = self._context("Generic", sample)
+        context = self._context("Generic", SAMPLE_SMS_PAYLOAD)
         found: list[tuple[str, Template]] = [
             (f"sms.vonage.templates {usage}", template)
             for usage, template in self.connector.sms.items()
