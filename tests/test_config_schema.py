@@ -141,3 +141,12 @@ def test_reference_lists_every_setting_with_its_default_and_bounds() -> None:
     assert "| `email.smtp.port` | integer | required | >= 1, <= 65535 |" in table
     assert "| `sms.vonage_concurrency` | integer | `16` | >= 1, <= 256 |" in table
     assert "`email.smtp.connectionTimeout` | integer | `120000` |" in table
+
+
+def test_misspelt_key_is_refused_with_the_closest_known_one() -> None:
+    """An unknown key's fix suggests the setting it most likely meant, and lists them all."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"delivery": {"timeout_second": 5}})
+    [problem] = caught.value.problems
+    assert (problem.path, problem.problem) == ("delivery.timeout_second", "is not a known setting")
+    assert problem.fix.startswith("did you mean timeout_seconds?") and "known:" in problem.fix

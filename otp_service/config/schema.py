@@ -30,7 +30,6 @@ def json_schema() -> dict[str, Any]:
     root = _object(Config, defs)
     return {
         "$schema": DRAFT,
-        "$id": "https://github.com/otp-service/otp-service/config.schema.json",
         "title": "otp-service configuration",
         **root,
         "$defs": dict(sorted(defs.items())),
@@ -163,7 +162,7 @@ def reference() -> str:
                 continue
             lines.append(_row(title, d))
         for key, text in accepted(cls).items():
-            lines.append(f"| `{title}.{key}` | any | | | {text} |")
+            lines.append(f"| `{title}.{key}` | any | | | {_cell(text)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -236,7 +235,7 @@ def _row(path: str, d: Declared) -> str:
         allowed.append(f">= {_number(s.minimum)}")
     if s.maximum is not None:
         allowed.append(f"<= {_number(s.maximum)}")
-    return f"| `{path}.{d.key}` | {typename} | {default} | {', '.join(allowed)} | {s.help} |"
+    return f"| `{path}.{d.key}` | {typename} | {default} | {', '.join(allowed)} | {_cell(s.help)} |"
 
 
 def _spread_row(path: str, key: str, schema: Mapping[str, Any]) -> str:
@@ -245,7 +244,7 @@ def _spread_row(path: str, key: str, schema: Mapping[str, Any]) -> str:
     default = _shown(schema.get("default"))
     bounds = [f">= {schema['minimum']}"] if "minimum" in schema else []
     bounds += [f"<= {schema['maximum']}"] if "maximum" in schema else []
-    text = schema.get("description", "")
+    text = _cell(schema.get("description", ""))
     return f"| `{path}.{key}` | {typename} | {default} | {', '.join(bounds)} | {text} |"
 
 
@@ -260,6 +259,8 @@ def _typename(schema: Mapping[str, Any], kind: Any) -> str:
         kind_of = next((k for k in kind_of if k != "null"), "any")
     if kind_of == "array":
         items = schema.get("items", {})
+        if "enum" in items:
+            return "list of " + " or ".join(f"`{v}`" for v in items["enum"])
         return f"list of {_typename(items, None)}s" if items else "list"
     if "enum" in schema and kind_of == "any":
         return " or ".join(json.dumps(v) for v in schema["enum"])
@@ -271,6 +272,11 @@ def _shown(value: Any) -> str:
     if value is None:
         return ""
     return f"`{json.dumps(value, ensure_ascii=False)}`"
+
+
+def _cell(text: str) -> str:
+    """Text safe in a Markdown table cell (``<locale>`` is not an HTML tag there)."""
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _number(value: float) -> str:
