@@ -5,6 +5,11 @@ file, type (the annotation), default, bounds, choices and help live there and no
 :func:`read` turns a mapping into that dataclass, and ``schema.py`` turns the same declarations
 into the JSON Schema and the reference table of ``docs/configuration.md``.
 
+Why not pydantic (tried on the ``server`` section): keeping today's messages (path, problem,
+fix) needed a translation table for its error types, bounds and union errors that was longer
+than the section, and importing it adds 100-250 ms to every command; this table keeps the
+messages as they were and adds nothing to start-up.
+
 A :class:`Fields` wraps one JSON/YAML object and its path (``email.smtp.auth``); each getter
 returns a typed value or a default and records a :class:`ConfigProblem` naming the field and
 the fix, so ``check-config`` can report all problems at once instead of stopping at the first.
@@ -153,12 +158,13 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def read(cls: type[T], f: Fields) -> T:
+def read(cls: type[T], f: Fields, defaults: T | None = None) -> T:
     """Every declared setting of ``cls`` read from ``f``, then its ``checked(f)`` when it has one;
     problems are recorded on ``f`` and the value then holds fallbacks (callers that need a
-    valid value compare problem counts)."""
+    valid value compare problem counts). ``defaults``: an instance whose values stand in for
+    the declared defaults (one model, several defaults: each abuse limit)."""
     f.reject_unknown(known_keys(cls))
-    value = cls(**{d.name: _value(f, d) for d in declared(cls)})
+    value = cls(**{d.name: _value(f, d, defaults) for d in declared(cls)})
     checked = getattr(value, "checked", None)  # what no single field says, when a model says it
     return typing.cast(T, checked(f)) if checked is not None else value
 
@@ -194,7 +200,7 @@ def read_entries(cls: type[T], f: Fields, key: str, *, required: bool = False) -
     return result
 
 
-def _value(f: Fields, d: Declared) -> Any:
+def _value(f: Fields, d: Declared, defaults: Any = None) -> Any:
     s = d.setting
     if s.read is not None:
         return s.read(f, d)
@@ -202,7 +208,7 @@ def _value(f: Fields, d: Declared) -> Any:
     if d.required and not f.has(d.key) and kind is not str:
         f.problem(d.key, "is required", s.fix or f"set {d.key}")
         return _placeholder(kind, optional)
-    default = d.default
+    default = d.default if defaults is None else getattr(defaults, d.name)
     if kind is bool:
         return f.optional_boolean(d.key) if optional else f.boolean(d.key, default=default)
     if kind is int:

@@ -224,9 +224,10 @@ def _row(path: str, d: Declared) -> str:
     if d.required:
         default = "required"
     elif s.shown:
-        default = f"`{s.shown}`"
+        default = s.shown if " " in s.shown else f"`{s.shown}`"  # prose, or a value
     else:
-        default = _shown(schema.get("default", _json(d.default) if _is_list(d) else None))
+        default = _shown(schema.get("default", d.default if _is_list(d) else None))
+        default = default or (_shown(d.default) if dataclasses.is_dataclass(d.default) else "")
         default = default or _shown(schema.get("anyOf", [{}])[0].get("default"))
     allowed = []
     if s.choices:
@@ -268,6 +269,10 @@ def _typename(schema: Mapping[str, Any], kind: Any) -> str:
 
 
 def _shown(value: Any) -> str:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        plain = {k: _json(v) for k, v in dataclasses.asdict(value).items()}
+        if all(v is not None for v in plain.values()):  # a small object: each limit's own
+            return "`" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in plain.items()) + "`"
     value = _json(value)
     if value is None:
         return ""

@@ -182,22 +182,16 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class Limit:
-    count: int = setting("requests allowed per window", minimum=1, example=10)
-    window_seconds: float = setting("the window", minimum=1, absent=600.0)
+    count: int = setting("requests allowed per window", 10, minimum=1, shown="the limit's own")
+    window_seconds: float = setting("the window", 600.0, minimum=1, shown="the limit's own")
 
 
 def _limit(f: Fields, d: Declared) -> Limit | None:
     if d.key in f.data and f.data[d.key] in (None, False):
         return None  # switched off
     g = f.obj(d.key)
-    if g is None:
-        return typing.cast(Limit | None, d.default)
-    g.reject_unknown(("count", "window_seconds"))
-    fallback = d.default or Limit(10, 600)
-    return Limit(
-        count=g.integer("count", default=fallback.count, minimum=1),
-        window_seconds=g.number("window_seconds", default=fallback.window_seconds, minimum=1),
-    )
+    default = typing.cast(Limit | None, d.default)
+    return default if g is None else read(Limit, g, default)
 
 
 _LIMIT = {"anyOf": [Limit, {"enum": [False, None]}]}
