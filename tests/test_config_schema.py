@@ -128,6 +128,15 @@ def test_config_schema_command_prints_the_schema() -> None:
     assert printed == json_schema()
 
 
+def test_committed_schema_is_up_to_date() -> None:
+    """docs/config.schema.json (which the example configs point their editors at) is what
+    ``otp-service config schema`` prints (regenerate it so)."""
+    committed = json.loads((ROOT / "docs" / "config.schema.json").read_text(encoding="utf-8"))
+    assert committed == json_schema(), "run: otp-service config schema > docs/config.schema.json"
+    first = (ROOT / "examples" / "config.yaml").read_text(encoding="utf-8").splitlines()[0]
+    assert first == "# yaml-language-server: $schema=../docs/config.schema.json"
+
+
 def test_configuration_reference_is_up_to_date() -> None:
     """docs/configuration.md is what ``otp-service config docs`` prints (regenerate it so)."""
     committed = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")

@@ -98,7 +98,7 @@ def _property(d: Declared, defs: dict[str, Any]) -> dict[str, Any]:
         schema = {"type": "array", "items": _ref(entry, defs)}
     else:
         raise TypeError(f"{d.name}: declare the schema of {kind!r}")  # a declaration bug
-    default = _json(d.default)
+    default = None if s.shown else _json(d.default)  # shown: computed where it runs
     if default is not None and "default" not in schema and (default != [] or _is_list(d)):
         schema["default"] = default
     schema["description"] = s.help + (f" (default: {s.shown})" if s.shown else "")

@@ -20,6 +20,7 @@ from .registry import DEFAULT, on, read_sections, require_sections, sections_sch
 
 T = TypeVar("T")
 _PREFIX = re.compile(r"^\+[0-9]{1,15}$")
+_HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]+$")  # host or host:port, IPv6 in brackets
 _NAMES = tuple(p.name for p in on("sms"))
 _CONCURRENCY = tuple((p.name, p.concurrency[0]) for p in on("sms") if p.concurrency is not None)
 _COUNTRIES = {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z]{2}$"}}
@@ -27,7 +28,7 @@ _COUNTRIES = {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z]
 
 def _host(f: Fields, d: Declared) -> str | None:
     host = f.string(d.key)
-    if host is not None and ("/" in host or not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", host)):
+    if host is not None and not _HOST.match(host):
         f.problem(d.key, "must be host or host:port, not a URL", "e.g. dysmsapi.aliyuncs.com")
     return host
 
@@ -38,7 +39,7 @@ class Endpoint:
 
     host: str | None = setting(
         "host[:port] of the API (default: the SDK's)", None, read=_host,
-        schema={"type": ["string", "null"], "pattern": r"^[A-Za-z0-9.\-\[\]:]+$"},
+        schema={"type": ["string", "null"], "pattern": _HOST.pattern},
     )  # fmt: skip
     protocol: str = setting("https, or http for a local fake", "https", choices=("https", "http"))
     ca_file: str | None = setting("a CA bundle to trust for it (PEM file)", None)
