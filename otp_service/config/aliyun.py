@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .fields import Declared, Fields, setting
+from .fields import Declared, Fields, section, setting
 
 _CODE = {"type": "string", "minLength": 1}
 
@@ -48,7 +48,7 @@ def _templates(f: Fields, d: Declared) -> tuple[AliyunTemplate, ...]:
     return tuple(templates)
 
 
-@dataclass(frozen=True)
+@section
 class AliyunConfig:
     """Logto's Aliyun SMS connector (Dysmsapi 2017-05-25, ``SendSms``)."""
 
@@ -91,7 +91,7 @@ class AliyunConfig:
     )
     strict_phone_region_number_check: bool = setting(
         "send mainland numbers without +86 (Logto's strict region check)",
-        False,
+        default=False,
         key="strictPhoneRegionNumberCheck",
     )
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from .fields import Declared, Fields, read_optional, setting
+from .fields import Declared, Fields, read_optional, section, setting
 
 
-@dataclass(frozen=True)
+@section
 class CaptureSmtpConfig:
     """The SMTP intake: an SMTP listener whose mail is captured into the inbox."""
 
-    host: str = setting("address the SMTP intake listens on", "127.0.0.1")
-    port: int = setting("its port (0: any free port)", 1025, minimum=0, maximum=65535)
+    host: str = setting("address the SMTP intake listens on", default="127.0.0.1")
+    port: int = setting("its port (0: any free port)", default=1025, minimum=0, maximum=65535)
 
 
 def _intake(f: Fields, d: Declared) -> CaptureSmtpConfig | None:
@@ -22,17 +20,19 @@ def _intake(f: Fields, d: Declared) -> CaptureSmtpConfig | None:
     return CaptureSmtpConfig() if value is True else read_optional(CaptureSmtpConfig, f, d.key)
 
 
-@dataclass(frozen=True)
+@section
 class CaptureConfig:
-    max_messages: int = setting("captured messages kept; the oldest go first", 1000, minimum=1)
+    max_messages: int = setting(
+        "captured messages kept; the oldest go first", default=1000, minimum=1
+    )
     max_bytes: int = setting(
         "the inbox's size in bytes; the oldest are dropped past it",
-        64 * 1024 * 1024,
+        default=64 * 1024 * 1024,
         minimum=1024 * 1024,
     )
     smtp: CaptureSmtpConfig | None = setting(
         "the SMTP intake (mail from any app into the inbox): off unless set; true = its defaults",
-        None,
+        default=None,
         read=_intake,
         schema={"anyOf": [{"type": ["boolean", "null"]}, CaptureSmtpConfig]},
     )

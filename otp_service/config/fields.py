@@ -80,6 +80,12 @@ def setting(
     return dataclasses.field(default=default, repr=not secret, metadata=meta)
 
 
+@typing.dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field, setting))
+def section(cls: type[T]) -> type[T]:
+    """A frozen dataclass whose fields are declared with :func:`setting`."""
+    return dataclass(frozen=True)(cls)
+
+
 @dataclass(frozen=True)
 class Declared:
     """A setting as found on its dataclass: attribute name, file key, type, default."""

@@ -7,10 +7,9 @@ problems, not in logs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .fields import Declared, Fields, setting
+from .fields import Declared, Fields, section, setting
 
 DEFAULT_RESOURCE = "https://default.logto.app/api"  # a self-hosted Logto's Management API
 _APP = "copy it from Logto's console: Applications > your machine-to-machine app"
@@ -34,7 +33,7 @@ def _url(f: Fields, d: Declared) -> str:
 _URL = {"type": "string", "format": "uri"}
 
 
-@dataclass(frozen=True)
+@section
 class LogtoConfig:
     endpoint: str = setting(
         "the Logto instance, e.g. https://auth.example.com",
@@ -43,7 +42,9 @@ class LogtoConfig:
     app_id: str = setting("a machine-to-machine app's id", fix=_APP)
     app_secret: str = setting("that app's secret", secret=True, fix=_APP)
     resource: str = setting(
-        "the Management API's resource indicator", DEFAULT_RESOURCE, read=_url, schema=_URL
+        "the Management API's resource indicator", default=DEFAULT_RESOURCE, read=_url, schema=_URL
     )
-    refresh_seconds: float = setting("how often the templates are read again", 300.0, minimum=0.1)
-    timeout_seconds: float = setting("one HTTP request to Logto", 10.0, minimum=0.1)
+    refresh_seconds: float = setting(
+        "how often the templates are read again", default=300.0, minimum=0.1
+    )
+    timeout_seconds: float = setting("one HTTP request to Logto", default=10.0, minimum=0.1)

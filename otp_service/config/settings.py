@@ -11,7 +11,6 @@ import ipaddress
 import os
 import re
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +18,7 @@ import yaml
 
 from ..errors import ConfigError, ConfigProblem
 from .capture import CaptureConfig
-from .fields import Declared, Fields, read, setting
+from .fields import Declared, Fields, read, section, setting
 from .logto import LogtoConfig
 from .registry import (
     BY_NAME,
@@ -39,35 +38,35 @@ DEFAULT_PORT = 8787
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-@dataclass(frozen=True)
+@section
 class ServerConfig:
     host: str = setting(
         "address to bind; a non-loopback one needs auth.tokens (or allow_unauthenticated)",
-        DEFAULT_HOST,
+        default=DEFAULT_HOST,
     )
-    port: int = setting("port to listen on", DEFAULT_PORT, minimum=0, maximum=65535)
+    port: int = setting("port to listen on", default=DEFAULT_PORT, minimum=0, maximum=65535)
     allow_unauthenticated: bool = setting(
-        "listen beyond loopback without auth.tokens (a proxy guards it)", False
+        "listen beyond loopback without auth.tokens (a proxy guards it)", default=False
     )
-    max_body_bytes: int = setting("the largest request body", 64 * 1024, minimum=1024)
+    max_body_bytes: int = setting("the largest request body", default=64 * 1024, minimum=1024)
     header_timeout_seconds: float = setting(
-        "a client must send its request (head, then body) within this", 5.0, minimum=0.1
+        "a client must send its request (head, then body) within this", default=5.0, minimum=0.1
     )
     keepalive_seconds: float = setting(
-        "an idle keep-alive connection is closed after this", 60.0, minimum=0.1
+        "an idle keep-alive connection is closed after this", default=60.0, minimum=0.1
     )
     max_connections: int = setting(
         "open connections; beyond, the slowest unfinished one is dropped, else 503",
-        1000, minimum=8,
+        default=1000, minimum=8,
     )  # fmt: skip
     drain_seconds: float = setting(
-        "on SIGTERM: keep answering (503 to new sends) this long before closing", 1.0
+        "on SIGTERM: keep answering (503 to new sends) this long before closing", default=1.0
     )
     metrics_port: int | None = setting(
         "serve /metrics on this port too, without a token (for a scraper)",
-        None, minimum=0, maximum=65535,
+        default=None, minimum=0, maximum=65535,
     )  # fmt: skip
-    metrics_host: str | None = setting("that listener's address (default: host)", None)
+    metrics_host: str | None = setting("that listener's address (default: host)", default=None)
 
 
 def _tokens(f: Fields, d: Declared) -> tuple[str, ...]:
@@ -86,31 +85,31 @@ def _tokens(f: Fields, d: Declared) -> tuple[str, ...]:
     return tuple(tokens)
 
 
-@dataclass(frozen=True)
+@section
 class AuthConfig:
     tokens: tuple[str, ...] = setting(
         "bearer tokens Logto may send (>= 16 characters; several: rotation)",
-        (), secret=True, read=_tokens,
+        default=(), secret=True, read=_tokens,
         schema={"type": "array", "items": {"type": "string", "minLength": 16}},
     )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@section
 class PoolConfig:
     """SMTP connection reuse: at most ``size`` connections per target, idle ones recycled."""
 
-    size: int = setting("connections kept per SMTP server", 4, minimum=1, maximum=64)
-    max_idle_seconds: float = setting("an idle connection is closed after this", 30.0)
+    size: int = setting("connections kept per SMTP server", default=4, minimum=1, maximum=64)
+    max_idle_seconds: float = setting("an idle connection is closed after this", default=30.0)
 
 
-@dataclass(frozen=True)
+@section
 class EmailConfig:
-    provider: str = setting("the email provider", DEFAULT, choices=names("email"))
+    provider: str = setting("the email provider", default=DEFAULT, choices=names("email"))
     sections: tuple[tuple[str, Any], ...] = setting(
         "each email provider's settings: Logto's connector JSON for it, pasted as is",
-        (), read=lambda f, d: read_sections(f, "email"), spread=sections_schema("email"),
+        default=(), read=lambda f, d: read_sections(f, "email"), spread=sections_schema("email"),
     )  # fmt: skip
-    pool: PoolConfig = setting("connections kept per SMTP server", PoolConfig())
+    pool: PoolConfig = setting("connections kept per SMTP server", default=PoolConfig())
 
     def checked(self, f: Fields) -> EmailConfig:
         require_sections(f, "email", {self.provider})
@@ -140,50 +139,62 @@ def _directory(f: Fields, d: Declared) -> Path | None:
     return directory
 
 
-@dataclass(frozen=True)
+@section
 class TemplatesConfig:
     directory: Path | None = setting(
         "your template files (email/<locale>/<Type>.*, sms/<locale>/<Type>.txt), relative "
         "to the config file",
-        None, read=_directory, schema={"type": ["string", "null"]},
+        default=None, read=_directory, schema={"type": ["string", "null"]},
     )  # fmt: skip
-    default_locale: str = setting("the language when the request names none", "en")
-    bundled: bool = setting("use the bundled defaults (false: a missing Generic is a 422)", True)
-    brand: str = setting("shown when Logto sends no application name", "")
-    code_ttl_minutes: int = setting(
-        'the "expires in" figure in the default texts', 10, minimum=1, maximum=1440
+    default_locale: str = setting("the language when the request names none", default="en")
+    bundled: bool = setting(
+        "use the bundled defaults (false: a missing Generic is a 422)", default=True
     )
-    logto: LogtoConfig | None = setting("read the per-language email templates kept in Logto", None)
+    brand: str = setting("shown when Logto sends no application name", default="")
+    code_ttl_minutes: int = setting(
+        'the "expires in" figure in the default texts', default=10, minimum=1, maximum=1440
+    )
+    logto: LogtoConfig | None = setting(
+        "read the per-language email templates kept in Logto", default=None
+    )
 
 
-@dataclass(frozen=True)
+@section
 class DeliveryConfig:
     retry_delay_seconds: float = setting(
-        "the first backoff; it doubles per attempt", 0.25, minimum=0.01
+        "the first backoff; it doubles per attempt", default=0.25, minimum=0.01
     )
-    backoff_max_seconds: float = setting("the longest backoff", 60.0)
-    timeout_seconds: float = setting("one attempt at one provider", 30.0, minimum=0.1)
-    wait_seconds: float = setting("how long a request waits for the outcome before 202", 3.0)
+    backoff_max_seconds: float = setting("the longest backoff", default=60.0)
+    timeout_seconds: float = setting("one attempt at one provider", default=30.0, minimum=0.1)
+    wait_seconds: float = setting(
+        "how long a request waits for the outcome before 202", default=3.0
+    )
     ttl_seconds: float = setting(
-        "Logto's code lifetime: never deliver later than this", 600.0, minimum=1
+        "Logto's code lifetime: never deliver later than this", default=600.0, minimum=1
     )
-    lease_seconds: float = setting("a claimed message is retaken after this", 120.0, minimum=1)
-    poll_seconds: float = setting("how often the outbox looks for due work", 0.5, minimum=0.01)
-    concurrency: int = setting("deliveries in flight at once", 64, minimum=1, maximum=4096)
+    lease_seconds: float = setting(
+        "a claimed message is retaken after this", default=120.0, minimum=1
+    )
+    poll_seconds: float = setting(
+        "how often the outbox looks for due work", default=0.5, minimum=0.01
+    )
+    concurrency: int = setting("deliveries in flight at once", default=64, minimum=1, maximum=4096)
     shutdown_grace_seconds: float = setting(
-        "on shutdown: how long in-flight attempts may finish", 10.0
+        "on shutdown: how long in-flight attempts may finish", default=10.0
     )
     dedupe: bool | None = setting(
         "the same content again is answered as a duplicate (default: on, unless everything "
         "is captured)",
-        None,
+        default=None,
     )
 
 
-@dataclass(frozen=True)
+@section
 class Limit:
-    count: int = setting("requests allowed per window", 10, minimum=1, shown="the limit's own")
-    window_seconds: float = setting("the window", 600.0, minimum=1, shown="the limit's own")
+    count: int = setting(
+        "requests allowed per window", default=10, minimum=1, shown="the limit's own"
+    )
+    window_seconds: float = setting("the window", default=600.0, minimum=1, shown="the limit's own")
 
 
 def _limit(f: Fields, d: Declared) -> Limit | None:
@@ -208,46 +219,46 @@ def _rates(f: Fields, d: Declared) -> tuple[tuple[str, float], ...]:
     return tuple(rates)
 
 
-@dataclass(frozen=True)
+@section
 class LimitsConfig:
     enabled: bool | None = setting(
-        "abuse limits (default: on, unless everything is captured)", None
+        "abuse limits (default: on, unless everything is captured)", default=None
     )
     per_recipient: Limit | None = setting(
-        "sends per recipient (false: off)", Limit(10, 600), read=_limit, schema=_LIMIT
+        "sends per recipient (false: off)", default=Limit(10, 600), read=_limit, schema=_LIMIT
     )
     per_ip: Limit | None = setting(
-        "sends per client address (false: off)", Limit(60, 600), read=_limit, schema=_LIMIT
+        "sends per client address (false: off)", default=Limit(60, 600), read=_limit, schema=_LIMIT
     )
     per_sms_prefix: Limit | None = setting(
-        "SMS per number prefix (false: off)", Limit(300, 3600), read=_limit, schema=_LIMIT
+        "SMS per number prefix (false: off)", default=Limit(300, 3600), read=_limit, schema=_LIMIT
     )
     sms_prefix_digits: int = setting(
         'digits of the prefix ("+86138...": country code and first digits)',
-        6, minimum=1, maximum=15,
+        default=6, minimum=1, maximum=15,
     )  # fmt: skip
     provider_rate: tuple[tuple[str, float], ...] = setting(
         "sends per second, per provider",
-        (), read=_rates,
+        default=(), read=_rates,
         schema={"type": "object", "additionalProperties": False, "properties": {
             name: {"type": "number", "minimum": 0.1} for name in names()}},
     )  # fmt: skip
     max_keys: int = setting(
-        "counters kept per window length (memory bound, ~120 B each)", 500_000, minimum=1000
+        "counters kept per window length (memory bound, ~120 B each)", default=500_000, minimum=1000
     )
 
 
-@dataclass(frozen=True)
+@section
 class Config:
-    server: ServerConfig = setting("the HTTP listener", ServerConfig())
-    auth: AuthConfig = setting("who may call the API", AuthConfig())
-    email: EmailConfig = setting("email delivery", EmailConfig())
+    server: ServerConfig = setting("the HTTP listener", default=ServerConfig())
+    auth: AuthConfig = setting("who may call the API", default=AuthConfig())
+    email: EmailConfig = setting("email delivery", default=EmailConfig())
     sms: SmsConfig = setting("SMS delivery", factory=SmsConfig)
-    templates: TemplatesConfig = setting("message templates", TemplatesConfig())
-    delivery: DeliveryConfig = setting("retries, deadlines, dedupe", DeliveryConfig())
+    templates: TemplatesConfig = setting("message templates", default=TemplatesConfig())
+    delivery: DeliveryConfig = setting("retries, deadlines, dedupe", default=DeliveryConfig())
     capture: CaptureConfig = setting("the capture inbox and the SMTP intake", factory=CaptureConfig)
     store: StoreConfig = setting("the outbox: SQLite or PostgreSQL", factory=StoreConfig)
-    limits: LimitsConfig = setting("abuse limits and provider rates", LimitsConfig())
+    limits: LimitsConfig = setting("abuse limits and provider rates", default=LimitsConfig())
 
     def captured_channels(self) -> list[str]:
         """The channels some of whose messages go to the capture inbox."""

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import re
 import typing
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import phonenumbers
 
 from ..errors import ConfigProblem
-from .fields import Declared, Fields, read, setting
+from .fields import Declared, Fields, read, section, setting
 from .registry import DEFAULT, on, read_sections, require_sections, sections_schema, sending, spoken
 
 T = TypeVar("T")
@@ -33,17 +32,19 @@ def _host(f: Fields, d: Declared) -> str | None:
     return host
 
 
-@dataclass(frozen=True)
+@section
 class Endpoint:
     """Where a provider's API lives: a regional host, or a local fake in tests."""
 
     host: str | None = setting(
-        "host[:port] of the API (default: the SDK's)", None, read=_host,
+        "host[:port] of the API (default: the SDK's)", default=None, read=_host,
         schema={"type": ["string", "null"], "pattern": _HOST.pattern},
     )  # fmt: skip
-    protocol: str = setting("https, or http for a local fake", "https", choices=("https", "http"))
-    ca_file: str | None = setting("a CA bundle to trust for it (PEM file)", None)
-    timeout_seconds: float = setting("one API call", 10.0, minimum=0.1)
+    protocol: str = setting(
+        "https, or http for a local fake", default="https", choices=("https", "http")
+    )
+    ca_file: str | None = setting("a CA bundle to trust for it (PEM file)", default=None)
+    timeout_seconds: float = setting("one API call", default=10.0, minimum=0.1)
 
 
 def _prefixes(f: Fields, d: Declared) -> tuple[str, ...]:
@@ -66,7 +67,7 @@ def _providers(f: Fields, d: Declared) -> tuple[str, ...]:
     return tuple(str(p) for p in providers)
 
 
-@dataclass(frozen=True)
+@section
 class Route:
     prefixes: tuple[str, ...] = setting(
         'E.164 prefixes ("+86", "+4477"); none: every number',
@@ -121,44 +122,46 @@ def _countries(f: Fields, d: Declared) -> frozenset[str]:
     return frozenset(result)
 
 
-@dataclass(frozen=True)
+@section
 class SmsConfig:
-    provider: str = setting("the provider of numbers no route matches", DEFAULT, choices=_NAMES)
+    provider: str = setting(
+        "the provider of numbers no route matches", default=DEFAULT, choices=_NAMES
+    )
     default_region: str | None = setting(
         "the country of numbers typed without +country code (ISO code, e.g. FR)",
-        None, read=_region, schema={"type": ["string", "null"], "pattern": "^[A-Za-z]{2}$"},
+        default=None, read=_region, schema={"type": ["string", "null"], "pattern": "^[A-Za-z]{2}$"},
     )  # fmt: skip
     sections: tuple[tuple[str, Any], ...] = setting(
         "each SMS provider's settings: Logto's connector JSON for it, pasted as is",
-        (),
+        default=(),
         read=lambda f, d: read_sections(f, "sms"),
         spread=sections_schema("sms"),
     )
     endpoints: tuple[tuple[str, Endpoint], ...] = setting(
         "where each provider's API lives: a regional host, or a local fake in tests",
-        (),
+        default=(),
         read=_endpoints,
         schema={"type": "object", "additionalProperties": False,
                 "properties": {p.name: Endpoint for p in on("sms") if p.endpoint}},
     )  # fmt: skip
     routes: tuple[Route, ...] = setting(
-        "by number prefix, the providers to try in order; the first match wins", ()
+        "by number prefix, the providers to try in order; the first match wins", default=()
     )
     allow_countries: frozenset[str] = setting(
         "only numbers of these countries (ISO codes); none: every country",
-        frozenset(), read=_countries, schema=_COUNTRIES,
+        default=frozenset(), read=_countries, schema=_COUNTRIES,
     )  # fmt: skip
     deny_countries: frozenset[str] = setting(
         "never numbers of these countries (ISO codes)",
-        frozenset(), read=_countries, schema=_COUNTRIES,
+        default=frozenset(), read=_countries, schema=_COUNTRIES,
     )  # fmt: skip
     max_segments: int = setting(
         "the most SMS segments one message may take (checked on every template)",
-        3, minimum=1, maximum=10,
+        default=3, minimum=1, maximum=10,
     )  # fmt: skip
     concurrency: tuple[tuple[str, int], ...] = setting(
         "calls at once to each provider",
-        _CONCURRENCY,
+        default=_CONCURRENCY,
         read=_concurrency,
         spread={f"{p.name}_concurrency": {"type": "integer", "minimum": 1,
                                            "maximum": p.concurrency[1],

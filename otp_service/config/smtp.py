@@ -10,13 +10,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import ssl
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RequestError
 from ..text.addresses import Mailbox, parse_mailbox
 from ..text.sanitize import has_control
-from .fields import Declared, Fields, read, read_entries, setting
+from .fields import Declared, Fields, read, read_entries, section, setting
 
 CONTENT_TYPES = ("text/plain", "text/html")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -30,7 +29,7 @@ _MAILBOX = {"type": "string", "description": '"Name <address>" or address'}
 _NO_EFFECT = "accepted, no effect"
 
 
-@dataclass(frozen=True)
+@section
 class EmailTemplate:
     """One entry of the connector's ``templates`` (each field a placeholder template)."""
 
@@ -40,11 +39,11 @@ class EmailTemplate:
     )
     subject: str = setting("the subject")
     content: str = setting("the body, with {{code}} and Logto's other placeholders")
-    reply_to: str | None = setting("a Reply-To for this usage type", None, key="replyTo")
-    send_from: str | None = setting("a From for this usage type", None, key="sendFrom")
+    reply_to: str | None = setting("a Reply-To for this usage type", default=None, key="replyTo")
+    send_from: str | None = setting("a From for this usage type", default=None, key="sendFrom")
 
 
-@dataclass(frozen=True)
+@section
 class SmtpAuth:
     """``auth``: LOGIN/PLAIN with user and pass, or OAuth2 with an access token (XOAUTH2)."""
 
@@ -54,11 +53,11 @@ class SmtpAuth:
         "nodemailer's OAuth2 refresh flow: accepted, not run (supply accessToken)",
     )  # fmt: skip
 
-    type: str = setting("login, or oauth2 (any case)", "login", choices=_AUTH_TYPES)
-    user: str | None = setting("the user name (OAuth2: the mailbox)", None)
-    password: str | None = setting("the password (login)", None, key="pass", secret=True)
+    type: str = setting("login, or oauth2 (any case)", default="login", choices=_AUTH_TYPES)
+    user: str | None = setting("the user name (OAuth2: the mailbox)", default=None)
+    password: str | None = setting("the password (login)", default=None, key="pass", secret=True)
     access_token: str | None = setting(
-        "a ready OAuth2 access token (XOAUTH2)", None, key="accessToken", secret=True
+        "a ready OAuth2 access token (XOAUTH2)", default=None, key="accessToken", secret=True
     )
 
 
@@ -104,28 +103,28 @@ def _ca(f: Fields, d: Declared) -> tuple[str, ...]:
     return ca
 
 
-@dataclass(frozen=True)
+@section
 class SmtpTls:
     """The subset of Node's ``tls`` options that Python's ssl module can honour."""
 
     reject_unauthorized: bool = setting(
-        "verify the server's certificate", True, key="rejectUnauthorized"
+        "verify the server's certificate", default=True, key="rejectUnauthorized"
     )
     ca: tuple[str, ...] = setting(
         "CA certificate(s) to trust instead of the system's (PEM text, or a list)",
-        (), read=_ca,
+        default=(), read=_ca,
         schema={"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}},
                           {"type": "null"}]},
     )  # fmt: skip
-    ca_file: str | None = setting("a CA bundle file (PEM)", None, key="caFile")
+    ca_file: str | None = setting("a CA bundle file (PEM)", default=None, key="caFile")
     min_version: str | None = setting(
-        "the lowest TLS version", None, key="minVersion", choices=_TLS_VERSIONS
+        "the lowest TLS version", default=None, key="minVersion", choices=_TLS_VERSIONS
     )
     max_version: str | None = setting(
-        "the highest TLS version", None, key="maxVersion", choices=_TLS_VERSIONS
+        "the highest TLS version", default=None, key="maxVersion", choices=_TLS_VERSIONS
     )
-    ciphers: str | None = setting("an OpenSSL cipher string", None)
-    servername: str | None = setting("the TLS server name (SNI)", None)
+    ciphers: str | None = setting("an OpenSSL cipher string", default=None)
+    servername: str | None = setting("the TLS server name (SNI)", default=None)
 
 
 def _tls(f: Fields, d: Declared) -> SmtpTls:
@@ -213,7 +212,7 @@ def _milliseconds(default: float) -> dict[str, Any]:
     return {"type": "integer", "minimum": 1, "default": int(default * 1000)}
 
 
-@dataclass(frozen=True)
+@section
 class SmtpConfig:
     host: str = setting(
         "the SMTP server", fix="set host to your SMTP server, e.g. smtp.example.com"
@@ -233,52 +232,52 @@ class SmtpConfig:
     auth: SmtpAuth | None = setting(
         "{user, pass}, {type: oauth2, user, accessToken}, or absent for a relay that trusts "
         "the source address",
-        None, read=_auth, schema={"anyOf": [SmtpAuth, {"type": "null"}]},
+        default=None, read=_auth, schema={"anyOf": [SmtpAuth, {"type": "null"}]},
     )  # fmt: skip
     reply_to: Mailbox | None = setting(
-        "a Reply-To for every message", None, key="replyTo", read=_mailbox, schema=_MAILBOX
+        "a Reply-To for every message", default=None, key="replyTo", read=_mailbox, schema=_MAILBOX
     )
-    secure: bool = setting("implicit TLS (port 465)", False)
+    secure: bool = setting("implicit TLS (port 465)", default=False)
     require_tls: bool = setting(
-        "fail permanently when the server offers no STARTTLS", False, key="requireTLS"
+        "fail permanently when the server offers no STARTTLS", default=False, key="requireTLS"
     )
-    ignore_tls: bool = setting("never upgrade with STARTTLS", False, key="ignoreTLS")
+    ignore_tls: bool = setting("never upgrade with STARTTLS", default=False, key="ignoreTLS")
     tls: SmtpTls = setting(
-        "TLS options (Node's tls subset)", SmtpTls(), read=_tls,
+        "TLS options (Node's tls subset)", default=SmtpTls(), read=_tls,
         schema={"anyOf": [SmtpTls, {"type": "null"}]},
     )  # fmt: skip
     servername: str | None = setting(
-        "the TLS server name when it differs from host (default: tls.servername)", None
+        "the TLS server name when it differs from host (default: tls.servername)", default=None
     )
-    name: str | None = setting("the EHLO name (default: this machine's host name)", None)
+    name: str | None = setting("the EHLO name (default: this machine's host name)", default=None)
     local_address: str | None = setting(
-        "the source address of the connection", None, key="localAddress"
+        "the source address of the connection", default=None, key="localAddress"
     )
     connection_timeout: float = setting(
-        "milliseconds to connect", 120.0, key="connectionTimeout", read=_seconds,
+        "milliseconds to connect", default=120.0, key="connectionTimeout", read=_seconds,
         schema=_milliseconds(120.0),
     )  # fmt: skip
     greeting_timeout: float = setting(
-        "milliseconds to wait for the greeting", 30.0, key="greetingTimeout", read=_seconds,
+        "milliseconds to wait for the greeting", default=30.0, key="greetingTimeout", read=_seconds,
         schema=_milliseconds(30.0),
     )  # fmt: skip
     socket_timeout: float = setting(
-        "milliseconds each command may take", 600.0, key="socketTimeout", read=_seconds,
+        "milliseconds each command may take", default=600.0, key="socketTimeout", read=_seconds,
         schema=_milliseconds(600.0),
     )  # fmt: skip
     dns_timeout: float = setting(
-        _NO_EFFECT, 30.0, key="dnsTimeout", read=_seconds, schema=_milliseconds(30.0)
+        _NO_EFFECT, default=30.0, key="dnsTimeout", read=_seconds, schema=_milliseconds(30.0)
     )
     custom_headers: tuple[tuple[str, str], ...] = setting(
         "headers added to every message (a list: the header several times)",
-        (), key="customHeaders", read=_headers,
+        default=(), key="customHeaders", read=_headers,
         schema={"type": "object", "additionalProperties": {
             "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},
     )  # fmt: skip
-    debug: bool = setting(_NO_EFFECT, False)
-    logger: bool = setting(_NO_EFFECT, False)
-    disable_file_access: bool = setting(_NO_EFFECT, False, key="disableFileAccess")
-    disable_url_access: bool = setting(_NO_EFFECT, False, key="disableUrlAccess")
+    debug: bool = setting(_NO_EFFECT, default=False)
+    logger: bool = setting(_NO_EFFECT, default=False)
+    disable_file_access: bool = setting(_NO_EFFECT, default=False, key="disableFileAccess")
+    disable_url_access: bool = setting(_NO_EFFECT, default=False, key="disableUrlAccess")
 
     def checked(self, f: Fields) -> SmtpConfig:
         """What no single field says: contradicting TLS switches; the SNI name's default."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .fields import Declared, Fields, setting
+from .fields import Declared, Fields, section, setting
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -74,7 +73,7 @@ def _schema(f: Fields, d: Declared) -> str:
     return schema
 
 
-@dataclass(frozen=True)
+@section
 class StoreConfig:
     path: str = setting(
         "the SQLite outbox file (relative to the config file; :memory: keeps nothing)",
@@ -83,18 +82,22 @@ class StoreConfig:
         schema={"type": "string"},
         shown="$XDG_STATE_HOME/otp-service/outbox.sqlite3",
     )
-    retention_days: float = setting("finished messages are kept this long", 7.0, minimum=0.01)
+    retention_days: float = setting(
+        "finished messages are kept this long", default=7.0, minimum=0.01
+    )
     url: str | None = setting(
         "postgresql://user:password@host:5432/db: PostgreSQL instead of the SQLite file",
-        None,
+        default=None,
         secret=True,  # holds a password
         read=_url,
         schema={"type": ["string", "null"], "pattern": r"^(postgres(ql)?://|\$\{|$)"},
     )
-    pool_size: int = setting("PostgreSQL connections per process", 10, minimum=1, maximum=200)
+    pool_size: int = setting(
+        "PostgreSQL connections per process", default=10, minimum=1, maximum=200
+    )
     schema: str = setting(
         "the PostgreSQL schema holding our tables",
-        "otp_service",
+        default="otp_service",
         read=_schema,
         schema={"type": "string", "pattern": _SCHEMA_NAME.pattern},
     )

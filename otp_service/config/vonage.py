@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from .fields import Declared, Fields, read_entries, setting
+from .fields import Declared, Fields, read_entries, section, setting
 
 
-@dataclass(frozen=True)
+@section
 class VonageTemplate:
     """One entry of the connector's ``templates``: the SMS text of a usage type."""
 
@@ -23,7 +21,7 @@ def _templates(f: Fields, d: Declared) -> tuple[tuple[str, str], ...]:
     return tuple((t.usage_type, t.content) for t in entries)
 
 
-@dataclass(frozen=True)
+@section
 class VonageConfig:
     """Logto's Vonage SMS connector: ``apiKey``, ``apiSecret``, ``brandName``, ``templates``."""
 
