@@ -1,7 +1,8 @@
 """Settings declared once, and read from untyped config mappings while collecting every problem.
 
-Each setting is a field of a frozen dataclass declared with :func:`setting`: its name in the
-file, type (the annotation), default, bounds, choices and help live there and nowhere else.
+Each setting is a field of a ``@section`` class (a frozen dataclass) declared with
+:func:`setting`: its name in the file, type (the annotation), default, bounds, choices and help
+live there and nowhere else.
 :func:`read` turns a mapping into that dataclass, and ``schema.py`` turns the same declarations
 into the JSON Schema and the reference table of ``docs/configuration.md``.
 
