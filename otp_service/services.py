@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .config import Config
+from .config import Config, registry
+from .config.aliyun import AliyunConfig
+from .config.smtp import SmtpConfig
+from .config.vonage import VonageConfig
 from .delivery.dispatcher import Dispatcher
 from .delivery.limits import Limiter
 from .delivery.outbox import Outbox
@@ -26,36 +29,36 @@ ProviderFactory = Callable[[Config, Inbox], Provider]
 def _smtp(config: Config, inbox: Inbox) -> Provider:
     from .providers.smtp import SmtpProvider
 
-    assert config.email.smtp is not None  # guaranteed by config validation
-    return SmtpProvider(config.email.smtp, config.email.pool, config.delivery.timeout_seconds)
+    smtp = config.email.section(SmtpConfig)
+    assert smtp is not None  # guaranteed by config validation
+    return SmtpProvider(smtp, config.email.pool, config.delivery.timeout_seconds)
 
 
 def _vonage(config: Config, inbox: Inbox) -> Provider:
     from .providers.vonage import VonageProvider
 
-    assert config.sms.vonage is not None  # guaranteed by config validation
-    return VonageProvider(
-        config.sms.vonage, config.sms.endpoint("vonage"), config.sms.vonage_concurrency
-    )
+    vonage = config.sms.section(VonageConfig)
+    assert vonage is not None  # guaranteed by config validation
+    return VonageProvider(vonage, config.sms.endpoint("vonage"), config.sms.calls_at_once("vonage"))
 
 
 def _aliyun(config: Config, inbox: Inbox) -> Provider:
     from .providers.aliyun import AliyunProvider
 
-    assert config.sms.aliyun is not None  # guaranteed by config validation
-    return AliyunProvider(
-        config.sms.aliyun, config.sms.endpoint("aliyun"), config.sms.aliyun_concurrency
-    )
+    aliyun = config.sms.section(AliyunConfig)
+    assert aliyun is not None  # guaranteed by config validation
+    return AliyunProvider(aliyun, config.sms.endpoint("aliyun"), config.sms.calls_at_once("aliyun"))
 
 
 def _capture(config: Config, inbox: Inbox) -> Provider:
     return CaptureProvider(inbox)
 
 
-# Adding a provider is one module under providers/ plus one line here.
-EMAIL_PROVIDERS: dict[str, ProviderFactory] = {"capture": _capture, "smtp": _smtp}
-SMS_PROVIDERS: dict[str, ProviderFactory] = {
+# Each provider of config/registry.py, built: adding a provider is its module, its entry
+# there and its factory here.
+FACTORIES: dict[str, ProviderFactory] = {
     "capture": _capture,
+    "smtp": _smtp,
     "vonage": _vonage,
     "aliyun": _aliyun,
 }
@@ -63,9 +66,20 @@ SMS_PROVIDERS: dict[str, ProviderFactory] = {
 
 def build_library(config: Config) -> TemplateLibrary:
     """All templates compiled; raises ConfigError for a broken one."""
-    email = config.email.smtp.templates if config.email.smtp is not None else ()
-    sms = config.sms.vonage.templates if config.sms.vonage is not None else ()
-    return TemplateLibrary(config.templates, email, sms)
+    smtp = config.email.section(SmtpConfig)
+    carried = [
+        (f"sms.{name}.templates", entry.texts(section))
+        for name, section in config.sms.sections
+        if (entry := registry.BY_NAME[name]).texts is not None
+    ]
+    sms_at, texts = carried[0] if carried else ("", ())
+    return TemplateLibrary(
+        config.templates,
+        smtp.templates if smtp is not None else (),
+        texts,
+        email_at="email.smtp.templates",
+        sms_at=sms_at,
+    )
 
 
 @dataclass
@@ -134,8 +148,8 @@ def build_store(config: Config) -> tuple[Store, Inbox]:
 
 def build_services(config: Config, library: TemplateLibrary | None = None) -> Services:
     store, inbox = build_store(config)
-    email = EMAIL_PROVIDERS[config.email.provider](config, inbox)
-    sms = {name: SMS_PROVIDERS[name](config, inbox) for name in sorted(config.sms.provider_names)}
+    email = FACTORIES[config.email.provider](config, inbox)
+    sms = {name: FACTORIES[name](config, inbox) for name in sorted(config.sms.provider_names)}
     library = library or build_library(config)
     composer = Composer(library, config.sms)
     dispatcher = Dispatcher(

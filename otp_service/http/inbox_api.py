@@ -35,7 +35,7 @@ def _headers(message: Message) -> list[list[str]]:
     sender = message.send_from or ""
     domain = sender.rpartition("@")[2].strip("> ") or "capture.invalid"
     pairs = [
-        ("From", sender or "(email.smtp.fromEmail when sent)"),
+        ("From", sender or "(the email provider's From when sent)"),
         ("To", message.to),
         ("Reply-To", message.reply_to or ""),
         ("Subject", message.subject or ""),
