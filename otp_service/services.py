@@ -16,7 +16,7 @@ from .message.templates import TemplateLibrary
 from .metrics import Metrics
 from .providers.base import Provider
 from .providers.capture import CaptureProvider
-from .store import Inbox, MemoryInbox, SqliteStore, Store
+from .store import CounterStore, Inbox, MemoryInbox, OutboxStore, SqliteStore
 
 ProviderFactory = Callable[[Config, Inbox], Provider]
 
@@ -75,7 +75,7 @@ class Services:
     inbox: Inbox
     composer: Composer
     dispatcher: Dispatcher
-    store: Store
+    store: OutboxStore
     limiter: Limiter
     outbox: Outbox
     metrics: Metrics
@@ -114,24 +114,27 @@ class Services:
         await self.dispatcher.close()
 
 
-def build_store(config: Config) -> tuple[Store, Inbox]:
-    """SQLite at ``store.path`` with the inbox in memory, or PostgreSQL when ``store.url`` is
-    set, with the inbox in it too (every replica lists what any captured)."""
+def build_store(config: Config) -> tuple[OutboxStore, CounterStore, Inbox]:
+    """The three ports: outbox and counters in SQLite at ``store.path`` with the inbox in
+    memory, or all three in PostgreSQL when ``store.url`` is set (every replica shares counts
+    and lists what any captured)."""
+    capture = config.capture
     if config.store.url:
         # asyncpg loads only when configured
         from .store.pg_inbox import PgInbox
         from .store.postgres import PostgresStore
 
-        store = PostgresStore(
+        shared = PostgresStore(
             config.store.url, schema=config.store.schema, pool_size=config.store.pool_size
         )
-        return store, PgInbox(store, config.capture.max_messages)
-    memory = MemoryInbox(config.capture.max_messages, max_bytes=config.capture.max_bytes)
-    return SqliteStore(config.store.path, max_limit_keys=config.limits.max_keys), memory
+        inbox = PgInbox(shared, capture.max_messages, max_bytes=capture.max_bytes)
+        return shared, shared, inbox
+    store = SqliteStore(config.store.path, max_limit_keys=config.limits.max_keys)
+    return store, store, MemoryInbox(capture.max_messages, max_bytes=capture.max_bytes)
 
 
 def build_services(config: Config, library: TemplateLibrary | None = None) -> Services:
-    store, inbox = build_store(config)
+    store, counters, inbox = build_store(config)
     email = EMAIL_PROVIDERS[config.email.provider](config, inbox)
     sms = {name: SMS_PROVIDERS[name](config, inbox) for name in sorted(config.sms.provider_names)}
     library = library or build_library(config)
@@ -143,7 +146,7 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     # Both decided here: in capture mode for tests they are off unless the config says on.
     delivery = replace(config.delivery, dedupe=config.dedupe_on)
     outbox = Outbox(store, dispatcher, delivery, config.store.retention_days, metrics)
-    limiter = Limiter(store, replace(config.limits, enabled=config.limits_on))
+    limiter = Limiter(counters, replace(config.limits, enabled=config.limits_on))
     logto = None
     if config.templates.logto is not None:
         logto = TemplateSync(config.templates.logto, library.use_logto)

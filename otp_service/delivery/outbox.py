@@ -28,7 +28,7 @@ from ..errors import (
 from ..logs import event, mask_recipient, request_id
 from ..message.compose import Message
 from ..metrics import Metrics
-from ..store import Attempt, Store, StoreUnavailable
+from ..store import Attempt, OutboxStore, StoreUnavailable
 from .dispatcher import Dispatcher, Expired
 from .outcome import Outcome, StoreUnavailableError, dedupe_key
 from .upkeep import Upkeep
@@ -40,7 +40,7 @@ INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 class Outbox:
     def __init__(
         self,
-        store: Store,
+        store: OutboxStore,
         dispatcher: Dispatcher,
         config: DeliveryConfig,
         retention_days: float = 7.0,
@@ -379,6 +379,7 @@ class Outbox:
                 if not await self.store.probe():  # nothing to do until it can record attempts
                     await asyncio.sleep(self.config.poll_seconds)
                     continue
+                await self._upkeep.recover(now)
                 await self._upkeep.expire(now)
                 if room > 0:
                     for due in await self.store.claim_due(
