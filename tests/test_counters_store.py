@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from otp_service.store import Counters, CounterStore, SqliteStore
@@ -134,3 +135,28 @@ async def test_sqlite_counters_stay_bounded_and_keep_no_address(tmp_path: Path) 
     assert 0 < len(rows) <= 100 + 51  # trimmed once past the bound, then at most a batch more
     assert all(tat > now - 1 for _, tat in rows)  # the expired ones are gone
     assert "example.com" not in dump
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_stored_counters_forget_keys_whose_time_has_passed(
+    kind: str, tmp_path: Path, pg_schema: tuple[str, str]
+) -> None:
+    """A counter whose time has passed holds nothing: the backend deletes its row by itself
+    (SQLite as it opens and writes, PostgreSQL as it counts), live ones stay."""
+    first = await opened(new_backend(kind, tmp_path, pg_schema))
+    assert await first.hit(ANA, 2, 60, time.time() - 1000) is None  # over long ago
+    assert await first.hit(BOB, 2, 600, time.time()) is None
+    await closed(first)
+    second = await opened(new_backend(kind, tmp_path, pg_schema))
+    assert await second.hit("to:email:carol@example.com", 2, 600, time.time()) is None
+    await closed(second)
+    if kind == "sqlite":
+        db = sqlite3.connect(tmp_path / "outbox.sqlite3")
+        (rows,) = db.execute("SELECT count(*) FROM limit_counters").fetchone()
+        db.close()
+    else:
+        url, schema = pg_schema
+        conn = await asyncpg.connect(url)
+        rows = await conn.fetchval(f'SELECT count(*) FROM "{schema}".limit_counters')  # noqa: S608
+        await conn.close()
+    assert rows == 2  # bob's and carol's

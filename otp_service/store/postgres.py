@@ -291,10 +291,11 @@ class PostgresStore(PgConnection):
     # -- the counters port
 
     async def hit(self, key: str, limit: int, window: float, now: float) -> float | None:
-        if now - self._trimmed_at > COUNTER_TRIM_SECONDS:
-            self._trimmed_at = now
+        clock = time.time()  # not ``now``: a caller's own time must not expire others' counts
+        if clock - self._trimmed_at > COUNTER_TRIM_SECONDS:
+            self._trimmed_at = clock
             if self._trimming is None or self._trimming.done():
-                self._trimming = asyncio.get_running_loop().create_task(self._trim_counters(now))
+                self._trimming = asyncio.get_running_loop().create_task(self._trim_counters(clock))
         interval = window / limit
         stored = self._counter_key(key)
         if await self.query("fetchval", _HIT, stored, now, interval, window) is not None:
