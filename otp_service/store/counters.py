@@ -132,6 +132,16 @@ class Counters:
         if tat > now:
             self._table(window, now).current[slot] = tat
 
+    def entries(self, now: float) -> list[tuple[Hashable, float, float]]:
+        """Every live entry as ``(slot, window, TAT)`` (to be stored)."""
+        found: dict[tuple[Hashable, float], float] = {}
+        for window, table in self._tables.items():
+            for generation in (table.previous, table.current):  # the current one wins
+                for slot, tat in generation.items():
+                    if tat > now:
+                        found[(slot, window)] = tat
+        return [(slot, window, tat) for (slot, window), tat in found.items()]
+
     def forget(self, slots: Iterable[Hashable] | None) -> None:
         """Drop the entries of ``slots`` (every entry when None)."""
         if slots is None:

@@ -16,9 +16,12 @@ I/O error, not a SIGBUS). So on open every lease left in the file is a dead run'
 ended, and the worker's first :meth:`SqliteStore.recover` finishes the SMS cut off mid-attempt.
 
 Limit counters: counted in memory (:class:`~otp_service.store.counters.Counters`, the file's one
-owner is this process) and kept in ``limit_counters``: each change is written with the engine's
-next batch (the accept of the same request: no commit of its own), read back on open, expired
-rows deleted and the table held to ``max_limit_keys`` rows as it is written.
+owner is this process) and logged in ``limit_counters``: each change is appended with the
+engine's next batch (the accept of the same request: no commit of its own), read back on open
+(the last row of a key wins), and the log is rewritten from the live counters on open and
+whenever it holds more than twice as many rows as there are live counters (plus a slack of
+:data:`COUNTER_LOG_SLACK`, at most ``max_limit_keys``): expired counters are forgotten and the
+table stays bounded like the counters in memory.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from .outbox import (
     Recovered,
     StoredStatus,
 )
-from .sqlite_engine import SqliteEngine
+from .sqlite_engine import Operation, SqliteEngine
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -84,15 +87,15 @@ CREATE TABLE IF NOT EXISTS idempotency (
   message_id TEXT NOT NULL,
   created_at REAL NOT NULL
 );
--- GCRA: one theoretical arrival time per key (a keyed hash, never an address in the clear) and
--- window length.
+-- GCRA, as a log: each change of a theoretical arrival time (tat) appended for its key (a keyed
+-- hash, never an address in the clear) and window length; the last row of a key wins, tat 0
+-- forgets the key. Appending keeps the writes of a batch on the last pages (keyed rows would
+-- land on random pages); the log is rewritten from the live counters as it grows.
 CREATE TABLE IF NOT EXISTS limit_counters (
   key BLOB NOT NULL,
   period REAL NOT NULL,
-  tat REAL NOT NULL,
-  PRIMARY KEY (key, period)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS limit_counters_tat ON limit_counters (tat);
+  tat REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
   key TEXT PRIMARY KEY,
   value BLOB NOT NULL
@@ -104,7 +107,7 @@ CREATE INDEX IF NOT EXISTS messages_dedupe_live ON messages (expires_at)
   WHERE dedupe_key IS NOT NULL;
 """
 
-COUNTER_TRIM_SECONDS = 600.0  # expired counter rows are deleted at least this often
+COUNTER_LOG_SLACK = 10_000  # rows the counter log may hold beyond twice the live counters
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
@@ -238,8 +241,8 @@ class SqliteStore(SqliteEngine):
         self._counter_lock = threading.Lock()  # the changed counters, between loop and thread
         self._changed: dict[tuple[Hashable, float], float] = {}  # (slot, window) -> TAT
         self._writing_counters = False  # a write of the changed counters is queued
-        self._counter_rows = 0  # rows of limit_counters at most
-        self._trimmed_at = 0.0
+        self._counter_rows = 0  # rows in the counter log (a few more while a write is queued)
+        self._rewriting = False  # a rewrite of the counter log is queued
         self._slot_hash = hashlib.blake2b(digest_size=16)  # keyed with the secret on open
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
@@ -255,9 +258,8 @@ class SqliteStore(SqliteEngine):
             self._slot_hash = hashlib.blake2b(key=self.dedupe_secret, digest_size=16)
             conn.execute("UPDATE messages SET lease_until = NULL WHERE lease_until IS NOT NULL")
             _erase_expired_dedupe(conn, now)
-            self._trim_counters(conn, now)
-            for key, period, tat in conn.execute("SELECT key, period, tat FROM limit_counters"):
-                self._counters.keep(bytes(key), period, tat, now)
+            self._read_counters(conn, now)
+            self._rewrite_counters(conn, self._counters.entries(now))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -449,6 +451,11 @@ class SqliteStore(SqliteEngine):
                 queue, self._writing_counters = not self._writing_counters, True
             if queue:  # written with whatever the engine commits next (this request's accept)
                 self._do_later(self._write_counters)
+            self._counter_rows += 1
+            slack = min(COUNTER_LOG_SLACK, self.max_limit_keys)
+            if self._counter_rows > 2 * len(self._counters) + slack and not self._rewriting:
+                self._rewriting = True
+                self._do_later(self._rewrite_later(self._counters.entries(time.time())))
         return retry_after
 
     async def reset_counters(self, keys: Sequence[str] | None) -> None:
@@ -464,44 +471,58 @@ class SqliteStore(SqliteEngine):
         def run(conn: sqlite3.Connection) -> None:
             if slots is None:
                 conn.execute("DELETE FROM limit_counters")
-            else:
+                self._counter_rows = 0
+            else:  # tat 0: the key is forgotten, whatever was logged for it before
                 conn.executemany(
-                    "DELETE FROM limit_counters WHERE key = ?", [(slot,) for slot in slots]
+                    "INSERT INTO limit_counters (key, period, tat) VALUES (?, 0, 0)",
+                    [(slot,) for slot in slots],
                 )
 
         await self._do(run)
 
     def _write_counters(self, conn: sqlite3.Connection) -> None:
-        """Write the counters changed since the last batch (in the store's thread)."""
+        """Append the counters changed since the last batch (in the store's thread)."""
         with self._counter_lock:
             changed, self._changed = self._changed, {}
             self._writing_counters = False
         try:
             conn.executemany(
-                "INSERT OR REPLACE INTO limit_counters (key, period, tat) VALUES (?, ?, ?)",
+                "INSERT INTO limit_counters (key, period, tat) VALUES (?, ?, ?)",
                 [(slot, period, tat) for (slot, period), tat in changed.items()],
             )
-            self._counter_rows += len(changed)
-            now = time.time()
-            if (
-                self._counter_rows > self.max_limit_keys
-                or now - self._trimmed_at > COUNTER_TRIM_SECONDS
-            ):
-                self._trim_counters(conn, now)
         except BaseException:  # not written: kept for the next batch (newer values win)
             with self._counter_lock:
                 self._changed = changed | self._changed
             raise
 
-    def _trim_counters(self, conn: sqlite3.Connection, now: float) -> None:
-        """Forget expired counters; past ``max_limit_keys`` rows, the oldest go too."""
-        conn.execute("DELETE FROM limit_counters WHERE tat <= ?", (now,))
-        (rows,) = conn.execute("SELECT COUNT(*) FROM limit_counters").fetchone()
-        if rows > self.max_limit_keys:
-            conn.execute(
-                "DELETE FROM limit_counters WHERE (key, period) IN (SELECT key, period "
-                "FROM limit_counters ORDER BY tat LIMIT ?)",
-                (rows - self.max_limit_keys,),
-            )
-            rows = self.max_limit_keys
-        self._counter_rows, self._trimmed_at = rows, now
+    def _rewrite_later(self, entries: list[tuple[Hashable, float, float]]) -> Operation:
+        """The rewrite of the counter log from ``entries`` (taken on the event loop: the
+        counters change there), as an operation of the next batch."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            self._rewriting = False
+            self._rewrite_counters(conn, entries)
+
+        return run
+
+    def _rewrite_counters(
+        self, conn: sqlite3.Connection, entries: list[tuple[Hashable, float, float]]
+    ) -> None:
+        """Replace the counter log with the live counters: expired ones are forgotten."""
+        conn.execute("DELETE FROM limit_counters")
+        conn.executemany("INSERT INTO limit_counters (key, period, tat) VALUES (?, ?, ?)", entries)
+        self._counter_rows = len(entries)
+
+    def _read_counters(self, conn: sqlite3.Connection, now: float) -> None:
+        """Read the counter log back into memory: the last row of each key wins."""
+        logged: dict[bytes, dict[float, float]] = {}
+        for key, period, tat in conn.execute(
+            "SELECT key, period, tat FROM limit_counters ORDER BY rowid"
+        ):
+            if tat == 0:
+                logged.pop(bytes(key), None)
+            else:
+                logged.setdefault(bytes(key), {})[period] = tat
+        for key, periods in logged.items():
+            for period, tat in periods.items():
+                self._counters.keep(key, period, tat, now)
