@@ -452,11 +452,15 @@ class SqliteStore(SqliteEngine):
             if queue:  # written with whatever the engine commits next (this request's accept)
                 self._do_later(self._write_counters)
             self._counter_rows += 1
-            slack = min(COUNTER_LOG_SLACK, self.max_limit_keys)
-            if self._counter_rows > 2 * len(self._counters) + slack and not self._rewriting:
+            if self._counter_rows % 64 == 0 and self._log_outgrown():
                 self._rewriting = True
                 self._do_later(self._rewrite_later(self._counters.entries(time.time())))
         return retry_after
+
+    def _log_outgrown(self) -> bool:
+        """Whether the counter log holds more than twice the live counters and the slack."""
+        slack = min(COUNTER_LOG_SLACK, self.max_limit_keys)
+        return self._counter_rows > 2 * len(self._counters) + slack and not self._rewriting
 
     async def reset_counters(self, keys: Sequence[str] | None) -> None:
         slots = None if keys is None else {self._counter_slot(key) for key in keys}
