@@ -246,10 +246,10 @@ class SqliteEngine:
         """The batch's commit (see :class:`WriteBatch`): any failure here is the store's."""
         durable = any(d for _, d in batch)
         operations = [op for op, _ in batch]
+        if self._conn is None:  # closed (or not yet open): nothing failed
+            raise StoreUnavailable(f"{self.path} is not open")
         try:
             async with self._gate:
-                if self._conn is None:
-                    raise StoreUnavailable(f"{self.path} is not open")
                 if durable:  # an fsync: off the event loop
                     return await asyncio.get_running_loop().run_in_executor(
                         self._executor, self._run_batch, operations, True
