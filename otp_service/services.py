@@ -20,7 +20,7 @@ from .message.templates import TemplateLibrary
 from .metrics import Metrics
 from .providers.base import Provider
 from .providers.capture import CaptureProvider
-from .store import Inbox, MemoryInbox, SqliteStore, Store
+from .store import CounterStore, Inbox, MemoryInbox, OutboxStore, SqliteStore
 
 ProviderFactory = Callable[[Config, Inbox], Provider]
 
@@ -90,7 +90,7 @@ class Services:
     inbox: Inbox
     composer: Composer
     dispatcher: Dispatcher
-    store: Store
+    store: OutboxStore
     limiter: Limiter
     outbox: Outbox
     metrics: Metrics
@@ -130,24 +130,27 @@ class Services:
         await self.dispatcher.close()
 
 
-def build_store(config: Config) -> tuple[Store, Inbox]:
-    """SQLite at ``store.path`` with the inbox in memory, or PostgreSQL when ``store.url`` is
-    set, with the inbox in it too (every replica lists what any captured)."""
+def build_store(config: Config) -> tuple[OutboxStore, CounterStore, Inbox]:
+    """The three ports: outbox and counters in SQLite at ``store.path`` with the inbox in
+    memory, or all three in PostgreSQL when ``store.url`` is set (every replica shares counts
+    and lists what any captured)."""
+    capture = config.capture
     if config.store.url:
         # asyncpg loads only when configured
         from .store.pg_inbox import PgInbox
         from .store.postgres import PostgresStore
 
-        store = PostgresStore(
+        shared = PostgresStore(
             config.store.url, schema=config.store.schema, pool_size=config.store.pool_size
         )
-        return store, PgInbox(store, config.capture.max_messages)
-    memory = MemoryInbox(config.capture.max_messages, max_bytes=config.capture.max_bytes)
-    return SqliteStore(config.store.path, max_limit_keys=config.limits.max_keys), memory
+        inbox = PgInbox(shared, capture.max_messages, max_bytes=capture.max_bytes)
+        return shared, shared, inbox
+    store = SqliteStore(config.store.path, max_limit_keys=config.limits.max_keys)
+    return store, store, MemoryInbox(capture.max_messages, max_bytes=capture.max_bytes)
 
 
 def build_services(config: Config, library: TemplateLibrary | None = None) -> Services:
-    store, inbox = build_store(config)
+    store, counters, inbox = build_store(config)
     email = FACTORIES[config.email.provider](config, inbox)
     sms = {name: FACTORIES[name](config, inbox) for name in sorted(config.sms.provider_names)}
     library = library or build_library(config)
@@ -159,7 +162,7 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     # Both decided here: in capture mode for tests they are off unless the config says on.
     delivery = replace(config.delivery, dedupe=config.dedupe_on)
     outbox = Outbox(store, dispatcher, delivery, config.store.retention_days, metrics)
-    limiter = Limiter(store, replace(config.limits, enabled=config.limits_on))
+    limiter = Limiter(counters, replace(config.limits, enabled=config.limits_on))
     # A send refused while shutting down comes back after the listener has closed.
     sender = SendPath(composer, limiter, outbox, delivery, metrics, config.server.drain_seconds + 1)
     logto = None

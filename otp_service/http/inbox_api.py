@@ -121,7 +121,13 @@ def _status_json(status: StoredStatus) -> dict[str, Any]:
         "finished_at": _iso(status.finished_at) if status.finished_at else None,
         "error": status.last_error,
         "attempts": [
-            {"at": _iso(a.at), "provider": a.provider, "outcome": a.outcome, "error": a.error}
+            {
+                "at": _iso(a.at),
+                "provider": a.provider,
+                "outcome": a.outcome,
+                "error": a.error,
+                "provider_id": a.provider_id,
+            }
             for a in status.attempts
         ],
     }
