@@ -20,7 +20,7 @@ import pytest
 from otp_service.errors import WriteRefused
 from otp_service.message.compose import Message
 from otp_service.store import Attempt, OutboxStore, SqliteStore
-from otp_service.store.outbox import UNKNOWN_OUTCOME
+from otp_service.store.outbox import EXPIRED_PREFIX, NEVER_ATTEMPTED, UNKNOWN_OUTCOME
 from otp_service.store.postgres import PostgresStore
 
 CODE = "604217"
@@ -122,14 +122,22 @@ async def test_store_renewed_lease_is_not_claimed(store: OutboxStore) -> None:
     assert await store.claim_due(now + 31, now + 90, 10) == []
 
 
-async def test_store_claim_expires_messages_past_their_lifetime(store: OutboxStore) -> None:
-    """A queued message past its expiry is marked expired, never handed out."""
+async def test_store_expires_messages_past_their_lifetime_and_never_hands_them_out(
+    store: OutboxStore,
+) -> None:
+    """A queued message past its expiry is never handed out; expire_due (the one place a store
+    expires) marks it expired once, with the one expiry text."""
     message = make_message()
     now = message.created_at.timestamp()
     await accept(store, message, ttl=10, lease=5)
     assert await store.claim_due(now + 11, now + 60, 10) == []
+    [gone] = await store.expire_due(now + 11)
+    assert (gone.id, gone.last_error) == (message.id, None)
+    assert await store.expire_due(now + 12) == []
     status = await store.status(message.id)
     assert status is not None and status.status == "expired" and status.finished_at is not None
+    assert status.last_error == EXPIRED_PREFIX + NEVER_ATTEMPTED
+    assert await store.claim_due(now + 13, now + 60, 10) == []
 
 
 async def test_store_finish_records_attempts_in_order(store: OutboxStore) -> None:

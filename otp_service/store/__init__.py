@@ -8,6 +8,8 @@ from ..errors import StoreUnavailable
 from .counters import Counters, CounterStore
 from .inbox import Inbox, InboxEvent, InboxQuery, MemoryInbox, UnknownMessage
 from .outbox import (
+    EXPIRED_PREFIX,
+    NEVER_ATTEMPTED,
     Accepted,
     Attempt,
     Due,
@@ -19,6 +21,8 @@ from .outbox import (
 from .sqlite import SqliteStore
 
 __all__ = [
+    "EXPIRED_PREFIX",
+    "NEVER_ATTEMPTED",
     "Accepted",
     "Attempt",
     "CounterStore",

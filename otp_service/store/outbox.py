@@ -49,6 +49,11 @@ from ..message.compose import Message
 
 FINAL = frozenset({"sent", "captured", "failed", "expired"})
 
+# An expired message's ``last_error``: this prefix, then its last failure or NEVER_ATTEMPTED.
+# Written by ``expire_due`` here and by the outbox (otp_service.delivery.expiry) alike.
+EXPIRED_PREFIX = "expired before delivery: "
+NEVER_ATTEMPTED = "never attempted"
+
 UNKNOWN_OUTCOME = (
     "provider_outcome_unknown: the service stopped during this attempt; the SMS may have been "
     "sent, so it is not resent"
@@ -185,7 +190,10 @@ class OutboxStore(Protocol):
 
     async def expire_due(self, now: float) -> list[ExpiredMessage]:
         """Mark ``expired`` the unleased queued messages past their expiry and return them
-        (the outbox counts and logs each)."""
+        (the outbox counts and logs each). The only place a store expires a message:
+        :meth:`claim_due` never hands one out past its expiry, and never expires one itself.
+        ``last_error`` becomes :data:`EXPIRED_PREFIX` + the last failure (or
+        :data:`NEVER_ATTEMPTED`)."""
         ...
 
     async def backlog(self) -> tuple[int, float | None]:

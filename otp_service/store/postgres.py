@@ -35,7 +35,9 @@ from ..message.compose import Message
 from .batch import WriteBatch
 from .codec import message_from_json, message_to_json, request_id_of
 from .outbox import (
+    EXPIRED_PREFIX,
     FINAL,
+    NEVER_ATTEMPTED,
     UNKNOWN_OUTCOME,
     Accepted,
     Attempt,
@@ -50,13 +52,7 @@ log = logging.getLogger("otp_service.store")
 COUNTER_TRIM_SECONDS = 60.0  # how often a replica deletes the counters whose time has passed
 
 _CLAIM = """
-WITH expired AS (
-  UPDATE messages SET status = 'expired', body = NULL, finished_at = $1, lease_until = NULL,
-         dedupe_key = NULL,
-         last_error = 'expired before delivery: ' || COALESCE(last_error, 'never attempted')
-  WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND expires_at <= $1
-               AND (lease_until IS NULL OR lease_until < $1) LIMIT 500 FOR UPDATE SKIP LOCKED)
-), erased AS (
+WITH erased AS (
   UPDATE messages SET dedupe_key = NULL
   WHERE id IN (SELECT id FROM messages WHERE dedupe_key IS NOT NULL AND expires_at <= $1
                AND status <> 'queued' LIMIT 500 FOR UPDATE SKIP LOCKED)
@@ -228,7 +224,7 @@ class PostgresStore(PgConnection):
     async def expire_due(self, now: float) -> list[ExpiredMessage]:
         """Expire what no replica holds and no attempt can still deliver in time."""
         async with self.connection() as conn:
-            rows = await conn.fetch(_EXPIRE, now)
+            rows = await conn.fetch(_EXPIRE, now, EXPIRED_PREFIX, NEVER_ATTEMPTED)
         return [
             ExpiredMessage(row["id"], row["channel"], row["recipient"], row["attempts"],
                            row["last_error"], request_id_of(row["body"]))
@@ -359,7 +355,7 @@ WITH due AS (
 )
 UPDATE messages m SET status = 'expired', body = NULL, dedupe_key = NULL, finished_at = $1,
   lease_until = NULL,
-  last_error = 'expired before delivery: ' || COALESCE(due.last_error, 'never attempted')
+  last_error = $2::text || COALESCE(due.last_error, $3::text)
 FROM due WHERE m.id = due.id
 RETURNING m.id, m.channel, m.recipient, m.attempts, due.last_error, due.body
 """

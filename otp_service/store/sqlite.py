@@ -39,7 +39,9 @@ from ..message.compose import Message
 from .codec import message_from_json, message_to_json, request_id_of
 from .counters import Counters
 from .outbox import (
+    EXPIRED_PREFIX,
     FINAL,
+    NEVER_ATTEMPTED,
     UNKNOWN_OUTCOME,
     Accepted,
     Attempt,
@@ -184,9 +186,8 @@ def _expire_due(conn: sqlite3.Connection, now: float) -> list[ExpiredMessage]:
     ).fetchall()
     conn.executemany(
         "UPDATE messages SET status = 'expired', body = NULL, finished_at = ?, "
-        "last_error = 'expired before delivery: ' || COALESCE(last_error, 'never attempted') "
-        "WHERE id = ?",
-        [(now, row[0]) for row in rows],
+        "last_error = ? || COALESCE(last_error, ?) WHERE id = ?",
+        [(now, EXPIRED_PREFIX, NEVER_ATTEMPTED, row[0]) for row in rows],
     )
     return [
         ExpiredMessage(message_id, channel, to, attempts, last_error, request_id_of(body))
@@ -311,20 +312,13 @@ class SqliteStore(SqliteEngine):
     async def claim_due(self, now: float, lease_until: float, limit: int) -> list[Due]:
         def run(conn: sqlite3.Connection) -> list[Due]:
             _erase_expired_dedupe(conn, now)
-            conn.execute(
-                "UPDATE messages SET status = 'expired', body = NULL, finished_at = ?, "
-                "last_error = 'expired before delivery: ' "
-                "|| COALESCE(last_error, 'never attempted') "
-                "WHERE status = 'queued' AND expires_at <= ? "
-                "AND (lease_until IS NULL OR lease_until < ?)",
-                (now, now, now),
-            )
             rows = conn.execute(
                 "SELECT id, body, expires_at, attempts FROM messages WHERE status = 'queued' "
-                "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
+                "AND next_attempt_at <= ? AND expires_at > ? "
+                "AND (lease_until IS NULL OR lease_until < ?) "
                 "AND NOT (channel = 'sms' AND attempt_started_at IS NOT NULL) "
                 "ORDER BY next_attempt_at LIMIT ?",
-                (now, now, limit),
+                (now, now, now, limit),
             ).fetchall()
             conn.executemany(
                 "UPDATE messages SET lease_until = ? WHERE id = ?",
