@@ -1,4 +1,4 @@
-"""The ``otp-service`` command: serve, send, render, latest, check-config, migrate."""
+"""The ``otp-service`` command: serve, send, render, latest, check-config, config, migrate."""
 
 from __future__ import annotations
 
@@ -339,6 +339,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return check_config(_load(args.file), args.file, online=args.online)
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config import schema  # only this command needs it
+
+    if args.what == "schema":
+        print(json.dumps(schema.json_schema(), indent=2, ensure_ascii=False))
+    else:
+        print(schema.reference(), end="")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     return migrate(_load(args.config))
 
@@ -468,6 +478,17 @@ def _parser() -> argparse.ArgumentParser:
         "--online", action="store_true", help="also read the email templates kept in Logto"
     )
     check.set_defaults(func=cmd_check_config)
+
+    config = sub.add_parser(
+        "config", help="describe the config file: its JSON Schema or reference",
+        description="Print the config file's JSON Schema or its reference.",
+    )  # fmt: skip
+    config.add_argument(
+        "what",
+        choices=("schema", "docs"),
+        help="schema: a JSON Schema for editors; docs: the reference of every setting (Markdown)",
+    )
+    config.set_defaults(func=cmd_config)
 
     migrate = sub.add_parser(
         "migrate", help="apply the PostgreSQL schema migrations and exit",

@@ -126,7 +126,7 @@ def test_every_command_and_option_has_a_help_line() -> None:
     [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     listed = {choice.dest for choice in commands._choices_actions if choice.help}
     assert listed == set(commands.choices) == {
-        "serve", "render", "send", "latest", "check-config", "migrate"
+        "serve", "render", "send", "latest", "check-config", "config", "migrate"
     }  # fmt: skip
     missing = [
         f"{name} {'/'.join(action.option_strings) or action.dest}"

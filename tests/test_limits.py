@@ -124,18 +124,18 @@ def test_gcra_allows_no_burst_of_twice_the_limit_across_a_window_boundary() -> N
     """5 per 100 s: 5 at once pass, a 6th right after (where a new fixed window would begin)
     is refused; the allowance comes back one by one at 20 s intervals."""
     counters = Counters()
-    assert [counters.hit("k", 5, 100, 99.9) for _ in range(5)] == [None] * 5
-    refused = counters.hit("k", 5, 100, 100.1)
+    assert [counters.count("k", 5, 100, 99.9)[0] for _ in range(5)] == [None] * 5
+    refused = counters.count("k", 5, 100, 100.1)[0]
     assert refused is not None and refused > 19
-    assert counters.hit("k", 5, 100, 99.9 + 20) is None
-    assert counters.hit("k", 5, 100, 99.9 + 20) is not None
+    assert counters.count("k", 5, 100, 99.9 + 20)[0] is None
+    assert counters.count("k", 5, 100, 99.9 + 20)[0] is not None
 
 
 def test_counters_stay_bounded_under_a_flood_of_distinct_keys() -> None:
     """A million distinct keys in one window never hold more than max_keys entries."""
     counters = Counters(max_keys=10_000)
     for n in range(200_000):
-        counters.hit(f"to:email:user{n}@example.com", 10, 600, 1000.0)
+        counters.count(f"to:email:user{n}@example.com", 10, 600, 1000.0)
     assert len(counters) <= 10_001 and counters.evicted > 0
 
 
@@ -143,10 +143,10 @@ def test_many_keys_never_reset_a_counter_of_another_window() -> None:
     """A per-prefix limit of 5 a day stays exhausted while 150,000 other keys of a 10-minute
     window come and go (the old table rebuild dropped it and let 3 more SMS through)."""
     counters = Counters()
-    assert [counters.hit("prefix:+86138", 5, 86400, 0.0) for _ in range(5)] == [None] * 5
+    assert [counters.count("prefix:+86138", 5, 86400, 0.0)[0] for _ in range(5)] == [None] * 5
     for n in range(150_000):
-        counters.hit(f"ip:ip4:10.0.{n // 256 % 256}.{n % 256}-{n}", 60, 600, n / 100)
-    assert counters.hit("prefix:+86138", 5, 86400, 1500.0) is not None
+        counters.count(f"ip:ip4:10.0.{n // 256 % 256}.{n % 256}-{n}", 60, 600, n / 100)
+    assert counters.count("prefix:+86138", 5, 86400, 1500.0)[0] is not None
 
 
 # 7. Nothing derived from a code outlives its message

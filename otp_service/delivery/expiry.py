@@ -1,9 +1,10 @@
 """Expiry: a message whose lifetime ran out before a provider took it.
 
 Decided in two moments, recorded the same way: the delivering task sees the deadline pass (the
-outbox), or the worker finds a message nobody holds past it (the store's ``expire_due``, whose
-``last_error`` is written with the same words). Either way one ``last_error`` text, one
-``expired`` log event and one ``otp_messages_total{status="expired"}`` count.
+outbox), or the worker finds a message nobody holds past it (the store's ``expire_due``, the
+only place a store expires one, writing the same ``last_error`` from the same constants).
+Either way one ``last_error`` text, one ``expired`` log event and one
+``otp_messages_total{status="expired"}`` count.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import logging
 
 from ..logs import event, mask_recipient
 from ..metrics import Metrics
+from ..store import EXPIRED_PREFIX, NEVER_ATTEMPTED
 
 log = logging.getLogger("otp_service.outbox")
-PREFIX = "expired before delivery: "
-NEVER_ATTEMPTED = "never attempted"  # the store writes the same words (expire_due)
 
 
 def expiry_reason(last_error: str | None, attempts: int = 0) -> str:
@@ -29,7 +29,7 @@ def expiry_reason(last_error: str | None, attempts: int = 0) -> str:
 
 def expired_error(reason: str) -> str:
     """The ``last_error`` an expired message keeps."""
-    return PREFIX + reason
+    return EXPIRED_PREFIX + reason
 
 
 def record_expired(

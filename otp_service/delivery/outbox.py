@@ -33,7 +33,7 @@ from ..message.compose import Message
 from ..metrics import Metrics
 from ..providers.base import SendResult
 from ..retry import Backoff, backoff_delay, retry
-from ..store import Accepted, Attempt, Store, StoreUnavailable
+from ..store import Accepted, Attempt, OutboxStore, StoreUnavailable
 from .dispatcher import Dispatcher
 from .expiry import expired_error, expiry_reason, record_expired
 from .outcome import Outcome
@@ -47,7 +47,7 @@ Settle = Callable[[Outcome], Outcome]
 class Outbox:
     def __init__(
         self,
-        store: Store,
+        store: OutboxStore,
         dispatcher: Dispatcher,
         config: DeliveryConfig,
         retention_days: float = 7.0,
@@ -415,6 +415,7 @@ class Outbox:
                 if not await self.store.probe():  # nothing to do until it can record attempts
                     await asyncio.sleep(self.config.poll_seconds)
                     continue
+                await self._upkeep.recover(now)
                 await self._upkeep.expire(now)
                 if room > 0:
                     for due in await self.store.claim_due(

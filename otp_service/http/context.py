@@ -19,7 +19,7 @@ from ..errors import UnauthorizedError
 from ..intake.smtp import SmtpIntake
 from ..logto.sync import TemplateSync
 from ..metrics import Metrics
-from ..store import Inbox, Store
+from ..store import Inbox, OutboxStore
 
 
 class AppServices(Protocol):
@@ -30,7 +30,7 @@ class AppServices(Protocol):
     @property
     def inbox(self) -> Inbox: ...
     @property
-    def store(self) -> Store: ...
+    def store(self) -> OutboxStore: ...
     @property
     def limiter(self) -> Limiter: ...
     @property

@@ -35,7 +35,7 @@ def _headers(message: Message) -> list[list[str]]:
     sender = message.send_from or ""
     domain = sender.rpartition("@")[2].strip("> ") or "capture.invalid"
     pairs = [
-        ("From", sender or "(email.smtp.fromEmail when sent)"),
+        ("From", sender or "(the email provider's From when sent)"),
         ("To", message.to),
         ("Reply-To", message.reply_to or ""),
         ("Subject", message.subject or ""),
@@ -121,7 +121,13 @@ def _status_json(status: StoredStatus) -> dict[str, Any]:
         "finished_at": _iso(status.finished_at) if status.finished_at else None,
         "error": status.last_error,
         "attempts": [
-            {"at": _iso(a.at), "provider": a.provider, "outcome": a.outcome, "error": a.error}
+            {
+                "at": _iso(a.at),
+                "provider": a.provider,
+                "outcome": a.outcome,
+                "error": a.error,
+                "provider_id": a.provider_id,
+            }
             for a in status.attempts
         ],
     }

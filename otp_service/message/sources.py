@@ -147,15 +147,21 @@ class Connector:
     """Templates pasted in a Logto connector JSON, keyed by usage type."""
 
     def __init__(
-        self, templates: Sequence[EmailTemplate], sms: Sequence[tuple[str, str]] = ()
+        self,
+        templates: Sequence[EmailTemplate],
+        sms: Sequence[tuple[str, str]] = (),
+        email_at: str = "connector email templates",
+        sms_at: str = "connector SMS templates",
     ) -> None:
+        """``email_at`` and ``sms_at``: where the templates are in the config file."""
+        self.sms_at = sms_at
         text_env, html_env = environment(None, html=False), environment(None, html=True)
         self.email: dict[str, EmailSet] = {}
         self.sms: dict[str, Template] = {}
         self.problems: list[ConfigProblem] = []
         for index, (usage, content) in enumerate(sms):
             try:
-                where = f"sms.vonage.templates[{index}]"
+                where = f"{sms_at}[{index}]"
                 self.sms.setdefault(usage, from_string(text_env, content, f"{where}.content"))
             except TemplateError as exc:
                 self.problems.append(ConfigProblem(where, _one_line(exc), "fix the template"))
@@ -169,11 +175,11 @@ class Connector:
                     html=t.content_type == "text/html",
                     reply_to=t.reply_to,
                     send_from=t.send_from,
-                    where=f"email.smtp.templates[{index}]",
+                    where=f"{email_at}[{index}]",
                 )
                 self.email.setdefault(t.usage_type, compiled)
             except TemplateError as exc:
-                where = f"email.smtp.templates[{index}]"
+                where = f"{email_at}[{index}]"
                 self.problems.append(ConfigProblem(where, _one_line(exc), "fix the template"))
 
 

@@ -184,6 +184,9 @@ class TemplateLibrary:
         config: TemplatesConfig,
         connector_email: Sequence[EmailTemplate] = (),
         connector_sms: Sequence[tuple[str, str]] = (),
+        *,
+        email_at: str = "connector email templates",
+        sms_at: str = "connector SMS templates",
     ) -> None:
         self.config = config
         bundled = bundled_root()
@@ -192,7 +195,7 @@ class TemplateLibrary:
             if config.directory is not None
             else None
         )
-        self.connector = Connector(connector_email, connector_sms)
+        self.connector = Connector(connector_email, connector_sms, email_at, sms_at)
         self.bundled = Directory(bundled, "templates", [bundled]) if config.bundled else None
         self.logto = LogtoSource()
         self._render_failures: set[tuple[str, str]] = set()  # Logto templates warned about
@@ -353,7 +356,7 @@ class TemplateLibrary:
         """Every SMS template rendered with a sample payload: (where it lives, text)."""
         context = self._context("Generic", SAMPLE_SMS_PAYLOAD)
         found: list[tuple[str, Template]] = [
-            (f"sms.vonage.templates {usage}", template)
+            (f"{self.connector.sms_at} {usage}", template)
             for usage, template in self.connector.sms.items()
         ]
         for directory in (self.operator, self.bundled):

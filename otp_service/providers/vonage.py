@@ -21,7 +21,8 @@ from vonage import Auth, HttpClientOptions, Vonage
 from vonage_http_client import errors as http_errors
 from vonage_sms import PartialFailureError, SmsError, SmsMessage
 
-from ..config.sms import Endpoint, VonageConfig
+from ..config.sms import Endpoint
+from ..config.vonage import VonageConfig
 from ..errors import (
     OutcomeUnknownError,
     PermanentProviderError,
