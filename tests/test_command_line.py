@@ -196,3 +196,30 @@ async def test_since_that_is_neither_a_time_nor_an_id_says_what_since_takes(
             "an RFC 3339 time (e.g. 2026-11-27T13:00:00Z) or the id of a captured message"
             in (answer["error"]["message"])
         )
+
+
+def test_unset_variable_is_reported_once_and_default_locale_must_be_a_language_tag(
+    tmp_path: Path,
+) -> None:
+    """A ${VARIABLE} that is not set is one problem (not a second one for the value it left
+    empty), however often one value names it; templates.default_locale must be a tag."""
+    file = tmp_path / "config.yaml"
+    file.write_text(
+        "server:\n  port: ${OTP_TEST_UNSET_PORT}\n"
+        'auth:\n  tokens: ["${OTP_TEST_UNSET_TOKEN}${OTP_TEST_UNSET_TOKEN}"]\n'
+        "templates:\n  default_locale: en US!\n",
+        encoding="utf-8",
+    )
+    done = run("check-config", str(file))
+    assert done.returncode == 1
+    problems = [line for line in done.stderr.splitlines() if line.startswith("  - ")]
+    assert problems == [
+        "  - server.port: refers to ${OTP_TEST_UNSET_PORT}, which is not set",
+        "  - auth.tokens[0]: refers to ${OTP_TEST_UNSET_TOKEN}, which is not set",
+        "  - templates.default_locale: must be a language tag",
+    ], done.stderr
+    assert "fix: use e.g. en, fr-CA or zh-CN" in done.stderr
+    for tag in ("fr-CA", "zh-Hans-CN", "pt_BR"):
+        config = service_config(tmp_path, templates={"default_locale": tag})
+        accepted = run("check-config", str(config))
+        assert accepted.returncode == 0, accepted.stderr

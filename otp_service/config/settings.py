@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from ..errors import ConfigError, ConfigProblem
+from ..text.locales import TAG_PATTERN
 from .capture import CaptureConfig
 from .fields import Declared, Fields, read, section, setting
 from .logto import LogtoConfig
@@ -128,6 +129,14 @@ class EmailConfig:
             raise AttributeError(name)
 
 
+def _language(f: Fields, d: Declared) -> str:
+    value = f.string(d.key, default=d.value)
+    if value is None or not re.match(TAG_PATTERN, value):
+        f.problem(d.key, "must be a language tag", "use e.g. en, fr-CA or zh-CN")
+        return str(d.value)
+    return value
+
+
 def _directory(f: Fields, d: Declared) -> Path | None:
     raw = f.string(d.key)
     if raw is None:
@@ -146,7 +155,10 @@ class TemplatesConfig:
         "to the config file",
         default=None, read=_directory, schema={"type": ["string", "null"]},
     )  # fmt: skip
-    default_locale: str = setting("the language when the request names none", default="en")
+    default_locale: str = setting(
+        "the language when the request names none (a language tag: en, fr-CA, zh-CN)",
+        default="en", read=_language, schema={"type": "string", "pattern": TAG_PATTERN},
+    )  # fmt: skip
     bundled: bool = setting(
         "use the bundled defaults (false: a missing Generic is a 422)", default=True
     )
@@ -312,9 +324,11 @@ def expand_env(value: Any, path: str, problems: list[ConfigProblem]) -> Any:
             return os.environ[name]
         if default is not None:
             return default
-        problems.append(
-            ConfigProblem(path, f"refers to ${{{name}}}, which is not set", f"export {name}=...")
+        problem = ConfigProblem(
+            path, f"refers to ${{{name}}}, which is not set", f"export {name}=..."
         )
+        if problem not in problems:  # "${A}:${A}" is one problem
+            problems.append(problem)
         return ""
 
     return _ENV.sub(substitute, value)
@@ -328,7 +342,10 @@ def parse_config(data: Any, base: Path | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError([ConfigProblem("<root>", "must be a mapping", "start with e.g. email:")])
     data = expand_env(data, "", problems)
-    config = read(Config, Fields(data, "", problems, base))
+    unset = {problem.path for problem in problems}  # each reported once: not as empty again
+    found: list[ConfigProblem] = []
+    config = read(Config, Fields(data, "", found, base))
+    problems += [problem for problem in found if problem.path not in unset]
     if problems:
         raise ConfigError(problems)
     return config

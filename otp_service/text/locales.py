@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 
 _TAG = re.compile(r"^[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8})*$")
+TAG_PATTERN = _TAG.pattern  # a language tag: en, fr-CA, zh-Hans-CN (also en_US)
 _TRADITIONAL = {"hant", "tw", "hk", "mo"}
 
 
