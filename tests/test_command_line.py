@@ -158,7 +158,7 @@ def test_check_config_summary_shows_the_smtp_intake(tmp_path: Path) -> None:
     assert on.returncode == 0, on.stderr
     assert "  SMTP intake: 127.0.0.1:2525 (mail sent there is captured)" in on.stdout
     off = run("check-config", str(service_config(tmp_path)))
-    assert "  SMTP intake: off (capture.smtp)" in off.stdout
+    assert "  SMTP intake: off\n" in off.stdout
 
 
 async def test_local_phone_number_is_refused_with_a_hint(service: ClientFactory) -> None:

@@ -29,7 +29,7 @@ def check_config(config: Config, file: str, *, online: bool) -> int:
     print(
         f"  SMTP intake: {smtp.host}:{smtp.port} (mail sent there is captured)"
         if smtp
-        else "  SMTP intake: off (capture.smtp)"
+        else "  SMTP intake: off"
     )
     print(f"  auth:  {len(config.auth.tokens)} token(s)")
     store = config.store

@@ -140,7 +140,9 @@ def _failure(exc: BaseException, template: Template, context: Mapping[str, Any])
     message = _masked(message, context)
     message = message if len(message) <= 200 else message[:199] + "…"
     place = ("" if where == entry else f"{where}, ") + (f"line {line}" if line else "")
-    return f"{place}: " * bool(place) + type(exc).__name__ + f": {message}" * bool(message)
+    head = f"{place}: " if place else ""
+    tail = f": {message}" if message else ""
+    return f"{head}{type(exc).__name__}{tail}"
 
 
 def _name(template: Template | EmailSet) -> str:
