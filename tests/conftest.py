@@ -1,8 +1,9 @@
-"""Shared fixtures: the service over real HTTP (aiohttp test server), built from a config dict."""
+"""Shared fixtures: the service in-process over real HTTP, or as processes; SMTP servers; a
+fresh PostgreSQL schema. What they are built from lives in :mod:`tests.support`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,11 @@ from aiohttp.test_utils import TestClient
 from otp_service.config import parse_config
 from otp_service.http.app import create_app
 
-from . import pg
-from .test_crash import Processes
-
-ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+from .support import pg
+from .support.command import Service
+from .support.processes import Processes
+from .support.service import ClientFactory
+from .support.smtp_server import RecordingSMTPServer, ServerFactory, smtp_server_factory
 
 
 @pytest.fixture(autouse=True)
@@ -39,15 +41,6 @@ def service(aiohttp_client: Any) -> ClientFactory:
     return start
 
 
-def write_tree(root: Path, files: dict[str, str]) -> Path:
-    """Create ``files`` (relative path → text) under ``root``; returns ``root``."""
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
-
-
 @pytest.fixture
 async def pg_schema() -> AsyncIterator[tuple[str, str]]:
     """``(url, schema)``: a fresh PostgreSQL schema for one test, dropped after it."""
@@ -66,3 +59,30 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         yield started
     finally:
         started.stop_all()
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[list[Service]]:
+    """``otp-service serve`` processes a test appends here, stopped at the end."""
+    started: list[Service] = []
+    yield started
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[RecordingSMTPServer]:
+    """A recording SMTP server with its port chosen but NOT listening: start it to end the
+    outage. Stopped after the test."""
+    server = RecordingSMTPServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def smtp_servers() -> Iterator[ServerFactory]:
+    """Start recording SMTP servers: ``smtp_servers(**options)``; stopped after the test."""
+    with smtp_server_factory() as make:
+        yield make

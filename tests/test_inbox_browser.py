@@ -20,7 +20,9 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from otp_service.http.app import SERVICES
 
-from .conftest import ClientFactory
+from .support.service import ClientFactory
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -14,6 +14,8 @@ from otp_service.store import Inbox, InboxEvent, InboxQuery, MemoryInbox, Unknow
 from otp_service.store.pg_inbox import PgInbox
 from otp_service.store.postgres import PostgresStore
 
+pytestmark = pytest.mark.postgres
+
 
 @pytest.fixture(params=["memory", "postgres"])
 async def inbox(request: pytest.FixtureRequest, pg_schema: tuple[str, str]) -> AsyncIterator[Inbox]:

@@ -12,7 +12,7 @@ from otp_service.errors import ConfigError, RequestError, TemplateNotFoundError
 from otp_service.message.templates import TemplateLibrary, bundled_root
 from otp_service.text.locales import chain
 
-from .conftest import write_tree
+from .support.service import write_tree
 
 TYPES = (
     "SignIn", "Register", "ForgotPassword", "OrganizationInvitation", "Generic",
