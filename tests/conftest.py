@@ -3,6 +3,7 @@ fresh PostgreSQL schema. What they are built from lives in :mod:`tests.support`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from otp_service.config import parse_config
 from otp_service.http.app import create_app
+from otp_service.logs import JsonFormatter, TextFormatter
 
 from .support import pg
 from .support.command import Service
@@ -25,6 +27,24 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own outbox database (the default path is under XDG_STATE_HOME)."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     return tmp_path / "state"
+
+
+@pytest.fixture(autouse=True)
+def root_logging() -> Iterator[None]:
+    """Undo what the CLI's log set-up did to the root logger when a test ran it in-process.
+
+    ``otp_service.cli.main`` points a handler at the sys.stderr of the moment (the test's
+    captured stream, closed after the test) and sets the root level to INFO; any later record
+    (an aiosmtpd server thread logging a closed connection) then printed "--- Logging error ---
+    ... I/O operation on closed file" after the run.
+    """
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, JsonFormatter | TextFormatter):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture
