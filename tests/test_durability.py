@@ -452,6 +452,7 @@ async def test_aliyun_throttled_fails_over_to_vonage_with_attempts_in_order(
     assert len(fake_aliyun.sms) == 1 and len(fake_vonage.sms) == 1
 
 
+@pytest.mark.slow  # over ~2 s of real waiting
 async def test_both_providers_throttling_queue_then_worker_delivers(
     service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
 ) -> None:
@@ -476,6 +477,7 @@ async def test_both_providers_throttling_queue_then_worker_delivers(
     assert (len(fake_aliyun.sms), len(fake_vonage.sms)) == (3, 2)
 
 
+@pytest.mark.slow  # over ~2 s of real waiting
 async def test_delivery_slower_than_its_lease_is_sent_once(
     service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
 ) -> None:
@@ -594,6 +596,7 @@ def _store_bytes(folder: Path) -> bytes:
     return b"".join(p.read_bytes() for p in folder.glob("outbox.sqlite3*"))
 
 
+@pytest.mark.slow  # over ~2 s of real waiting
 async def test_provider_pacing_never_delivers_after_expiry(service: ClientFactory) -> None:
     """Messages waiting for a paced provider (limits.provider_rate) expire instead of arriving
     after their code is dead."""
