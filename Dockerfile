@@ -2,6 +2,8 @@
 # (exact versions with hashes: scripts/lock.sh refreshes it). Configured by a mounted file plus
 # environment variables; all state (the outbox) lives in the volume /var/lib/otp-service.
 FROM python:3.11-slim AS build
+# Another package index (a mirror) for the build only: --build-arg PIP_INDEX_URL=...
+ARG PIP_INDEX_URL
 WORKDIR /src
 RUN python -m venv /opt/otp-service
 COPY requirements.lock ./
@@ -28,8 +30,10 @@ COPY --from=build /opt/otp-service /opt/otp-service
 VOLUME ["/var/lib/otp-service"]
 USER 10001:10001
 EXPOSE 8787
+# OTP_SERVICE_HEALTHCHECK_URL: where the check asks when the service listens elsewhere (e.g.
+# `--network host` with another `--port`).
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8787/healthz', timeout=2)"]
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ.get('OTP_SERVICE_HEALTHCHECK_URL', 'http://127.0.0.1:8787/healthz'), timeout=2)"]
 # Mount your config at /etc/otp-service/config.yaml; keep secrets in env (${VAR} in the file).
 ENTRYPOINT ["otp-service"]
 CMD ["serve", "--config", "/etc/otp-service/config.yaml", "--host", "0.0.0.0", "--port", "8787"]

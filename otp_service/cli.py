@@ -1,4 +1,4 @@
-"""The ``otp-service`` command: serve, send, render, check-config, migrate."""
+"""The ``otp-service`` command: serve, send, render, check-config, config, migrate."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from .errors import (
     ConfigProblem,
     LogtoApiError,
     OtpServiceError,
+    OutcomeUnknownError,
     ProviderError,
 )
 from .http.access_log import AccessLogger
@@ -208,24 +209,37 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 async def _send_one(config: Config, channel: Channel, request: SendRequest) -> int:
+    """Send through the service's own send path, with an outbox of this process in memory: it
+    waits ``delivery.wait_seconds`` like a request, and leaves nothing for a running service."""
+    config = replace(
+        config,
+        store=replace(config.store, path=":memory:", url=None),
+        capture=replace(config.capture, smtp=None),
+    )
     services = build_services(config)
+    await services.outbox.start()
     try:
-        message = services.composer.compose(channel, request)
-        result = await services.dispatcher.deliver(message)
-    except ProviderError as exc:
-        print(
-            f"FAILED ({'transient' if exc.transient else 'permanent'}): {exc.message}",
-            file=sys.stderr,
-        )
-        return 1
+        outcome = await services.sender.send(channel, request)
+        captured = await services.inbox.get(outcome.id) if outcome.id else None
     finally:
-        await services.close()
-    print(f"{result.status} via {result.provider}: id={message.id}")
-    if result.status == "captured":
+        await services.outbox.stop(0)
+    error = outcome.error
+    if outcome.status not in ("sent", "captured"):
+        if outcome.status == "refused" and error is not None:
+            raise error  # the same stable code the API would give
+        kind = outcome.status
+        if isinstance(error, ProviderError):
+            kind = "unknown" if isinstance(error, OutcomeUnknownError) else (
+                "transient" if error.transient else "permanent"
+            )  # fmt: skip
+        print(f"FAILED ({kind}): {error.message if error else outcome.status}", file=sys.stderr)
+        return 1
+    print(f"{outcome.status} via {outcome.provider}: id={outcome.id}")
+    if captured is not None:
         print(
             "(captured in this process only: nothing left this machine, and a running service's "
             "inbox does not show it; add --server URL to send through that service)\n\n"
-            f"{message.subject or ''}\n{message.text}"
+            f"{captured.subject or ''}\n{captured.text}"
         )
     return 0
 
@@ -261,11 +275,23 @@ def cmd_send(args: argparse.Namespace) -> int:
     if args.server:
         return asyncio.run(_send_through(args.server, args.channel, request))
     config = _load(args.config)
+    if args.log_level is None:  # the outcome is the answer; attempts show when they fail
+        logging.getLogger("otp_service").setLevel(logging.WARNING)
     return asyncio.run(_send_one(config, args.channel, request))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     return check_config(_load(args.file), args.file, online=args.online)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config import schema  # only this command needs it
+
+    if args.what == "schema":
+        print(json.dumps(schema.json_schema(), indent=2, ensure_ascii=False))
+    else:
+        print(schema.reference(), end="")
+    return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -328,6 +354,14 @@ def _parser() -> argparse.ArgumentParser:
         "--online", action="store_true", help="also read the email templates kept in Logto"
     )
     check.set_defaults(func=cmd_check_config)
+
+    config = sub.add_parser("config", help="describe the config file: its JSON Schema or reference")
+    config.add_argument(
+        "what",
+        choices=("schema", "docs"),
+        help="schema: a JSON Schema for editors; docs: the reference of every setting (Markdown)",
+    )
+    config.set_defaults(func=cmd_config)
 
     migrate = sub.add_parser("migrate", help="apply the PostgreSQL schema migrations and exit")
     migrate.add_argument("--config", help="YAML or JSON config file with store.url")

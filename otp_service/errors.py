@@ -1,14 +1,21 @@
 """The project's exceptions.
 
 Every error a caller can see carries a stable machine ``code``, an HTTP ``status`` and a short
-``message`` that never holds a secret, a token or the one-time code::
+``message`` that never holds a secret, a token or the one-time code. The HTTP layer turns each
+into its answer in one table (:mod:`otp_service.http.answers`). Pure helpers (``text/``,
+``message/recipients``) raise plain :class:`ValueError`; their callers translate it into a
+:class:`RequestError` with a code::
 
     OtpServiceError
     ├── ConfigError                 the configuration is invalid (start-up, check-config)
     ├── LogtoApiError               Logto's Management API could not be read (templates.logto)
-    ├── RequestError                the caller sent something we refuse (4xx)
+    ├── RequestError                the caller's request is refused (4xx; 503 while draining)
     │   ├── TemplateNotFoundError   no template for the type and no Generic (422)
-    │   └── UnauthorizedError       missing or wrong Authorization (401)
+    │   ├── UnauthorizedError       missing or wrong Authorization (401)
+    │   ├── RateLimitedRequest      an abuse limit refused it (429 + Retry-After; ``rule``)
+    │   └── ShuttingDownError       the service is draining (503 + Retry-After)
+    ├── MessageExpired              the message's lifetime ran out before delivery (502)
+    ├── EarlierFailure              a repeat of a request that failed for good (502)
     ├── StoreError                  the message store (a caller gets 503: nothing was accepted)
     │   ├── StoreUnavailable        cannot take a durable write now (I/O, full disk, unreachable)
     │   ├── StoreRefused            PostgreSQL refused our credentials: a configuration problem
@@ -16,7 +23,7 @@ Every error a caller can see carries a stable machine ``code``, an HTTP ``status
     │   └── SchemaTooNewError       the database was migrated by a newer otp-service
     └── ProviderError               a provider did not deliver
         ├── PermanentProviderError  refused for good, retrying cannot help (502)
-        │   └── OutcomeUnknownError  sent, but no answer: retrying could duplicate (502)
+        │   └── OutcomeUnknownError  sent, no answer: answered as unknown, never retried (502)
         └── TransientProviderError  may work later (503); ``retry_after`` when known
             └── RateLimitedError    the provider's own rate limit (429)
 """
@@ -89,6 +96,38 @@ class UnauthorizedError(RequestError):
 
     def __init__(self, message: str = "missing or invalid Authorization header") -> None:
         super().__init__("unauthorized", message, 401)
+
+
+class RateLimitedRequest(RequestError):
+    """A configured abuse limit refused the request; ``rule`` names the limit in the config
+    (per_ip, per_recipient, per_sms_prefix)."""
+
+    def __init__(self, what: str, retry_after: float, rule: str) -> None:
+        super().__init__(
+            "rate_limited", f"too many messages for this {what}; try again later", 429, retry_after
+        )
+        self.rule = rule
+
+
+class ShuttingDownError(RequestError):
+    """The service stops taking sends: come back after ``retry_after`` seconds, when another
+    instance has taken over the listener."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(
+            "shutting_down", "the service is shutting down; retry shortly", 503, retry_after
+        )
+
+
+class MessageExpired(OtpServiceError):
+    """The message's lifetime ran out before a provider took it (no attempt could start in
+    time, or every attempt failed transiently until then)."""
+
+    code = "message_expired"
+    status = 502
+
+    def __init__(self, message: str = "this message expired before it was delivered") -> None:
+        super().__init__(message)
 
 
 class TemplateNotFoundError(RequestError):
@@ -217,6 +256,17 @@ class OutcomeUnknownError(PermanentProviderError):
     timeout): the message may have gone out, so it is neither retried nor failed over."""
 
     code = "provider_outcome_unknown"
+
+
+class EarlierFailure(OtpServiceError):
+    """A repeat of a request whose message failed for good: that failure is the answer (the
+    provider's reason is not kept with the message)."""
+
+    code = "provider_rejected"
+    status = 502
+
+    def __init__(self) -> None:
+        super().__init__("an identical earlier request failed to deliver")
 
 
 class RateLimitedError(TransientProviderError):

@@ -95,6 +95,13 @@ class Metrics:
             ["channel", "status"],
             registry=r,
         )
+        self.recovered_unknown = Counter(
+            "otp_sms_recovered_unknown",
+            "SMS found cut off mid-attempt (a crash, a lost replica) and failed as an unknown "
+            "outcome instead of being resent, by provider.",
+            ["provider"],
+            registry=r,
+        )
         self.pending = Gauge(
             "otp_outbox_pending", "Accepted messages not yet in a final state.", registry=r
         )
@@ -146,6 +153,11 @@ class Metrics:
 
     def finished(self, channel: str, status: str) -> None:
         self.messages.labels(channel, status).inc()
+
+    def recovered(self, provider: str | None) -> None:
+        """An SMS recovered as an unknown outcome (it also counts as a failed message)."""
+        self.recovered_unknown.labels(provider or "unknown").inc()
+        self.finished("sms", "failed")
 
     def refused_by_limit(self, rule: str) -> None:
         self.limit_refusals.labels(rule).inc()

@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .config import Config
+from .config import Config, registry
+from .config.aliyun import AliyunConfig
+from .config.smtp import SmtpConfig
+from .config.vonage import VonageConfig
 from .delivery.dispatcher import Dispatcher
 from .delivery.limits import Limiter
 from .delivery.outbox import Outbox
+from .delivery.send import SendPath
 from .intake.smtp import SmtpIntake
 from .logto.sync import TemplateSync
 from .message.compose import Composer
@@ -16,7 +20,7 @@ from .message.templates import TemplateLibrary
 from .metrics import Metrics
 from .providers.base import Provider
 from .providers.capture import CaptureProvider
-from .store import Inbox, MemoryInbox, SqliteStore, Store
+from .store import CounterStore, Inbox, MemoryInbox, OutboxStore, SqliteStore
 
 ProviderFactory = Callable[[Config, Inbox], Provider]
 
@@ -25,36 +29,36 @@ ProviderFactory = Callable[[Config, Inbox], Provider]
 def _smtp(config: Config, inbox: Inbox) -> Provider:
     from .providers.smtp import SmtpProvider
 
-    assert config.email.smtp is not None  # guaranteed by config validation
-    return SmtpProvider(config.email.smtp, config.email.pool, config.delivery.timeout_seconds)
+    smtp = config.email.section(SmtpConfig)
+    assert smtp is not None  # guaranteed by config validation
+    return SmtpProvider(smtp, config.email.pool, config.delivery.timeout_seconds)
 
 
 def _vonage(config: Config, inbox: Inbox) -> Provider:
     from .providers.vonage import VonageProvider
 
-    assert config.sms.vonage is not None  # guaranteed by config validation
-    return VonageProvider(
-        config.sms.vonage, config.sms.endpoint("vonage"), config.sms.vonage_concurrency
-    )
+    vonage = config.sms.section(VonageConfig)
+    assert vonage is not None  # guaranteed by config validation
+    return VonageProvider(vonage, config.sms.endpoint("vonage"), config.sms.calls_at_once("vonage"))
 
 
 def _aliyun(config: Config, inbox: Inbox) -> Provider:
     from .providers.aliyun import AliyunProvider
 
-    assert config.sms.aliyun is not None  # guaranteed by config validation
-    return AliyunProvider(
-        config.sms.aliyun, config.sms.endpoint("aliyun"), config.sms.aliyun_concurrency
-    )
+    aliyun = config.sms.section(AliyunConfig)
+    assert aliyun is not None  # guaranteed by config validation
+    return AliyunProvider(aliyun, config.sms.endpoint("aliyun"), config.sms.calls_at_once("aliyun"))
 
 
 def _capture(config: Config, inbox: Inbox) -> Provider:
     return CaptureProvider(inbox)
 
 
-# Adding a provider is one module under providers/ plus one line here.
-EMAIL_PROVIDERS: dict[str, ProviderFactory] = {"capture": _capture, "smtp": _smtp}
-SMS_PROVIDERS: dict[str, ProviderFactory] = {
+# Each provider of config/registry.py, built: adding a provider is its module, its entry
+# there and its factory here.
+FACTORIES: dict[str, ProviderFactory] = {
     "capture": _capture,
+    "smtp": _smtp,
     "vonage": _vonage,
     "aliyun": _aliyun,
 }
@@ -62,9 +66,20 @@ SMS_PROVIDERS: dict[str, ProviderFactory] = {
 
 def build_library(config: Config) -> TemplateLibrary:
     """All templates compiled; raises ConfigError for a broken one."""
-    email = config.email.smtp.templates if config.email.smtp is not None else ()
-    sms = config.sms.vonage.templates if config.sms.vonage is not None else ()
-    return TemplateLibrary(config.templates, email, sms)
+    smtp = config.email.section(SmtpConfig)
+    carried = [
+        (f"sms.{name}.templates", entry.texts(section))
+        for name, section in config.sms.sections
+        if (entry := registry.BY_NAME[name]).texts is not None
+    ]
+    sms_at, texts = carried[0] if carried else ("", ())
+    return TemplateLibrary(
+        config.templates,
+        smtp.templates if smtp is not None else (),
+        texts,
+        email_at="email.smtp.templates",
+        sms_at=sms_at,
+    )
 
 
 @dataclass
@@ -75,10 +90,11 @@ class Services:
     inbox: Inbox
     composer: Composer
     dispatcher: Dispatcher
-    store: Store
+    store: OutboxStore
     limiter: Limiter
     outbox: Outbox
     metrics: Metrics
+    sender: SendPath  # the one way in for a send, from every intake
     logto: TemplateSync | None = None  # Logto's email templates, when templates.logto is set
     intake: SmtpIntake | None = None  # capture.smtp: mail from any app into the inbox
 
@@ -114,26 +130,29 @@ class Services:
         await self.dispatcher.close()
 
 
-def build_store(config: Config) -> tuple[Store, Inbox]:
-    """SQLite at ``store.path`` with the inbox in memory, or PostgreSQL when ``store.url`` is
-    set, with the inbox in it too (every replica lists what any captured)."""
+def build_store(config: Config) -> tuple[OutboxStore, CounterStore, Inbox]:
+    """The three ports: outbox and counters in SQLite at ``store.path`` with the inbox in
+    memory, or all three in PostgreSQL when ``store.url`` is set (every replica shares counts
+    and lists what any captured)."""
+    capture = config.capture
     if config.store.url:
         # asyncpg loads only when configured
         from .store.pg_inbox import PgInbox
         from .store.postgres import PostgresStore
 
-        store = PostgresStore(
+        shared = PostgresStore(
             config.store.url, schema=config.store.schema, pool_size=config.store.pool_size
         )
-        return store, PgInbox(store, config.capture.max_messages)
-    memory = MemoryInbox(config.capture.max_messages, max_bytes=config.capture.max_bytes)
-    return SqliteStore(config.store.path, max_limit_keys=config.limits.max_keys), memory
+        inbox = PgInbox(shared, capture.max_messages, max_bytes=capture.max_bytes)
+        return shared, shared, inbox
+    store = SqliteStore(config.store.path, max_limit_keys=config.limits.max_keys)
+    return store, store, MemoryInbox(capture.max_messages, max_bytes=capture.max_bytes)
 
 
 def build_services(config: Config, library: TemplateLibrary | None = None) -> Services:
-    store, inbox = build_store(config)
-    email = EMAIL_PROVIDERS[config.email.provider](config, inbox)
-    sms = {name: SMS_PROVIDERS[name](config, inbox) for name in sorted(config.sms.provider_names)}
+    store, counters, inbox = build_store(config)
+    email = FACTORIES[config.email.provider](config, inbox)
+    sms = {name: FACTORIES[name](config, inbox) for name in sorted(config.sms.provider_names)}
     library = library or build_library(config)
     composer = Composer(library, config.sms)
     dispatcher = Dispatcher(
@@ -143,12 +162,14 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     # Both decided here: in capture mode for tests they are off unless the config says on.
     delivery = replace(config.delivery, dedupe=config.dedupe_on)
     outbox = Outbox(store, dispatcher, delivery, config.store.retention_days, metrics)
-    limiter = Limiter(store, replace(config.limits, enabled=config.limits_on))
+    limiter = Limiter(counters, replace(config.limits, enabled=config.limits_on))
+    # A send refused while shutting down comes back after the listener has closed.
+    sender = SendPath(composer, limiter, outbox, delivery, metrics, config.server.drain_seconds + 1)
     logto = None
     if config.templates.logto is not None:
         logto = TemplateSync(config.templates.logto, library.use_logto)
         metrics.logto_templates(lambda: float(logto.up))
     intake = SmtpIntake(config.capture.smtp, inbox) if config.capture.smtp is not None else None
     return Services(
-        config, inbox, composer, dispatcher, store, limiter, outbox, metrics, logto, intake
+        config, inbox, composer, dispatcher, store, limiter, outbox, metrics, sender, logto, intake
     )

@@ -15,6 +15,22 @@ if [ ! -x /usr/bin/chromium ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 [ -x /usr/bin/chromium ] || { echo "error: /usr/bin/chromium is missing and could not be installed" >&2; exit 1; }
+# Docker: tests/test_docker_image.py builds and runs the image. As root, install Debian's engine
+# (and debootstrap, for scripts/base-image.sh's stand-in base image) and start dockerd when no
+# engine answers. Without an engine that test fails, it is not skipped.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
+    echo "installing Debian's docker.io and debootstrap for the image test (apt-get)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    # The test builds and runs with --network host: no bridge, no iptables rules.
+    echo "starting dockerd (log: /var/log/otp-service-test-dockerd.log)" >&2
+    nohup dockerd --bridge=none --iptables=false >/var/log/otp-service-test-dockerd.log 2>&1 &
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  fi
+fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet --require-hashes -r requirements-test.lock

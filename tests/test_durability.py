@@ -196,6 +196,8 @@ async def test_short_ttl_message_expires_during_outage_and_is_never_sent(
 
     record = await wait_status(client, late["id"], "expired")
     assert not BODY_FIELDS & set(record) and record["finished_at"] is not None
+    # Why, in the one wording every expiry uses: the last failure it met.
+    assert record["error"].startswith("expired before delivery: connection failed")
     assert "713305" not in store_dump(store)
 
     smtp_server.start()
@@ -627,3 +629,27 @@ async def final_status(client: Any, message_id: str, seconds: float = 8) -> str:
             return str(record["status"])
         assert time.monotonic() < deadline, f"still {record['status']} after {seconds} s"
         await asyncio.sleep(0.05)
+
+
+async def test_outcome_the_store_refuses_for_good_fails_the_message_with_the_reason(
+    service: ClientFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A final write the store refuses for good (not an outage) is not retried while the lease
+    is held: the message fails with the store's reason, and the operator's log says why."""
+    store = tmp_path / "o.db"
+    config = {"delivery": FAST, "store": {"path": str(store)}}
+    await (await service(config)).close()  # the schema is made; the file is free again
+    db = sqlite3.connect(store)  # the database itself refuses this one write
+    db.execute(
+        "CREATE TRIGGER refuse_captured BEFORE UPDATE OF status ON messages "
+        "WHEN NEW.status = 'captured' BEGIN SELECT RAISE(ABORT, 'no captured rows'); END"
+    )
+    db.commit()
+    db.close()
+    client = await service(config)
+    status, body, _ = await post(client, "/v1/email", signin("ana@example.com"))
+    assert status == 200 and body["status"] == "captured"  # answered before it is written
+    record = await wait_status(client, body["id"], "failed")
+    assert "the store refused its captured outcome" in record["error"]
+    assert "no captured rows" in record["error"]
+    assert any("the store refused the captured outcome" in r.getMessage() for r in caplog.records)

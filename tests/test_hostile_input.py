@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from otp_service.errors import WriteRefused
 from otp_service.message.compose import Message
 from otp_service.store import SqliteStore
 
@@ -134,7 +135,9 @@ async def test_store_batch_fails_only_the_operation_that_raised(tmp_path: Path) 
         return_exceptions=True,
     )  # fmt: skip
     try:
-        assert isinstance(results[1], UnicodeEncodeError)
+        # Refused for good, that caller alone: WriteRefused, caused by the encoding error.
+        assert isinstance(results[1], WriteRefused)
+        assert isinstance(results[1].__cause__, UnicodeEncodeError)
         assert [getattr(r, "created", None) for r in (results[0], results[2])] == [True, True]
         assert (await store.status(messages[0].id)) is not None
         assert (await store.status(messages[2].id)) is not None

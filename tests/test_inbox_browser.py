@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, async_playwright, expect
+from yarl import URL
 
 from otp_service.http.app import SERVICES
 
@@ -25,8 +26,11 @@ from .support.service import ClientFactory
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
+# inbox.test: a host name that is not loopback to the browser (so not a secure context), served
+# from 127.0.0.1 like every other page here.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--host-resolver-rules=MAP inbox.test 127.0.0.1"]  # fmt: skip
 TOKEN = "tok_" + "d" * 28
 TIMEOUT_MS = 20_000
 expect.set_options(timeout=TIMEOUT_MS)  # a loaded shared machine, not a slow page
@@ -113,6 +117,104 @@ async def test_browser_copy_button_puts_the_code_on_the_clipboard(
     await button.click()
     await expect(button).to_have_text("Copied")
     assert await page.evaluate("navigator.clipboard.readText()") == "482913"
+
+
+async def clipboard(browser: Browser, client: Any, write: str | None = None) -> str:
+    """The browser's clipboard (one for all its contexts), read (after writing ``write``) from a
+    context that may."""
+    context = await browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    try:
+        page = await context.new_page()
+        await page.goto(str(client.make_url("/healthz")))
+        if write is not None:
+            await page.evaluate("(text) => navigator.clipboard.writeText(text)", write)
+        return str(await page.evaluate("navigator.clipboard.readText()"))
+    finally:
+        await context.close()
+
+
+async def open_inbox_page(
+    browser: Browser, url: str, *, refuse_clipboard: bool = False, script: str | None = None
+) -> Page:
+    """The inbox page at ``url`` in a context without clipboard permissions; with
+    ``refuse_clipboard`` the browser refuses the Clipboard API to the page's origin (as a user's
+    "Block" does); ``script`` runs before the page's own."""
+    context = await browser.new_context()
+    if script is not None:
+        await context.add_init_script(script)
+    page = await context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    if refuse_clipboard:
+        cdp = await context.new_cdp_session(page)
+        target = await cdp.send("Target.getTargetInfo")
+        origin = URL(url).origin()
+        await cdp.send(
+            "Browser.setPermission",
+            {
+                "permission": {"name": "clipboard-write"},
+                "setting": "denied",
+                "origin": str(origin),
+                "browserContextId": target["targetInfo"]["browserContextId"],
+            },
+        )
+    await page.goto(url)
+    await page.wait_for_selector("#live[data-state='live']")
+    return page
+
+
+async def test_browser_copy_falls_back_when_the_clipboard_api_is_refused(
+    service: ClientFactory, browser: Browser
+) -> None:
+    """Where the browser refuses the Clipboard API to the page, Copy still puts the code on the
+    clipboard (a hidden textarea and execCommand)."""
+    client = await service()
+    message_id = await send(client, "ana@example.com", "730516")
+    assert await clipboard(browser, client, write="before") == "before"
+    page = await open_inbox_page(browser, str(client.make_url("/inbox")), refuse_clipboard=True)
+    refused = "navigator.clipboard.writeText('x').then(() => 'written', (error) => error.name)"
+    assert await page.evaluate(refused) == "NotAllowedError"
+    button = card(page, message_id).locator("button.copy")
+    await button.click()
+    await expect(button).to_have_text("Copied")
+    assert await clipboard(browser, client) == "730516"
+
+
+async def test_browser_copy_works_over_plain_http_on_another_host_name(
+    service: ClientFactory, browser: Browser
+) -> None:
+    """Served as http://inbox.test (not loopback, so not a secure context) the page has no
+    Clipboard API at all; Copy puts the code on the clipboard all the same."""
+    client = await service()
+    message_id = await send(client, "ana@example.com", "604218")
+    assert await clipboard(browser, client, write="before") == "before"
+    url = str(client.make_url("/inbox").with_host("inbox.test"))
+    page = await open_inbox_page(browser, url)
+    assert await page.evaluate("[window.isSecureContext, 'clipboard' in navigator]") == [
+        False,
+        False,
+    ]
+    button = card(page, message_id).locator("button.copy")
+    await button.click()
+    await expect(button).to_have_text("Copied")
+    assert await clipboard(browser, client) == "604218"
+
+
+async def test_browser_copy_selects_the_code_when_no_way_of_copying_works(
+    service: ClientFactory, browser: Browser
+) -> None:
+    """Where the Clipboard API is refused and execCommand("copy") fails too, Copy selects the
+    code and tells the user which keys copy it; it never claims a copy that did not happen."""
+    client = await service()
+    message_id = await send(client, "ana@example.com", "951847")
+    assert await clipboard(browser, client, write="before") == "before"
+    no_exec = "document.execCommand = () => false;"
+    url = str(client.make_url("/inbox"))
+    page = await open_inbox_page(browser, url, refuse_clipboard=True, script=no_exec)
+    button = card(page, message_id).locator("button.copy")
+    await button.click()
+    await expect(button).to_have_text("Press Ctrl+C")
+    assert await page.evaluate("window.getSelection().toString()") == "951847"
+    assert await clipboard(browser, client) == "before"
 
 
 async def test_browser_html_preview_is_sandboxed_and_its_script_never_runs(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -17,19 +19,25 @@ from otp_service.store.postgres import PostgresStore
 pytestmark = pytest.mark.postgres
 
 
+def new_inbox(kind: str, pg_schema: tuple[str, str], **bounds: int) -> tuple[Inbox, Any]:
+    """An inbox of backend ``kind`` and the store it lives in (None for memory)."""
+    if kind == "memory":
+        return MemoryInbox(**bounds), None
+    url, schema = pg_schema
+    store = PostgresStore(url, schema=schema, pool_size=3)
+    return PgInbox(store, **bounds), store
+
+
 @pytest.fixture(params=["memory", "postgres"])
 async def inbox(request: pytest.FixtureRequest, pg_schema: tuple[str, str]) -> AsyncIterator[Inbox]:
     """Each backend's inbox, bounded at 100 messages."""
-    if request.param == "memory":
-        yield MemoryInbox(100)
-        return
-    url, schema = pg_schema
-    store = PostgresStore(url, schema=schema, pool_size=3)
-    shared = PgInbox(store, 100)
-    await store.open()
-    yield shared
-    await shared.close()
-    await store.close()
+    made, store = new_inbox(request.param, pg_schema, max_messages=100)
+    if store is not None:
+        await store.open()
+    yield made
+    await made.close()
+    if store is not None:
+        await store.close()
 
 
 def message(
@@ -154,3 +162,28 @@ async def test_memory_inbox_drops_the_oldest_past_its_bound_and_says_so() -> Non
     assert kinds == [("added", first.id), ("added", second.id), ("deleted", first.id),
                      ("added", third.id)]  # fmt: skip
     await events.aclose()
+
+
+@pytest.mark.parametrize("kind", ["memory", "postgres"])
+async def test_inbox_max_bytes_bounds_it_oldest_first_newest_kept(
+    kind: str, pg_schema: tuple[str, str]
+) -> None:
+    """capture.max_bytes bounds the inbox on every backend: messages of about 10 KB each in
+    an inbox of 35 KB keep the newest three; one message larger than the bound is kept alone."""
+    inbox, store = new_inbox(kind, pg_schema, max_messages=100, max_bytes=35_000)
+    if store is not None:
+        await store.open()
+    try:
+        big = [replace(message(code=str(n)), text="x" * 10_000) for n in range(10)]
+        for each in big:
+            await inbox.add(each)
+        held = [m.id for m in big if await inbox.get(m.id) is not None]
+        assert held == [m.id for m in big[-3:]]
+        huge = replace(message(code="huge"), text="y" * 50_000)
+        await inbox.add(huge)
+        held = [m.id for m in [*big, huge] if await inbox.get(m.id) is not None]
+        assert held == [huge.id]
+    finally:
+        await inbox.close()
+        if store is not None:
+            await store.close()

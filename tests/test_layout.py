@@ -95,16 +95,6 @@ def test_layout_top_level_holds_few_modules() -> None:
     }  # fmt: skip
 
 
-def test_layout_no_module_over_400_lines() -> None:
-    """A module that outgrows ~400 lines is split, so each stays readable."""
-    long = {
-        str(p.relative_to(PACKAGE)): n
-        for p in PACKAGE.rglob("*.py")
-        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400
-    }
-    assert long == {}
-
-
 def test_layout_import_reader_sees_relative_imports() -> None:
     """The import reader sees relative imports, so the layer check above cannot pass vacuously."""
     module = PACKAGE / "store" / "sqlite.py"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import shutil
 import sqlite3
 import time
@@ -65,6 +66,24 @@ async def test_per_ip_limit_counts_every_spelling_of_one_address_once(
     assert statuses == [200] * (len(forms) - 1) + [429]
 
 
+async def test_limit_refusal_is_logged_and_counted_with_the_refusing_rule(
+    service: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator's log line of a refused send names the limit that refused it, with the
+    masked recipient, and the refusal is counted under that rule."""
+    client = await service(limited(per_ip={"count": 1, "window_seconds": 600}))
+    assert await send(client, "ana@example.com", "111111", ip="198.51.100.7") == 200
+    with caplog.at_level(logging.INFO, logger="otp_service.web"):
+        assert await send(client, "bob@example.com", "222222", ip="198.51.100.7") == 429
+    [line] = [r for r in caplog.records if r.getMessage() == "request refused"]
+    fields = line.otp_fields  # type: ignore[attr-defined]
+    assert fields["rule"] == "per_ip" and fields["code"] == "rate_limited"
+    assert fields["to"] == "b***@example.com" and fields["http_status"] == 429
+    assert fields["outcome"] == "refused" and fields["type"] == "SignIn"
+    metrics = await (await client.get("/metrics")).text()
+    assert 'otp_limit_refusals_total{rule="per_ip"} 1.0' in metrics
+
+
 def test_canonical_ip_keeps_different_hosts_apart() -> None:
     """Different IPv4 hosts and different IPv6 /64s stay different keys."""
     assert canonical_ip("203.0.113.7") != canonical_ip("203.0.113.8")
@@ -105,18 +124,18 @@ def test_gcra_allows_no_burst_of_twice_the_limit_across_a_window_boundary() -> N
     """5 per 100 s: 5 at once pass, a 6th right after (where a new fixed window would begin)
     is refused; the allowance comes back one by one at 20 s intervals."""
     counters = Counters()
-    assert [counters.hit("k", 5, 100, 99.9) for _ in range(5)] == [None] * 5
-    refused = counters.hit("k", 5, 100, 100.1)
+    assert [counters.count("k", 5, 100, 99.9)[0] for _ in range(5)] == [None] * 5
+    refused = counters.count("k", 5, 100, 100.1)[0]
     assert refused is not None and refused > 19
-    assert counters.hit("k", 5, 100, 99.9 + 20) is None
-    assert counters.hit("k", 5, 100, 99.9 + 20) is not None
+    assert counters.count("k", 5, 100, 99.9 + 20)[0] is None
+    assert counters.count("k", 5, 100, 99.9 + 20)[0] is not None
 
 
 def test_counters_stay_bounded_under_a_flood_of_distinct_keys() -> None:
     """A million distinct keys in one window never hold more than max_keys entries."""
     counters = Counters(max_keys=10_000)
     for n in range(200_000):
-        counters.hit(f"to:email:user{n}@example.com", 10, 600, 1000.0)
+        counters.count(f"to:email:user{n}@example.com", 10, 600, 1000.0)
     assert len(counters) <= 10_001 and counters.evicted > 0
 
 
@@ -124,10 +143,10 @@ def test_many_keys_never_reset_a_counter_of_another_window() -> None:
     """A per-prefix limit of 5 a day stays exhausted while 150,000 other keys of a 10-minute
     window come and go (the old table rebuild dropped it and let 3 more SMS through)."""
     counters = Counters()
-    assert [counters.hit("prefix:+86138", 5, 86400, 0.0) for _ in range(5)] == [None] * 5
+    assert [counters.count("prefix:+86138", 5, 86400, 0.0)[0] for _ in range(5)] == [None] * 5
     for n in range(150_000):
-        counters.hit(f"ip:ip4:10.0.{n // 256 % 256}.{n % 256}-{n}", 60, 600, n / 100)
-    assert counters.hit("prefix:+86138", 5, 86400, 1500.0) is not None
+        counters.count(f"ip:ip4:10.0.{n // 256 % 256}.{n % 256}-{n}", 60, 600, n / 100)
+    assert counters.count("prefix:+86138", 5, 86400, 1500.0)[0] is not None
 
 
 # 7. Nothing derived from a code outlives its message

@@ -1,8 +1,9 @@
-"""Packaging: the lock files, the Dockerfile and the compose example, checked without Docker.
+"""Packaging: the lock files, the Dockerfile and the compose examples, checked without Docker.
 
-There is no Docker engine here, so the image is checked by reading the Dockerfile (what it
-installs from, who it runs as, its health check, where it keeps state) and by running the same
-command line on this machine with the image's environment, watching where files appear.
+The image is checked here by reading the Dockerfile (what it installs from, who it runs as, its
+health check, where it keeps state) and by running the same command line on this machine with
+the image's environment, watching where files appear; tests/test_docker_image.py builds and
+runs it in a Docker engine.
 """
 
 from __future__ import annotations
@@ -176,18 +177,58 @@ def test_service_writes_only_in_its_state_folder(tmp_path: Path) -> None:
     assert (state / "outbox.sqlite3").exists()
 
 
-def test_compose_example_publishes_on_loopback_with_a_long_enough_stop_grace() -> None:
-    """The compose example publishes every port on 127.0.0.1 only, keeps the service's root
-    read-only, and gives it a stop grace longer than delivery.shutdown_grace_seconds."""
-    compose = yaml.safe_load((ROOT / "examples" / "compose.yaml").read_text(encoding="utf-8"))
+def compose_files() -> list[Path]:
+    """Every Docker Compose file in examples/: the YAML files with a top-level ``services``."""
+    found = []
+    for path in sorted((ROOT / "examples").glob("*.y*ml")):
+        documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        if len(documents) == 1 and isinstance(documents[0], dict) and "services" in documents[0]:
+            found.append(path)
+    return found
+
+
+def seconds(duration: str) -> int:
+    """A compose duration such as ``20s`` or ``1m30s``."""
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert match and duration, duration
+    return int(match[1] or 0) * 60 + int(match[2] or 0)
+
+
+def test_compose_files_are_found_in_examples() -> None:
+    """The glob below finds the compose files (it is not vacuous)."""
+    names = {path.name for path in compose_files()}
+    assert {"compose.yaml", "compose-postgres.yaml"} <= names, names
+
+
+@pytest.mark.parametrize("path", compose_files(), ids=lambda path: path.name)
+def test_compose_example_publishes_on_loopback_with_a_long_enough_stop_grace(path: Path) -> None:
+    """Every compose file in examples/ publishes every port on 127.0.0.1 only, keeps
+    otp-service's root read-only, and gives it a stop grace longer than the mounted config's
+    delivery.shutdown_grace_seconds."""
+    compose = yaml.safe_load(path.read_text(encoding="utf-8"))
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), (name, port)
-    otp = compose["services"]["otp-service"]
-    assert otp["read_only"] is True
-    grace = re.fullmatch(r"(\d+)s", otp["stop_grace_period"])
-    assert grace and int(grace[1]) > DeliveryConfig().shutdown_grace_seconds
-    assert any(str(v).endswith(":/var/lib/otp-service") for v in otp["volumes"])
+    servers = {
+        name: service
+        for name, service in compose["services"].items()
+        if service.get("build") and service.get("command", ["serve"])[0] == "serve"
+    }
+    assert servers, "no otp-service serve in this compose file"
+    for name, service in servers.items():
+        assert service.get("read_only") is True, name
+        [mounted] = [
+            str(v).split(":")[0]
+            for v in service["volumes"]
+            if str(v).split(":")[1] == "/etc/otp-service/config.yaml"
+        ]
+        config = yaml.safe_load((path.parent / mounted).read_text(encoding="utf-8"))
+        grace = (config.get("delivery") or {}).get(
+            "shutdown_grace_seconds", DeliveryConfig().shutdown_grace_seconds
+        )
+        assert seconds(service["stop_grace_period"]) > grace, (name, grace)
+        if "store" not in config:  # SQLite: the outbox must be on a named volume
+            assert any(str(v).endswith(":/var/lib/otp-service") for v in service["volumes"])
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Logto's placeholder rules (CONTRACT.md §2), rendered through our sandboxed Jinja2."""
+"""Logto's placeholder rules (docs/logto-contract.md, "Placeholders"), rendered through our sandboxed Jinja2."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def render(template: str, payload: dict[str, Any], *, html: bool = False) -> str
 
 
 CASES = [
-    # (template, payload, expected) — the rows of CONTRACT.md §2
+    # (template, payload, expected) — the rules of docs/logto-contract.md, "Placeholders"
     ("Code {{code}}", {"code": "123456"}, "Code 123456"),
     ("Code {{ code }}", {"code": "123456"}, "Code 123456"),
     ("Code {{     code }}", {"code": "123456"}, "Code 123456"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -81,14 +82,15 @@ async def test_postgres_live_replica_takes_over_a_dead_ones_lease(
 async def test_postgres_half_sent_sms_of_a_dead_replica_is_not_resent(
     replicas: list[PostgresStore],
 ) -> None:
-    """An SMS whose attempt started on a replica that died is finished as an unknown outcome
-    by the replica that claims it, never handed out for a second text."""
+    """An SMS whose attempt started on a replica that died is never handed out for a second
+    text; the live replica's recovery finishes it as an unknown outcome once the lease ran out."""
     a, b = replicas
     message = make_message(channel="sms", to="+8613800138000")
     now = message.created_at.timestamp()
     await accept(a, message, lease=5)
     await a.start_attempt(message.id, "aliyun", now + 1)
     assert await b.claim_due(now + 6, now + 60, 10) == []
+    assert [r.id for r in await b.recover(now + 6)] == [message.id]
     status = await b.status(message.id)
     assert status is not None and status.status == "failed"
     assert "provider_outcome_unknown" in (status.last_error or "")
@@ -136,18 +138,14 @@ def test_batched_writes_group_per_statement_and_never_cross_a_lease_renewal() ->
     order each statement first appears; a renewal (many messages at once) keeps its place."""
     from otp_service.store.pg_connection import _grouped
 
-    loop = asyncio.new_event_loop()
-    try:
-        future = loop.create_future()
-        batch = [("add", (1,), future), ("finish", (2,), future), ("add", (3,), future),
-                 ("renew", (4,), future), ("finish", (5,), future), ("add", (6,), future),
-                 ("finish", (7,), future)]  # fmt: skip
-        assert _grouped(batch, frozenset({"renew"})) == [
-            ("add", [(1,), (3,)]), ("finish", [(2,)]), ("renew", [(4,)]),
-            ("finish", [(5,), (7,)]), ("add", [(6,)]),
-        ]  # fmt: skip
-        assert _grouped(batch) == [
-            ("add", [(1,), (3,), (6,)]), ("finish", [(2,), (5,), (7,)]), ("renew", [(4,)])
-        ]  # fmt: skip
-    finally:
-        loop.close()
+    batch: list[tuple[str, tuple[Any, ...]]] = [
+        ("add", (1,)), ("finish", (2,)), ("add", (3,)), ("renew", (4,)),
+        ("finish", (5,)), ("add", (6,)), ("finish", (7,)),
+    ]  # fmt: skip
+    assert _grouped(batch, frozenset({"renew"})) == [
+        ("add", [(1,), (3,)]), ("finish", [(2,)]), ("renew", [(4,)]),
+        ("finish", [(5,), (7,)]), ("add", [(6,)]),
+    ]  # fmt: skip
+    assert _grouped(batch) == [
+        ("add", [(1,), (3,), (6,)]), ("finish", [(2,), (5,), (7,)]), ("renew", [(4,)])
+    ]  # fmt: skip

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from otp_service.config import Config, parse_config
-from otp_service.config.sms import AliyunTemplate, Endpoint
+from otp_service.config.aliyun import AliyunTemplate
+from otp_service.config.sms import Endpoint
 from otp_service.errors import ConfigError
 from otp_service.http.app import create_app
 

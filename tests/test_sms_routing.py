@@ -223,13 +223,16 @@ async def test_single_provider_transient_failure_retried(
 async def test_dropped_connection_is_502_outcome_unknown_sent_once(
     service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun, routes: str
 ) -> None:
-    """A connection dropped after the POST: 502 provider_outcome_unknown, no retry, no failover."""
+    """A connection dropped after the POST: 502 provider_outcome_unknown, reported as unknown
+    (it may have arrived), not as refused; no retry, no failover."""
     providers = ["vonage"] if routes == "vonage-only" else ["vonage", "aliyun"]
     config = sms_config(fake_vonage, fake_aliyun, routes=[{"providers": providers}])
     client = await service(config)
     fake_vonage.reply_next(DROP)
     status, body, _, _ = await send(client, CHINA)
     assert status == 502 and body["error"]["code"] == "provider_outcome_unknown"
+    message = body["error"]["message"]
+    assert "may have arrived" in message and "not resent" in message and "refused" not in message
     assert len(fake_vonage.sms) == 1 and fake_aliyun.requests == []
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -136,7 +138,9 @@ class Mailer:
             await self.services.start()
             self.started = True
         message = self.compose(to, usage)
-        return message, await self.services.outbox.submit(message, ttl=600, idempotency_key=None)
+        return message, await self.services.outbox.submit(
+            message, expires_at=time.time() + 600, idempotency_key=None, dedupe_key=None
+        )
 
 
 @pytest.fixture
@@ -197,10 +201,24 @@ async def test_send_plain_template_arrives_with_correct_headers(
     assert mail["Subject"] == "Your Acme sign-in code"
     sent_at = parsedate_to_datetime(mail["Date"])
     assert before - timedelta(seconds=1) <= sent_at <= datetime.now(UTC) + timedelta(seconds=1)
-    assert mail["Message-ID"] == f"<{message.id}@{FROM_DOMAIN}>" == result.provider_id
+    assert mail["Message-ID"] == f"<{message.id}@{FROM_DOMAIN}>"
+    assert result.provider_id is None  # "250 OK" names no queue id
     assert mail.get_content_type() == "text/plain"
     assert mail.get_content().strip() == f"Your sign-in code is {CODE}."
     assert server.connections[0].ehlo == [EHLO_NAME]
+
+
+async def test_send_result_carries_the_servers_queue_id(
+    smtp_servers: ServerFactory, mailer: Callable[..., Mailer]
+) -> None:
+    """The queue id in the reply to DATA (Postfix: "queued as ...") is the provider's id of
+    the message, so support can find it in the relay's log."""
+    server = smtp_servers()
+    server.reply_next("DATA", "250 2.0.0 Ok: queued as 4XyzQ9Lm2")
+    sender = mailer(smtp_json(server.port))
+    _, result = await sender.send()
+    assert result.status == "sent" and result.provider_id == "4XyzQ9Lm2"
+    assert len(server.messages) == 1
 
 
 async def test_send_non_ascii_subject_and_display_name_are_rfc2047_encoded(
@@ -252,6 +270,67 @@ async def test_send_custom_headers_appear_on_the_message(
     mail = server.messages[0].message
     assert mail["X-Campaign"] == "otp-signin"
     assert mail.get_all("X-Tag") == ["auth", "transactional"]
+
+
+async def test_send_code_mail_is_marked_auto_submitted_with_each_header_once(
+    smtp_servers: ServerFactory, mailer: Callable[..., Mailer]
+) -> None:
+    """A code mail tells autoresponders it is machine-sent (RFC 3834's Auto-Submitted and
+    Exchange's X-Auto-Response-Suppress), carries each header a mail administrator expects once,
+    and no Precedence: bulk; a connector template has no language, so no Content-Language."""
+    server = smtp_servers()
+    sender = mailer(smtp_json(server.port))
+
+    message, _ = await sender.send()
+
+    mail = server.messages[0].message
+    assert mail["Auto-Submitted"] == "auto-generated"
+    assert mail["X-Auto-Response-Suppress"] == "OOF, AutoReply"
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Auto-Submitted"):
+        assert len(mail.get_all(name, [])) == 1, name
+    assert mail["MIME-Version"] == "1.0"
+    assert mail["Message-ID"] == f"<{message.id}@{FROM_DOMAIN}>"
+    assert mail["Precedence"] is None and mail["Content-Language"] is None
+
+
+async def test_send_content_language_is_the_language_of_the_template_used(
+    smtp_servers: ServerFactory, tmp_path: Path
+) -> None:
+    """Content-Language names the language of the template the mail was written from: fr for a
+    fr-CA request answered by the French template, the default language when none matches."""
+    for tag, subject, text in (("fr", "Votre code", "Votre code : {{code}}"), ("en", "Your code", "Code: {{code}}")):  # fmt: skip
+        (tmp_path / "email" / tag).mkdir(parents=True)
+        (tmp_path / "email" / tag / "SignIn.subject").write_text(subject, encoding="utf-8")
+        (tmp_path / "email" / tag / "SignIn.txt").write_text(text, encoding="utf-8")
+    server = smtp_servers()
+    config = make_config(smtp_json(server.port, templates=[]))
+    config["templates"] = {"directory": str(tmp_path), "bundled": False, "default_locale": "en"}
+    sender = Mailer(config)
+    try:
+        for locale in ("fr-CA", "de"):
+            request = parse_request({"to": TO, "type": "SignIn", "payload": {"code": CODE, "locale": locale}})  # fmt: skip
+            await sender.provider.send(sender.services.composer.compose("email", request))
+    finally:
+        await sender.services.close()
+
+    french, fallback = (received.message for received in server.messages)
+    assert french["Content-Language"] == "fr" and french["Subject"] == "Votre code"
+    assert fallback["Content-Language"] == "en" and fallback["Subject"] == "Your code"
+
+
+async def test_send_custom_header_replaces_an_automatic_one(
+    smtp_servers: ServerFactory, mailer: Callable[..., Mailer]
+) -> None:
+    """An operator's customHeaders entry of the same name (any case) replaces the automatic
+    X-Auto-Response-Suppress instead of doubling it; the others stay."""
+    server = smtp_servers()
+    sender = mailer(smtp_json(server.port, customHeaders={"x-auto-response-suppress": "All"}))
+
+    await sender.send()
+
+    mail = server.messages[0].message
+    assert mail.get_all("X-Auto-Response-Suppress") == ["All"]
+    assert mail["Auto-Submitted"] == "auto-generated"
 
 
 async def test_send_body_lines_starting_with_dot_arrive_intact(

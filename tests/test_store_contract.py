@@ -1,4 +1,5 @@
-"""The Store protocol, held to one contract on every backend: SQLite and PostgreSQL.
+"""The outbox port (:mod:`otp_service.store.outbox`), held to one contract on every backend
+that implements it: SQLite and PostgreSQL.
 
 Each test runs once per backend (``store`` is parametrised); a gap between the two shows as a
 test that passes on one and fails on the other. The PostgreSQL store works in a fresh schema
@@ -14,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from otp_service.store import Attempt, SqliteStore, Store
+from otp_service.errors import WriteRefused
+from otp_service.store import Attempt, OutboxStore, SqliteStore
+from otp_service.store.outbox import UNKNOWN_OUTCOME
 from otp_service.store.postgres import PostgresStore
 
 from .support.store import accept, make_message
@@ -22,22 +25,26 @@ from .support.store import accept, make_message
 pytestmark = pytest.mark.postgres
 
 
+def new_store(kind: str, tmp_path: Path, pg_schema: tuple[str, str]) -> Any:
+    """An unopened store of backend ``kind`` (the same file or schema each time)."""
+    if kind == "sqlite":
+        return SqliteStore(tmp_path / "outbox.sqlite3")
+    url, schema = pg_schema
+    return PostgresStore(url, schema=schema, pool_size=4)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, pg_schema: tuple[str, str]
-) -> AsyncIterator[Store]:
+) -> AsyncIterator[OutboxStore]:
     """An opened store of each backend."""
-    if request.param == "sqlite":
-        opened: Any = SqliteStore(tmp_path / "outbox.sqlite3")
-    else:
-        url, schema = pg_schema
-        opened = PostgresStore(url, schema=schema, pool_size=4)
+    opened = new_store(request.param, tmp_path, pg_schema)
     await opened.open()
     yield opened
     await opened.close()
 
 
-async def test_store_accepted_message_has_a_queued_status(store: Store) -> None:
+async def test_store_accepted_message_has_a_queued_status(store: OutboxStore) -> None:
     """An accepted message is stored, leased to the caller and reported as queued."""
     message = make_message()
     answer = await accept(store, message)
@@ -54,7 +61,7 @@ async def test_store_accepted_message_has_a_queued_status(store: Store) -> None:
     assert await store.status("no-such-id") is None
 
 
-async def test_store_same_idempotency_key_returns_first_message(store: Store) -> None:
+async def test_store_same_idempotency_key_returns_first_message(store: OutboxStore) -> None:
     """A second accept with the same idempotency key stores nothing and names the first."""
     first, second = make_message(), make_message()
     await accept(store, first, key="email:k1")
@@ -65,7 +72,7 @@ async def test_store_same_idempotency_key_returns_first_message(store: Store) ->
     assert found is not None and found.id == first.id
 
 
-async def test_store_same_dedupe_key_returns_first_while_unexpired(store: Store) -> None:
+async def test_store_same_dedupe_key_returns_first_while_unexpired(store: OutboxStore) -> None:
     """The same dedupe key is the same message while the first lives, a new one after."""
     now = time.time()
     first = make_message(at=now - 100)
@@ -78,7 +85,7 @@ async def test_store_same_dedupe_key_returns_first_while_unexpired(store: Store)
     assert await store.existing(None, "nothing-like-it", now) is None
 
 
-async def test_store_leased_message_is_claimed_only_after_its_lease(store: Store) -> None:
+async def test_store_leased_message_is_claimed_only_after_its_lease(store: OutboxStore) -> None:
     """claim_due leaves a leased message alone and takes it once the lease has run out."""
     message = make_message()
     now = message.created_at.timestamp()
@@ -90,7 +97,7 @@ async def test_store_leased_message_is_claimed_only_after_its_lease(store: Store
     assert await store.claim_due(now + 32, now + 90, 10) == []  # leased again, by the claim
 
 
-async def test_store_renewed_lease_is_not_claimed(store: Store) -> None:
+async def test_store_renewed_lease_is_not_claimed(store: OutboxStore) -> None:
     """A renewed lease keeps a message from being claimed past its first lease."""
     message = make_message()
     now = message.created_at.timestamp()
@@ -99,7 +106,7 @@ async def test_store_renewed_lease_is_not_claimed(store: Store) -> None:
     assert await store.claim_due(now + 31, now + 90, 10) == []
 
 
-async def test_store_claim_expires_messages_past_their_lifetime(store: Store) -> None:
+async def test_store_claim_expires_messages_past_their_lifetime(store: OutboxStore) -> None:
     """A queued message past its expiry is marked expired, never handed out."""
     message = make_message()
     now = message.created_at.timestamp()
@@ -109,7 +116,7 @@ async def test_store_claim_expires_messages_past_their_lifetime(store: Store) ->
     assert status is not None and status.status == "expired" and status.finished_at is not None
 
 
-async def test_store_finish_records_attempts_in_order(store: Store) -> None:
+async def test_store_finish_records_attempts_in_order(store: OutboxStore) -> None:
     """Failed attempts and the final one show in the status, in order, with the outcome."""
     message = make_message(channel="sms", to="+8613800138000")
     now = message.created_at.timestamp()
@@ -124,7 +131,7 @@ async def test_store_finish_records_attempts_in_order(store: Store) -> None:
     assert await store.claim_due(now + 1000, now + 1100, 10) == []  # finished: never again
 
 
-async def test_store_retry_later_hands_the_message_out_when_due(store: Store) -> None:
+async def test_store_retry_later_hands_the_message_out_when_due(store: OutboxStore) -> None:
     """retry_later frees the lease; the message is claimed once its next attempt is due."""
     message = make_message()
     now = message.created_at.timestamp()
@@ -137,7 +144,7 @@ async def test_store_retry_later_hands_the_message_out_when_due(store: Store) ->
     assert status is not None and status.last_error == "connection refused"
 
 
-async def test_store_claim_takes_at_most_the_limit(store: Store) -> None:
+async def test_store_claim_takes_at_most_the_limit(store: OutboxStore) -> None:
     """claim_due hands out no more messages than asked, the rest on the next call."""
     now = time.time()
     for _ in range(5):
@@ -148,18 +155,7 @@ async def test_store_claim_takes_at_most_the_limit(store: Store) -> None:
     assert not {d.message.id for d in first} & {d.message.id for d in second}
 
 
-async def test_store_hit_refuses_past_the_limit_with_retry_after(store: Store) -> None:
-    """``limit`` events pass at once, the next is refused with a wait within the window."""
-    now = time.time()
-    for _ in range(3):
-        assert await store.hit("to:email:ana@example.com", 3, 60, now) is None
-    retry_after = await store.hit("to:email:ana@example.com", 3, 60, now)
-    assert retry_after is not None and 0 < retry_after <= 60
-    assert await store.hit("to:email:bob@example.com", 3, 60, now) is None  # per key
-    assert await store.hit("to:email:ana@example.com", 3, 60, now + 61) is None  # refilled
-
-
-async def test_store_purge_forgets_finished_messages_and_keeps_queued(store: Store) -> None:
+async def test_store_purge_forgets_finished_messages_and_keeps_queued(store: OutboxStore) -> None:
     """purge deletes what finished before the cut-off, with its attempts; queued stays."""
     done, queued = make_message(), make_message()
     await accept(store, done, key="email:done")
@@ -171,7 +167,7 @@ async def test_store_purge_forgets_finished_messages_and_keeps_queued(store: Sto
     assert await store.status(queued.id) is not None
 
 
-async def test_store_concurrent_accepts_each_get_their_own_answer(store: Store) -> None:
+async def test_store_concurrent_accepts_each_get_their_own_answer(store: OutboxStore) -> None:
     """A burst accepted together (one batch, one commit) answers each message for itself; a
     repeat of a message in the same burst, by key or by content, names the first."""
     import asyncio
@@ -197,7 +193,7 @@ async def test_store_concurrent_accepts_each_get_their_own_answer(store: Store) 
         assert status is not None and status.to == message.to
 
 
-async def test_store_one_unstorable_message_fails_alone_in_a_burst(store: Store) -> None:
+async def test_store_one_unstorable_message_fails_alone_in_a_burst(store: OutboxStore) -> None:
     """A message the database cannot hold (a NUL character, which PostgreSQL text refuses)
     fails alone; the others accepted with it in the same batch are stored."""
     import asyncio
@@ -209,8 +205,155 @@ async def test_store_one_unstorable_message_fails_alone_in_a_burst(store: Store)
         *(accept(store, m) for m in good[5:]), return_exceptions=True,
     )  # fmt: skip
     for message, result in zip([*good[:5], bad, *good[5:]], results, strict=True):
-        if message is bad:  # SQLite stores it; PostgreSQL refuses it: either way, alone
-            assert isinstance(result, Exception) == isinstance(store, PostgresStore)
+        if message is bad:  # SQLite stores it; PostgreSQL refuses it for good: either way, alone
+            assert isinstance(result, WriteRefused) == isinstance(store, PostgresStore), result
             continue
         assert not isinstance(result, BaseException), result
         assert result.created and await store.status(message.id) is not None
+
+
+async def test_store_refused_write_fails_its_caller_alone_as_write_refused(
+    store: OutboxStore,
+) -> None:
+    """A bookkeeping write the database refuses for good (text it cannot hold) reaches its
+    caller as WriteRefused; the writes batched with it are kept."""
+    import asyncio
+
+    bad, good = make_message(), make_message()
+    await accept(store, bad)
+    await accept(store, good)
+    # A NUL character: PostgreSQL text refuses it; SQLite refuses a value it cannot bind.
+    unstorable: Any = "nul\x00" if isinstance(store, PostgresStore) else object()
+    results = await asyncio.gather(
+        store.retry_later(bad.id, time.time() + 5, unstorable),
+        store.retry_later(good.id, time.time() + 5, "connection refused"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], WriteRefused) and results[1] is None, results
+    status = await store.status(good.id)
+    assert status is not None and status.last_error == "connection refused"
+
+
+async def test_store_attempts_keep_the_providers_message_id(store: OutboxStore) -> None:
+    """Each attempt keeps the provider's own id of the message (when it gave one); status
+    returns it, for the failed attempts and the final one."""
+    message = make_message(channel="sms", to="+8613800138000")
+    now = message.created_at.timestamp()
+    await accept(store, message)
+    await store.record_attempt(message.id, Attempt(now + 1, "aliyun", "transient", "throttled"))
+    await store.record_attempt(
+        message.id, Attempt(now + 2, "aliyun", "transient", "busy", provider_id="biz-1")
+    )
+    await store.finish(
+        message.id, "sent", "vonage", None, Attempt(now + 3, "vonage", "sent", provider_id="v-42")
+    )
+    status = await store.status(message.id)
+    assert status is not None
+    assert [(a.provider, a.provider_id) for a in status.attempts] == [
+        ("aliyun", None), ("aliyun", "biz-1"), ("vonage", "v-42")]  # fmt: skip
+
+
+async def test_store_recovers_a_cut_off_sms_once_its_lease_runs_out_never_claiming_it(
+    store: OutboxStore,
+) -> None:
+    """The documented point: an SMS whose attempt started without an outcome is never handed
+    out by claim_due; recover finishes it (failed, unknown attempt) once its lease has run out,
+    and returns it to be counted; an email, or an SMS with a recorded outcome, is left alone."""
+    sms, email = make_message(channel="sms", to="+8613800138000"), make_message()
+    retried = make_message(channel="sms", to="+8613800138001")
+    now = sms.created_at.timestamp()
+    for message in (sms, email, retried):
+        await accept(store, message, lease=30)
+    await store.start_attempt(sms.id, "aliyun", now + 1)
+    await store.start_attempt(retried.id, "vonage", now + 1)
+    await store.record_attempt(retried.id, Attempt(now + 2, "vonage", "transient", "busy"))
+    await store.retry_later(retried.id, now + 3, "busy")
+    assert await store.recover(now + 10) == []  # its lease still runs: its run may be alive
+    [recovered] = await store.recover(now + 31)
+    assert (recovered.id, recovered.to, recovered.provider) == (sms.id, sms.to, "aliyun")
+    assert recovered.attempts == 1
+    assert await store.recover(now + 32) == []  # once
+    status = await store.status(sms.id)
+    assert status is not None and status.status == "failed"
+    assert (status.last_error, status.provider) == (UNKNOWN_OUTCOME, "aliyun")
+    assert [(a.provider, a.outcome, a.at) for a in status.attempts] == [
+        ("aliyun", "unknown", now + 1)
+    ]
+    claimed = {due.message.id for due in await store.claim_due(now + 33, now + 90, 10)}
+    assert claimed == {email.id, retried.id}
+
+
+async def test_store_never_claims_a_started_sms_before_recovery(store: OutboxStore) -> None:
+    """claim_due leaves an SMS whose attempt started alone even after its lease ran out:
+    only recover decides its fate (no second text between the two)."""
+    sms = make_message(channel="sms", to="+8613800138000")
+    now = sms.created_at.timestamp()
+    await accept(store, sms, lease=5)
+    await store.start_attempt(sms.id, "vonage", now + 1)
+    assert await store.claim_due(now + 6, now + 60, 10) == []
+    status = await store.status(sms.id)
+    assert status is not None and status.status == "queued"
+
+
+async def test_store_recovery_after_a_restart_happens_at_the_first_recover(
+    tmp_path: Path, pg_schema: tuple[str, str]
+) -> None:
+    """A run dies mid-attempt: after the next open (SQLite ends the dead run's leases; on
+    PostgreSQL the lease runs out) the cut-off SMS is recovered by recover, on both backends."""
+    for kind in ("sqlite", "postgres"):
+        first = new_store(kind, tmp_path, pg_schema)
+        await first.open()
+        sms = make_message(channel="sms", to="+8613800138000")
+        now = sms.created_at.timestamp()
+        await accept(first, sms, lease=20)
+        await first.start_attempt(sms.id, "vonage", now + 1)
+        await first.close()  # the run dies here, the attempt unanswered
+        second = new_store(kind, tmp_path, pg_schema)
+        await second.open()
+        try:
+            status = await second.status(sms.id)
+            assert status is not None and status.status == "queued"  # not at open: at recover
+            lease_over = now + 1 if kind == "sqlite" else now + 21  # SQLite: the file is ours
+            assert [r.id for r in await second.recover(lease_over)] == [sms.id], kind
+            status = await second.status(sms.id)
+            assert status is not None and status.status == "failed"
+        finally:
+            await second.close()
+
+
+async def test_store_purge_leaves_the_other_ports_data_alone(
+    tmp_path: Path, pg_schema: tuple[str, str]
+) -> None:
+    """Purging finished messages touches neither captured messages (the inbox trims itself)
+    nor live limit counters: on PostgreSQL, which holds all three, and on SQLite."""
+    from otp_service.store.inbox import InboxQuery
+    from otp_service.store.pg_inbox import PgInbox
+
+    url, schema = pg_schema
+    store = PostgresStore(url, schema=schema, pool_size=3)
+    inbox = PgInbox(store, 100)
+    await store.open()
+    try:
+        old = make_message(at=time.time() - 3600)
+        await inbox.add(old)
+        now = time.time()
+        for _ in range(2):
+            assert await store.hit("to:email:ana@example.com", 2, 60, now) is None
+        await accept(store, make_message())
+        await store.purge(time.time() + 10)
+        assert [m.id for m in await inbox.list(InboxQuery(), 10)] == [old.id]
+        assert await store.hit("to:email:ana@example.com", 2, 60, now) is not None
+    finally:
+        await inbox.close()
+        await store.close()
+    sqlite = SqliteStore(tmp_path / "outbox.sqlite3")
+    await sqlite.open()
+    for _ in range(2):
+        assert await sqlite.hit("to:email:ana@example.com", 2, 60, now) is None
+    await accept(sqlite, make_message())
+    await sqlite.purge(time.time() + 10)
+    await sqlite.close()
+    sqlite = SqliteStore(tmp_path / "outbox.sqlite3")  # what it kept, read back
+    await sqlite.open()
+    assert await sqlite.hit("to:email:ana@example.com", 2, 60, now) is not None
+    await sqlite.close()

@@ -21,10 +21,9 @@ def check_config(config: Config, file: str, *, online: bool) -> int:
         raise ConfigError(problems)
     found = warnings(config)
     print(f"{file}: OK" + (f", {len(found)} warning(s)" if found else ""))
-    print(
-        f"  email: {config.email.provider}"
-        + (f" ({config.email.smtp.target})" if config.email.smtp else "")
-    )
+    section = dict(config.email.sections).get(config.email.provider)
+    target = getattr(section, "target", None)  # the server, for providers that have one
+    print(f"  email: {config.email.provider}" + (f" ({target})" if target else ""))
     print(f"  sms:   {config.sms.provider}")
     print(f"  auth:  {len(config.auth.tokens)} token(s)")
     store = config.store

@@ -1,10 +1,9 @@
-"""Configuration: the config file, Logto's SMTP / Vonage / Aliyun connector JSON, field reading."""
+"""Configuration: settings declared once, the config file, the providers' connector JSON."""
 
 from .capture import CaptureConfig, CaptureSmtpConfig
 from .settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
-    EMAIL_PROVIDERS,
     AuthConfig,
     Config,
     DeliveryConfig,
@@ -24,7 +23,6 @@ from .store import StoreConfig, default_store_path, redact_url
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
-    "EMAIL_PROVIDERS",
     "AuthConfig",
     "CaptureConfig",
     "CaptureSmtpConfig",

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigProblem
+from .registry import sending, spoken
 from .settings import Config, is_loopback
 
 
@@ -50,18 +51,19 @@ def refusals(config: Config) -> list[ConfigProblem]:
 def warnings(config: Config) -> list[ConfigProblem]:
     """Configurations that run, but most likely not as the operator meant."""
     found = []
-    if config.email.smtp is not None and config.email.provider != "smtp":
-        found.append(
-            ConfigProblem(
-                "email.smtp",
-                f"is configured but email.provider is {config.email.provider}: no email is "
-                "sent over SMTP, every one is captured",
-                "set email.provider: smtp (or remove email.smtp)",
+    for name in dict(config.email.sections):
+        if name != config.email.provider:
+            found.append(
+                ConfigProblem(
+                    f"email.{name}",
+                    f"is configured but email.provider is {config.email.provider}: no email is "
+                    f"sent through {name}, every one goes to {config.email.provider}",
+                    f"set email.provider: {name} (or remove email.{name})",
+                )
             )
-        )
     used = config.sms.provider_names
-    for name in ("vonage", "aliyun"):
-        if getattr(config.sms, name) is not None and name not in used:
+    for name in dict(config.sms.sections):
+        if name not in used:
             found.append(
                 ConfigProblem(
                     f"sms.{name}",
@@ -70,14 +72,7 @@ def warnings(config: Config) -> list[ConfigProblem]:
                     f"set sms.provider: {name}, or list it in sms.routes (or remove sms.{name})",
                 )
             )
-    captured = [
-        channel
-        for channel, uses in (
-            ("email", config.email.provider == "capture"),
-            ("sms", "capture" in used),
-        )
-        if uses
-    ]
+    captured = config.captured_channels()
     if captured and not is_loopback(config.server.host):
         found.append(
             ConfigProblem(
@@ -85,8 +80,9 @@ def warnings(config: Config) -> list[ConfigProblem]:
                 f"listens on {config.server.host} while {' and '.join(captured)} "
                 "messages are captured: they are kept here and shown at /v1/messages and "
                 "/inbox, never delivered to anyone",
-                "configure a real provider (email.provider: smtp, sms.provider: vonage or "
-                "aliyun), or listen on 127.0.0.1 for local testing",
+                f"configure a real provider (email.provider: {spoken(sending('email'))}, "
+                f"sms.provider: {spoken(sending('sms'))}), or listen on 127.0.0.1 for local "
+                "testing",
             )
         )
     return found

@@ -1,31 +1,25 @@
 """``templates.logto``: where to read the email templates an admin keeps inside Logto.
 
 A machine-to-machine app of the Logto instance reads ``GET /api/email-templates`` with a
-client-credentials token (CONTRACT.md §6). The secret is never shown: not in ``repr``, not in
-problems, not in logs.
+client-credentials token (docs/logto-contract.md, "Logto's own per-language email
+templates"). The secret is never shown: not in ``repr``, not in problems, not in logs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .fields import Fields
+from .fields import Declared, Fields, section, setting
 
 DEFAULT_RESOURCE = "https://default.logto.app/api"  # a self-hosted Logto's Management API
+_APP = "copy it from Logto's console: Applications > your machine-to-machine app"
 
 
-@dataclass(frozen=True)
-class LogtoConfig:
-    endpoint: str  # the Logto instance, without a trailing slash
-    app_id: str
-    app_secret: str = field(repr=False)
-    resource: str = DEFAULT_RESOURCE
-    refresh_seconds: float = 300.0
-    timeout_seconds: float = 10.0  # one HTTP request to Logto
-
-
-def _url(f: Fields, key: str, value: str) -> str:
+def _url(f: Fields, d: Declared) -> str:
+    key, default = d.key, None if d.required else d.default
+    value = f.string(key, required=d.required, default=default, fix=d.setting.fix)
+    if value is None or value == default:
+        return value or ""
     try:
         url = urlsplit(value)
         host = url.hostname
@@ -36,19 +30,21 @@ def _url(f: Fields, key: str, value: str) -> str:
     return value.rstrip("/")
 
 
-def parse_logto(f: Fields) -> LogtoConfig:
-    """Validate ``templates.logto``; problems are recorded on ``f``."""
-    f.reject_unknown(
-        ("endpoint", "app_id", "app_secret", "resource", "refresh_seconds", "timeout_seconds")
+_URL = {"type": "string", "format": "uri"}
+
+
+@section
+class LogtoConfig:
+    endpoint: str = setting(
+        "the Logto instance, e.g. https://auth.example.com",
+        read=_url, schema=_URL, fix="set it to your Logto URL",
+    )  # fmt: skip
+    app_id: str = setting("a machine-to-machine app's id", fix=_APP)
+    app_secret: str = setting("that app's secret", secret=True, fix=_APP)
+    resource: str = setting(
+        "the Management API's resource indicator", default=DEFAULT_RESOURCE, read=_url, schema=_URL
     )
-    endpoint = f.string("endpoint", required=True, fix="set it to your Logto URL") or ""
-    resource = f.string("resource", default=DEFAULT_RESOURCE) or DEFAULT_RESOURCE
-    fix = "copy it from Logto's console: Applications > your machine-to-machine app"
-    return LogtoConfig(
-        endpoint=_url(f, "endpoint", endpoint) if endpoint else "",
-        app_id=f.string("app_id", required=True, fix=fix) or "",
-        app_secret=f.string("app_secret", required=True, fix=fix) or "",
-        resource=_url(f, "resource", resource) if resource != DEFAULT_RESOURCE else resource,
-        refresh_seconds=f.number("refresh_seconds", default=300.0, minimum=0.1),
-        timeout_seconds=f.number("timeout_seconds", default=10.0, minimum=0.1),
+    refresh_seconds: float = setting(
+        "how often the templates are read again", default=300.0, minimum=0.1
     )
+    timeout_seconds: float = setting("one HTTP request to Logto", default=10.0, minimum=0.1)

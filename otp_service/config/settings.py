@@ -1,6 +1,7 @@
 """The service configuration: a YAML (or JSON) file, ``${ENV}`` expanded, validated once.
 
-Every problem is collected with its field path and a fix (``otp-service check-config``); a
+Every setting is declared once, below and in the section modules (:func:`~.fields.setting`);
+every problem is collected with its field path and a fix (``otp-service check-config``); a
 config with problems never starts a server.
 """
 
@@ -9,117 +10,266 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from ..errors import ConfigError, ConfigProblem
-from .capture import CaptureConfig, parse_capture
-from .fields import Fields
-from .logto import LogtoConfig, parse_logto
-from .sms import SmsConfig, parse_sms
-from .smtp import SmtpConfig, parse_smtp_config
-from .store import StoreConfig, parse_store
+from .capture import CaptureConfig
+from .fields import Declared, Fields, read, section, setting
+from .logto import LogtoConfig
+from .registry import (
+    BY_NAME,
+    DEFAULT,
+    names,
+    read_sections,
+    require_sections,
+    sections_schema,
+    spoken,
+)
+from .sms import SmsConfig
+from .store import StoreConfig
 
+T = TypeVar("T")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
-EMAIL_PROVIDERS = ("capture", "smtp")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-@dataclass(frozen=True)
+@section
 class ServerConfig:
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    allow_unauthenticated: bool = False
-    max_body_bytes: int = 64 * 1024
-    header_timeout_seconds: float = 5.0  # a client must send its request (headers, body) by then
-    keepalive_seconds: float = 60.0  # an idle keep-alive connection is closed after this
-    max_connections: int = 1000  # beyond: the slowest unfinished one is dropped, else 503
-    drain_seconds: float = 1.0  # on SIGTERM: keep answering (503 to new sends) before closing
-    metrics_port: int | None = None  # /metrics on a listener of its own, without a token
-    metrics_host: str | None = None  # that listener's address (default: host)
+    host: str = setting(
+        "address to bind; a non-loopback one needs auth.tokens (or allow_unauthenticated)",
+        default=DEFAULT_HOST,
+    )
+    port: int = setting("port to listen on", default=DEFAULT_PORT, minimum=0, maximum=65535)
+    allow_unauthenticated: bool = setting(
+        "listen beyond loopback without auth.tokens (a proxy guards it)", default=False
+    )
+    max_body_bytes: int = setting("the largest request body", default=64 * 1024, minimum=1024)
+    header_timeout_seconds: float = setting(
+        "a client must send its request (head, then body) within this", default=5.0, minimum=0.1
+    )
+    keepalive_seconds: float = setting(
+        "an idle keep-alive connection is closed after this", default=60.0, minimum=0.1
+    )
+    max_connections: int = setting(
+        "open connections; beyond, the slowest unfinished one is dropped, else 503",
+        default=1000, minimum=8,
+    )  # fmt: skip
+    drain_seconds: float = setting(
+        "on SIGTERM: keep answering (503 to new sends) this long before closing", default=1.0
+    )
+    metrics_port: int | None = setting(
+        "serve /metrics on this port too, without a token (for a scraper)",
+        default=None, minimum=0, maximum=65535,
+    )  # fmt: skip
+    metrics_host: str | None = setting("that listener's address (default: host)", default=None)
 
 
-@dataclass(frozen=True)
+def _tokens(f: Fields, d: Declared) -> tuple[str, ...]:
+    tokens: list[str] = []
+    for path, token in f.items(d.key) or []:
+        if not isinstance(token, str) or len(token) < 16 or token != token.strip():
+            f.problems.append(
+                ConfigProblem(
+                    path,
+                    "must be a string of at least 16 characters without surrounding spaces",
+                    "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                )
+            )
+            continue
+        tokens.append(token)
+    return tuple(tokens)
+
+
+@section
 class AuthConfig:
-    tokens: tuple[str, ...] = field(default=(), repr=False)
+    tokens: tuple[str, ...] = setting(
+        "bearer tokens Logto may send (>= 16 characters; several: rotation)",
+        default=(), secret=True, read=_tokens,
+        schema={"type": "array", "items": {"type": "string", "minLength": 16}},
+    )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@section
 class PoolConfig:
     """SMTP connection reuse: at most ``size`` connections per target, idle ones recycled."""
 
-    size: int = 4
-    max_idle_seconds: float = 30.0
+    size: int = setting("connections kept per SMTP server", default=4, minimum=1, maximum=64)
+    max_idle_seconds: float = setting("an idle connection is closed after this", default=30.0)
 
 
-@dataclass(frozen=True)
+@section
 class EmailConfig:
-    provider: str = "capture"
-    smtp: SmtpConfig | None = None
-    pool: PoolConfig = PoolConfig()
+    provider: str = setting("the email provider", default=DEFAULT, choices=names("email"))
+    sections: tuple[tuple[str, Any], ...] = setting(
+        "each email provider's settings: Logto's connector JSON for it, pasted as is",
+        default=(), read=lambda f, d: read_sections(f, "email"), spread=sections_schema("email"),
+    )  # fmt: skip
+    pool: PoolConfig = setting("connections kept per SMTP server", default=PoolConfig())
+
+    def checked(self, f: Fields) -> EmailConfig:
+        require_sections(f, "email", {self.provider})
+        return self
+
+    def section(self, model: type[T]) -> T | None:
+        """The provider settings of type ``model`` (a connector JSON), when configured."""
+        return next((s for _, s in self.sections if isinstance(s, model)), None)
+
+    if not typing.TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            """``config.email.<provider>``: that provider's settings (for tests and the REPL)."""
+            if name in names("email"):
+                return dict(self.sections).get(name)
+            raise AttributeError(name)
 
 
-@dataclass(frozen=True)
+def _directory(f: Fields, d: Declared) -> Path | None:
+    raw = f.string(d.key)
+    if raw is None:
+        return None
+    directory = (f.base / raw).resolve()
+    if not directory.is_dir():
+        f.problem(d.key, f"{directory} is not a directory", "point it at your templates")
+        return None
+    return directory
+
+
+@section
 class TemplatesConfig:
-    directory: Path | None = None
-    default_locale: str = "en"
-    bundled: bool = True
-    brand: str = ""
-    code_ttl_minutes: int = 10
-    logto: LogtoConfig | None = None  # per-language email templates read from Logto
+    directory: Path | None = setting(
+        "your template files (email/<locale>/<Type>.*, sms/<locale>/<Type>.txt), relative "
+        "to the config file",
+        default=None, read=_directory, schema={"type": ["string", "null"]},
+    )  # fmt: skip
+    default_locale: str = setting("the language when the request names none", default="en")
+    bundled: bool = setting(
+        "use the bundled defaults (false: a missing Generic is a 422)", default=True
+    )
+    brand: str = setting("shown when Logto sends no application name", default="")
+    code_ttl_minutes: int = setting(
+        'the "expires in" figure in the default texts', default=10, minimum=1, maximum=1440
+    )
+    logto: LogtoConfig | None = setting(
+        "read the per-language email templates kept in Logto", default=None
+    )
 
 
-@dataclass(frozen=True)
+@section
 class DeliveryConfig:
-    retry_delay_seconds: float = 0.25  # the first backoff; it doubles per attempt
-    backoff_max_seconds: float = 60.0
-    timeout_seconds: float = 30.0  # one attempt at one provider
-    wait_seconds: float = 3.0  # how long a request waits for the outcome before 202
-    ttl_seconds: float = 600.0  # Logto's code lifetime: never deliver later than this
-    lease_seconds: float = 120.0
-    poll_seconds: float = 0.5
-    concurrency: int = 64  # deliveries in flight at once
-    shutdown_grace_seconds: float = 10.0
-    dedupe: bool | None = None  # None: on, unless every channel is captured (Config.dedupe_on)
+    retry_delay_seconds: float = setting(
+        "the first backoff; it doubles per attempt", default=0.25, minimum=0.01
+    )
+    backoff_max_seconds: float = setting("the longest backoff", default=60.0)
+    timeout_seconds: float = setting("one attempt at one provider", default=30.0, minimum=0.1)
+    wait_seconds: float = setting(
+        "how long a request waits for the outcome before 202", default=3.0
+    )
+    ttl_seconds: float = setting(
+        "Logto's code lifetime: never deliver later than this", default=600.0, minimum=1
+    )
+    lease_seconds: float = setting(
+        "a claimed message is retaken after this", default=120.0, minimum=1
+    )
+    poll_seconds: float = setting(
+        "how often the outbox looks for due work", default=0.5, minimum=0.01
+    )
+    concurrency: int = setting("deliveries in flight at once", default=64, minimum=1, maximum=4096)
+    shutdown_grace_seconds: float = setting(
+        "on shutdown: how long in-flight attempts may finish", default=10.0
+    )
+    dedupe: bool | None = setting(
+        "the same content again is answered as a duplicate (default: on, unless everything "
+        "is captured)",
+        default=None,
+    )
 
 
-@dataclass(frozen=True)
+@section
 class Limit:
-    count: int
-    window_seconds: float
+    count: int = setting(
+        "requests allowed per window", default=10, minimum=1, shown="the limit's own"
+    )
+    window_seconds: float = setting("the window", default=600.0, minimum=1, shown="the limit's own")
 
 
-@dataclass(frozen=True)
+def _limit(f: Fields, d: Declared) -> Limit | None:
+    if d.key in f.data and f.data[d.key] in (None, False):
+        return None  # switched off
+    g = f.obj(d.key)
+    default = typing.cast(Limit | None, d.default)
+    return default if g is None else read(Limit, g, default)
+
+
+_LIMIT = {"anyOf": [Limit, {"enum": [False, None]}]}
+
+
+def _rates(f: Fields, d: Declared) -> tuple[tuple[str, float], ...]:
+    rates: list[tuple[str, float]] = []
+    if (r := f.obj(d.key)) is not None:
+        for name in r.data:
+            if name not in BY_NAME:
+                r.problem(str(name), "is not a provider", f"use {spoken(names())}")
+                continue
+            rates.append((str(name), r.number(str(name), default=10.0, minimum=0.1)))
+    return tuple(rates)
+
+
+@section
 class LimitsConfig:
-    enabled: bool | None = None  # None: on, unless every channel is captured (Config.limits_on)
-    per_recipient: Limit | None = Limit(10, 600)
-    per_ip: Limit | None = Limit(60, 600)
-    per_sms_prefix: Limit | None = Limit(300, 3600)
-    sms_prefix_digits: int = 6  # "+86138...": the country code and the first digits
-    provider_rate: tuple[tuple[str, float], ...] = ()  # sends per second, per provider
-    max_keys: int = 500_000  # counters kept per window length (memory bound, ~120 B each)
+    enabled: bool | None = setting(
+        "abuse limits (default: on, unless everything is captured)", default=None
+    )
+    per_recipient: Limit | None = setting(
+        "sends per recipient (false: off)", default=Limit(10, 600), read=_limit, schema=_LIMIT
+    )
+    per_ip: Limit | None = setting(
+        "sends per client address (false: off)", default=Limit(60, 600), read=_limit, schema=_LIMIT
+    )
+    per_sms_prefix: Limit | None = setting(
+        "SMS per number prefix (false: off)", default=Limit(300, 3600), read=_limit, schema=_LIMIT
+    )
+    sms_prefix_digits: int = setting(
+        'digits of the prefix ("+86138...": country code and first digits)',
+        default=6, minimum=1, maximum=15,
+    )  # fmt: skip
+    provider_rate: tuple[tuple[str, float], ...] = setting(
+        "sends per second, per provider",
+        default=(), read=_rates,
+        schema={"type": "object", "additionalProperties": False, "properties": {
+            name: {"type": "number", "minimum": 0.1} for name in names()}},
+    )  # fmt: skip
+    max_keys: int = setting(
+        "counters kept per window length (memory bound, ~120 B each)", default=500_000, minimum=1000
+    )
 
 
-@dataclass(frozen=True)
+@section
 class Config:
-    server: ServerConfig = ServerConfig()
-    auth: AuthConfig = AuthConfig()
-    email: EmailConfig = EmailConfig()
-    sms: SmsConfig = field(default_factory=SmsConfig)
-    templates: TemplatesConfig = TemplatesConfig()
-    delivery: DeliveryConfig = DeliveryConfig()
-    capture: CaptureConfig = field(default_factory=CaptureConfig)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    limits: LimitsConfig = LimitsConfig()
+    server: ServerConfig = setting("the HTTP listener", default=ServerConfig())
+    auth: AuthConfig = setting("who may call the API", default=AuthConfig())
+    email: EmailConfig = setting("email delivery", default=EmailConfig())
+    sms: SmsConfig = setting("SMS delivery", factory=SmsConfig)
+    templates: TemplatesConfig = setting("message templates", default=TemplatesConfig())
+    delivery: DeliveryConfig = setting("retries, deadlines, dedupe", default=DeliveryConfig())
+    capture: CaptureConfig = setting("the capture inbox and the SMTP intake", factory=CaptureConfig)
+    store: StoreConfig = setting("the outbox: SQLite or PostgreSQL", factory=StoreConfig)
+    limits: LimitsConfig = setting("abuse limits and provider rates", default=LimitsConfig())
+
+    def captured_channels(self) -> list[str]:
+        """The channels some of whose messages go to the capture inbox."""
+        chosen = (("email", {self.email.provider}), ("sms", self.sms.provider_names))
+        return [ch for ch, used in chosen if any(BY_NAME[n].captures for n in used if n in BY_NAME)]
 
     @property
     def captures_everything(self) -> bool:
         """Every channel goes to the capture inbox: a laptop or an end-to-end test run."""
-        return self.email.provider == "capture" and self.sms.provider_names == {"capture"}
+        used = {self.email.provider, *self.sms.provider_names}
+        return all(BY_NAME[name].captures for name in used if name in BY_NAME)
 
     @property
     def limits_on(self) -> bool:
@@ -170,157 +320,6 @@ def expand_env(value: Any, path: str, problems: list[ConfigProblem]) -> Any:
     return _ENV.sub(substitute, value)
 
 
-def _server(root: Fields) -> ServerConfig:
-    f = root.obj("server")
-    if f is None:
-        return ServerConfig()
-    d = ServerConfig()
-    f.reject_unknown(d.__dataclass_fields__)
-    metrics_port = None
-    if f.has("metrics_port"):
-        metrics_port = f.integer("metrics_port", default=0, minimum=0, maximum=65535)
-    return ServerConfig(
-        host=f.string("host", default=DEFAULT_HOST) or DEFAULT_HOST,
-        port=f.integer("port", default=DEFAULT_PORT, minimum=0, maximum=65535),
-        allow_unauthenticated=f.boolean("allow_unauthenticated", default=False),
-        max_body_bytes=f.integer("max_body_bytes", default=64 * 1024, minimum=1024),
-        header_timeout_seconds=f.number(
-            "header_timeout_seconds", default=d.header_timeout_seconds, minimum=0.1
-        ),
-        keepalive_seconds=f.number("keepalive_seconds", default=d.keepalive_seconds, minimum=0.1),
-        max_connections=f.integer("max_connections", default=d.max_connections, minimum=8),
-        drain_seconds=f.number("drain_seconds", default=d.drain_seconds, minimum=0),
-        metrics_port=metrics_port,
-        metrics_host=f.string("metrics_host"),
-    )
-
-
-def _auth(root: Fields) -> AuthConfig:
-    f = root.obj("auth")
-    if f is None:
-        return AuthConfig()
-    f.reject_unknown(("tokens",))
-    tokens: list[str] = []
-    for path, token in f.items("tokens") or []:
-        if not isinstance(token, str) or len(token) < 16 or token != token.strip():
-            root.problems.append(
-                ConfigProblem(
-                    path,
-                    "must be a string of at least 16 characters without surrounding spaces",
-                    "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
-                )
-            )
-            continue
-        tokens.append(token)
-    return AuthConfig(tuple(tokens))
-
-
-def _email(root: Fields) -> EmailConfig:
-    f = root.obj("email")
-    if f is None:
-        return EmailConfig()
-    f.reject_unknown(("provider", "smtp", "pool"))
-    provider = f.string("provider", default="capture", choices=EMAIL_PROVIDERS) or "capture"
-    smtp_fields = f.obj("smtp", required=provider == "smtp")
-    smtp = parse_smtp_config(smtp_fields) if smtp_fields is not None else None
-    pool = PoolConfig()
-    if (pf := f.obj("pool")) is not None:
-        pf.reject_unknown(("size", "max_idle_seconds"))
-        pool = PoolConfig(
-            size=pf.integer("size", default=4, minimum=1, maximum=64),
-            max_idle_seconds=pf.number("max_idle_seconds", default=30.0),
-        )
-    return EmailConfig(provider=provider, smtp=smtp, pool=pool)
-
-
-def _sms(root: Fields) -> SmsConfig:
-    f = root.obj("sms")
-    return SmsConfig() if f is None else parse_sms(f)
-
-
-def _templates(root: Fields, base: Path) -> TemplatesConfig:
-    f = root.obj("templates")
-    if f is None:
-        return TemplatesConfig()
-    f.reject_unknown(
-        ("directory", "default_locale", "bundled", "brand", "code_ttl_minutes", "logto")
-    )
-    directory = None
-    if (raw := f.string("directory")) is not None:
-        directory = (base / raw).resolve()
-        if not directory.is_dir():
-            f.problem("directory", f"{directory} is not a directory", "point it at your templates")
-            directory = None
-    return TemplatesConfig(
-        directory=directory,
-        default_locale=f.string("default_locale", default="en") or "en",
-        bundled=f.boolean("bundled", default=True),
-        brand=f.string("brand", default="") or "",
-        code_ttl_minutes=f.integer("code_ttl_minutes", default=10, minimum=1, maximum=1440),
-        logto=parse_logto(logto) if (logto := f.obj("logto")) is not None else None,
-    )
-
-
-def _delivery(root: Fields) -> DeliveryConfig:
-    f = root.obj("delivery")
-    if f is None:
-        return DeliveryConfig()
-    d = DeliveryConfig()
-    f.reject_unknown(d.__dataclass_fields__)
-    return DeliveryConfig(
-        retry_delay_seconds=f.number(
-            "retry_delay_seconds", default=d.retry_delay_seconds, minimum=0.01
-        ),
-        backoff_max_seconds=f.number("backoff_max_seconds", default=d.backoff_max_seconds),
-        timeout_seconds=f.number("timeout_seconds", default=d.timeout_seconds, minimum=0.1),
-        wait_seconds=f.number("wait_seconds", default=d.wait_seconds),
-        ttl_seconds=f.number("ttl_seconds", default=d.ttl_seconds, minimum=1),
-        lease_seconds=f.number("lease_seconds", default=d.lease_seconds, minimum=1),
-        poll_seconds=f.number("poll_seconds", default=d.poll_seconds, minimum=0.01),
-        concurrency=f.integer("concurrency", default=d.concurrency, minimum=1, maximum=4096),
-        shutdown_grace_seconds=f.number("shutdown_grace_seconds", default=d.shutdown_grace_seconds),
-        dedupe=f.optional_boolean("dedupe"),
-    )
-
-
-def _limit(f: Fields, key: str, default: Limit | None) -> Limit | None:
-    if key in f.data and f.data[key] in (None, False):
-        return None  # switched off
-    g = f.obj(key)
-    if g is None:
-        return default
-    g.reject_unknown(("count", "window_seconds"))
-    fallback = default or Limit(10, 600)
-    return Limit(
-        count=g.integer("count", default=fallback.count, minimum=1),
-        window_seconds=g.number("window_seconds", default=fallback.window_seconds, minimum=1),
-    )
-
-
-def _limits(root: Fields) -> LimitsConfig:
-    f = root.obj("limits")
-    if f is None:
-        return LimitsConfig()
-    d = LimitsConfig()
-    f.reject_unknown(d.__dataclass_fields__)
-    rates: list[tuple[str, float]] = []
-    if (r := f.obj("provider_rate")) is not None:
-        for name in r.data:
-            if name not in ("capture", "smtp", "vonage", "aliyun"):
-                r.problem(str(name), "is not a provider", "use smtp, vonage, aliyun or capture")
-                continue
-            rates.append((str(name), r.number(str(name), default=10.0, minimum=0.1)))
-    return LimitsConfig(
-        enabled=f.optional_boolean("enabled"),
-        per_recipient=_limit(f, "per_recipient", d.per_recipient),
-        per_ip=_limit(f, "per_ip", d.per_ip),
-        per_sms_prefix=_limit(f, "per_sms_prefix", d.per_sms_prefix),
-        sms_prefix_digits=f.integer("sms_prefix_digits", default=6, minimum=1, maximum=15),
-        provider_rate=tuple(rates),
-        max_keys=f.integer("max_keys", default=d.max_keys, minimum=1000),
-    )
-
-
 def parse_config(data: Any, base: Path | None = None) -> Config:
     """Validate a parsed document into a :class:`Config`; raises :class:`ConfigError`."""
     problems: list[ConfigProblem] = []
@@ -329,19 +328,7 @@ def parse_config(data: Any, base: Path | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError([ConfigProblem("<root>", "must be a mapping", "start with e.g. email:")])
     data = expand_env(data, "", problems)
-    root = Fields(data, "", problems)
-    root.reject_unknown(Config.__dataclass_fields__)
-    config = Config(
-        server=_server(root),
-        auth=_auth(root),
-        email=_email(root),
-        sms=_sms(root),
-        templates=_templates(root, base or Path.cwd()),
-        delivery=_delivery(root),
-        capture=parse_capture(root),
-        store=parse_store(root, base or Path.cwd()),
-        limits=_limits(root),
-    )
+    config = read(Config, Fields(data, "", problems, base))
     if problems:
         raise ConfigError(problems)
     return config

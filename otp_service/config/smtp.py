@@ -1,4 +1,4 @@
-"""Logto's SMTP connector configuration, modelled field for field.
+"""Logto's SMTP connector configuration (``email.smtp``), modelled field for field.
 
 An admin pastes the JSON of Logto's SMTP connector (built on nodemailer) as ``email.smtp``;
 every field is accepted and validated here, once, into a frozen :class:`SmtpConfig`.
@@ -7,15 +7,14 @@ Field meanings: https://nodemailer.com/smtp/ and Logto's connector-smtp.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import ssl
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import RequestError
 from ..text.addresses import Mailbox, parse_mailbox
 from ..text.sanitize import has_control
-from .fields import Fields
+from .fields import Declared, Fields, read, read_entries, section, setting
 
 CONTENT_TYPES = ("text/plain", "text/html")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -24,152 +23,115 @@ _RESERVED_HEADERS = frozenset(
      "mime-version", "content-type", "content-transfer-encoding", "return-path")
 )  # fmt: skip
 _TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
-_KNOWN = (
-    "host", "port", "auth", "fromEmail", "replyTo", "templates", "secure", "requireTLS",
-    "ignoreTLS", "tls", "servername", "name", "localAddress", "connectionTimeout",
-    "greetingTimeout", "socketTimeout", "dnsTimeout", "customHeaders", "logger", "debug",
-    "disableFileAccess", "disableUrlAccess",
-)  # fmt: skip
+_AUTH_TYPES = ("login", "Login", "LOGIN", "oauth2", "OAuth2", "OAUTH2")
+_MAILBOX = {"type": "string", "description": '"Name <address>" or address'}
+_NO_EFFECT = "accepted, no effect"
 
 
-@dataclass(frozen=True)
+@section
 class EmailTemplate:
     """One entry of the connector's ``templates`` (each field a placeholder template)."""
 
-    usage_type: str
-    content_type: str
-    subject: str
-    content: str
-    reply_to: str | None = None
-    send_from: str | None = None
+    usage_type: str = setting("the usage type (SignIn, Register, ...)", key="usageType")
+    content_type: str = setting(
+        "text/plain or text/html", key="contentType", absent="text/plain", choices=CONTENT_TYPES
+    )
+    subject: str = setting("the subject")
+    content: str = setting("the body, with {{code}} and Logto's other placeholders")
+    reply_to: str | None = setting("a Reply-To for this usage type", default=None, key="replyTo")
+    send_from: str | None = setting("a From for this usage type", default=None, key="sendFrom")
 
 
-@dataclass(frozen=True)
+@section
 class SmtpAuth:
     """``auth``: LOGIN/PLAIN with user and pass, or OAuth2 with an access token (XOAUTH2)."""
 
-    type: str = "login"
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    access_token: str | None = field(default=None, repr=False)
+    ACCEPTED = dict.fromkeys(
+        ("clientId", "clientSecret", "refreshToken", "expires", "accessUrl", "method",
+         "serviceClient", "privateKey"),
+        "nodemailer's OAuth2 refresh flow: accepted, not run (supply accessToken)",
+    )  # fmt: skip
+
+    type: str = setting("login, or oauth2 (any case)", default="login", choices=_AUTH_TYPES)
+    user: str | None = setting("the user name (OAuth2: the mailbox)", default=None)
+    password: str | None = setting("the password (login)", default=None, key="pass", secret=True)
+    access_token: str | None = setting(
+        "a ready OAuth2 access token (XOAUTH2)", default=None, key="accessToken", secret=True
+    )
 
 
-@dataclass(frozen=True)
-class SmtpTls:
-    """The subset of Node's ``tls`` options that Python's ssl module can honour."""
-
-    reject_unauthorized: bool = True
-    ca: tuple[str, ...] = ()
-    ca_file: str | None = None
-    min_version: str | None = None
-    max_version: str | None = None
-    ciphers: str | None = None
-    servername: str | None = None
-
-
-@dataclass(frozen=True)
-class SmtpConfig:
-    host: str
-    port: int
-    from_mailbox: Mailbox
-    templates: tuple[EmailTemplate, ...]
-    auth: SmtpAuth | None = None
-    reply_to: Mailbox | None = None
-    secure: bool = False
-    require_tls: bool = False
-    ignore_tls: bool = False
-    tls: SmtpTls = SmtpTls()
-    servername: str | None = None
-    name: str | None = None
-    local_address: str | None = None
-    connection_timeout: float = 120.0
-    greeting_timeout: float = 30.0
-    socket_timeout: float = 600.0
-    custom_headers: tuple[tuple[str, str], ...] = ()
-    debug: bool = False
-
-    @property
-    def target(self) -> str:
-        """``host:port``, the key of the connection pool."""
-        return f"{self.host}:{self.port}"
-
-
-def _mailbox(fields: Fields, key: str, *, required: bool) -> Mailbox | None:
-    value = fields.string(key, required=required, fix=f'set {key} to "Name <you@example.com>"')
-    if value is None:
-        return None
-    try:
-        return parse_mailbox(value)
-    except RequestError as exc:
-        fields.problem(key, exc.message, 'use an address such as "Acme <no-reply@acme.com>"')
-        return None
-
-
-def _auth(fields: Fields) -> SmtpAuth | None:
-    auth = fields.obj("auth")
+def _auth(f: Fields, d: Declared) -> SmtpAuth | None:
+    auth = f.obj(d.key)
     if auth is None:
         return None
-    kind = auth.string(
-        "type", default="login", choices=("login", "Login", "LOGIN", "oauth2", "OAuth2", "OAUTH2")
-    )
-    kind = (kind or "login").lower()
-    auth.reject_unknown(
-        ("type", "user", "pass", "clientId", "clientSecret", "refreshToken", "accessToken",
-         "expires", "accessUrl", "method", "serviceClient", "privateKey")
-    )  # fmt: skip
-    user = auth.string("user")
-    if kind == "oauth2":
-        token = auth.string("accessToken")
-        if user is None:
+    value = read(SmtpAuth, auth)
+    if value.type.lower() == "oauth2":
+        if value.user is None:
             auth.problem("user", "is required for OAuth2", "set auth.user to the mailbox address")
-        if token is None:
+        if value.access_token is None:
             auth.problem(
                 "accessToken",
                 "is required: otp-service sends XOAUTH2 with a ready access token and does not "
                 "run the OAuth2 refresh flow",
                 "set auth.accessToken (e.g. ${SMTP_ACCESS_TOKEN}) and rotate it from outside",
             )
-        return SmtpAuth("oauth2", user, None, token)
-    password = auth.string("pass")
-    if (user is None) != (password is None):
+        return SmtpAuth("oauth2", value.user, None, value.access_token)
+    if (value.user is None) != (value.password is None):
         auth.problem(
             None, "user and pass go together", "set both auth.user and auth.pass, or neither"
         )
-    if user is None:
+    if value.user is None:
         return None  # a relay that trusts the source address
-    return SmtpAuth("login", user, password)
+    return SmtpAuth("login", value.user, value.password)
 
 
-def _tls(fields: Fields) -> SmtpTls:
-    tls = fields.obj("tls")
+def _ca(f: Fields, d: Declared) -> tuple[str, ...]:
+    value = f.data.get(d.key)
+    ca: tuple[str, ...] = ()
+    if isinstance(value, str):
+        ca = (value,)
+    elif isinstance(value, list) and all(isinstance(c, str) for c in value):
+        ca = tuple(value)
+    elif value is not None:
+        f.problem(d.key, "must be a PEM string or a list of them", "paste the CA certificate PEM")
+    for pem in ca:
+        if "BEGIN CERTIFICATE" not in pem:
+            f.problem(
+                d.key, "is not a PEM certificate", "paste the '-----BEGIN CERTIFICATE-----' text"
+            )
+    return ca
+
+
+@section
+class SmtpTls:
+    """The subset of Node's ``tls`` options that Python's ssl module can honour."""
+
+    reject_unauthorized: bool = setting(
+        "verify the server's certificate", default=True, key="rejectUnauthorized"
+    )
+    ca: tuple[str, ...] = setting(
+        "CA certificate(s) to trust instead of the system's (PEM text, or a list)",
+        default=(), read=_ca,
+        schema={"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}},
+                          {"type": "null"}]},
+    )  # fmt: skip
+    ca_file: str | None = setting("a CA bundle file (PEM)", default=None, key="caFile")
+    min_version: str | None = setting(
+        "the lowest TLS version", default=None, key="minVersion", choices=_TLS_VERSIONS
+    )
+    max_version: str | None = setting(
+        "the highest TLS version", default=None, key="maxVersion", choices=_TLS_VERSIONS
+    )
+    ciphers: str | None = setting("an OpenSSL cipher string", default=None)
+    servername: str | None = setting("the TLS server name (SNI)", default=None)
+
+
+def _tls(f: Fields, d: Declared) -> SmtpTls:
+    tls = f.obj(d.key)
     if tls is None:
         return SmtpTls()
     before = len(tls.problems)
-    tls.reject_unknown(
-        ("rejectUnauthorized", "ca", "caFile", "minVersion", "maxVersion", "ciphers", "servername")
-    )
-    ca_value = tls.data.get("ca")
-    ca: tuple[str, ...] = ()
-    if isinstance(ca_value, str):
-        ca = (ca_value,)
-    elif isinstance(ca_value, list) and all(isinstance(c, str) for c in ca_value):
-        ca = tuple(ca_value)
-    elif ca_value is not None:
-        tls.problem("ca", "must be a PEM string or a list of them", "paste the CA certificate PEM")
-    for pem in ca:
-        if "BEGIN CERTIFICATE" not in pem:
-            tls.problem(
-                "ca", "is not a PEM certificate", "paste the '-----BEGIN CERTIFICATE-----' text"
-            )
-    result = SmtpTls(
-        reject_unauthorized=tls.boolean("rejectUnauthorized", default=True),
-        ca=ca,
-        ca_file=tls.string("caFile"),
-        min_version=tls.string("minVersion", choices=_TLS_VERSIONS),
-        max_version=tls.string("maxVersion", choices=_TLS_VERSIONS),
-        ciphers=tls.string("ciphers"),
-        servername=tls.string("servername"),
-    )
+    result = read(SmtpTls, tls)
     if len(tls.problems) == before:
         _check_tls(tls, result)
     return result
@@ -195,41 +157,28 @@ def _check_tls(fields: Fields, tls: SmtpTls) -> None:
         fields.problem("minVersion", "is above maxVersion", "swap or widen the two versions")
 
 
-def _templates(fields: Fields) -> tuple[EmailTemplate, ...]:
-    entries = fields.items("templates")
+def _mailbox(f: Fields, d: Declared) -> Mailbox | None:
+    key = d.key
+    value = f.string(key, required=d.required, fix=f'set {key} to "Name <you@example.com>"')
+    if value is not None:
+        try:
+            return parse_mailbox(value)
+        except ValueError as exc:
+            f.problem(key, str(exc), 'use an address such as "Acme <no-reply@acme.com>"')
+    return Mailbox("") if d.required else None
+
+
+def _templates(f: Fields, d: Declared) -> tuple[EmailTemplate, ...]:
+    entries = read_entries(EmailTemplate, f, d.key)
     if entries is None:
         return ()  # allowed here: template files or the bundled defaults then serve
-    result: list[EmailTemplate] = []
-    for path, item in entries:
-        if not isinstance(item, dict):
-            fields.problem(path.rsplit(".", 1)[-1], "must be an object", "use {usageType, ...}")
-            continue
-        entry = Fields(item, path, fields.problems)
-        entry.reject_unknown(
-            ("usageType", "contentType", "subject", "content", "replyTo", "sendFrom")
-        )
-        usage = entry.string("usageType", required=True)
-        content_type = entry.string("contentType", default="text/plain", choices=CONTENT_TYPES)
-        subject = entry.string("subject", required=True)
-        content = entry.string("content", required=True)
-        if usage and subject is not None and content is not None:
-            result.append(
-                EmailTemplate(
-                    usage,
-                    content_type or "text/plain",
-                    subject,
-                    content,
-                    entry.string("replyTo"),
-                    entry.string("sendFrom"),
-                )
-            )
-    if entries:
-        fields.require_usage_types(t.usage_type for t in result)
-    return tuple(result)
+    if f.data.get(d.key):
+        f.require_usage_types(d.key, (t.usage_type for t in entries))
+    return tuple(entries)
 
 
-def _headers(fields: Fields) -> tuple[tuple[str, str], ...]:
-    headers = fields.obj("customHeaders")
+def _headers(f: Fields, d: Declared) -> tuple[tuple[str, str], ...]:
+    headers = f.obj(d.key)
     if headers is None:
         return ()
     result: list[tuple[str, str]] = []
@@ -253,54 +202,91 @@ def _headers(fields: Fields) -> tuple[tuple[str, str], ...]:
     return tuple(result)
 
 
-def parse_smtp_config(fields: Fields) -> SmtpConfig | None:
-    """Validate a pasted Logto SMTP connector JSON; None when it has problems (recorded)."""
-    before = len(fields.problems)
-    fields.reject_unknown(_KNOWN)
-    host = fields.string(
-        "host", required=True, fix="set host to your SMTP server, e.g. smtp.example.com"
+def _seconds(f: Fields, d: Declared) -> float:
+    """A nodemailer timeout: whole milliseconds in the file, seconds here."""
+    return f.integer(d.key, default=int(d.default * 1000), minimum=1) / 1000
+
+
+def _milliseconds(default: float) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 1, "default": int(default * 1000)}
+
+
+@section
+class SmtpConfig:
+    host: str = setting(
+        "the SMTP server", fix="set host to your SMTP server, e.g. smtp.example.com"
     )
-    port = fields.integer("port", default=587, minimum=1, maximum=65535)
-    if not fields.has("port"):
-        fields.problem("port", "is required", "set port (465 with secure: true, else 587 or 25)")
-    from_mailbox = _mailbox(fields, "fromEmail", required=True)
-    reply_to = _mailbox(fields, "replyTo", required=False)
-    auth = _auth(fields)
-    secure = fields.boolean("secure", default=False)
-    require_tls = fields.boolean("requireTLS", default=False)
-    ignore_tls = fields.boolean("ignoreTLS", default=False)
-    if require_tls and ignore_tls:
-        fields.problem("ignoreTLS", "contradicts requireTLS", "set only one of them to true")
-    tls = _tls(fields)
-    for key in ("logger", "debug", "disableFileAccess", "disableUrlAccess"):
-        fields.boolean(key, default=False)
-    timeouts = {
-        key: fields.integer(key, default=default, minimum=1) / 1000
-        for key, default in (
-            ("connectionTimeout", 120_000),
-            ("greetingTimeout", 30_000),
-            ("socketTimeout", 600_000),
-            ("dnsTimeout", 30_000),
-        )
-    }
-    config = SmtpConfig(
-        host=host or "",
-        port=port,
-        from_mailbox=from_mailbox or Mailbox(""),
-        templates=_templates(fields),
-        auth=auth,
-        reply_to=reply_to,
-        secure=secure,
-        require_tls=require_tls,
-        ignore_tls=ignore_tls,
-        tls=tls,
-        servername=fields.string("servername") or tls.servername,
-        name=fields.string("name"),
-        local_address=fields.string("localAddress"),
-        connection_timeout=timeouts["connectionTimeout"],
-        greeting_timeout=timeouts["greetingTimeout"],
-        socket_timeout=timeouts["socketTimeout"],
-        custom_headers=_headers(fields),
-        debug=fields.boolean("debug", default=False),
+    port: int = setting(
+        "its port", minimum=1, maximum=65535, example=587,
+        fix="set port (465 with secure: true, else 587 or 25)",
+    )  # fmt: skip
+    from_mailbox: Mailbox = setting(
+        "the From of every message", key="fromEmail", read=_mailbox, schema=_MAILBOX
     )
-    return config if len(fields.problems) == before else None
+    templates: tuple[EmailTemplate, ...] = setting(
+        "subject and body per usage type; optional here (template files or the bundled "
+        "defaults serve otherwise); if present, Register, SignIn, ForgotPassword and Generic",
+        read=_templates, absent=(), schema={"type": "array", "items": EmailTemplate},
+    )  # fmt: skip
+    auth: SmtpAuth | None = setting(
+        "{user, pass}, {type: oauth2, user, accessToken}, or absent for a relay that trusts "
+        "the source address",
+        default=None, read=_auth, schema={"anyOf": [SmtpAuth, {"type": "null"}]},
+    )  # fmt: skip
+    reply_to: Mailbox | None = setting(
+        "a Reply-To for every message", default=None, key="replyTo", read=_mailbox, schema=_MAILBOX
+    )
+    secure: bool = setting("implicit TLS (port 465)", default=False)
+    require_tls: bool = setting(
+        "fail permanently when the server offers no STARTTLS", default=False, key="requireTLS"
+    )
+    ignore_tls: bool = setting("never upgrade with STARTTLS", default=False, key="ignoreTLS")
+    tls: SmtpTls = setting(
+        "TLS options (Node's tls subset)", default=SmtpTls(), read=_tls,
+        schema={"anyOf": [SmtpTls, {"type": "null"}]},
+    )  # fmt: skip
+    servername: str | None = setting(
+        "the TLS server name when it differs from host (default: tls.servername)", default=None
+    )
+    name: str | None = setting("the EHLO name (default: this machine's host name)", default=None)
+    local_address: str | None = setting(
+        "the source address of the connection", default=None, key="localAddress"
+    )
+    connection_timeout: float = setting(
+        "milliseconds to connect", default=120.0, key="connectionTimeout", read=_seconds,
+        schema=_milliseconds(120.0),
+    )  # fmt: skip
+    greeting_timeout: float = setting(
+        "milliseconds to wait for the greeting", default=30.0, key="greetingTimeout", read=_seconds,
+        schema=_milliseconds(30.0),
+    )  # fmt: skip
+    socket_timeout: float = setting(
+        "milliseconds each command may take", default=600.0, key="socketTimeout", read=_seconds,
+        schema=_milliseconds(600.0),
+    )  # fmt: skip
+    dns_timeout: float = setting(
+        _NO_EFFECT, default=30.0, key="dnsTimeout", read=_seconds, schema=_milliseconds(30.0)
+    )
+    custom_headers: tuple[tuple[str, str], ...] = setting(
+        "headers added to every message (a list: the header several times)",
+        default=(), key="customHeaders", read=_headers,
+        schema={"type": "object", "additionalProperties": {
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},
+    )  # fmt: skip
+    debug: bool = setting(_NO_EFFECT, default=False)
+    logger: bool = setting(_NO_EFFECT, default=False)
+    disable_file_access: bool = setting(_NO_EFFECT, default=False, key="disableFileAccess")
+    disable_url_access: bool = setting(_NO_EFFECT, default=False, key="disableUrlAccess")
+
+    def checked(self, f: Fields) -> SmtpConfig:
+        """What no single field says: contradicting TLS switches; the SNI name's default."""
+        if self.require_tls and self.ignore_tls:
+            f.problem("ignoreTLS", "contradicts requireTLS", "set only one of them to true")
+        if self.servername is None and self.tls.servername is not None:
+            return dataclasses.replace(self, servername=self.tls.servername)
+        return self
+
+    @property
+    def target(self) -> str:
+        """``host:port``, the key of the connection pool."""
+        return f"{self.host}:{self.port}"

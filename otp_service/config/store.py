@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .fields import Fields
+from .fields import Declared, Fields, section, setting
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -18,25 +17,6 @@ def default_store_path() -> str:
     """``$XDG_STATE_HOME/otp-service/outbox.sqlite3`` (``~/.local/state`` by default)."""
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return str(Path(state) / "otp-service" / "outbox.sqlite3")
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    path: str = field(default_factory=default_store_path)
-    retention_days: float = 7.0
-    # postgresql://... selects PostgreSQL instead of the SQLite file (repr: holds a password)
-    url: str | None = field(default=None, repr=False)
-    pool_size: int = 10  # connections per process
-    schema: str = "otp_service"  # PostgreSQL schema holding our tables
-
-    @property
-    def backend(self) -> str:
-        return "postgresql" if self.url else "sqlite"
-
-    @property
-    def shown(self) -> str:
-        """Where the store is, safe to print (a URL's password is masked)."""
-        return redact_url(self.url) if self.url else self.path
 
 
 def redact_url(url: str) -> str:
@@ -51,7 +31,14 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def _url(f: Fields) -> str | None:
+def _path(f: Fields, d: Declared) -> str:
+    raw = f.string(d.key)
+    if raw is None:
+        return default_store_path()
+    return raw if raw == ":memory:" else str((f.base / raw).resolve())
+
+
+def _url(f: Fields, d: Declared) -> str | None:
     url = f.string("url", fix="set store.url to postgresql://user:password@host:5432/database")
     if url is None or not url.strip():
         return None  # "${DATABASE_URL:-}" left empty: SQLite
@@ -75,24 +62,51 @@ def _url(f: Fields) -> str | None:
     return url
 
 
-def parse_store(root: Fields, base: Path) -> StoreConfig:
-    f = root.obj("store")
-    if f is None:
-        return StoreConfig()
-    f.reject_unknown(("path", "retention_days", "url", "pool_size", "schema"))
-    raw = f.string("path")
-    path = raw if raw in (None, ":memory:") else str((base / raw).resolve())
-    schema = f.string("schema", default="otp_service") or "otp_service"
+def _schema(f: Fields, d: Declared) -> str:
+    schema: str = f.string(d.key, default=d.default) or d.default
     if not _SCHEMA_NAME.match(schema):
         f.problem(
-            "schema",
+            d.key,
             f"{schema!r} is not a plain schema name",
             "use lower-case letters, digits and _ (e.g. otp_service)",
         )
-    return StoreConfig(
-        path=path or default_store_path(),
-        retention_days=f.number("retention_days", default=7.0, minimum=0.01),
-        url=_url(f),
-        pool_size=f.integer("pool_size", default=10, minimum=1, maximum=200),
-        schema=schema,
+    return schema
+
+
+@section
+class StoreConfig:
+    path: str = setting(
+        "the SQLite outbox file (relative to the config file; :memory: keeps nothing)",
+        factory=default_store_path,
+        read=_path,
+        schema={"type": "string"},
+        shown="$XDG_STATE_HOME/otp-service/outbox.sqlite3",
     )
+    retention_days: float = setting(
+        "finished messages are kept this long", default=7.0, minimum=0.01
+    )
+    url: str | None = setting(
+        "postgresql://user:password@host:5432/db: PostgreSQL instead of the SQLite file",
+        default=None,
+        secret=True,  # holds a password
+        read=_url,
+        schema={"type": ["string", "null"], "pattern": r"^(postgres(ql)?://|\$\{|$)"},
+    )
+    pool_size: int = setting(
+        "PostgreSQL connections per process", default=10, minimum=1, maximum=200
+    )
+    schema: str = setting(
+        "the PostgreSQL schema holding our tables",
+        default="otp_service",
+        read=_schema,
+        schema={"type": "string", "pattern": _SCHEMA_NAME.pattern},
+    )
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.url else "sqlite"
+
+    @property
+    def shown(self) -> str:
+        """Where the store is, safe to print (a URL's password is masked)."""
+        return redact_url(self.url) if self.url else self.path

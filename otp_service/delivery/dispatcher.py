@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from ..config.sms import SmsConfig
 from ..errors import (
-    OtpServiceError,
+    MessageExpired,
     OutcomeUnknownError,
     ProviderError,
     TransientProviderError,
@@ -26,10 +26,6 @@ from ..providers.base import Provider, SendResult
 StartHook = Callable[[str], Awaitable[None]]
 # on_attempt(provider, outcome, seconds, error): awaited after every attempt at a provider.
 AttemptHook = Callable[[str, str, float, ProviderError | None], Awaitable[None]]
-
-
-class Expired(OtpServiceError):
-    """The message's lifetime ran out before an attempt could start."""
 
 
 def outcome_of(error: ProviderError) -> str:
@@ -90,7 +86,8 @@ class Dispatcher:
         outbox records and logs it); ``outcome`` is the result's status (sent, captured) or
         transient, permanent, unknown. ``on_start(provider)`` is awaited just before each attempt
         (the outbox records an SMS attempt durably there: if that fails, nothing is sent). Past
-        ``expires_at`` (a pacer can wait long) it raises :class:`Expired`.
+        ``expires_at`` (a pacer can wait long) it raises
+        :class:`~otp_service.errors.MessageExpired`.
         Each attempt is bounded by ``timeout``: an SMS that gets no answer in time is an
         unknown outcome (it may have gone out), an email a transient failure.
         """
@@ -99,7 +96,7 @@ class Dispatcher:
             if (pacer := self.pacers.get(provider.name)) is not None:
                 await pacer.wait()
             if expires_at is not None and time.time() >= expires_at:
-                raise Expired(message.id)
+                raise MessageExpired()
             if on_start is not None:
                 await on_start(provider.name)
             started = time.perf_counter()

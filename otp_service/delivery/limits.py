@@ -1,7 +1,7 @@
 """Abuse limits: per recipient, per client IP and per SMS destination prefix.
 
 Each is ``count`` per window by GCRA (see :mod:`otp_service.store.counters`), counted in the
-store (so replicas sharing a store share counts), under canonical keys
+counters port (so replicas sharing a store share counts), under canonical keys
 (:mod:`otp_service.text.limit_keys`: one address however it is written, ``+tag`` removed,
 IPv6 by /64). A refused request gets 429 ``rate_limited`` with Retry-After and is never sent.
 """
@@ -11,29 +11,20 @@ from __future__ import annotations
 import time
 
 from ..config import Limit, LimitsConfig
-from ..errors import RequestError
+from ..errors import RateLimitedRequest
 from ..message.compose import Message
-from ..store import Store
+from ..store import CounterStore
 from ..text.limit_keys import ip_key, prefix_key, recipient_key
 
 
-class RateLimitedRequest(RequestError):
-    """A configured abuse limit refused the request."""
-
-    def __init__(self, what: str, retry_after: float, rule: str = "") -> None:
-        super().__init__(
-            "rate_limited", f"too many messages for this {what}; try again later", 429, retry_after
-        )
-        self.rule = rule  # the limit's name in the config: per_recipient, per_ip, ...
-
-
 class Limiter:
-    def __init__(self, store: Store, config: LimitsConfig) -> None:
+    def __init__(self, store: CounterStore, config: LimitsConfig) -> None:
         self.store = store
         self.config = config
 
     async def check(self, message: Message) -> None:
-        """Count ``message`` against every limit; raises :class:`RateLimitedRequest`."""
+        """Count ``message`` against every limit; raises
+        :class:`~otp_service.errors.RateLimitedRequest`."""
         if self.config.enabled is False:  # None: on (Config.limits_on decides before here)
             return
         now = time.time()

@@ -14,33 +14,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 from ..config import DeliveryConfig
 from ..errors import (
+    EarlierFailure,
+    MessageExpired,
+    OtpServiceError,
+    OutcomeUnknownError,
     ProviderError,
-    RequestError,
+    StoreError,
     TransientProviderError,
+    short_reason,
 )
 from ..logs import event, mask_recipient, request_id
 from ..message.compose import Message
 from ..metrics import Metrics
-from ..store import Attempt, Store, StoreUnavailable
-from .dispatcher import Dispatcher, Expired
-from .outcome import Outcome, StoreUnavailableError, dedupe_key
+from ..providers.base import SendResult
+from ..retry import Backoff, backoff_delay, retry
+from ..store import Accepted, Attempt, OutboxStore, StoreUnavailable
+from .dispatcher import Dispatcher
+from .expiry import expired_error, expiry_reason, record_expired
+from .outcome import Outcome
 from .upkeep import Upkeep
 
 log = logging.getLogger("otp_service.outbox")
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
+Settle = Callable[[Outcome], Outcome]
 
 
 class Outbox:
     def __init__(
         self,
-        store: Store,
+        store: OutboxStore,
         dispatcher: Dispatcher,
         config: DeliveryConfig,
         retention_days: float = 7.0,
@@ -89,49 +96,23 @@ class Outbox:
         self,
         message: Message,
         *,
-        ttl: float,
+        expires_at: float,
         idempotency_key: str | None,
-        admit: Callable[[Message], Awaitable[None]] | None = None,
+        dedupe_key: str | None,
     ) -> Outcome:
-        """Store ``message`` durably, start delivering it, and wait a little for the outcome.
-
-        A repeat (same Idempotency-Key, or without one the same content) gets the first
-        message's answer, even when ``admit`` (the abuse limits) would refuse a new message.
-        """
+        """Store ``message`` durably (raises :class:`StoreUnavailable` when the store cannot),
+        start delivering it, and wait ``delivery.wait_seconds`` for the outcome. A message
+        already holding the idempotency or dedupe key answers instead."""
         now = time.time()
-        expires_at = now + ttl
-        if message.request_id is None and (rid := request_id.get()) is not None:
-            message = replace(message, request_id=rid)  # kept with the message for its retries
-        key = f"{message.channel}:{idempotency_key}" if idempotency_key else None
-        # A key, when given, decides alone; delivery.dedupe: false leaves only keys.
-        content = (
-            None
-            if key or self.config.dedupe is False
-            else dedupe_key(message, self.store.dedupe_secret)
+        accepted = await self.store.accept(
+            message,
+            expires_at=expires_at,
+            lease_until=now + self.config.lease_seconds,
+            idempotency_key=idempotency_key,
+            dedupe_key=dedupe_key,
         )
-        if not self.store.healthy:
-            raise StoreUnavailableError()
-        if admit is not None:
-            try:
-                await admit(message)
-            except RequestError:
-                # Refused as a new message; a repeat of an accepted one still gets its answer.
-                # (Looked up only here: the common path keeps one store round trip.)
-                if (found := await self.store.existing(key, content, now)) is not None:
-                    return Outcome(found.id, found.status, found.provider, duplicate=True)
-                raise
-        try:
-            accepted = await self.store.accept(
-                message,
-                expires_at=expires_at,
-                lease_until=now + self.config.lease_seconds,
-                idempotency_key=key,
-                dedupe_key=content,
-            )
-        except StoreUnavailable:
-            raise StoreUnavailableError() from None
         if not accepted.created:
-            return Outcome(accepted.id, accepted.status, accepted.provider, duplicate=True)
+            return self._repeat(message, accepted)
         # The answer is settled as soon as the outcome is known, before it is written down:
         # the request does not wait for that second write.
         reply: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -139,7 +120,27 @@ class Outbox:
         await asyncio.wait((reply,), timeout=self.config.wait_seconds)  # never cancels it
         if reply.done() and not reply.cancelled():  # cancelled: shutting down, still stored
             return reply.result()
-        return Outcome(message.id, "queued")
+        return Outcome.of(message, "queued")
+
+    async def existing(
+        self, message: Message, idempotency_key: str | None, dedupe_key: str | None, now: float
+    ) -> Outcome | None:
+        """The outcome of the earlier message ``message`` repeats, if one holds its keys."""
+        found = await self.store.existing(idempotency_key, dedupe_key, now)
+        return None if found is None else self._repeat(message, found)
+
+    @staticmethod
+    def _repeat(message: Message, first: Accepted) -> Outcome:
+        """A repeat is answered with the first message's id and where it stands."""
+        error: OtpServiceError | None = None
+        if first.status == "expired":
+            error = MessageExpired()
+        elif first.status == "failed":
+            error = EarlierFailure()
+        return Outcome.of(
+            message, first.status, id=first.id, provider=first.provider, duplicate=True,
+            error=error,
+        )  # fmt: skip
 
     async def forget_duplicates(self, to: str | None) -> None:
         """Let the next message to ``to`` (to anyone when None) through even when it repeats an
@@ -177,13 +178,11 @@ class Outbox:
         return task
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
-        """Exponential with full jitter in its upper half, never before Retry-After."""
-        base = min(
-            self.config.backoff_max_seconds,
-            self.config.retry_delay_seconds * 2 ** max(0, attempts - 1),
+        """The delay before the next round: :func:`otp_service.retry.backoff_delay` with the
+        delivery settings, never before the provider's Retry-After."""
+        return backoff_delay(
+            attempts, self.config.retry_delay_seconds, self.config.backoff_max_seconds, retry_after
         )
-        delay = random.uniform(base / 2, base) if base > 0 else 0.0
-        return max(delay, retry_after or 0.0)
 
     async def _attempted(
         self,
@@ -218,31 +217,45 @@ class Outbox:
 
     async def _finish(
         self,
-        message_id: str,
+        message: Message,
         status: str,
         provider: str | None,
         error: str | None,
         attempt: Attempt | None = None,
-    ) -> None:
-        """Record a final outcome, retrying until the store takes it: until then the message
-        stays this task's (the worker skips it), so a store hiccup never means a resend."""
-        await self._until_stored(
-            message_id, lambda: self.store.finish(message_id, status, provider, error, attempt)
-        )
+    ) -> str | None:
+        """Record a final outcome; None once recorded, else why the message failed instead.
+
+        A store outage is waited out (with backoff, while the lease is renewed: the message
+        stays this task's, so a store hiccup never means a resend). A store that refuses the
+        write for good fails the message with that reason instead of holding its lease."""
+        try:
+            await self._until_stored(
+                message.id,
+                lambda: self.store.finish(message.id, status, provider, error, attempt),
+            )
+            return None
+        except Exception as exc:
+            refused = short_reason(
+                exc.message if isinstance(exc, OtpServiceError) else f"{type(exc).__name__}: {exc}"
+            )
+            log.error("the store refused the %s outcome of id=%s: %s", status, message.id, refused)
+        note = f"the store refused its {status} outcome: {refused}"
+        try:
+            await self._until_stored(
+                message.id, lambda: self.store.finish(message.id, "failed", provider, note)
+            )
+        except Exception:  # the lease runs out; recovery decides (an SMS is never resent)
+            log.exception("cannot record any outcome of id=%s", message.id)
+        return note
 
     async def _until_stored(self, message_id: str, write: Callable[[], Awaitable[None]]) -> None:
-        """Run ``write`` until the store takes it (a store outage: retried with backoff, while
-        the lease is renewed so no other process takes the message over)."""
-        delay = 0.1
-        while True:
-            try:
-                return await write()
-            except StoreUnavailable:
-                log.warning("store unavailable: outcome of id=%s kept for later", message_id)
-            except Exception:
-                log.exception("cannot record the outcome of id=%s; retrying", message_id)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        """Run ``write`` until the store takes it: an outage (:class:`StoreUnavailable`) is
+        retried with backoff; any other error is a refusal and propagates."""
+
+        def waiting(exc: BaseException, delay: float) -> None:
+            log.warning("store unavailable: outcome of id=%s kept for later", message_id)
+
+        await retry(write, retry_on=StoreUnavailable, backoff=Backoff(0.1, 5.0), on_retry=waiting)
 
     async def _run(
         self,
@@ -252,11 +265,11 @@ class Outbox:
         inline_until: float,
         reply: asyncio.Future[Outcome] | None = None,
     ) -> Outcome:
-        """Deliver ``message``, which has had ``attempts`` attempts so far."""
+        """Deliver ``message``, which has had ``attempts`` attempts so far: rounds over its
+        providers, short backoffs waited out here, until a round ends it (:meth:`_conclude`)."""
         if message.request_id is not None:
             request_id.set(message.request_id)  # this task's context only
         tried = attempts
-        last_error: str | None = None
 
         def settle(outcome: Outcome) -> Outcome:
             if reply is not None and not reply.done():
@@ -270,74 +283,110 @@ class Outbox:
             tried += 1
             await self._attempted(message, tried, provider, outcome, seconds, error)
 
+        last: TransientProviderError | None = None
         while True:
-            if time.time() >= expires_at:
-                return await self._expire(message, tried, last_error, settle)
+            ended: SendResult | Exception
             try:
-                result = await self.dispatcher.deliver(
+                if time.time() >= expires_at:
+                    raise MessageExpired()
+                ended = await self.dispatcher.deliver(
                     message,
                     on_attempt=attempted,
                     expires_at=expires_at,
                     on_start=lambda p: self._started(message, p),
                 )
-            except StoreUnavailable:
-                # Nothing could be written down (an SMS attempt is not even started): the
-                # message stays leased to nobody once its lease runs out, and the worker takes
-                # it up again when the store is back.
-                log.warning("store unavailable; id=%s left for the worker", message.id)
-                return settle(Outcome(message.id, "queued"))
-            except Expired:
-                return await self._expire(message, tried, last_error, settle)
             except TransientProviderError as exc:
-                last_error = exc.detail
+                last = exc
                 delay = self.backoff(tried, exc.retry_after)
                 next_at = time.time() + delay
-                if next_at >= expires_at:  # no attempt can start before the end of its life
-                    return await self._expire(message, tried, last_error, settle)
-                event(
-                    log, INFO, "retry scheduled",
-                    id=message.id, channel=message.channel, attempts=tried,
-                    delay_s=round(delay, 3), error=exc.detail,
-                )  # fmt: skip
-                if next_at <= inline_until:
-                    await asyncio.sleep(delay)
-                    continue
-                outcome = settle(Outcome(message.id, "queued", error=exc))
-                with contextlib.suppress(StoreUnavailable):  # then the lease runs out instead
-                    await self.store.retry_later(message.id, next_at, exc.detail)
-                return outcome
-            except ProviderError as exc:
-                outcome = settle(Outcome(message.id, "failed", exc.provider, error=exc))
-                await self._finish(message.id, "failed", exc.provider, exc.detail)
-                self._final(
-                    message, "failed", tried, ERROR, provider=exc.provider, error=exc.detail
-                )
-                return outcome
+                if next_at < expires_at:  # else no attempt can start before the end of its life
+                    event(
+                        log, INFO, "retry scheduled",
+                        id=message.id, channel=message.channel, attempts=tried,
+                        delay_s=round(delay, 3), error=exc.detail,
+                    )  # fmt: skip
+                    if next_at <= inline_until:
+                        await asyncio.sleep(delay)
+                        continue
+                    return await self._later(message, exc, next_at, settle)
+                ended = MessageExpired()
             except asyncio.CancelledError:
-                if message.channel == "sms":
-                    # Shutdown cut an attempt that may already be at the provider (a Vonage
-                    # thread even completes it): resending on the next start could text twice.
-                    error = "interrupted by shutdown; not resent"
-                    await asyncio.shield(self._finish(message.id, "failed", None, error))
-                    self._final(message, "failed", tried, ERROR, error=error)
+                await self._interrupted(message, tried)
                 raise
-            except Exception as exc:  # a bug or a template/address problem: stop, don't loop
-                log.exception("delivery of id=%s failed unexpectedly", message.id)
-                error = f"internal error: {type(exc).__name__}"
-                outcome = settle(Outcome(message.id, "failed"))
-                await self._finish(message.id, "failed", None, error)
-                self._final(message, "failed", tried, ERROR, error=error)
+            except Exception as exc:
+                ended = exc
+            return await self._conclude(message, tried, ended, last, settle)
+
+    async def _later(
+        self, message: Message, error: TransientProviderError, next_at: float, settle: Settle
+    ) -> Outcome:
+        """Give the message back to the store until ``next_at`` (the worker claims it then)."""
+        outcome = settle(Outcome.of(message, "queued", error=error))
+        with contextlib.suppress(StoreUnavailable):  # then the lease runs out instead
+            await self.store.retry_later(message.id, next_at, error.detail)
+        return outcome
+
+    async def _conclude(
+        self,
+        message: Message,
+        tried: int,
+        ended: SendResult | Exception,
+        last: TransientProviderError | None,
+        settle: Settle,
+    ) -> Outcome:
+        """Settle the caller's answer, record and log how the delivery of ``message`` ended:
+        each way it can end is handled here, once."""
+        status, provider, error, attempt = "failed", None, None, None
+        match ended:
+            case SendResult():
+                outcome = settle(Outcome.of(message, ended.status, provider=ended.provider))
+                status, provider = ended.status, ended.provider
+                attempt = Attempt(time.time(), provider, status, provider_id=ended.provider_id)
+            case MessageExpired():
+                outcome = settle(Outcome.of(message, "expired", error=ended))
+                reason = expiry_reason(last.detail if last is not None else None, tried)
+                await self._finish(message, "expired", None, expired_error(reason))
+                age = round(time.time() - message.created_at.timestamp(), 3)
+                record_expired(
+                    self.metrics, id=message.id, channel=message.channel, to=message.to,
+                    attempts=tried, last_error=reason, type=message.type, age_s=age,
+                )  # fmt: skip
                 return outcome
-            outcome = settle(Outcome(message.id, result.status, result.provider))
-            await self._finish(
-                message.id,
-                result.status,
-                result.provider,
-                None,
-                Attempt(time.time(), result.provider, result.status),
-            )
-            self._final(message, result.status, tried, INFO, provider=result.provider)
-            return outcome
+            case StoreUnavailable():
+                # Nothing could be written down (an SMS attempt is not even started): once its
+                # lease runs out the worker takes the message up again, when the store is back.
+                log.warning("store unavailable; id=%s left for the worker", message.id)
+                return settle(Outcome.of(message, "queued", error=ended))
+            case ProviderError():
+                unknown = isinstance(ended, OutcomeUnknownError)
+                outcome = settle(
+                    Outcome.of(message, "unknown" if unknown else "failed", error=ended,
+                               provider=ended.provider)
+                )  # fmt: skip
+                provider, error = ended.provider, ended.detail
+            case StoreError():  # the store refused a write (an SMS attempt's start) for good
+                outcome = settle(Outcome.of(message, "failed", error=ended))
+                error = f"the store refused a write: {short_reason(ended.message)}"
+                log.error("id=%s failed: %s", message.id, error)
+            case _:  # a bug or a template/address problem: stop, don't loop
+                log.error("delivery of id=%s failed unexpectedly", message.id, exc_info=ended)
+                error = f"internal error: {type(ended).__name__}"
+                outcome = settle(Outcome.of(message, "failed", error=OtpServiceError(error)))
+        if (refused := await self._finish(message, status, provider, error, attempt)) is not None:
+            status, error = "failed", refused
+        if status == "failed":
+            self._final(message, status, tried, ERROR, provider=provider, error=error)
+        else:
+            self._final(message, status, tried, INFO, provider=provider)
+        return outcome
+
+    async def _interrupted(self, message: Message, tried: int) -> None:
+        """Shutdown cut an attempt: an SMS may already be at the provider (a Vonage thread even
+        completes it), and resending it on the next start could text twice."""
+        if message.channel == "sms":
+            error = "interrupted by shutdown; not resent"
+            await asyncio.shield(self._finish(message, "failed", None, error))
+            self._final(message, "failed", tried, ERROR, error=error)
 
     def _final(
         self, message: Message, status: str, attempts: int, level: int, **fields: str | None
@@ -350,19 +399,6 @@ class Outbox:
             id=message.id, channel=message.channel, type=message.type,
             to=mask_recipient(message.to), attempts=attempts, age_s=round(age, 3), **fields,
         )  # fmt: skip
-
-    async def _expire(
-        self,
-        message: Message,
-        attempts: int,
-        last_error: str | None,
-        settle: Callable[[Outcome], Outcome],
-    ) -> Outcome:
-        outcome = settle(Outcome(message.id, "expired"))
-        error = last_error or "no attempt could be made in time"
-        await self._finish(message.id, "expired", None, f"expired before delivery: {error}")
-        self._final(message, "expired", attempts, WARNING, last_error=error)
-        return outcome
 
     async def observe(self) -> None:
         """Refresh the outbox gauges (a scrape calls this)."""
@@ -379,6 +415,7 @@ class Outbox:
                 if not await self.store.probe():  # nothing to do until it can record attempts
                     await asyncio.sleep(self.config.poll_seconds)
                     continue
+                await self._upkeep.recover(now)
                 await self._upkeep.expire(now)
                 if room > 0:
                     for due in await self.store.claim_due(

@@ -1,47 +1,64 @@
-"""What a request learns of its message: the outcome, the dedupe key, the store refusing."""
+"""The outcome of a send: what its caller answers and what its log line says."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
+from typing import Any
 
-from ..errors import ProviderError, RequestError
+from ..errors import OtpServiceError, RateLimitedRequest
+from ..logs import mask_recipient
 from ..message.compose import Message
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """Where a message stands when the request stops waiting."""
+    """Where a send stands when its caller stops waiting.
 
-    id: str
-    status: str  # sent, captured, queued, failed, expired
+    ``status``: sent, captured, queued, failed, expired, ``unknown`` (an SMS reached its
+    provider and the answer was lost: stored as failed, never resent) or ``refused`` (nothing
+    was accepted: invalid, over a limit, the store unavailable, shutting down). ``error`` says
+    why it was refused, failed, is unknown or expired (for ``queued``: the last transient
+    failure, if any); ``to`` is masked. ``id``, ``type`` and ``to`` are None when the request
+    was refused before they were known.
+    """
+
+    channel: str
+    status: str
+    id: str | None = None
+    type: str | None = None
+    to: str | None = None
     provider: str | None = None
-    error: ProviderError | None = None
     duplicate: bool = False
+    error: OtpServiceError | None = None
 
+    @classmethod
+    def of(
+        cls,
+        message: Message,
+        status: str,
+        *,
+        id: str | None = None,
+        provider: str | None = None,
+        duplicate: bool = False,
+        error: OtpServiceError | None = None,
+    ) -> Outcome:
+        """An outcome for ``message`` (``id``: a repeat answers with the first message's)."""
+        return cls(
+            message.channel, status, id or message.id, message.type, mask_recipient(message.to),
+            provider, duplicate, error,
+        )  # fmt: skip
 
-# Logto's console "send test" button always sends this; each press must arrive.
-_SEND_TEST = (frozenset({"Generic", "Test"}), "000000")
+    @property
+    def rule(self) -> str | None:
+        """The abuse limit that refused the request (its name in the config)."""
+        return self.error.rule if isinstance(self.error, RateLimitedRequest) else None
 
-
-def dedupe_key(message: Message, secret: bytes) -> str | None:
-    """The same (channel, to, type, code) is the same message while it lives; Logto's "send
-    test" (Generic with code 000000) never is.
-
-    An HMAC under the store's random secret, not a bare hash: a code has a million values, so
-    a bare hash would give it back to anyone reading the file (and the store erases the key
-    when the message expires)."""
-    if not message.code or (message.type in _SEND_TEST[0] and message.code == _SEND_TEST[1]):
-        return None
-    raw = "\0".join((message.channel, message.to.lower(), message.type, message.code))
-    return hmac.new(secret, raw.encode(), hashlib.sha256).hexdigest()
-
-
-class StoreUnavailableError(RequestError):
-    """The outbox cannot store a message durably now: nothing was accepted."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "store_unavailable", "the message store is unavailable; retry shortly", 503, 1
-        )
+    def log_fields(self) -> dict[str, Any]:
+        """The fields of the request's log line (None values are left out by the logger)."""
+        failed = self.error is not None and self.status != "queued"
+        return {
+            "channel": self.channel, "type": self.type, "id": self.id, "to": self.to,
+            "outcome": self.status, "duplicate": self.duplicate or None,
+            "code": self.error.code if failed and self.error is not None else None,
+            "rule": self.rule,
+        }  # fmt: skip

@@ -1,4 +1,5 @@
-"""The outbox worker's upkeep between claims: expire the dead, renew leases, compact, purge."""
+"""The outbox worker's upkeep between claims: recover SMS cut off mid-attempt, expire the dead,
+renew leases, compact, purge."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import time
 
 from ..logs import event, mask_recipient
 from ..metrics import Metrics
-from ..store import Store, StoreUnavailable
+from ..store import OutboxStore, StoreUnavailable
+from .expiry import record_expired
 
 log = logging.getLogger("otp_service.outbox")
 
@@ -16,7 +18,7 @@ class Upkeep:
     """What the worker does on each poll besides claiming due messages."""
 
     def __init__(
-        self, store: Store, metrics: Metrics, lease_seconds: float, retention_seconds: float
+        self, store: OutboxStore, metrics: Metrics, lease_seconds: float, retention_seconds: float
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -27,15 +29,24 @@ class Upkeep:
         self._renewed_at = time.time()
         self._store_warned_at = 0.0
 
-    async def expire(self, now: float) -> None:
-        """Expire what nobody can deliver in time any more; count and log each."""
-        for gone in await self.store.expire_due(now):
-            self.metrics.finished(gone.channel, "expired")
+    async def recover(self, now: float) -> None:
+        """Finish SMS cut off mid-attempt (their lease ran out) as unknown outcomes, never
+        resent; count and log each."""
+        for lost in await self.store.recover(now):
+            self.metrics.recovered(lost.provider)
             event(
-                log, logging.WARNING, "expired",
-                id=gone.id, channel=gone.channel, to=mask_recipient(gone.to),
-                request_id=gone.request_id, attempts=gone.attempts,
-                last_error=gone.last_error or "never attempted",
+                log, logging.ERROR, "recovered unknown",
+                id=lost.id, channel="sms", to=mask_recipient(lost.to),
+                request_id=lost.request_id, provider=lost.provider, attempts=lost.attempts,
+            )  # fmt: skip
+
+    async def expire(self, now: float) -> None:
+        """Expire what nobody can deliver in time any more; count and log each (the store
+        writes their ``last_error`` as :func:`.expiry.expired_error` does)."""
+        for gone in await self.store.expire_due(now):
+            record_expired(
+                self.metrics, id=gone.id, channel=gone.channel, to=gone.to,
+                attempts=gone.attempts, last_error=gone.last_error, request_id=gone.request_id,
             )  # fmt: skip
 
     async def tend(self, now: float, active: set[str], *, idle: bool) -> None:

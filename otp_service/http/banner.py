@@ -39,11 +39,7 @@ def banner(config: Config, base: str, port: int, smtp_port: int | None = None) -
             f"     Logto in Docker on this machine: http://host.docker.internal:{port};",
             f"     Logto on a shared Docker network: http://<this service's name>:{port})",
         ]
-    capture = [
-        ch
-        for ch, p in (("email", config.email.provider), ("sms", config.sms.provider))
-        if p == "capture"
-    ]
+    capture = config.captured_channels()
     if capture or smtp_port is not None:
         asks = " (asks once for one of auth.tokens)" if config.auth.tokens else ""
         lines += [

@@ -1,25 +1,52 @@
-"""What every handler shares: the application keys, token check and the JSON error shape."""
+"""What every handler shares: the application keys, token check and the JSON error shape.
+
+The handlers see the wired services through :class:`AppServices`, the part of the wiring they
+use: only the app factory knows the wiring module (:mod:`otp_service.services`).
+"""
 
 from __future__ import annotations
 
 import hmac
+from typing import Protocol
 
 from aiohttp import web
 
 from ..config import Config
+from ..delivery.limits import Limiter
+from ..delivery.outbox import Outbox
+from ..delivery.send import SendPath
 from ..errors import UnauthorizedError
-from ..services import Services
+from ..intake.smtp import SmtpIntake
+from ..logto.sync import TemplateSync
+from ..metrics import Metrics
+from ..store import Inbox, OutboxStore
 
-SERVICES = web.AppKey("services", Services)
+
+class AppServices(Protocol):
+    """What the HTTP handlers use of the services the app factory wires."""
+
+    @property
+    def sender(self) -> SendPath: ...
+    @property
+    def inbox(self) -> Inbox: ...
+    @property
+    def store(self) -> OutboxStore: ...
+    @property
+    def limiter(self) -> Limiter: ...
+    @property
+    def outbox(self) -> Outbox: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def logto(self) -> TemplateSync | None: ...
+    @property
+    def intake(self) -> SmtpIntake | None: ...
+
+    def provider_names(self) -> list[str]: ...
+
+
+SERVICES: web.AppKey[AppServices] = web.AppKey("services")
 CONFIG = web.AppKey("config", Config)
-
-
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers=headers
-    )
 
 
 def authorize(request: web.Request) -> None:

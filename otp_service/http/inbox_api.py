@@ -18,11 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import RequestError
-from ..message.compose import Message
-from ..message.recipients import normalize_phone
+from ..errors import RequestError, ShuttingDownError
+from ..message.compose import Message, normalize_to
 from ..store import InboxEvent, InboxQuery, StoredStatus, UnknownMessage
-from ..text.addresses import normalize_email
 from ..text.segments import analyse
 from .context import CONFIG, SERVICES, authorize
 
@@ -37,7 +35,7 @@ def _headers(message: Message) -> list[list[str]]:
     sender = message.send_from or ""
     domain = sender.rpartition("@")[2].strip("> ") or "capture.invalid"
     pairs = [
-        ("From", sender or "(email.smtp.fromEmail when sent)"),
+        ("From", sender or "(the email provider's From when sent)"),
         ("To", message.to),
         ("Reply-To", message.reply_to or ""),
         ("Subject", message.subject or ""),
@@ -79,8 +77,7 @@ def _recipient(request: web.Request) -> str | None:
     to = request.query.get("to") or None
     if to is None:
         return None
-    region = request.app[CONFIG].sms.default_region
-    return normalize_email(to) if "@" in to else normalize_phone(to, region)
+    return normalize_to(to, request.app[CONFIG].sms.default_region)
 
 
 def _query(request: web.Request) -> InboxQuery:
@@ -124,7 +121,13 @@ def _status_json(status: StoredStatus) -> dict[str, Any]:
         "finished_at": _iso(status.finished_at) if status.finished_at else None,
         "error": status.last_error,
         "attempts": [
-            {"at": _iso(a.at), "provider": a.provider, "outcome": a.outcome, "error": a.error}
+            {
+                "at": _iso(a.at),
+                "provider": a.provider,
+                "outcome": a.outcome,
+                "error": a.error,
+                "provider_id": a.provider_id,
+            }
             for a in status.attempts
         ],
     }
@@ -199,7 +202,7 @@ async def latest_message(request: web.Request) -> web.Response:
             async with asyncio.timeout(wait):
                 found = await inbox.wait(query, since=since, after=after)
             if found is None:  # the inbox closed under us
-                raise RequestError("shutting_down", "the service is shutting down", 503, 1)
+                raise ShuttingDownError(1)
     except UnknownMessage:
         raise RequestError("invalid_query", "since names no captured message") from None
     except TimeoutError:

@@ -109,6 +109,11 @@ SCHEMAS: dict[str, Schema] = {
                 "enum": ["sent", "captured", "transient", "permanent", "unknown"],
             },
             "error": _nullable("string"),
+            "provider_id": _nullable(
+                "string",
+                description="The provider's own id of the message (Vonage message-id, Aliyun "
+                "BizId, the SMTP server's queue id), when it gave one.",
+            ),
         },
     },
     "MessageStatus": {

@@ -15,9 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from ..metrics import CONTENT_TYPE
-from ..services import Services
 from ..store import StoreUnavailable
-from .context import SERVICES, authorize
+from .context import SERVICES, AppServices, authorize
 from .openapi import document
 
 log = logging.getLogger("otp_service.web")
@@ -60,7 +59,7 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if status == "ready" else 503)
 
 
-async def _exposition(services: Services) -> web.Response:
+async def _exposition(services: AppServices) -> web.Response:
     try:
         await services.outbox.observe()
     except Exception:  # the outbox gauges keep their last value; the rest is still served
@@ -81,7 +80,7 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(document())
 
 
-def create_metrics_app(services: Services) -> web.Application:
+def create_metrics_app(services: AppServices) -> web.Application:
     """``GET /metrics`` alone, without a token, for a listener of its own."""
 
     async def scrape(request: web.Request) -> web.Response:

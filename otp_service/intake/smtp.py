@@ -4,6 +4,12 @@ With ``capture.smtp: {host, port}`` an app (or a Logto still on its built-in SMT
 use otp-service as its mail catcher: each message is captured once per envelope recipient, with
 its subject, text and HTML parts, its headers, and the one-time code found in it. No AUTH, no
 TLS: it is meant for loopback or a private network, like Mailpit and MailDev.
+
+Its mail does not take the send path (:mod:`otp_service.delivery.send`): that path turns a
+request into a message and delivers it (templates, abuse limits, a durable outbox, retries,
+providers), while a mail catcher delivers nothing. The mail arrives composed, goes nowhere but
+the inbox, and the SMTP client already holds it until we answer ``250``; the capture provider
+at the end of the send path writes to the same inbox.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ..config import CaptureSmtpConfig
-from ..errors import RequestError
 from ..message.compose import Message
 from ..store.inbox import Inbox
 from ..text.addresses import normalize_email
@@ -50,7 +55,7 @@ def _body(mail: EmailMessage, subtype: str) -> str | None:
 def _recipient(address: str) -> str:
     try:
         return normalize_email(address)
-    except RequestError:  # captured as given: this is a catcher, not a gate
+    except ValueError:  # captured as given: this is a catcher, not a gate
         return address
 
 

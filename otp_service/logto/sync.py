@@ -1,9 +1,10 @@
 """Keep Logto's email templates in memory, refreshed in the background.
 
 :class:`TemplateSync` reads the templates at start (waiting a few seconds at most), then every
-``refresh_seconds`` (sooner, at most every 30 s, while Logto is failing). Each good answer is
-handed to ``apply``, which compiles the rows and returns the ones that do not compile; a failed
-read changes nothing, so sends keep the last good templates. Requests never wait for Logto.
+``refresh_seconds`` (sooner while Logto is failing: with backoff from 1 s up to at most 30 s).
+Each good answer is handed to ``apply``, which compiles the rows and returns the ones that do
+not compile; a failed read changes nothing, so sends keep the last good templates. Requests
+never wait for Logto.
 
 The state (``ok``, ``unreachable``, ``refused``, ``template_error``; ``starting`` before the first
 answer) is logged once per change (WARNING when it worsens, INFO when it recovers), shown by
@@ -22,11 +23,13 @@ from typing import Any
 
 from ..config.logto import LogtoConfig
 from ..errors import LogtoApiError
+from ..retry import Backoff
 from .client import LogtoClient, LogtoTemplate
 
 log = logging.getLogger("otp_service.logto")
 
 Apply = Callable[[Sequence[LogtoTemplate]], list[str]]
+_RETRY_FIRST_SECONDS = 1.0  # while failing, the first retry (then doubling)
 _RETRY_SECONDS = 30.0  # while failing, try again at least this often
 _START_WAIT_SECONDS = 5.0  # how long start-up waits for the first answer
 
@@ -107,14 +110,18 @@ class TemplateSync:
             self._first.set()
 
     async def _run(self) -> None:
+        every = self.config.refresh_seconds
+        backoff = Backoff(min(every, _RETRY_FIRST_SECONDS), min(every, _RETRY_SECONDS))
         while True:
             try:
                 await self.refresh()
             except Exception:  # a bug here must not end the refreshes
                 log.exception("Logto email templates: refresh failed")
-            failing = self.state in ("unreachable", "refused")
-            delay = self.config.refresh_seconds
-            await asyncio.sleep(min(delay, _RETRY_SECONDS) if failing else delay)
+            if self.state in ("unreachable", "refused"):
+                await backoff.wait()
+            else:
+                backoff.reset()
+                await asyncio.sleep(every)
 
     async def start(self) -> None:
         """Start refreshing; wait briefly for the first answer so early sends can use it."""

@@ -2,11 +2,12 @@
 
 Logto adds ``application`` ``{id, name, displayName, branding: {logoUrl, darkLogoUrl}}`` and
 ``organization`` ``{id, name, branding: {logoUrl, darkLogoUrl}}`` to email payloads
-(CONTRACT.md §1, §5). The brand name is the application's ``displayName``, then its ``name``,
-then ``templates.brand``. The logo is the organization's when it has one (Logto shows an
-organization's branding over its application's on the sign-in page), else the application's;
-the dark variant is taken from the same place. Only ``https:`` URLs are used: an ``http:`` image
-would be mixed content for webmail, and ``data:``/``javascript:`` have no place in an email.
+(docs/logto-contract.md, "The request"). The brand name is the application's ``displayName``,
+then its ``name``, then ``templates.brand``. The logo is the organization's when it has one
+(Logto shows an organization's branding over its application's on the sign-in page), else the
+application's; the dark variant is taken from the same place. Only ``https:`` URLs are used: an
+``http:`` image would be mixed content for webmail, and ``data:``/``javascript:`` have no place
+in an email.
 """
 
 from __future__ import annotations

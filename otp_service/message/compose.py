@@ -1,7 +1,7 @@
 """From a Logto HTTP connector request to a :class:`Message`, once, early.
 
 The request shape is Logto's (``{to, type, payload: {code, link, locale, ...}, ip}``, see
-CONTRACT.md §1); extra keys are accepted, ``Test`` is rendered as ``Generic``.
+docs/logto-contract.md); extra keys are accepted, ``Test`` is rendered as ``Generic``.
 """
 
 from __future__ import annotations
@@ -108,6 +108,26 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _to(value: str) -> None:
+    if has_control(value):  # a header injection attempt, whatever the channel
+        raise RequestError("invalid_header_value", "'to' contains control characters")
+
+
+def normalize_to(value: str, default_region: str | None = None) -> str:
+    """An address (``@``) or a phone number as the outbox and the inbox keep it; the same
+    error codes as a send."""
+    _to(value)
+    if "@" in value:
+        try:
+            return normalize_email(value)
+        except ValueError as exc:
+            raise RequestError("invalid_email", str(exc)) from None
+    try:
+        return e164(parse_phone(value, default_region))
+    except ValueError as exc:
+        raise RequestError("invalid_phone", str(exc)) from None
+
+
 class Composer:
     """Renders requests into messages with the configured templates."""
 
@@ -120,8 +140,12 @@ class Composer:
         payload = request.payload
         message_id = new_message_id()
         code, link = _text(payload.get("code")), _text(payload.get("link"))
+        _to(request.to)
         if channel == "email":
-            to = normalize_email(request.to)
+            try:
+                to = normalize_email(request.to)
+            except ValueError as exc:
+                raise RequestError("invalid_email", str(exc)) from None
             email = self.library.render_email(request.type, payload)
             return Message(
                 id=message_id,
@@ -138,8 +162,14 @@ class Composer:
                 send_from=email.send_from,
                 ip=request.ip,
             )
-        parsed = parse_phone(request.to, self.sms.default_region)  # parsed once, used twice
-        check_destination(parsed, self.sms)
+        try:
+            parsed = parse_phone(request.to, self.sms.default_region)  # parsed once, used twice
+        except ValueError as exc:
+            raise RequestError("invalid_phone", str(exc)) from None
+        try:
+            check_destination(parsed, self.sms)
+        except ValueError as exc:
+            raise RequestError("destination_not_allowed", str(exc), 403) from None
         number = e164(parsed)
         sms = self.library.render_sms(request.type, payload)
         encoding = analyse(sms.text)

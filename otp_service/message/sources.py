@@ -168,8 +168,14 @@ class Connector:
     """Templates pasted in a Logto connector JSON, keyed by usage type."""
 
     def __init__(
-        self, templates: Sequence[EmailTemplate], sms: Sequence[tuple[str, str]] = ()
+        self,
+        templates: Sequence[EmailTemplate],
+        sms: Sequence[tuple[str, str]] = (),
+        email_at: str = "connector email templates",
+        sms_at: str = "connector SMS templates",
     ) -> None:
+        """``email_at`` and ``sms_at``: where the templates are in the config file."""
+        self.sms_at = sms_at
         text_env, html_env = environment(None, html=False), environment(None, html=True)
         self.email: dict[str, EmailSet] = {}
         self.sms: dict[str, Template] = {}
@@ -179,7 +185,7 @@ class Connector:
                 self.sms.setdefault(usage, text_env.from_string(content))
             except TemplateError as exc:
                 self.problems.append(
-                    ConfigProblem(f"sms.vonage.templates[{index}]", str(exc), "fix the template")
+                    ConfigProblem(f"{sms_at}[{index}]", str(exc), "fix the template")
                 )
         for index, t in enumerate(templates):
             try:
@@ -195,7 +201,7 @@ class Connector:
                 self.email.setdefault(t.usage_type, compiled)
             except TemplateError as exc:
                 self.problems.append(
-                    ConfigProblem(f"email.smtp.templates[{index}]", str(exc), "fix the template")
+                    ConfigProblem(f"{email_at}[{index}]", str(exc), "fix the template")
                 )
 
 

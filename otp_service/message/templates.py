@@ -89,6 +89,9 @@ class TemplateLibrary:
         config: TemplatesConfig,
         connector_email: Sequence[EmailTemplate] = (),
         connector_sms: Sequence[tuple[str, str]] = (),
+        *,
+        email_at: str = "connector email templates",
+        sms_at: str = "connector SMS templates",
     ) -> None:
         self.config = config
         bundled = bundled_root()
@@ -97,7 +100,7 @@ class TemplateLibrary:
             if config.directory is not None
             else None
         )
-        self.connector = Connector(connector_email, connector_sms)
+        self.connector = Connector(connector_email, connector_sms, email_at, sms_at)
         self.bundled = Directory(bundled, "templates", [bundled]) if config.bundled else None
         self.logto = LogtoSource()
         self._render_failures: set[tuple[str, str]] = set()  # Logto templates warned about
@@ -179,7 +182,7 @@ class TemplateLibrary:
             try:
                 if value:
                     parse_mailbox(value)
-            except RequestError as exc:  # found now, before anything is stored
+            except ValueError as exc:  # found now, before anything is stored
                 if source == "logto":
                     raise self._skip(locale, str(ctx["type"]), f"has a bad {what}") from exc
                 raise RequestError(
@@ -218,7 +221,7 @@ class TemplateLibrary:
         }
         context = self._context("Generic", sample)
         found: list[tuple[str, Template]] = [
-            (f"sms.vonage.templates {usage}", template)
+            (f"{self.connector.sms_at} {usage}", template)
             for usage, template in self.connector.sms.items()
         ]
         for directory in (self.operator, self.bundled):

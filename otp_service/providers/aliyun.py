@@ -23,7 +23,8 @@ from darabonba.exceptions import RetryError
 from darabonba.runtime import RuntimeOptions
 from Tea.exceptions import TeaException, UnretryableException
 
-from ..config.sms import AliyunConfig, Endpoint
+from ..config.aliyun import AliyunConfig
+from ..config.sms import Endpoint
 from ..errors import (
     OutcomeUnknownError,
     PermanentProviderError,

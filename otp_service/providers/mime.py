@@ -6,12 +6,21 @@ itself. The output is deliberately plain: every header is ASCII (RFC 2047 for no
 subjects and display names, folded at 78 columns), addresses may be UTF-8 (SMTPUTF8), bodies
 are 7bit, quoted-printable or base64 as fits, and an HTML body goes as multipart/alternative
 after its plain-text part. Every value was already checked for control characters.
+
+Besides From, To, Subject, Date, a Message-ID on the sender's domain and MIME-Version, a code
+mail says what it is to the machines that read it: ``Auto-Submitted: auto-generated`` (RFC 3834:
+vacation replies and autoresponders stay quiet), ``X-Auto-Response-Suppress: OOF, AutoReply``
+(Exchange's own switch for the same; non-delivery reports still come back) and
+``Content-Language`` with the template's language when it has one. No ``Precedence: bulk``: it
+is not a standard (RFC 3834 advises against it) and mail providers file it as bulk mail. A
+``customHeaders`` entry of the same name replaces any of these three.
 """
 
 from __future__ import annotations
 
 import base64
 import quopri
+import re
 import uuid
 from dataclasses import dataclass
 from email.header import Header
@@ -22,6 +31,7 @@ from ..message.compose import Message
 from ..text.addresses import Mailbox, parse_mailbox
 
 _SPECIALS = set('()<>@,;:\\".[]')
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,20 @@ def sender(message: Message, config: SmtpConfig) -> Mailbox:
     return parse_mailbox(message.send_from) if message.send_from else config.from_mailbox
 
 
+def _automatic(message: Message, config: SmtpConfig) -> list[str]:
+    """The headers that mark a code mail as machine-sent, and its language; a custom header
+    of the same name replaces one."""
+    headers = [
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Auto-Response-Suppress", "OOF, AutoReply"),
+    ]
+    language = message.locale.replace("_", "-")  # a directory may be named pt_BR
+    if _LANGUAGE_TAG.fullmatch(language):  # a connector template has no language
+        headers.append(("Content-Language", language))
+    custom = {name.lower() for name, _ in config.custom_headers}
+    return [f"{name}: {value}\r\n" for name, value in headers if name.lower() not in custom]
+
+
 def build_email(message: Message, config: SmtpConfig) -> Email:
     """Headers and body; the Message-ID derives from the message id, stable across retries."""
     from_box = sender(message, config)
@@ -91,6 +115,7 @@ def build_email(message: Message, config: SmtpConfig) -> Email:
         f"Date: {format_datetime(message.created_at)}\r\n",
         f"Message-ID: {message_id}\r\n",
         "MIME-Version: 1.0\r\n",
+        *_automatic(message, config),
         *(_header(name, value) for name, value in config.custom_headers),
     ]
     if message.html is None:

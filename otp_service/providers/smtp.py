@@ -25,6 +25,15 @@ NAME = "smtp"
 
 
 _ENHANCED = re.compile(r"^\d\.\d{1,3}\.\d{1,3}\b")
+# The server's own id for the message in its reply to DATA: Postfix "250 2.0.0 Ok: queued as
+# 4Xyz", Exim "250 OK id=1tAbCd-000123-Ef"; many servers (aiosmtpd: "250 OK") give none.
+_QUEUE_ID = re.compile(r"(?:queued as|\bid=)\s*([A-Za-z0-9][A-Za-z0-9._@-]{0,99})", re.IGNORECASE)
+
+
+def queue_id(reply: str) -> str | None:
+    """The queue id in the server's reply to DATA, or None when it names none."""
+    found = _QUEUE_ID.search(reply)
+    return found.group(1) if found else None
 
 
 def _reply(code: int, text: str) -> ProviderError:
@@ -103,10 +112,10 @@ class SmtpProvider:
                     reused = False
                     try:
                         async with self.pool.connection(fresh=fresh) as (smtp, reused):
-                            await smtp.sendmail(
+                            _, reply = await smtp.sendmail(
                                 mail.sender, [mail.recipient], mail.data, mail_options=options
                             )
-                            return SendResult(self.name, "sent", mail.message_id)
+                            return SendResult(self.name, "sent", queue_id(reply))
                     except (
                         aiosmtplib.SMTPServerDisconnected,
                         aiosmtplib.SMTPResponseException,

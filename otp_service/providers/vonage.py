@@ -1,7 +1,7 @@
 """The Vonage SMS provider (the ``vonage`` SDK v4), configured with Logto's Vonage JSON.
 
 The SDK is synchronous (``requests``): calls run on a bounded thread pool. It must never replay
-a POST by itself (PROVIDERS.md, "duplicates"): its own RemoteDisconnected loop runs
+a POST by itself (docs/providers.md, "Vonage"): its own RemoteDisconnected loop runs
 ``pool_maxsize`` times, so that option is 1 and our own adapter carries the real pool, with
 urllib3 retries off. Wire format: https://developer.vonage.com/en/api/sms
 """
@@ -21,7 +21,8 @@ from vonage import Auth, HttpClientOptions, Vonage
 from vonage_http_client import errors as http_errors
 from vonage_sms import PartialFailureError, SmsError, SmsMessage
 
-from ..config.sms import Endpoint, VonageConfig
+from ..config.sms import Endpoint
+from ..config.vonage import VonageConfig
 from ..errors import (
     OutcomeUnknownError,
     PermanentProviderError,
@@ -132,7 +133,7 @@ class VonageProvider:
             session.verify = endpoint.ca_file
         self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vonage")
 
-    def _send(self, message: Message) -> str:
+    def _send(self, message: Message) -> str | None:
         sms = SmsMessage(
             to=vonage_number(message.to),
             from_=self.config.brand_name,
@@ -141,7 +142,7 @@ class VonageProvider:
             client_ref=message.id[:40],
         )
         response = self.client.sms.send(sms)
-        return str(response.messages[0].message_id) if response.messages else ""
+        return str(response.messages[0].message_id) if response.messages else None
 
     async def send(self, message: Message) -> SendResult:
         loop = asyncio.get_running_loop()

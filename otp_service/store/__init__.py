@@ -1,30 +1,37 @@
-"""Storage: the Store protocol and its backends: SQLite (embedded default, one process) and
-PostgreSQL (:mod:`.postgres`, imported when configured: replicas and workers), and the capture
-inbox (in memory for one process)."""
+"""Storage, by port: the outbox (:mod:`.outbox`: messages, attempts, leases, idempotency,
+dedupe), the counters (:mod:`.counters`: abuse limits) and the inbox (:mod:`.inbox`: captured
+messages and their live events). Backends: SQLite (embedded default, one process: outbox and
+counters), PostgreSQL (:mod:`.postgres` and :mod:`.pg_inbox`, imported when configured:
+replicas and workers; all three ports) and memory (:class:`Counters`, :class:`MemoryInbox`)."""
 
 from ..errors import StoreUnavailable
-from .base import (
+from .counters import Counters, CounterStore
+from .inbox import Inbox, InboxEvent, InboxQuery, MemoryInbox, UnknownMessage
+from .outbox import (
     Accepted,
     Attempt,
     Due,
     ExpiredMessage,
-    Store,
+    OutboxStore,
+    Recovered,
     StoredStatus,
 )
-from .inbox import Inbox, InboxEvent, InboxQuery, MemoryInbox, UnknownMessage
 from .sqlite import SqliteStore
 
 __all__ = [
     "Accepted",
     "Attempt",
+    "CounterStore",
+    "Counters",
     "Due",
     "ExpiredMessage",
     "Inbox",
     "InboxEvent",
     "InboxQuery",
     "MemoryInbox",
+    "OutboxStore",
+    "Recovered",
     "SqliteStore",
-    "Store",
     "StoreUnavailable",
     "StoredStatus",
     "UnknownMessage",

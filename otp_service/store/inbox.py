@@ -1,13 +1,21 @@
-"""The capture inbox seam: captured messages to list, read, delete, watch and wait for.
+"""The inbox port: captured messages to list, read, delete, watch and wait for.
 
 :class:`Inbox` is what the HTTP layer (the JSON API, ``latest?wait=``, the live page) and the
 capture intakes (the capture provider, the SMTP intake) need. :class:`MemoryInbox` is the
-embedded implementation for one process: a bounded ordered dict, with ``wait`` and ``events``
-woken by plain asyncio futures and queues (no polling). A shared backend (PostgreSQL, for
-several replicas) implements the same protocol, waking waiters with LISTEN/NOTIFY.
+embedded backend for one process: a bounded ordered dict, with ``wait`` and ``events`` woken by
+plain asyncio futures and queues (no polling). The shared backend (PostgreSQL, for several
+replicas: :mod:`.pg_inbox`) wakes waiters with LISTEN/NOTIFY. Every backend keeps these
+promises (tests/test_inbox_store.py holds each to them):
 
-Order: "newest" is the order in which messages were captured. ``since`` (a time) keeps messages
-*created* at or after it; ``after`` (a message id) keeps messages captured after that one.
+- **Order**: "newest" is the order in which messages were captured. ``since`` (a time) keeps
+  messages *created* at or after it; ``after`` (a message id) keeps messages captured after
+  that one.
+- **Bounded by itself**: at most ``capture.max_messages`` messages and about
+  ``capture.max_bytes`` of them (memory: their strings' size; PostgreSQL: their stored JSON),
+  the oldest dropped first (live readers hear ``deleted``), the newest always kept. No other
+  port's purge touches captured messages.
+- **Woken, not polled**: :meth:`Inbox.wait` and :meth:`Inbox.events` hear an arrival as it
+  lands (on any replica sharing the backend).
 """
 
 from __future__ import annotations

@@ -155,6 +155,15 @@ END
 $$;
 """,
     ),
+    (
+        3,
+        "the provider's message id of each attempt; limit counters found by time",
+        """
+ALTER TABLE attempts ADD COLUMN provider_id text;
+-- Counters whose time has passed are deleted by the counting replica, found by this index.
+CREATE INDEX limit_counters_tat ON limit_counters (tat);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -1,6 +1,7 @@
-"""The PostgreSQL connection pool behind :class:`~otp_service.store.postgres.PostgresStore`:
-connect (with backoff while the server is unreachable), migrate, map connection failures to
-:class:`~otp_service.errors.StoreUnavailable`, and write bookkeeping in batches."""
+"""The PostgreSQL connection pool behind :class:`~otp_service.store.postgres.PostgresStore`
+and :class:`~otp_service.store.pg_inbox.PgInbox`: connect (with backoff while the server is
+unreachable), migrate, map connection failures to :class:`~otp_service.errors.StoreUnavailable`,
+and write bookkeeping in batches (:meth:`PgConnection.write`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ..errors import StoreRefused, StoreUnavailable
+from ..retry import Backoff
+from .batch import WriteBatch
 from .migrations import migrate, quote_ident
 
 log = logging.getLogger("otp_service.store")
@@ -30,20 +33,18 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.InterfaceError,
 )
-
-
-def settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
-    """Answer a queued caller with a result or an error, unless it has stopped waiting."""
-    if not future.done():
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+# What can succeed if tried again later: the above, and the server refusing for the moment
+# (a deadlock or serialization failure, no room: disk full, out of memory).
+TRANSIENT: tuple[type[BaseException], ...] = (
+    *UNAVAILABLE,
+    asyncpg.exceptions.TransactionRollbackError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+Write = tuple[str, tuple[Any, ...]]
 
 
 def _grouped(
-    batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]],
-    barriers: frozenset[str] = frozenset(),
+    batch: list[Write], barriers: frozenset[str] = frozenset()
 ) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """The writes of one statement together, one pipelined ``executemany`` each, in the order
     each statement first appears. Reordering is safe: a message's own writes are awaited one
@@ -52,7 +53,7 @@ def _grouped(
     """
     groups: list[tuple[str, list[tuple[Any, ...]]]] = []
     open_groups: dict[str, list[tuple[Any, ...]]] = {}
-    for sql, args, _ in batch:
+    for sql, args in batch:
         if sql in barriers:
             groups.append((sql, [args]))
             open_groups = {}
@@ -98,8 +99,7 @@ class PgConnection:
         self.owner = replica_name()
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Task[None] | None = None
-        self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._writes: WriteBatch[Write] = WriteBatch(self._commit)
         self._lost = False  # the last query failed for want of a connection
         self.dedupe_secret = b""
         self.on_connect: list[Callable[[asyncpg.Pool], Awaitable[None]]] = []
@@ -161,20 +161,20 @@ class PgConnection:
         self._pool = pool
 
     async def _connect_forever(self) -> None:
-        delay = 0.5
+        backoff = Backoff(first=0.5, cap=10.0)
         while True:
             try:
                 await self._connect_once()
                 log.info("store: connected to PostgreSQL (schema %s)", self.schema)
                 return
             except UNAVAILABLE as exc:
+                delay = backoff.next()
                 log.warning(
                     "store: PostgreSQL unreachable (%s); retrying in %.1f s",
                     type(exc).__name__,
                     delay,
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
 
     async def open(self) -> None:
         """Connect and migrate. A refused connection does not stop the start: the service comes
@@ -206,9 +206,7 @@ class PgConnection:
             self._opening.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._opening
-        if self._flusher is not None:
-            with contextlib.suppress(Exception):
-                await self._flusher
+        await self._writes.drain()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -224,10 +222,15 @@ class PgConnection:
         try:
             async with self._pool.acquire() as conn:
                 yield conn
-        except UNAVAILABLE as exc:
-            self._lost = True
-            raise StoreUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from exc
+        except TRANSIENT as exc:
+            raise self._unavailable(exc) from exc
         self._lost = False
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        if isinstance(exc, UNAVAILABLE):
+            self._lost = True
+            return StoreUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}")
+        return StoreUnavailable(f"PostgreSQL cannot take this now: {type(exc).__name__}")
 
     async def query(self, method: str, sql: str, *args: Any) -> Any:
         """One statement on a pooled connection (``fetchrow``, ``fetchval``, ``fetch`` or
@@ -236,51 +239,25 @@ class PgConnection:
             raise StoreUnavailable("PostgreSQL is not connected yet")
         try:
             result = await getattr(self._pool, method)(sql, *args)
-        except UNAVAILABLE as exc:
-            self._lost = True
-            raise StoreUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from exc
+        except TRANSIENT as exc:
+            raise self._unavailable(exc) from exc
         self._lost = False
         return result
 
-    async def _write(self, sql: str, *args: Any) -> None:
-        """Queue a bookkeeping write; whatever queued up commits together in one transaction."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((sql, args, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        await future
+    async def write(self, sql: str, *args: Any) -> None:
+        """Queue a bookkeeping write; whatever queued up commits together in one transaction
+        (:class:`~otp_service.store.batch.WriteBatch`: a write the server refuses fails alone,
+        as :class:`~otp_service.errors.WriteRefused`; an outage fails the batch)."""
+        await self._writes.put((sql, args))
 
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                async with self.connection() as conn, conn.transaction():
-                    for sql, rows in _grouped(batch, self.BARRIERS):
-                        if len(rows) == 1:
-                            await conn.execute(sql, *rows[0])
-                        else:
-                            await conn.executemany(sql, rows)
-            except StoreUnavailable as exc:  # nobody's write is kept: each caller retries its own
-                for _, _, future in batch:
-                    settle(future, exc)
-                continue
-            except Exception:  # one bad write must not fail the others: each on its own
-                await self._one_by_one(batch)
-                continue
-            for _, _, future in batch:
-                settle(future, None)
-
-    async def _one_by_one(
-        self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]]
-    ) -> None:
-        for sql, args, future in batch:
-            try:
-                async with self.connection() as conn:
-                    await conn.execute(sql, *args)
-            except Exception as exc:
-                settle(future, exc)
-            else:
-                settle(future, None)
+    async def _commit(self, batch: list[Write]) -> list[None]:
+        async with self.connection() as conn, conn.transaction():
+            for sql, rows in _grouped(batch, self.BARRIERS):
+                if len(rows) == 1:
+                    await conn.execute(sql, *rows[0])
+                else:
+                    await conn.executemany(sql, rows)
+        return [None] * len(batch)
 
     async def drop_schema(self) -> None:
         """Remove every table of this store (tests; an operator uninstalling)."""

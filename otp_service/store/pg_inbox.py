@@ -1,7 +1,9 @@
 """The capture inbox in PostgreSQL: what any replica captured, for every replica to read.
 
-Captured messages are rows of ``captured`` beside the outbox (bounded at ``max_messages``, the
-oldest dropped). Every change is announced with ``NOTIFY`` in the transaction that makes it; each
+Captured messages are rows of ``captured`` beside the outbox, bounded like the memory inbox:
+at most ``max_messages`` and ``max_bytes`` (of stored JSON), the oldest dropped first, the newest
+always kept. The inbox trims itself as it adds (no other port's purge touches it).
+Every change is announced with ``NOTIFY`` in the transaction that makes it; each
 replica listens on a connection of its own and wakes its waiters (``latest?wait=``) and its live
 readers from there, so a message captured on one replica wakes a waiter on another without
 polling. When the listening connection is lost, it is opened again and every waiter looks again
@@ -23,7 +25,8 @@ from typing import Any
 import asyncpg
 
 from ..message.compose import Message
-from .base import message_from_json, message_to_json
+from ..retry import Backoff
+from .codec import message_from_json, message_to_json
 from .inbox import InboxEvent, InboxQuery, Readers, UnknownMessage
 from .pg_connection import PgConnection
 
@@ -37,12 +40,17 @@ WITH added AS (
 )
 SELECT pg_notify($7, $8) FROM added
 """
-# Keep the newest max_messages; one statement drops the rest and announces each.
+# Keep the newest max_messages ($1) holding at most max_bytes ($3), the newest always; one
+# statement drops the rest and announces each. (octet_length of a compressed body is read from
+# its header, not by decompressing it.)
 _TRIM = """
-WITH dropped AS (
-  DELETE FROM captured WHERE seq <= (SELECT seq FROM captured ORDER BY seq DESC
-                                     OFFSET $1 LIMIT 1)
-  RETURNING id
+WITH ranked AS (
+  SELECT seq, row_number() OVER newest AS n, sum(octet_length(body)) OVER newest AS total
+  FROM captured WINDOW newest AS (ORDER BY seq DESC)
+), dropped AS (
+  DELETE FROM captured c USING ranked r
+  WHERE c.seq = r.seq AND r.n > 1 AND (r.n > $1 OR r.total > $3)
+  RETURNING c.id
 )
 SELECT pg_notify($2, json_build_object('kind', 'deleted', 'id', id)::text) FROM dropped
 """
@@ -73,9 +81,17 @@ def _where(query: InboxQuery, since: datetime | None, args: list[Any]) -> str:
 class PgInbox:
     """The :class:`~otp_service.store.inbox.Inbox` on the PostgreSQL store's database."""
 
-    def __init__(self, store: PgConnection, max_messages: int = 1000, queue_size: int = 1000):
+    def __init__(
+        self,
+        store: PgConnection,
+        max_messages: int = 1000,
+        queue_size: int = 1000,
+        max_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self.store = store
         self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._unbounded_bytes = 0  # stored since the last trim
         self.channel = f"otp_inbox_{store.schema}"[:63]
         self._waiters: set[_Waiter] = set()
         self._readers = Readers(queue_size)
@@ -96,7 +112,7 @@ class PgInbox:
             self._listening = asyncio.get_running_loop().create_task(self._listen())
 
     async def _listen(self) -> None:
-        delay = 0.5
+        backoff = Backoff(first=0.5, cap=10.0)
         while not self._closed:
             lost = asyncio.Event()
             conn = None
@@ -104,7 +120,8 @@ class PgInbox:
                 conn = await asyncpg.connect(self.store.url, timeout=self.store.connect_timeout)
                 conn.add_termination_listener(lambda _, event=lost: event.set())
                 await conn.add_listener(self.channel, self._notified)
-                self._listener, delay = conn, 0.5
+                self._listener = conn
+                backoff.reset()
                 self._heard.set()
                 self._wake_all()  # anything sent while nobody listened: look again
                 await lost.wait()
@@ -116,9 +133,9 @@ class PgInbox:
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
             if not self._closed:
-                log.warning("inbox: the LISTEN connection is lost; reconnecting")
+                delay = backoff.next()
+                log.warning("inbox: the LISTEN connection is lost; reconnecting in %.1f s", delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         event = json.loads(payload)
@@ -156,21 +173,28 @@ class PgInbox:
 
     async def add(self, message: Message) -> None:
         # Written with the outbox's bookkeeping batch (one transaction for a burst); the
-        # notification goes out when it commits. The bound is applied every few adds.
+        # notification goes out when it commits. The bounds are applied every few adds, and
+        # whenever a twentieth of max_bytes came in since the last time.
         self._adds += 1
         self._recent[message.id] = message
         while len(self._recent) > 256:
             self._recent.popitem(last=False)
-        await self.store._write(
-            _ADD, message.id, message.channel, message.to, message.type,
-            message_to_json(message), message.created_at.timestamp(), self.channel,
+        body = message_to_json(message)
+        await self.store.write(
+            _ADD, message.id, message.channel, message.to, message.type, body,
+            message.created_at.timestamp(), self.channel,
             json.dumps({"kind": "added", "id": message.id}),
         )  # fmt: skip
-        if self._adds % 20 == 0 or self.max_messages < 20:
-            await self._trim()
-
-    async def _trim(self) -> None:
-        await self.store.query("execute", _TRIM, self.max_messages, self.channel)
+        self._unbounded_bytes += len(body)
+        if (
+            self._adds % 20 == 0
+            or self.max_messages < 20
+            or self._unbounded_bytes >= self.max_bytes // 20
+        ):
+            self._unbounded_bytes = 0
+            await self.store.query(
+                "execute", _TRIM, self.max_messages, self.channel, self.max_bytes
+            )
 
     async def delete(self, message_id: str) -> bool:
         async with self.store.connection() as conn, conn.transaction():

@@ -1,4 +1,7 @@
-"""The shared store: PostgreSQL, for several replicas and ``serve --workers``.
+"""The shared store: PostgreSQL, for several replicas and ``serve --workers``; its outbox and
+counters SQL (the schema is :mod:`.migrations`', the captured messages :mod:`.pg_inbox`').
+
+Implements the outbox port (:mod:`.outbox`) and the counters port (:mod:`.counters`).
 
 Every replica works on the same tables (in their own schema, ``otp_service`` by default):
 accepting a message is one round trip to a server-side function that commits it with its
@@ -9,10 +12,12 @@ counters are rows updated in place. Bookkeeping after an attempt (outcomes, retr
 is queued and written in batches, one transaction each.
 
 The driver is asyncpg (measured against psycopg 3 on this workload: see the README). Any
-connection failure surfaces as :class:`~otp_service.store.base.StoreUnavailable`; the pool
+connection failure surfaces as :class:`~otp_service.errors.StoreUnavailable`; the pool
 opens new connections by itself once the server is back. The SMS at-most-once rule holds across
 replicas: an SMS whose attempt started (durably noted before the provider is called) under a
-lease that ran out is finished as ``provider_outcome_unknown`` by whichever replica claims it.
+lease that ran out is finished as ``provider_outcome_unknown`` by whichever replica's worker
+runs :meth:`PostgresStore.recover` next. Limit counters whose time has passed are deleted by
+the replica counting, now and then, in the background.
 """
 
 from __future__ import annotations
@@ -21,29 +26,34 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import StoreUnavailable
 from ..message.compose import Message
-from .base import (
+from .batch import WriteBatch
+from .codec import message_from_json, message_to_json, request_id_of
+from .outbox import (
     FINAL,
+    UNKNOWN_OUTCOME,
     Accepted,
     Attempt,
     Due,
     ExpiredMessage,
+    Recovered,
     StoredStatus,
-    message_from_json,
-    message_to_json,
 )
-from .pg_connection import PgConnection, settle
+from .pg_connection import PgConnection
+
+log = logging.getLogger("otp_service.store")
+COUNTER_TRIM_SECONDS = 60.0  # how often a replica deletes the counters whose time has passed
 
 _CLAIM = """
 WITH expired AS (
   UPDATE messages SET status = 'expired', body = NULL, finished_at = $1, lease_until = NULL,
-         dedupe_key = NULL, last_error = COALESCE(last_error, 'expired before delivery')
+         dedupe_key = NULL,
+         last_error = 'expired before delivery: ' || COALESCE(last_error, 'never attempted')
   WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND expires_at <= $1
                AND (lease_until IS NULL OR lease_until < $1) LIMIT 500 FOR UPDATE SKIP LOCKED)
 ), erased AS (
@@ -53,20 +63,36 @@ WITH expired AS (
 ), due AS (
   SELECT id FROM messages WHERE status = 'queued' AND next_attempt_at <= $1 AND expires_at > $1
   AND (lease_until IS NULL OR lease_until < $1)
+  AND NOT (channel = 'sms' AND attempt_started_at IS NOT NULL)
   ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED
 )
 UPDATE messages m SET lease_until = $2, lease_owner = $4 FROM due WHERE m.id = due.id
-RETURNING m.id, m.body, m.expires_at, m.attempts, m.channel, m.attempt_started_at,
-          m.attempt_provider
+RETURNING m.id, m.body, m.expires_at, m.attempts
+"""
+# An SMS whose attempt started under a lease that ran out: finished as an unknown outcome.
+_RECOVER = """
+WITH lost AS (
+  SELECT id, body, attempt_started_at, attempt_provider FROM messages
+  WHERE status = 'queued' AND channel = 'sms' AND attempt_started_at IS NOT NULL
+  AND (lease_until IS NULL OR lease_until < $1) FOR UPDATE SKIP LOCKED
+), noted AS (
+  INSERT INTO attempts (message_id, at, provider, outcome, error)
+  SELECT id, attempt_started_at, attempt_provider, 'unknown', $2 FROM lost
+)
+UPDATE messages m SET status = 'failed', provider = lost.attempt_provider, last_error = $2,
+       body = NULL, lease_until = NULL, lease_owner = NULL, finished_at = $1,
+       attempts = m.attempts + 1, attempt_started_at = NULL, attempt_provider = NULL
+FROM lost WHERE m.id = lost.id
+RETURNING m.id, m.recipient, m.provider, m.attempts, lost.body
 """
 _ATTEMPT = (
-    "WITH a AS (INSERT INTO attempts (message_id, at, provider, outcome, error) "
-    "VALUES ($1, $2, $3, $4, $5)) UPDATE messages SET attempts = attempts + 1, "
+    "WITH a AS (INSERT INTO attempts (message_id, at, provider, outcome, error, provider_id) "
+    "VALUES ($1, $2, $3, $4, $5, $6)) UPDATE messages SET attempts = attempts + 1, "
     "attempt_started_at = NULL, attempt_provider = NULL WHERE id = $1"
 )
 _FINISH = """
-WITH a AS (INSERT INTO attempts (message_id, at, provider, outcome, error)
-           SELECT $1, $6, $7, $8, $9 WHERE $7::text IS NOT NULL)
+WITH a AS (INSERT INTO attempts (message_id, at, provider, outcome, error, provider_id)
+           SELECT $1, $6, $7, $8, $9, $10 WHERE $7::text IS NOT NULL)
 UPDATE messages SET status = $2, provider = $3, last_error = $4, body = NULL, lease_until = NULL,
        lease_owner = NULL, finished_at = $5, attempt_started_at = NULL, attempt_provider = NULL,
        attempts = attempts + CASE WHEN $7::text IS NULL THEN 0 ELSE 1 END
@@ -82,14 +108,12 @@ _RENEW = (
     "UPDATE messages SET lease_until = $1 WHERE id = ANY($2::text[]) "
     "AND lease_owner = $3 AND status = 'queued'"
 )
-_ACCEPT_ONE = "SELECT * FROM accept_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 _ACCEPT_MANY = (
     "SELECT * FROM accept_messages($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
     "$6::text[], $7::float8[], $8::float8[], $9::float8[], $10, $11::text[])"
 )
 # id, channel, to, type, body, dedupe key, created, expires, lease until, idempotency key
 _AcceptArgs = tuple[str, str, str, str, str, str | None, float, float, float, str | None]
-_AcceptFuture = asyncio.Future[Accepted]
 # GCRA in one statement (the rule of otp_service.store.counters.gcra): allowed when
 # max(tat, now) + interval - now <= window; a refused event is not counted.
 _HIT = """
@@ -98,22 +122,26 @@ ON CONFLICT (key) DO UPDATE SET tat = GREATEST(c.tat, $2) + $3
 WHERE GREATEST(c.tat, $2) + $3 - $2 <= $4::float8 + 1e-9
 RETURNING tat
 """
+_TRIM_COUNTERS = "DELETE FROM limit_counters WHERE tat < $1"
 
 
 class PostgresStore(PgConnection):
-    """The :class:`~otp_service.store.base.Store` on a PostgreSQL database shared by replicas."""
+    """The :class:`~otp_service.store.outbox.OutboxStore` and the
+    :class:`~otp_service.store.counters.CounterStore` on a PostgreSQL database shared by
+    replicas."""
 
     BARRIERS = frozenset({_RENEW})
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
-        self._accepts: list[tuple[_AcceptArgs, _AcceptFuture]] = []
-        self._accepter: asyncio.Task[None] | None = None
+        self._accepts: WriteBatch[_AcceptArgs] = WriteBatch(self._accept_batch)
+        self._trimmed_at = 0.0
+        self._trimming: asyncio.Task[None] | None = None
 
     def _counter_key(self, key: str) -> str:
         return hmac.new(self.dedupe_secret, key.encode(), hashlib.sha256).hexdigest()[:32]
 
-    # -- the Store protocol
+    # -- the outbox port
 
     async def accept(
         self,
@@ -130,43 +158,23 @@ class PostgresStore(PgConnection):
             message.id, message.channel, message.to, message.type, message_to_json(message),
             dedupe_key, message.created_at.timestamp(), expires_at, lease_until, idempotency_key,
         )  # fmt: skip
-        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        self._accepts.append((row, future))
-        if self._accepter is None or self._accepter.done():
-            self._accepter = asyncio.get_running_loop().create_task(self._accept_queued())
-        return await future
+        accepted: Accepted = await self._accepts.put(row)
+        return accepted
 
-    async def _accept_queued(self) -> None:
-        while self._accepts:
-            batch, self._accepts = self._accepts, []
-            try:
-                columns = [list(column) for column in zip(*(row for row, _ in batch), strict=True)]
-                found = await self.query(
-                    "fetch", _ACCEPT_MANY, *columns[:9], self.owner, columns[9]
-                )
-            except StoreUnavailable as exc:
-                for _, future in batch:
-                    settle(future, exc)
-                continue
-            except Exception:  # one bad message, or two batches in a deadlock: each on its own
-                await self._accept_one_by_one(batch)
-                continue
-            for record in found:
-                settle(batch[record[0] - 1][1], Accepted(*record[1:5]))
-
-    async def _accept_one_by_one(self, batch: list[tuple[_AcceptArgs, _AcceptFuture]]) -> None:
-        for row, future in batch:
-            try:
-                found = await self.query("fetchrow", _ACCEPT_ONE, *row[:9], self.owner, row[9])
-            except Exception as exc:
-                settle(future, exc)
-            else:
-                settle(future, Accepted(*found[0:4]))
+    async def _accept_batch(self, batch: list[_AcceptArgs]) -> list[Accepted]:
+        columns = [list(column) for column in zip(*batch, strict=True)]
+        found = await self.query("fetch", _ACCEPT_MANY, *columns[:9], self.owner, columns[9])
+        answers: list[Accepted | None] = [None] * len(batch)
+        for record in found:
+            answers[record[0] - 1] = Accepted(*record[1:5])
+        assert all(answers), "accept_messages answers every message"
+        return [a for a in answers if a is not None]
 
     async def close(self) -> None:
-        if self._accepter is not None:
+        await self._accepts.drain()
+        if self._trimming is not None:
             with contextlib.suppress(Exception):
-                await self._accepter
+                await self._trimming
         await super().close()
 
     async def existing(
@@ -189,24 +197,23 @@ class PostgresStore(PgConnection):
                 )
         return None if row is None else Accepted(row[0], False, row[1], row[2])
 
+    async def recover(self, now: float) -> list[Recovered]:
+        rows = await self.query("fetch", _RECOVER, now, UNKNOWN_OUTCOME)
+        return [
+            Recovered(row["id"], row["recipient"], row["provider"], row["attempts"],
+                      request_id_of(row["body"]))
+            for row in rows
+        ]  # fmt: skip
+
     async def claim_due(self, now: float, lease_until: float, limit: int) -> list[Due]:
-        due: list[Due] = []
-        async with self.connection() as conn, conn.transaction():
-            for row in await conn.fetch(_CLAIM, now, lease_until, limit, self.owner):
-                if row["channel"] == "sms" and row["attempt_started_at"] is not None:
-                    # Its replica died (or lost the store) mid-attempt: it may have been texted.
-                    error = "provider_outcome_unknown: interrupted during an attempt; not resent"
-                    await conn.execute(
-                        _FINISH, row["id"], "failed", row["attempt_provider"], error, now,
-                        now, row["attempt_provider"], "unknown", error,
-                    )  # fmt: skip
-                    continue
-                due.append(Due(message_from_json(row["body"]), row["expires_at"], row["attempts"]))
-        return due
+        rows = await self.query("fetch", _CLAIM, now, lease_until, limit, self.owner)
+        return [
+            Due(message_from_json(row["body"]), row["expires_at"], row["attempts"]) for row in rows
+        ]
 
     async def start_attempt(self, message_id: str, provider: str, at: float) -> None:
         """Note durably that an attempt starts (before an SMS provider is called)."""
-        await self._write(
+        await self.write(
             "UPDATE messages SET attempt_started_at = $2, attempt_provider = $3 WHERE id = $1",
             message_id,
             at,
@@ -216,25 +223,17 @@ class PostgresStore(PgConnection):
     async def renew(self, message_ids: list[str], lease_until: float) -> None:
         """Extend this replica's leases on messages it is still delivering."""
         if message_ids:
-            await self._write(_RENEW, lease_until, message_ids, self.owner)
+            await self.write(_RENEW, lease_until, message_ids, self.owner)
 
     async def expire_due(self, now: float) -> list[ExpiredMessage]:
         """Expire what no replica holds and no attempt can still deliver in time."""
         async with self.connection() as conn:
             rows = await conn.fetch(_EXPIRE, now)
-        found = []
-        for row in rows:
-            request_id = None
-            if row["body"]:
-                with contextlib.suppress(ValueError):  # a body we cannot read still expires
-                    request_id = json.loads(row["body"]).get("request_id")
-            found.append(
-                ExpiredMessage(
-                    row["id"], row["channel"], row["recipient"], row["attempts"],
-                    row["last_error"], request_id,
-                )
-            )  # fmt: skip
-        return found
+        return [
+            ExpiredMessage(row["id"], row["channel"], row["recipient"], row["attempts"],
+                           row["last_error"], request_id_of(row["body"]))
+            for row in rows
+        ]  # fmt: skip
 
     async def backlog(self) -> tuple[int, float | None]:
         async with self.connection() as conn:
@@ -245,9 +244,10 @@ class PostgresStore(PgConnection):
         return int(row[0]), row[1]
 
     async def record_attempt(self, message_id: str, attempt: Attempt) -> None:
-        await self._write(
-            _ATTEMPT, message_id, attempt.at, attempt.provider, attempt.outcome, attempt.error
-        )
+        await self.write(
+            _ATTEMPT, message_id, attempt.at, attempt.provider, attempt.outcome, attempt.error,
+            attempt.provider_id,
+        )  # fmt: skip
 
     async def finish(
         self,
@@ -258,14 +258,15 @@ class PostgresStore(PgConnection):
         attempt: Attempt | None = None,
     ) -> None:
         assert status in FINAL
-        await self._write(
+        await self.write(
             _FINISH, message_id, status, provider, error, time.time(),
             attempt.at if attempt else None, attempt.provider if attempt else None,
             attempt.outcome if attempt else None, attempt.error if attempt else None,
+            attempt.provider_id if attempt else None,
         )  # fmt: skip
 
     async def retry_later(self, message_id: str, next_attempt_at: float, error: str) -> None:
-        await self._write(_RETRY, message_id, next_attempt_at, error)
+        await self.write(_RETRY, message_id, next_attempt_at, error)
 
     async def status(self, message_id: str) -> StoredStatus | None:
         async with self.connection() as conn:
@@ -277,7 +278,8 @@ class PostgresStore(PgConnection):
             if row is None:
                 return None
             attempts = await conn.fetch(
-                "SELECT at, provider, outcome, error FROM attempts WHERE message_id = $1 "
+                "SELECT at, provider, outcome, error, provider_id FROM attempts "
+                "WHERE message_id = $1 "
                 "ORDER BY at, seq",
                 message_id,
             )
@@ -287,7 +289,14 @@ class PostgresStore(PgConnection):
             attempts=tuple(Attempt(*a) for a in attempts),
         )  # fmt: skip
 
+    # -- the counters port
+
     async def hit(self, key: str, limit: int, window: float, now: float) -> float | None:
+        clock = time.time()  # not ``now``: a caller's own time must not expire others' counts
+        if clock - self._trimmed_at > COUNTER_TRIM_SECONDS:
+            self._trimmed_at = clock
+            if self._trimming is None or self._trimming.done():
+                self._trimming = asyncio.get_running_loop().create_task(self._trim_counters(clock))
         interval = window / limit
         stored = self._counter_key(key)
         if await self.query("fetchval", _HIT, stored, now, interval, window) is not None:
@@ -304,6 +313,15 @@ class PostgresStore(PgConnection):
                 hashed = [self._counter_key(key) for key in keys]
                 await conn.execute("DELETE FROM limit_counters WHERE key = ANY($1::text[])", hashed)
 
+    async def _trim_counters(self, now: float) -> None:
+        """Forget the counters whose time has passed (they hold nothing)."""
+        try:
+            await self.query("execute", _TRIM_COUNTERS, now)
+        except Exception as exc:  # the next one will do; counting goes on meanwhile
+            log.warning("store: could not delete expired limit counters: %s", exc)
+
+    # -- the outbox port, continued
+
     async def forget_duplicates(self, recipient: str | None) -> None:
         """Stop answering new messages to ``recipient`` (to anyone when None) as duplicates of
         earlier ones by content; idempotency keys are kept."""
@@ -318,7 +336,6 @@ class PostgresStore(PgConnection):
         """Nothing lingers here: PostgreSQL's autovacuum reclaims deleted rows."""
 
     async def purge(self, finished_before: float) -> int:
-        now = time.time()
         async with self.connection() as conn, conn.transaction():
             ids = "SELECT id FROM messages WHERE finished_at < $1"
             await conn.execute(f"DELETE FROM attempts WHERE message_id IN ({ids})", finished_before)  # noqa: S608
@@ -326,8 +343,6 @@ class PostgresStore(PgConnection):
                 f"DELETE FROM idempotency WHERE message_id IN ({ids})",  # noqa: S608
                 finished_before,
             )
-            await conn.execute("DELETE FROM limit_counters WHERE tat < $1", now)
-            await conn.execute("DELETE FROM captured WHERE created_at < $1", finished_before)
             done = await conn.execute(
                 "DELETE FROM messages WHERE finished_at < $1", finished_before
             )

@@ -1,56 +1,154 @@
-"""The embedded store: one SQLite file in WAL mode, written in batches.
+"""The embedded store: one SQLite file in WAL mode, written in batches; all of its SQL.
+
+Implements the outbox port (:mod:`.outbox`) and the counters port (:mod:`.counters`).
 
 Every operation is queued and a single thread runs whatever has queued up in one transaction
-(group commit), so a burst of accepted requests costs one fsync, not one each. A transaction
-that accepts messages commits with ``synchronous=FULL``: once ``accept`` returns, the message
-survives a crash of the process or of the machine. The bookkeeping after it (attempts, sent,
-leases) commits without its own fsync (``NORMAL``, still safe against a process crash; the next
-FULL commit makes it durable too): losing it to a power cut costs at worst a resend of a message
-with the same Message-ID, and it halves the fsyncs of a sequential sender.
+(group commit, :mod:`.sqlite_engine`), so a burst of accepted requests costs one fsync, not one
+each. A transaction that accepts messages commits with ``synchronous=FULL``: once ``accept``
+returns, the message survives a crash of the process or of the machine. The bookkeeping after it
+(attempts, sent, leases) commits without its own fsync (``NORMAL``, still safe against a process
+crash; the next FULL commit makes it durable too): losing it to a power cut costs at worst a
+resend of a message with the same Message-ID, and it halves the fsyncs of a sequential sender.
 
 One process owns the file (an ``flock`` on ``<path>.lock``, and SQLite's exclusive locking
 mode, so no shared-memory file is mapped: a store made read-only under the service gives an
-I/O error, not a SIGBUS). On open, leases left by a previous run are released and SMS cut off
-mid-attempt are finished as unknown outcomes (:mod:`.sqlite_schema`).
+I/O error, not a SIGBUS). So on open every lease left in the file is a dead run's: they are
+ended, and the worker's first :meth:`SqliteStore.recover` finishes the SMS cut off mid-attempt.
 
-Each operation of a batch runs in its own savepoint: one that fails (whatever the exception)
-fails alone. A failure of the commit itself, an I/O error, a full disk, or the file deleted or
-replaced under the process makes the store unhealthy: :meth:`SqliteStore.accept` raises
-:class:`~otp_service.errors.StoreUnavailable` until :meth:`SqliteStore.probe` sees a durable write
-work again
-(a deleted file is first written anew from the still-open handle, nothing lost).
-Limit counters live in memory here (:mod:`.counters`; the PostgreSQL store keeps them next to
-the messages).
+Limit counters: counted in memory (:class:`~otp_service.store.counters.Counters`, the file's one
+owner is this process) and logged in ``limit_counters``: each change is appended with the
+engine's next batch (the accept of the same request: no commit of its own), read back on open
+(the last row of a key wins), and the log is rewritten from the live counters on open and
+whenever it holds more than twice as many rows as there are live counters (plus a slack of
+:data:`COUNTER_LOG_SLACK`, at most ``max_limit_keys``): expired counters are forgotten and the
+table stays bounded like the counters in memory.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import sqlite3
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from pathlib import Path
 
 from ..errors import StoreUnavailable
 from ..message.compose import Message
-from .base import (
+from .codec import message_from_json, message_to_json, request_id_of
+from .counters import Counters
+from .outbox import (
     FINAL,
+    UNKNOWN_OUTCOME,
     Accepted,
     Attempt,
     Due,
     ExpiredMessage,
+    Recovered,
     StoredStatus,
-    message_from_json,
-    message_to_json,
 )
-from .sqlite_engine import SqliteEngine
-from .sqlite_reports import backlog, expire_due
-from .sqlite_schema import erase_expired_dedupe
+from .sqlite_engine import Operation, SqliteEngine
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+  id TEXT PRIMARY KEY,
+  channel TEXT NOT NULL,
+  recipient TEXT NOT NULL,
+  type TEXT NOT NULL,
+  status TEXT NOT NULL,
+  provider TEXT,
+  body TEXT,
+  dedupe_key TEXT,
+  created_at REAL NOT NULL,
+  expires_at REAL NOT NULL,
+  next_attempt_at REAL NOT NULL,
+  lease_until REAL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT,
+  finished_at REAL,
+  attempt_started_at REAL,
+  attempt_provider TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS messages_dedupe ON messages (dedupe_key) WHERE dedupe_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_finished ON messages (finished_at);
+CREATE TABLE IF NOT EXISTS attempts (
+  message_id TEXT NOT NULL,
+  at REAL NOT NULL,
+  provider TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  error TEXT,
+  provider_id TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message_id);
+CREATE TABLE IF NOT EXISTS idempotency (
+  key TEXT PRIMARY KEY,
+  message_id TEXT NOT NULL,
+  created_at REAL NOT NULL
+);
+-- GCRA, as a log: each change of a theoretical arrival time (tat) appended for its key (a keyed
+-- hash, never an address in the clear) and window length; the last row of a key wins, tat 0
+-- forgets the key. Appending keeps the writes of a batch on the last pages (keyed rows would
+-- land on random pages); the log is rewritten from the live counters as it grows.
+CREATE TABLE IF NOT EXISTS limit_counters (
+  key BLOB NOT NULL,
+  period REAL NOT NULL,
+  tat REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY,
+  value BLOB NOT NULL
+);
+"""
+# After the columns exist (a file from an older version gains them first).
+INDEXES = """
+CREATE INDEX IF NOT EXISTS messages_dedupe_live ON messages (expires_at)
+  WHERE dedupe_key IS NOT NULL;
+"""
+
+COUNTER_LOG_SLACK = 10_000  # rows the counter log may hold beyond twice the live counters
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Columns added since the first version of the file."""
+    for table, columns in (
+        ("messages", ("attempt_started_at REAL", "attempt_provider TEXT")),
+        ("attempts", ("provider_id TEXT",)),
+    ):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column.split()[0] not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+
+def _dedupe_secret(conn: sqlite3.Connection) -> bytes:
+    """The store's HMAC key for dedupe keys, made on first open. Dedupe keys written before
+    it existed were bare hashes of the code: they are erased."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'dedupe_secret'").fetchone()
+    if row is not None:
+        return bytes(row[0])
+    secret = secrets.token_bytes(32)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('dedupe_secret', ?)", (secret,))
+    conn.execute("UPDATE messages SET dedupe_key = NULL WHERE dedupe_key IS NOT NULL")
+    return secret
+
+
+def _erase_expired_dedupe(conn: sqlite3.Connection, now: float) -> None:
+    """Nothing derived from a code outlives its message's lifetime."""
+    conn.execute(
+        "UPDATE messages SET dedupe_key = NULL WHERE dedupe_key IS NOT NULL AND expires_at <= ?",
+        (now,),
+    )
 
 
 def _insert_attempt(conn: sqlite3.Connection, message_id: str, attempt: Attempt) -> None:
     conn.execute(
-        "INSERT INTO attempts (message_id, at, provider, outcome, error) VALUES (?, ?, ?, ?, ?)",
-        (message_id, attempt.at, attempt.provider, attempt.outcome, attempt.error),
-    )
+        "INSERT INTO attempts (message_id, at, provider, outcome, error, provider_id) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (message_id, attempt.at, attempt.provider, attempt.outcome, attempt.error,
+         attempt.provider_id),
+    )  # fmt: skip
     conn.execute(
         "UPDATE messages SET attempts = attempts + 1, attempt_started_at = NULL WHERE id = ?",
         (message_id,),
@@ -77,10 +175,97 @@ def _existing(
     return None if row is None else Accepted(row[0], False, row[1], row[2])
 
 
-class SqliteStore(SqliteEngine):
-    """The :class:`~otp_service.store.base.Store` on one SQLite file."""
+def _expire_due(conn: sqlite3.Connection, now: float) -> list[ExpiredMessage]:
+    """Mark unleased queued messages past their expiry ``expired``; return what they were."""
+    rows = conn.execute(
+        "SELECT id, channel, recipient, attempts, last_error, body FROM messages "
+        "WHERE status = 'queued' AND expires_at <= ? AND (lease_until IS NULL OR lease_until < ?)",
+        (now, now),
+    ).fetchall()
+    conn.executemany(
+        "UPDATE messages SET status = 'expired', body = NULL, finished_at = ?, "
+        "last_error = 'expired before delivery: ' || COALESCE(last_error, 'never attempted') "
+        "WHERE id = ?",
+        [(now, row[0]) for row in rows],
+    )
+    return [
+        ExpiredMessage(message_id, channel, to, attempts, last_error, request_id_of(body))
+        for message_id, channel, to, attempts, last_error, body in rows
+    ]
 
-    # -- the Store protocol
+
+def _recover(conn: sqlite3.Connection, now: float) -> list[Recovered]:
+    """Finish every queued SMS whose attempt started under a lease that ran out as an unknown
+    outcome (never resent)."""
+    rows = conn.execute(
+        "SELECT id, recipient, attempt_started_at, attempt_provider, attempts, body "
+        "FROM messages WHERE channel = 'sms' AND status = 'queued' "
+        "AND attempt_started_at IS NOT NULL AND (lease_until IS NULL OR lease_until < ?)",
+        (now,),
+    ).fetchall()
+    found = []
+    for message_id, to, started, provider, attempts, body in rows:
+        conn.execute(
+            "INSERT INTO attempts (message_id, at, provider, outcome, error) "
+            "VALUES (?, ?, ?, 'unknown', ?)",
+            (message_id, started, provider, UNKNOWN_OUTCOME),
+        )
+        conn.execute(
+            "UPDATE messages SET status = 'failed', provider = ?, last_error = ?, body = NULL, "
+            "finished_at = ?, attempts = attempts + 1, attempt_started_at = NULL, "
+            "lease_until = NULL WHERE id = ?",
+            (provider, UNKNOWN_OUTCOME, now, message_id),
+        )
+        found.append(Recovered(message_id, to, provider, attempts + 1, request_id_of(body)))
+    return found
+
+
+def _backlog(conn: sqlite3.Connection) -> tuple[int, float | None]:
+    """The number of messages not yet final and the creation time of the oldest."""
+    count, oldest = conn.execute(
+        "SELECT COUNT(*), MIN(created_at) FROM messages WHERE status = 'queued'"
+    ).fetchone()
+    return int(count), oldest
+
+
+class SqliteStore(SqliteEngine):
+    """The :class:`~otp_service.store.outbox.OutboxStore` and the
+    :class:`~otp_service.store.counters.CounterStore` on one SQLite file."""
+
+    def __init__(
+        self, path: str | Path, lock_wait: float = 30.0, max_limit_keys: int = 500_000
+    ) -> None:
+        super().__init__(path, lock_wait)
+        self.max_limit_keys = max_limit_keys
+        self._counters = Counters(max_limit_keys, self._counter_slot)
+        self._counter_lock = threading.Lock()  # the changed counters, between loop and thread
+        self._changed: dict[tuple[Hashable, float], float] = {}  # (slot, window) -> TAT
+        self._writing_counters = False  # a write of the changed counters is queued
+        self._counter_rows = 0  # rows in the counter log (a few more while a write is queued)
+        self._rewriting = False  # a rewrite of the counter log is queued
+        self._slot_hash = hashlib.blake2b(digest_size=16)  # keyed with the secret on open
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Schema and upgrades; the previous run's leases ended (it is dead: the file is ours);
+        expired dedupe keys erased; the limit counters read back. One transaction."""
+        conn.executescript(SCHEMA)
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _upgrade(conn)
+            conn.execute(INDEXES)
+            self.dedupe_secret = _dedupe_secret(conn)
+            self._slot_hash = hashlib.blake2b(key=self.dedupe_secret, digest_size=16)
+            conn.execute("UPDATE messages SET lease_until = NULL WHERE lease_until IS NOT NULL")
+            _erase_expired_dedupe(conn, now)
+            self._read_counters(conn, now)
+            self._rewrite_counters(conn, self._counters.entries(now))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- the outbox port
 
     async def accept(
         self,
@@ -120,12 +305,16 @@ class SqliteStore(SqliteEngine):
     ) -> Accepted | None:
         return await self._do(lambda conn: _existing(conn, idempotency_key, dedupe_key, now))
 
+    async def recover(self, now: float) -> list[Recovered]:
+        return await self._do(lambda conn: _recover(conn, now))
+
     async def claim_due(self, now: float, lease_until: float, limit: int) -> list[Due]:
         def run(conn: sqlite3.Connection) -> list[Due]:
-            erase_expired_dedupe(conn, now)
+            _erase_expired_dedupe(conn, now)
             conn.execute(
                 "UPDATE messages SET status = 'expired', body = NULL, finished_at = ?, "
-                "last_error = COALESCE(last_error, 'expired before delivery') "
+                "last_error = 'expired before delivery: ' "
+                "|| COALESCE(last_error, 'never attempted') "
                 "WHERE status = 'queued' AND expires_at <= ? "
                 "AND (lease_until IS NULL OR lease_until < ?)",
                 (now, now, now),
@@ -133,6 +322,7 @@ class SqliteStore(SqliteEngine):
             rows = conn.execute(
                 "SELECT id, body, expires_at, attempts FROM messages WHERE status = 'queued' "
                 "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
+                "AND NOT (channel = 'sms' AND attempt_started_at IS NOT NULL) "
                 "ORDER BY next_attempt_at LIMIT ?",
                 (now, now, limit),
             ).fetchall()
@@ -154,10 +344,10 @@ class SqliteStore(SqliteEngine):
         await self._do(run, durable=True)
 
     async def expire_due(self, now: float) -> list[ExpiredMessage]:
-        return await self._do(lambda conn: expire_due(conn, now))
+        return await self._do(lambda conn: _expire_due(conn, now))
 
     async def backlog(self) -> tuple[int, float | None]:
-        return await self._do(backlog)
+        return await self._do(_backlog)
 
     async def renew(self, message_ids: list[str], lease_until: float) -> None:
         sql = "UPDATE messages SET lease_until = ? WHERE id = ? AND status = 'queued'"
@@ -208,7 +398,8 @@ class SqliteStore(SqliteEngine):
             if row is None:
                 return None
             attempts = conn.execute(
-                "SELECT at, provider, outcome, error FROM attempts WHERE message_id = ? "
+                "SELECT at, provider, outcome, error, provider_id FROM attempts "
+                "WHERE message_id = ? "
                 "ORDER BY at, rowid",
                 (message_id,),
             ).fetchall()
@@ -219,12 +410,6 @@ class SqliteStore(SqliteEngine):
             )  # fmt: skip
 
         return await self._do(run)
-
-    async def hit(self, key: str, limit: int, window: float, now: float) -> float | None:
-        return self.counters.hit(key, limit, window, now)
-
-    async def reset_counters(self, keys: Sequence[str] | None) -> None:
-        await self.counters.reset_counters(keys)
 
     async def forget_duplicates(self, recipient: str | None) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -250,3 +435,99 @@ class SqliteStore(SqliteEngine):
             return cursor.rowcount
 
         return await self._do(run, durable=True)  # may delete many rows: off the loop
+
+    # -- the counters port
+
+    def _counter_slot(self, key: str) -> bytes:
+        """A key as stored: keyed with the store's secret (no address in the clear)."""
+        keyed = self._slot_hash.copy()  # cheaper than a new keyed hash each time
+        keyed.update(key.encode())
+        return keyed.digest()
+
+    async def hit(self, key: str, limit: int, window: float, now: float) -> float | None:
+        retry_after, slot, tat = self._counters.count(key, limit, window, now)
+        if retry_after is None:
+            with self._counter_lock:
+                self._changed[(slot, window)] = tat
+                queue, self._writing_counters = not self._writing_counters, True
+            if queue:  # written with whatever the engine commits next (this request's accept)
+                self._do_later(self._write_counters)
+            self._counter_rows += 1
+            if self._counter_rows % 64 == 0 and self._log_outgrown():
+                self._rewriting = True
+                self._do_later(self._rewrite_later(self._counters.entries(time.time())))
+        return retry_after
+
+    def _log_outgrown(self) -> bool:
+        """Whether the counter log holds more than twice the live counters and the slack."""
+        slack = min(COUNTER_LOG_SLACK, self.max_limit_keys)
+        return self._counter_rows > 2 * len(self._counters) + slack and not self._rewriting
+
+    async def reset_counters(self, keys: Sequence[str] | None) -> None:
+        slots = None if keys is None else {self._counter_slot(key) for key in keys}
+        self._counters.forget(slots)
+        with self._counter_lock:
+            if slots is None:
+                self._changed.clear()
+            else:
+                for changed in [k for k in self._changed if k[0] in slots]:
+                    del self._changed[changed]
+
+        def run(conn: sqlite3.Connection) -> None:
+            if slots is None:
+                conn.execute("DELETE FROM limit_counters")
+                self._counter_rows = 0
+            else:  # tat 0: the key is forgotten, whatever was logged for it before
+                conn.executemany(
+                    "INSERT INTO limit_counters (key, period, tat) VALUES (?, 0, 0)",
+                    [(slot,) for slot in slots],
+                )
+
+        await self._do(run)
+
+    def _write_counters(self, conn: sqlite3.Connection) -> None:
+        """Append the counters changed since the last batch (in the store's thread)."""
+        with self._counter_lock:
+            changed, self._changed = self._changed, {}
+            self._writing_counters = False
+        try:
+            conn.executemany(
+                "INSERT INTO limit_counters (key, period, tat) VALUES (?, ?, ?)",
+                [(slot, period, tat) for (slot, period), tat in changed.items()],
+            )
+        except BaseException:  # not written: kept for the next batch (newer values win)
+            with self._counter_lock:
+                self._changed = changed | self._changed
+            raise
+
+    def _rewrite_later(self, entries: list[tuple[Hashable, float, float]]) -> Operation:
+        """The rewrite of the counter log from ``entries`` (taken on the event loop: the
+        counters change there), as an operation of the next batch."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            self._rewriting = False
+            self._rewrite_counters(conn, entries)
+
+        return run
+
+    def _rewrite_counters(
+        self, conn: sqlite3.Connection, entries: list[tuple[Hashable, float, float]]
+    ) -> None:
+        """Replace the counter log with the live counters: expired ones are forgotten."""
+        conn.execute("DELETE FROM limit_counters")
+        conn.executemany("INSERT INTO limit_counters (key, period, tat) VALUES (?, ?, ?)", entries)
+        self._counter_rows = len(entries)
+
+    def _read_counters(self, conn: sqlite3.Connection, now: float) -> None:
+        """Read the counter log back into memory: the last row of each key wins."""
+        logged: dict[bytes, dict[float, float]] = {}
+        for key, period, tat in conn.execute(
+            "SELECT key, period, tat FROM limit_counters ORDER BY rowid"
+        ):
+            if tat == 0:
+                logged.pop(bytes(key), None)
+            else:
+                logged.setdefault(bytes(key), {})[period] = tat
+        for key, periods in logged.items():
+            for period, tat in periods.items():
+                self._counters.keep(key, period, tat, now)

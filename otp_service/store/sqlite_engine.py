@@ -1,9 +1,12 @@
 """The SQLite store's engine: one owned file, one connection, writes in batches.
 
-Every operation is queued and one batch at a time runs in a transaction (group commit), each
-operation in its own savepoint so that one failing fails alone. A failure of the store itself
-(the commit, an I/O error, a full disk, the file deleted, replaced or made read-only) makes it
-unhealthy until :meth:`SqliteEngine.probe` sees a durable write work again.
+Every operation is queued (:class:`~otp_service.store.batch.WriteBatch`) and one batch at a
+time runs in a transaction (group commit), each operation in its own savepoint so that one
+failing fails alone (:class:`~otp_service.errors.WriteRefused` for its caller). A failure of the
+store itself (the commit, an I/O error, a full disk, the file deleted, replaced or made
+read-only) fails the batch with :class:`~otp_service.errors.StoreUnavailable` and makes the
+store unhealthy until :meth:`SqliteEngine.probe` sees a durable write work again. The SQL of
+the tables is :mod:`.sqlite`'s; the engine only owns the file.
 """
 
 from __future__ import annotations
@@ -21,9 +24,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from ..errors import StoreUnavailable
-from .counters import Counters
-from .sqlite_reports import create_private
-from .sqlite_schema import prepare
+from .batch import WriteBatch
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
@@ -31,8 +32,21 @@ log = logging.getLogger("otp_service.store")
 PROBE_BYTES = 256 * 1024  # what a probe writes: more than one request's body can hold
 
 
+def _ignore(future: asyncio.Future[Any]) -> None:
+    """Retrieve an unawaited write's outcome (asyncio would warn of an unread error)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _checkpoint(conn: sqlite3.Connection) -> None:
     """A marker operation: :meth:`SqliteStore.compact`'s checkpoint, run after its batch."""
+
+
+def create_private(path: str) -> None:
+    """Create ``path`` (and its folder) readable by this user only, before SQLite opens it:
+    SQLite gives its -wal and -shm files the main file's permissions."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
 def _store_failure(exc: BaseException) -> bool:
@@ -45,24 +59,21 @@ def _store_failure(exc: BaseException) -> bool:
 class SqliteEngine:
     """Owns the file and its connection; runs operations in batches."""
 
-    def __init__(
-        self, path: str | Path, lock_wait: float = 30.0, max_limit_keys: int = 500_000
-    ) -> None:
+    def __init__(self, path: str | Path, lock_wait: float = 30.0) -> None:
         self.path = str(path)
         self.lock_wait = lock_wait
         self._lock_file: IO[str] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
-        self._pending: list[tuple[Operation, asyncio.Future[Any], bool]] = []
+        self._batch: WriteBatch[tuple[Operation, bool]] = WriteBatch(self._commit)
         self._full_sync = True
-        self._flushing = False
-        self._flusher: asyncio.Task[None] | None = None
         self._gate = asyncio.Lock()  # one batch or probe at a time on the connection
         self._inode: tuple[int, int] | None = None  # (device, inode) of the file we opened
         self._healthy = True
-        self.counters = Counters(max_limit_keys)
         self.dedupe_secret = b""
-        self.recovered_unknown = 0  # SMS finished as unknown outcomes by the last open
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Create or upgrade the tables on open (the store's SQL): in the store's thread."""
 
     # -- plumbing
 
@@ -90,7 +101,7 @@ class SqliteEngine:
             create_private(self.path)
             self._lock()
         self._conn = self._open_connection()
-        self.dedupe_secret, self.recovered_unknown = prepare(self._conn)
+        self._prepare(self._conn)
         self._inode = self._file_identity()
 
     def _open_connection(self) -> sqlite3.Connection:
@@ -195,7 +206,8 @@ class SqliteEngine:
                 self._mark(False, exc)
         return self._healthy
 
-    def _run_batch(self, batch: list[Operation], durable: bool) -> list[tuple[bool, Any]]:
+    def _run_batch(self, batch: list[Operation], durable: bool) -> list[Any]:
+        """One transaction: each operation's result, or its exception when it failed alone."""
         conn = self._conn
         assert conn is not None
         if durable:
@@ -203,21 +215,21 @@ class SqliteEngine:
         if durable != self._full_sync:
             conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._full_sync = durable
-        results: list[tuple[bool, Any]] = []
+        results: list[Any] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             for operation in batch:
                 if operation is _checkpoint:  # runs after the commit, outside a transaction
-                    results.append((True, None))
+                    results.append(None)
                     continue
                 conn.execute("SAVEPOINT op")
                 try:
-                    results.append((True, operation(conn)))
+                    results.append(operation(conn))
                 except Exception as exc:  # this request's write fails alone...
                     if _store_failure(exc):  # ...unless the store itself failed
                         raise
                     conn.execute("ROLLBACK TO op")
-                    results.append((False, exc))
+                    results.append(exc)
                 conn.execute("RELEASE op")
             if durable:
                 self._check_file()
@@ -230,53 +242,41 @@ class SqliteEngine:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return results
 
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def _commit(self, batch: list[tuple[Operation, bool]]) -> list[Any]:
+        """The batch's commit (see :class:`WriteBatch`): any failure here is the store's."""
+        durable = any(d for _, d in batch)
+        operations = [op for op, _ in batch]
+        if self._conn is None:  # closed (or not yet open): nothing failed
+            raise StoreUnavailable(f"{self.path} is not open")
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                durable = any(d for _, _, d in batch)
-                operations = [op for op, _, _ in batch]
-                try:
-                    async with self._gate:
-                        if durable:  # an fsync: off the event loop
-                            results = await loop.run_in_executor(
-                                self._executor, self._run_batch, operations, True
-                            )
-                        else:  # no fsync: tens of microseconds, less than a thread hop costs
-                            results = self._run_batch(operations, False)
-                except Exception as exc:  # the store failed: nobody's write is kept
-                    self._mark(False, exc)
-                    failure = StoreUnavailable(f"the store cannot write: {exc}")
-                    for _, future, _ in batch:
-                        if not future.done():
-                            future.set_exception(failure)
-                    continue
-                for (_, future, _), (ok, value) in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
-        finally:
-            self._flushing = False
+            async with self._gate:
+                if durable:  # an fsync: off the event loop
+                    return await asyncio.get_running_loop().run_in_executor(
+                        self._executor, self._run_batch, operations, True
+                    )
+                # no fsync: tens of microseconds, less than a thread hop costs
+                return self._run_batch(operations, False)
+        except Exception as exc:  # the store failed: nobody's write is kept
+            self._mark(False, exc)
+            if isinstance(exc, StoreUnavailable):
+                raise
+            raise StoreUnavailable(f"the store cannot write: {exc}") from exc
 
     async def _do(self, operation: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
         """Run ``operation`` in the next transaction; ``durable`` makes that commit fsync."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((operation, future, durable))
-        if not self._flushing:
-            self._flushing = True
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        return await future
+        result: T = await self._batch.put((operation, durable))
+        return result
+
+    def _do_later(self, operation: Operation) -> None:
+        """Queue ``operation`` with the next batch, unawaited (its failure is its own to
+        handle: nobody is told)."""
+        self._batch.put_nowait((operation, False)).add_done_callback(_ignore)
 
     async def open(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            await self._flusher
+        await self._batch.drain()
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)

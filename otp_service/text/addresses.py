@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import RequestError
 from .sanitize import clean_display_name, has_control
 
 # dot-atom local part (RFC 5322) widened to any non-ASCII character for SMTPUTF8 (RFC 6531).
@@ -26,13 +25,14 @@ class Mailbox:
 
 
 def normalize_email(value: str, what: str = "'to'") -> str:
-    """The address with its domain in lower-case ASCII (IDNA), or a 400 ``invalid_email``."""
+    """The address with its domain in lower-case ASCII (IDNA); raises :class:`ValueError`
+    saying what is wrong (control characters included)."""
 
-    def _invalid_email(reason: str) -> RequestError:
-        return RequestError("invalid_email", f"{what} is not a valid email address: {reason}")
+    def _invalid_email(reason: str) -> ValueError:
+        return ValueError(f"{what} is not a valid email address: {reason}")
 
     if has_control(value):
-        raise RequestError("invalid_header_value", f"{what} contains control characters")
+        raise ValueError(f"{what} contains control characters")
     address = value.strip()
     if len(address) > 254:
         raise _invalid_email("longer than 254 characters")
@@ -52,9 +52,9 @@ def normalize_email(value: str, what: str = "'to'") -> str:
 
 
 def parse_mailbox(value: str) -> Mailbox:
-    """``"Name <a@b>"`` or ``a@b`` into a cleaned :class:`Mailbox`; raises ``RequestError``."""
+    """``"Name <a@b>"`` or ``a@b`` into a cleaned :class:`Mailbox`; raises ``ValueError``."""
     if has_control(value):
-        raise RequestError("invalid_header_value", "an address contains control characters")
+        raise ValueError("an address contains control characters")
     match = _NAME_ADDR.match(value.strip())
     if match:  # lenient like nodemailer: "Acme, Inc. <a@b>" needs no quotes
         name, address = match.group(1).strip().strip('"'), match.group(2)

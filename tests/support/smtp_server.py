@@ -196,7 +196,7 @@ class _Handler:
             user=record.users[-1] if record and record.users else None,
         )
         reply = self.server.next_reply("DATA")
-        if reply is None or reply == DROP:
+        if reply is None or reply == DROP or reply.startswith("2"):
             # A DROP models a server that took the message and died before answering.
             with self.server.lock:
                 self.server.messages.append(received)

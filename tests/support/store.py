@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from otp_service.message.compose import Message
-from otp_service.store import Store
+from otp_service.store import OutboxStore
 
 CODE = "604217"
 
@@ -21,7 +21,7 @@ def make_message(
                    text=f"Your code is {CODE}", subject="Code", code=CODE, created_at=created)  # fmt: skip
 
 
-async def accept(store: Store, message: Message, *, ttl: float = 600, lease: float = 60,
+async def accept(store: OutboxStore, message: Message, *, ttl: float = 600, lease: float = 60,
                  key: str | None = None, dedupe: str | None = None) -> Any:  # fmt: skip
     now = message.created_at.timestamp()
     return await store.accept(message, expires_at=now + ttl, lease_until=now + lease,

@@ -228,7 +228,10 @@ async function remove(id) {
 
 // -- copy
 
-async function copy(text, button) {
+// The Clipboard API first; where it is missing (plain http on another host) or refused (no
+// permission), a hidden textarea and execCommand("copy"); where that fails too, the code is
+// selected so the user can copy it with the keyboard.
+async function copy(text, button, codeNode) {
   let ok = false;
   if (navigator.clipboard && window.isSecureContext) {
     try {
@@ -236,19 +239,35 @@ async function copy(text, button) {
       ok = true;
     } catch (error) { ok = false; }
   }
-  if (!ok) { // plain http on another host: no Clipboard API there
-    const area = el("textarea", { readonly: "", class: "offscreen" });
-    area.value = text;
-    area.style.position = "fixed";
-    area.style.opacity = "0";
-    document.body.append(area);
-    area.select();
-    ok = document.execCommand("copy");
-    area.remove();
-  }
-  button.textContent = ok ? "Copied" : "Copy failed";
+  if (!ok) ok = copyBySelection(text);
+  if (!ok) selectContents(codeNode);
+  const keys = /Mac|iPhone|iPad/.test(navigator.platform) ? "\u2318C" : "Ctrl+C";
+  button.textContent = ok ? "Copied" : `Press ${keys}`;
   button.classList.toggle("done", ok);
-  setTimeout(() => { button.textContent = "Copy"; button.classList.remove("done"); }, 1500);
+  setTimeout(() => { button.textContent = "Copy"; button.classList.remove("done"); },
+    ok ? 1500 : 5000);
+}
+
+function copyBySelection(text) {
+  const area = el("textarea", { readonly: "", "aria-hidden": "true" });
+  area.value = text;
+  area.style.position = "fixed";
+  area.style.top = "0";
+  area.style.opacity = "0";
+  document.body.append(area);
+  area.select();
+  let ok = false;
+  try { ok = document.execCommand("copy"); } catch (error) { ok = false; }
+  area.remove();
+  return ok;
+}
+
+function selectContents(node) {
+  const range = document.createRange();
+  range.selectNodeContents(node);
+  const selection = window.getSelection();
+  selection.removeAllRanges();
+  selection.addRange(range);
 }
 
 // -- rendering
@@ -309,11 +328,12 @@ function card(message) {
   if (message.code) {
     const copyButton = el("button", { type: "button", class: "copy", text: "Copy",
       "aria-label": "Copy the code" });
+    const code = el("span", { class: "code", text: message.code });
     copyButton.addEventListener("click", (event) => {
       event.stopPropagation();
-      copy(message.code, copyButton);
+      copy(message.code, copyButton, code);
     });
-    codeBox.append(el("span", { class: "code", text: message.code }), copyButton);
+    codeBox.append(code, copyButton);
   }
   const deleteButton = el("button", { type: "button", class: "delete", text: "×",
     title: "Delete", "aria-label": "Delete this message" });

@@ -1,0 +1,89 @@
+"""The send path: the one way in for a message, whichever intake it comes from.
+
+An intake (Logto's HTTP connectors, the CLI's ``send``, the intakes to come) parses its caller's
+request into a :class:`~otp_service.message.compose.SendRequest` and calls
+:meth:`SendPath.send`, which returns an :class:`~.outcome.Outcome` and raises nothing a caller
+can cause: compose the message, key it (Idempotency-Key, or its content), count it against the
+abuse limits, accept it durably, and wait ``delivery.wait_seconds`` for its first attempt. The
+intake maps the outcome to its caller's answer (HTTP: :mod:`otp_service.http.answers`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from ..config import DeliveryConfig
+from ..errors import RateLimitedRequest, RequestError, ShuttingDownError, StoreError
+from ..logs import request_id
+from ..message.compose import Channel, Composer, SendRequest
+from ..metrics import Metrics
+from ..store import StoreUnavailable
+from .dedupe import dedupe_key
+from .limits import Limiter
+from .outbox import Outbox
+from .outcome import Outcome
+
+
+class SendPath:
+    """Compose, key, limit, accept and first attempt: see the module docstring."""
+
+    def __init__(
+        self,
+        composer: Composer,
+        limiter: Limiter,
+        outbox: Outbox,
+        config: DeliveryConfig,
+        metrics: Metrics,
+        shutdown_retry_after: float = 1.0,
+    ) -> None:
+        self.composer = composer
+        self.limiter = limiter
+        self.outbox = outbox
+        self.config = config
+        self.metrics = metrics
+        self.shutdown_retry_after = shutdown_retry_after
+
+    async def send(
+        self, channel: Channel, request: SendRequest, *, idempotency_key: str | None = None
+    ) -> Outcome:
+        """Send ``request`` on ``channel``; a repeat (same ``idempotency_key``, or without one
+        the same content while the first lives) gets the first message's outcome, even when the
+        abuse limits would refuse a new message."""
+        if not self.outbox.accepting:
+            # Come back after the listener has closed: by then another instance takes it.
+            error = ShuttingDownError(self.shutdown_retry_after)
+            return Outcome(channel, "refused", type=request.type, error=error)
+        try:
+            message = self.composer.compose(channel, request)
+        except RequestError as exc:
+            return Outcome(channel, "refused", type=request.type, error=exc)
+        if (rid := request_id.get()) is not None:
+            message = replace(message, request_id=rid)  # kept with the message for its retries
+        key = f"{channel}:{idempotency_key}" if idempotency_key else None
+        # A key, when given, decides alone; delivery.dedupe: false leaves only keys.
+        store = self.outbox.store
+        content = (
+            None if key or self.config.dedupe is False else dedupe_key(message, store.dedupe_secret)
+        )
+        ttl = self.config.ttl_seconds
+        if request.ttl is not None:
+            ttl = min(ttl, request.ttl)
+        now = time.time()
+        try:
+            if not store.healthy:
+                raise StoreUnavailable()
+            try:
+                await self.limiter.check(message)
+            except RateLimitedRequest as exc:
+                # Refused as a new message; a repeat of an accepted one still gets its answer.
+                # (Looked up only here: the common path keeps one store round trip.)
+                if (repeat := await self.outbox.existing(message, key, content, now)) is not None:
+                    return repeat
+                self.metrics.refused_by_limit(exc.rule)
+                raise
+            return await self.outbox.submit(
+                message, expires_at=now + ttl, idempotency_key=key, dedupe_key=content
+            )
+        except (RequestError, StoreError) as exc:
+            return Outcome.of(message, "refused", error=exc)
