@@ -44,7 +44,7 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
   fi
 fi
-.venv/bin/python -m tests.pg
+.venv/bin/python -m tests.support.pg
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

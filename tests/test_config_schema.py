@@ -116,6 +116,7 @@ def test_env_references_are_allowed_where_a_number_is_expected() -> None:
     assert validator().is_valid({"server": {"port": "${PORT:-8787}", "drain_seconds": 2}})
 
 
+@pytest.mark.slow
 def test_config_schema_command_prints_the_schema() -> None:
     """``otp-service config schema`` prints a draft 2020-12 JSON Schema with every section."""
     result = subprocess.run(

@@ -9,19 +9,19 @@ import asyncio
 import json
 import re
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from otp_service.config import parse_config
+from otp_service.http.app import create_app
 
-from .conftest import ClientFactory
-
-ANA = "ana@example.com"
-
-
-def signin(to: str = ANA, code: str = "482913", usage: str = "SignIn") -> dict[str, Any]:
-    return {"to": to, "type": usage, "payload": {"code": code, "locale": "en"}}
+from .support.arrival import handler_reached
+from .support.service import ClientFactory
+from .support.signin import ANA, signin
 
 
 async def send(client: Any, body: dict[str, Any], channel: str = "email") -> dict[str, Any]:
@@ -36,16 +36,24 @@ async def latest(client: Any, **params: Any) -> tuple[int, dict[str, Any]]:
     return response.status, await response.json()
 
 
-async def test_latest_wait_wakes_when_the_message_arrives(service: ClientFactory) -> None:
-    """latest?wait= answers with the code that arrives while it waits, not a 404."""
-    client = await service()
+async def test_latest_wait_wakes_when_the_message_arrives(aiohttp_client: Any) -> None:
+    """latest?wait= answers with the code that arrives while it waits, not a 404: the request is
+    parked in its handler before the message is sent, and the message's arrival (not the end
+    of the 30 s wait) answers it."""
+    app = create_app(parse_config({}))
+    reached = handler_reached(app, "/v1/messages/latest")
+    client = await aiohttp_client(app)
     since = datetime.now(UTC).isoformat()
-    waiting = asyncio.create_task(latest(client, to=ANA, since=since, wait="30"))
-    await asyncio.sleep(0.2)
+    wait = 30.0
+    started = time.monotonic()
+    waiting = asyncio.create_task(latest(client, to=ANA, since=since, wait=str(wait)))
+    await asyncio.wait_for(reached.wait(), wait)  # the handler is waiting from here on
     assert not waiting.done()  # nothing there yet: it waits
     sent = await send(client, signin(code="135790"))
-    status, message = await asyncio.wait_for(waiting, 60)
+    status, message = await asyncio.wait_for(waiting, 2 * wait)
+    answered_after = time.monotonic() - started
     assert status == 200 and message["id"] == sent["id"] and message["code"] == "135790"
+    assert answered_after < wait  # woken by the message, not answered at the wait's end
 
 
 async def test_latest_wait_times_out_with_404(service: ClientFactory) -> None:
@@ -267,6 +275,7 @@ async def test_readme_python_example_waits_for_the_code(service: ClientFactory) 
     assert await asyncio.wait_for(waiting, 60) == "424242"
 
 
+@pytest.mark.slow
 async def test_readme_javascript_example_waits_for_the_code(service: ClientFactory) -> None:
     """The README's JavaScript helper, run by Node, gets the code sent while it waits."""
     node = shutil.which("node")
