@@ -48,4 +48,5 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site  # docs/: links, anchors, nav (site/ is ignored)
 .venv/bin/pytest

@@ -251,21 +251,21 @@ async def test_event_stream_reports_ready_added_deleted_cleared(service: ClientF
     response.close()
 
 
-def readme_block(marker: str) -> str:
-    """The code the README shows after ``<!-- marker -->``, up to its "In a test" usage part."""
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    match = re.search(rf"<!-- {marker} -->\s*```\w+\n(.+?)\n```", text, re.S)
-    assert match, f"README lost its {marker} block"
+def docs_block(marker: str) -> str:
+    """The code docs/testing.md shows after ``<!-- marker -->``, up to its "In a test" usage part."""
+    page = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
+    match = re.search(rf"<!-- {marker} -->\s*```\w+\n(.+?)\n```", page.read_text("utf-8"), re.S)
+    assert match, f"docs/testing.md lost its {marker} block"
     helper, found, _ = match.group(1).partition("In a test")
     assert found, f"the {marker} block lost its usage part"
     return helper.rsplit("\n", 1)[0]  # drop the comment line that announces the usage
 
 
-async def test_readme_python_example_waits_for_the_code(service: ClientFactory) -> None:
-    """The README's Python helper gets the code sent after it started waiting."""
+async def test_docs_python_example_waits_for_the_code(service: ClientFactory) -> None:
+    """The Python helper of docs/testing.md gets the code sent after it started waiting."""
     client = await service()
     namespace: dict[str, Any] = {}
-    exec(readme_block("e2e-python"), namespace)  # noqa: S102 - the README's own example
+    exec(docs_block("e2e-python"), namespace)  # noqa: S102 - the docs' own example
     namespace["OTP_SERVICE"] = str(client.make_url("")).rstrip("/")
     await send(client, signin(code="000111"))  # before `since`: never the answer
     since = datetime.now(UTC).isoformat()
@@ -276,13 +276,13 @@ async def test_readme_python_example_waits_for_the_code(service: ClientFactory) 
 
 
 @pytest.mark.slow
-async def test_readme_javascript_example_waits_for_the_code(service: ClientFactory) -> None:
-    """The README's JavaScript helper, run by Node, gets the code sent while it waits."""
+async def test_docs_javascript_example_waits_for_the_code(service: ClientFactory) -> None:
+    """The JavaScript helper of docs/testing.md, run by Node, gets the code sent while it waits."""
     node = shutil.which("node")
     assert node is not None, "Node 20 is required (it also runs tests/interop)"
     client = await service()
     base = str(client.make_url("")).rstrip("/")
-    helper = readme_block("e2e-javascript").replace('"http://127.0.0.1:8787"', json.dumps(base))
+    helper = docs_block("e2e-javascript").replace('"http://127.0.0.1:8787"', json.dumps(base))
     since = datetime.now(UTC).isoformat()
     script = f"{helper}\nwaitForCode({json.dumps(ANA)}, {json.dumps(since)}).then(console.log);"
     process = await asyncio.create_subprocess_exec(

@@ -87,7 +87,7 @@ def test_ci_and_dockerfile_install_from_the_locks() -> None:
     assert installs and all(
         "--require-hashes -r requirements.lock" in i or "--no-deps" in i for i in installs
     ), installs
-    assert "scripts/lock.sh" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "scripts/lock.sh" in (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
 
 
 def instructions() -> list[tuple[str, str]]:
