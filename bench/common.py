@@ -13,7 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]  # the repository (tests.fakes.serve runs from it)
+# the repository (tests.support.fakes.serve runs from it)
+ROOT = Path(__file__).resolve().parents[1]
 BODY: dict[str, Any] = {
     "to": "user@example.com",
     "type": "SignIn",

@@ -2,8 +2,8 @@
 
 :class:`Bench` is what every scenario receives: the parsed options (``bench.args``), a
 temporary folder (``bench.workdir``), and methods to start the service from a config
-(validated by ``check-config`` first), a provider fake from ``tests/fakes`` in its own process,
-and the load generator against a service. Every process started is registered in
+(validated by ``check-config`` first), a provider fake from ``tests/support/fakes`` in its own
+process, and the load generator against a service. Every process started is registered in
 ``bench.procs`` and stopped by :meth:`Bench.cleanup`, also on Ctrl-C and SIGTERM.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, stop_process
-from tests.fakes import free_port
+from tests.support.ports import free_port
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Service:
 
 @dataclass
 class Fake:
-    """A provider fake in its own process (``python -m tests.fakes.serve``)."""
+    """A provider fake in its own process (``python -m tests.support.fakes.serve``)."""
 
     provider: str
     proc: subprocess.Popen[bytes]
@@ -161,7 +161,7 @@ class Bench:
         """A provider fake in another process; returns once it wrote its endpoint."""
         port_file = self.workdir / f"fake-{provider}.json"
         out_path = self.workdir / f"fake-{provider}.out"
-        command = [sys.executable, "-m", "tests.fakes.serve", provider, "--port-file",
+        command = [sys.executable, "-m", "tests.support.fakes.serve", provider, "--port-file",
                    str(port_file)]  # fmt: skip
         with out_path.open("wb") as out:
             proc = subprocess.Popen(

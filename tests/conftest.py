@@ -1,8 +1,10 @@
-"""Shared fixtures: the service over real HTTP (aiohttp test server), built from a config dict."""
+"""Shared fixtures: the service in-process over real HTTP, or as processes; SMTP servers; a
+fresh PostgreSQL schema. What they are built from lives in :mod:`tests.support`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +13,13 @@ from aiohttp.test_utils import TestClient
 
 from otp_service.config import parse_config
 from otp_service.http.app import create_app
+from otp_service.logs import JsonFormatter, TextFormatter
 
-from . import pg
-from .test_crash import Processes
-
-ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+from .support import pg
+from .support.command import Service
+from .support.processes import Processes
+from .support.service import ClientFactory
+from .support.smtp_server import RecordingSMTPServer, ServerFactory, smtp_server_factory
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +27,24 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own outbox database (the default path is under XDG_STATE_HOME)."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     return tmp_path / "state"
+
+
+@pytest.fixture(autouse=True)
+def root_logging() -> Iterator[None]:
+    """Undo what the CLI's log set-up did to the root logger when a test ran it in-process.
+
+    ``otp_service.cli.main`` points a handler at the sys.stderr of the moment (the test's
+    captured stream, closed after the test) and sets the root level to INFO; any later record
+    (an aiosmtpd server thread logging a closed connection) then printed "--- Logging error ---
+    ... I/O operation on closed file" after the run.
+    """
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, JsonFormatter | TextFormatter):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture
@@ -37,15 +59,6 @@ def service(aiohttp_client: Any) -> ClientFactory:
         return client
 
     return start
-
-
-def write_tree(root: Path, files: dict[str, str]) -> Path:
-    """Create ``files`` (relative path → text) under ``root``; returns ``root``."""
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
 
 
 @pytest.fixture
@@ -66,3 +79,30 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         yield started
     finally:
         started.stop_all()
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[list[Service]]:
+    """``otp-service serve`` processes a test appends here, stopped at the end."""
+    started: list[Service] = []
+    yield started
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[RecordingSMTPServer]:
+    """A recording SMTP server with its port chosen but NOT listening: start it to end the
+    outage. Stopped after the test."""
+    server = RecordingSMTPServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def smtp_servers() -> Iterator[ServerFactory]:
+    """Start recording SMTP servers: ``smtp_servers(**options)``; stopped after the test."""
+    with smtp_server_factory() as make:
+        yield make

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ClientFactory
+from .support.service import ClientFactory
 
 TOKEN = "tok_" + "a" * 28
 OLD_TOKEN = "tok_" + "b" * 28
@@ -61,17 +61,31 @@ async def test_sms_number_normalised(service: ClientFactory) -> None:
     assert message["sms"] == {"encoding": "GSM-7", "units": len(message["text"]), "segments": 1}
 
 
-async def test_extra_payload_keys_and_test_type_accepted(service: ClientFactory) -> None:
-    """Unknown payload keys, Logto context objects and the old Test type are accepted."""
+async def test_extra_payload_keys_accepted_and_test_type_renders_as_generic(
+    service: ClientFactory,
+) -> None:
+    """Unknown payload keys, Logto context objects and the old Test type are accepted; Test is
+    rendered with the Generic template (the captured message reads as a Generic one does)."""
     client = await service()
     payload = {"code": "1", "user": {"id": "u1", "name": None}, "application": {"name": "Shop"},
                "organization": {"id": "o"}, "somethingNew": [1, 2]}  # fmt: skip
-    status, _ = await post(
-        client,
-        "/v1/email",
-        {"to": "a@b.co", "type": "Test", "payload": payload, "ip": "203.0.113.7"},
-    )
-    assert status == 200
+    rendered = {}
+    for usage in ("Test", "Generic", "SignIn"):
+        status, body = await post(
+            client,
+            "/v1/email",
+            {"to": "a@b.co", "type": usage, "payload": payload, "ip": "203.0.113.7"},
+        )
+        assert status == 200, body
+        rendered[usage] = await (await client.get(f"/v1/messages/{body['id']}")).json()
+    test, generic, signin = rendered["Test"], rendered["Generic"], rendered["SignIn"]
+    assert test["type"] == "Test" and test["code"] == "1"
+    assert test["subject"] == "Your Shop verification code"  # templates/email/en/Generic.subject
+    assert (test["subject"], test["text"], test["html"]) == (
+        generic["subject"], generic["text"], generic["html"],
+    )  # fmt: skip
+    # SignIn's template reads differently, so the equality above is Generic's, not any type's.
+    assert signin["subject"] != generic["subject"] and signin["text"] != generic["text"]
 
 
 async def test_organization_invitation_link(service: ClientFactory) -> None:

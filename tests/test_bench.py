@@ -15,7 +15,7 @@ import pytest
 import bench
 from bench import loadgen, runner
 from bench.report import markdown
-from tests.conftest import ClientFactory
+from tests.support.service import ClientFactory
 
 BENCH = Path(bench.__file__).resolve().parent
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,21 +13,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent / "otp-service"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
-    )
+from .support import ROOT
+from .support.command import BIN, run
+from .support.ports import free_port
 
 
 def readme_command(marker: str) -> str:
@@ -39,6 +26,7 @@ def readme_command(marker: str) -> str:
     return match.group(1).strip()
 
 
+@pytest.mark.slow
 def test_readme_serve_command_starts_a_service_that_answers() -> None:
     """The quick-start command starts the service on its defaults; Logto's endpoint answers."""
     command = readme_command("quickstart-serve")
@@ -78,12 +66,14 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     assert command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_serve_refuses_public_address_without_tokens() -> None:
     """Without tokens the service will not listen beyond loopback unless told explicitly."""
     result = run("serve", "--host", "0.0.0.0", "--port", str(free_port()), timeout=10)
     assert result.returncode == 1 and "auth.tokens" in result.stderr
 
 
+@pytest.mark.slow
 def test_check_config_reports_every_problem_with_path_and_fix(tmp_path: Path) -> None:
     """check-config lists each problem with its field path and a fix, and exits non-zero."""
     config = tmp_path / "bad.yaml"
@@ -99,6 +89,7 @@ def test_check_config_reports_every_problem_with_path_and_fix(tmp_path: Path) ->
     assert result.stderr.count("fix:") >= 6
 
 
+@pytest.mark.slow
 def test_check_config_accepts_pasted_logto_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,6 +108,7 @@ def test_check_config_accepts_pasted_logto_json(
     assert "smtp.example.com:587" in result.stdout and "hunter2-secret" not in result.stdout
 
 
+@pytest.mark.slow
 def test_render_prints_french_sign_in() -> None:
     """render shows what would be sent, in the asked language, without sending."""
     result = run(
@@ -128,6 +120,7 @@ def test_render_prints_french_sign_in() -> None:
     )
 
 
+@pytest.mark.slow
 def test_send_with_capture_defaults() -> None:
     """send delivers one message through the configured provider and says how it went."""
     result = run(
@@ -137,12 +130,14 @@ def test_send_with_capture_defaults() -> None:
     assert result.stdout.startswith("captured via capture") and "7788" in result.stdout
 
 
+@pytest.mark.slow
 def test_send_reports_bad_recipient() -> None:
     """send fails with the same stable code the API would give."""
     result = run("send", "--channel", "email", "--to", "nobody", "--type", "SignIn", "--code", "1")
     assert result.returncode == 1 and "invalid_email" in result.stderr
 
 
+@pytest.mark.slow
 def test_render_into_a_closed_pipe_ends_quietly() -> None:
     """``otp-service render | head``: when the reader has gone, no traceback, exit 141."""
     read_end, write_end = os.pipe()
@@ -158,6 +153,7 @@ def test_render_into_a_closed_pipe_ends_quietly() -> None:
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point() -> None:
     """python -m otp_service works as well as the installed script."""
     result = subprocess.run(
@@ -166,6 +162,7 @@ def test_python_dash_m_entry_point() -> None:
     assert result.returncode == 0 and "check-config" in result.stdout
 
 
+@pytest.mark.slow
 def test_send_over_smtp_refused_port_is_transient(tmp_path: Path) -> None:
     """send against an SMTP server that is down reports a transient failure, exit 1."""
     config = tmp_path / "smtp.json"
@@ -190,17 +187,24 @@ def test_send_over_smtp_refused_port_is_transient(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "section", ["## SMS", "### Abuse limits", "### Using Logto's email templates"]
+    ("page", "section"),
+    [
+        ("docs/sms.md", "# SMS"),
+        ("docs/delivery.md", "## Abuse limits"),
+        ("docs/templates.md", "## Using Logto's email templates"),
+    ],
 )
-def test_readme_config_examples_are_valid(section: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The configuration examples the README shows pass validation as written."""
+def test_docs_config_examples_are_valid(
+    page: str, section: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The configuration examples the documentation shows pass validation as written."""
     import yaml
 
     from otp_service.config import parse_config
 
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.search(rf"{re.escape(section)}\n.*?```yaml\n(.*?)```", text, re.S)
-    assert match, f"README lost its {section} example"
+    text = (ROOT / page).read_text(encoding="utf-8")
+    match = re.search(rf"^{re.escape(section)}\n.*?```yaml\n(.*?)```", text, re.S | re.M)
+    assert match, f"{page} lost its {section} example"
     monkeypatch.setenv("VONAGE_API_SECRET", "secret")
     monkeypatch.setenv("ALIYUN_ACCESS_KEY_SECRET", "secret")
     monkeypatch.setenv("LOGTO_M2M_APP_ID", "app-id")
@@ -208,6 +212,7 @@ def test_readme_config_examples_are_valid(section: str, monkeypatch: pytest.Monk
     parse_config(yaml.safe_load(match.group(1)))
 
 
+@pytest.mark.slow
 def test_send_through_a_running_service_shows_in_its_inbox(tmp_path: Path) -> None:
     """send --server delivers through the running service, with $OTP_SERVICE_TOKEN, so the
     message is in that service's inbox; without the token it fails with 401."""

@@ -9,18 +9,18 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from otp_service.cli import _parser
 
-from .conftest import ClientFactory
-from .test_crash import HTTP_TIMEOUT, ServiceProcess
+from .support.command import BIN
+from .support.processes import HTTP_TIMEOUT, ServiceProcess
+from .support.service import ClientFactory
 
-BIN = Path(sys.executable).parent / "otp-service"
 TOKEN = "tok_" + "L" * 28
 
 
@@ -49,6 +49,7 @@ async def post(
         assert response.status == 200, await response.text()
 
 
+@pytest.mark.slow
 async def test_latest_prints_the_code_that_arrives_and_the_message_with_json(
     tmp_path: Path,
 ) -> None:
@@ -91,6 +92,7 @@ async def test_latest_prints_the_code_that_arrives_and_the_message_with_json(
     assert re.search(auth.format("email"), banner) and re.search(auth.format("sms"), banner)
 
 
+@pytest.mark.slow
 async def test_latest_exits_1_with_a_clear_line_when_nothing_arrives(tmp_path: Path) -> None:
     """Nothing in time, a wrong token, no service: exit 1 and one line saying which."""
     service = ServiceProcess(service_config(tmp_path), tmp_path / "service.log")
@@ -119,6 +121,7 @@ async def test_latest_exits_1_with_a_clear_line_when_nothing_arrives(tmp_path: P
     assert too_long.returncode == 2 and "--wait: must be a number from 0 to 60" in too_long.stderr
 
 
+@pytest.mark.slow
 def test_every_command_and_option_has_a_help_line() -> None:
     """Each subcommand, positional and option says what it is (the hidden --worker aside),
     and the top-level help is plain text, without reST backticks."""
@@ -140,6 +143,7 @@ def test_every_command_and_option_has_a_help_line() -> None:
     assert "`" not in shown.stdout
 
 
+@pytest.mark.slow
 def test_port_outside_0_to_65535_is_refused_as_the_config_refuses_it(tmp_path: Path) -> None:
     """--port 99999 is refused (it used to wrap to 34463), with the config's own words."""
     for option in ("--port", "--metrics-port"):
@@ -153,6 +157,7 @@ def test_port_outside_0_to_65535_is_refused_as_the_config_refuses_it(tmp_path: P
     assert checked.returncode == 1 and "server.port: must be between 0 and 65535" in checked.stderr
 
 
+@pytest.mark.slow
 def test_check_config_summary_shows_the_smtp_intake(tmp_path: Path) -> None:
     on = run("check-config", str(service_config(tmp_path, capture={"smtp": {"port": 2525}})))
     assert on.returncode == 0, on.stderr
@@ -198,6 +203,7 @@ async def test_since_that_is_neither_a_time_nor_an_id_says_what_since_takes(
         )
 
 
+@pytest.mark.slow
 def test_unset_variable_is_reported_once_and_default_locale_must_be_a_language_tag(
     tmp_path: Path,
 ) -> None:

@@ -41,15 +41,17 @@ def example_configs() -> list[tuple[str, Any]]:
 
 
 def readme_configs() -> list[tuple[str, Any]]:
-    """The README's YAML blocks that are whole config files (not those with ``...`` gaps)."""
+    """The YAML blocks of the README and the docs/ pages that are whole config files (not
+    those with ``...`` gaps)."""
     found = []
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    for index, block in enumerate(re.findall(r"```yaml\n(.*?)```", text, re.S)):
-        if "..." in block:
-            continue  # an excerpt, with gaps
-        document = yaml.safe_load(block)
-        if isinstance(document, dict) and document and set(document) <= SECTIONS:
-            found.append((f"README block {index}", document))
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        for index, block in enumerate(re.findall(r"```yaml\n(.*?)```", text, re.S)):
+            if "..." in block:
+                continue  # an excerpt, with gaps
+            document = yaml.safe_load(block)
+            if isinstance(document, dict) and document and set(document) <= SECTIONS:
+                found.append((f"{path.name} block {index}", document))
     return found
 
 
@@ -63,8 +65,8 @@ def test_examples_include_the_config_files() -> None:
     assert {"config.yaml", "postgres.yaml", "mailpit.yaml", "kubernetes.yaml (ConfigMap)"} <= names
 
 
-def test_readme_shows_config_files() -> None:
-    """The README scan finds its SMS, limits and Logto examples (so none is skipped unseen)."""
+def test_docs_show_config_files() -> None:
+    """The docs scan finds the SMS, limits and Logto examples (so none is skipped unseen)."""
     assert len(readme_configs()) >= 3
 
 
@@ -116,6 +118,7 @@ def test_env_references_are_allowed_where_a_number_is_expected() -> None:
     assert validator().is_valid({"server": {"port": "${PORT:-8787}", "drain_seconds": 2}})
 
 
+@pytest.mark.slow
 def test_config_schema_command_prints_the_schema() -> None:
     """``otp-service config schema`` prints a draft 2020-12 JSON Schema with every section."""
     result = subprocess.run(

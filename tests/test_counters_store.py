@@ -52,6 +52,7 @@ async def counters(
     await closed(backend)
 
 
+@pytest.mark.postgres
 async def test_counters_refuse_past_the_limit_with_retry_after(counters: CounterStore) -> None:
     """``limit`` events pass at once, the next is refused with a wait within the window; keys
     count apart; the allowance refills."""
@@ -64,6 +65,7 @@ async def test_counters_refuse_past_the_limit_with_retry_after(counters: Counter
     assert await counters.hit(ANA, 3, 60, now + 61) is None  # refilled
 
 
+@pytest.mark.postgres
 async def test_counters_gcra_refills_gradually_and_refusals_do_not_count(
     counters: CounterStore,
 ) -> None:
@@ -79,6 +81,7 @@ async def test_counters_gcra_refills_gradually_and_refusals_do_not_count(
     assert await counters.hit(ANA, 5, 100, now + 20) is not None
 
 
+@pytest.mark.postgres
 async def test_counters_reset_one_key_or_all(counters: CounterStore) -> None:
     """reset_counters forgets the named keys only; None forgets every key."""
     now = time.time()
@@ -92,6 +95,7 @@ async def test_counters_reset_one_key_or_all(counters: CounterStore) -> None:
     assert await counters.hit(BOB, 2, 60, now) is None
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_counters_survive_a_restart(
     kind: str, tmp_path: Path, pg_schema: tuple[str, str]
@@ -139,6 +143,7 @@ async def test_sqlite_counters_stay_bounded_and_keep_no_address(tmp_path: Path) 
     assert "example.com" not in dump
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_stored_counters_forget_keys_whose_time_has_passed(
     kind: str, tmp_path: Path, pg_schema: tuple[str, str]

@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .fakes import Recorded, Reply
-from .fakes.vonage import FakeVonage, logto_vonage_json
-from .test_crash import (
+from .support.fakes import Recorded, Reply
+from .support.fakes.vonage import FakeVonage, logto_vonage_json
+from .support.processes import (
     FROM_DOMAIN,
     HTTP_TIMEOUT,
     TEMPLATES,
@@ -32,6 +32,8 @@ from .test_crash import (
     wait_for,
     wait_status,
 )
+
+pytestmark = pytest.mark.slow
 
 
 class SlowVonage(FakeVonage):

@@ -32,6 +32,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds and runs the Docker image
+
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "python:3.11-slim"
 UID = 10001  # the Dockerfile's USER

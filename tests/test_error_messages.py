@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,8 +10,8 @@ import pytest
 from otp_service.errors import PermanentProviderError, short_reason
 from otp_service.providers.smtp import classify
 
-from .conftest import ClientFactory
-from .smtp_server import ServerFactory, smtp_server_factory
+from .support.service import ClientFactory
+from .support.smtp_server import ServerFactory
 
 CODE = "482913"
 _INTERNALS = re.compile(
@@ -80,12 +79,6 @@ async def test_error_message_template_errors_are_plain(service: ClientFactory) -
     body = await response.json()
     assert response.status == 422 and body["error"]["code"] == "template_error"
     assert_readable(body)
-
-
-@pytest.fixture
-def smtp_servers() -> Iterator[ServerFactory]:
-    with smtp_server_factory() as make:
-        yield make
 
 
 async def test_error_message_provider_refusal_gives_short_reason_only(

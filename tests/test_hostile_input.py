@@ -1,7 +1,7 @@
 """Hostile request content: invalid Unicode, deep nesting, internal names, header breaks, links.
 
 The service runs over real HTTP (the ``service`` fixture) with its own SQLite outbox; email goes
-to a real SMTP server (:mod:`tests.smtp_server`) where the header bytes can be read, or to the
+to a real SMTP server (:mod:`tests.support.smtp_server`) where the header bytes can be read, or to the
 capture inbox. One hostile request must never cost another request its message.
 """
 
@@ -11,7 +11,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,9 @@ from otp_service.errors import WriteRefused
 from otp_service.message.compose import Message
 from otp_service.store import SqliteStore
 
-from .conftest import ClientFactory
-from .smtp_server import RecordingSMTPServer
+from .support.service import ClientFactory
+from .support.signin import signin
+from .support.smtp_server import RecordingSMTPServer
 
 FROM_DOMAIN = "acme.example"
 FAST = {"wait_seconds": 0.3, "retry_delay_seconds": 0.05, "backoff_max_seconds": 0.3,
@@ -33,16 +33,6 @@ TEMPLATES = [
      "replyTo": "{{ support or '' }}"}
     for usage in ("SignIn", "Register", "ForgotPassword", "Generic")
 ]  # fmt: skip
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[RecordingSMTPServer]:
-    """A recording SMTP server, not listening until started (an outage until then)."""
-    server = RecordingSMTPServer()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def smtp_config(port: int, **extra: Any) -> dict[str, Any]:
@@ -75,10 +65,6 @@ async def raw_http(port: int, request: bytes) -> bytes:
     answer = await asyncio.wait_for(reader.read(65536), 10)
     writer.close()
     return answer
-
-
-def signin(to: str, code: str, **payload: Any) -> dict[str, Any]:
-    return {"to": to, "type": "SignIn", "payload": {"code": code, "locale": "en", **payload}}
 
 
 # 1. One bad request never fails its neighbours
@@ -218,7 +204,9 @@ async def test_line_separator_never_reaches_reply_to_header(
     """A value rendered into Reply-To with U+2028 is a 400; nothing is sent."""
     smtp_server.start()
     client = await service(smtp_config(smtp_server.port))
-    body = signin("a@example.com", "1", support="x@example.com\u2028Bcc: evil@example.com")
+    body = signin(
+        "a@example.com", "1", payload={"support": "x@example.com\u2028Bcc: evil@example.com"}
+    )
     response = await client.post("/v1/email", json=body)
     assert response.status == 400
     assert (await response.json())["error"]["code"] == "invalid_header_value"
@@ -235,7 +223,9 @@ async def test_subject_shows_encoded_words_literally_and_folds_long_lines(
     trick = "=?UTF-8?B?WW91ciBhY2NvdW50IGlzIGxvY2tlZA==?="  # "Your account is locked"
     long_name = "A" * 1400
     for name in (trick, long_name, "word " * 300):
-        body = signin("a@example.com", uuid.uuid4().hex[:6], application={"name": name})
+        body = signin(
+            "a@example.com", uuid.uuid4().hex[:6], payload={"application": {"name": name}}
+        )
         response = await client.post("/v1/email", json=body)
         assert response.status == 200, await response.text()
     for received in smtp_server.messages:
@@ -258,7 +248,7 @@ async def test_only_http_links_are_rendered_as_links(
     client = await service(smtp_config(smtp_server.port))
     for value in (link, "https://auth.example.com/magic?x=1"):
         response = await client.post(
-            "/v1/email", json=signin("a@example.com", uuid.uuid4().hex[:6], link=value)
+            "/v1/email", json=signin("a@example.com", uuid.uuid4().hex[:6], payload={"link": value})
         )
         assert response.status == 200, await response.text()
     bad, good = (m.message.get_body(("html",)).get_content() for m in smtp_server.messages)

@@ -9,19 +9,19 @@ import asyncio
 import json
 import re
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from otp_service.config import parse_config
+from otp_service.http.app import create_app
 
-from .conftest import ClientFactory
-
-ANA = "ana@example.com"
-
-
-def signin(to: str = ANA, code: str = "482913", usage: str = "SignIn") -> dict[str, Any]:
-    return {"to": to, "type": usage, "payload": {"code": code, "locale": "en"}}
+from .support.arrival import handler_reached
+from .support.service import ClientFactory
+from .support.signin import ANA, signin
 
 
 async def send(client: Any, body: dict[str, Any], channel: str = "email") -> dict[str, Any]:
@@ -36,16 +36,24 @@ async def latest(client: Any, **params: Any) -> tuple[int, dict[str, Any]]:
     return response.status, await response.json()
 
 
-async def test_latest_wait_wakes_when_the_message_arrives(service: ClientFactory) -> None:
-    """latest?wait= answers with the code that arrives while it waits, not a 404."""
-    client = await service()
+async def test_latest_wait_wakes_when_the_message_arrives(aiohttp_client: Any) -> None:
+    """latest?wait= answers with the code that arrives while it waits, not a 404: the request is
+    parked in its handler before the message is sent, and the message's arrival (not the end
+    of the 30 s wait) answers it."""
+    app = create_app(parse_config({}))
+    reached = handler_reached(app, "/v1/messages/latest")
+    client = await aiohttp_client(app)
     since = datetime.now(UTC).isoformat()
-    waiting = asyncio.create_task(latest(client, to=ANA, since=since, wait="30"))
-    await asyncio.sleep(0.2)
+    wait = 30.0
+    started = time.monotonic()
+    waiting = asyncio.create_task(latest(client, to=ANA, since=since, wait=str(wait)))
+    await asyncio.wait_for(reached.wait(), wait)  # the handler is waiting from here on
     assert not waiting.done()  # nothing there yet: it waits
     sent = await send(client, signin(code="135790"))
-    status, message = await asyncio.wait_for(waiting, 60)
+    status, message = await asyncio.wait_for(waiting, 2 * wait)
+    answered_after = time.monotonic() - started
     assert status == 200 and message["id"] == sent["id"] and message["code"] == "135790"
+    assert answered_after < wait  # woken by the message, not answered at the wait's end
 
 
 async def test_latest_wait_times_out_with_404(service: ClientFactory) -> None:
@@ -243,21 +251,21 @@ async def test_event_stream_reports_ready_added_deleted_cleared(service: ClientF
     response.close()
 
 
-def readme_block(marker: str) -> str:
-    """The code the README shows after ``<!-- marker -->``, up to its "In a test" usage part."""
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    match = re.search(rf"<!-- {marker} -->\s*```\w+\n(.+?)\n```", text, re.S)
-    assert match, f"README lost its {marker} block"
+def docs_block(marker: str) -> str:
+    """The code docs/testing.md shows after ``<!-- marker -->``, up to its "In a test" usage part."""
+    page = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
+    match = re.search(rf"<!-- {marker} -->\s*```\w+\n(.+?)\n```", page.read_text("utf-8"), re.S)
+    assert match, f"docs/testing.md lost its {marker} block"
     helper, found, _ = match.group(1).partition("In a test")
     assert found, f"the {marker} block lost its usage part"
     return helper.rsplit("\n", 1)[0]  # drop the comment line that announces the usage
 
 
-async def test_readme_python_example_waits_for_the_code(service: ClientFactory) -> None:
-    """The README's Python helper gets the code sent after it started waiting."""
+async def test_docs_python_example_waits_for_the_code(service: ClientFactory) -> None:
+    """The Python helper of docs/testing.md gets the code sent after it started waiting."""
     client = await service()
     namespace: dict[str, Any] = {}
-    exec(readme_block("e2e-python"), namespace)  # noqa: S102 - the README's own example
+    exec(docs_block("e2e-python"), namespace)  # noqa: S102 - the docs' own example
     namespace["OTP_SERVICE"] = str(client.make_url("")).rstrip("/")
     await send(client, signin(code="000111"))  # before `since`: never the answer
     since = datetime.now(UTC).isoformat()
@@ -267,13 +275,14 @@ async def test_readme_python_example_waits_for_the_code(service: ClientFactory) 
     assert await asyncio.wait_for(waiting, 60) == "424242"
 
 
-async def test_readme_javascript_example_waits_for_the_code(service: ClientFactory) -> None:
-    """The README's JavaScript helper, run by Node, gets the code sent while it waits."""
+@pytest.mark.slow
+async def test_docs_javascript_example_waits_for_the_code(service: ClientFactory) -> None:
+    """The JavaScript helper of docs/testing.md, run by Node, gets the code sent while it waits."""
     node = shutil.which("node")
     assert node is not None, "Node 20 is required (it also runs tests/interop)"
     client = await service()
     base = str(client.make_url("")).rstrip("/")
-    helper = readme_block("e2e-javascript").replace('"http://127.0.0.1:8787"', json.dumps(base))
+    helper = docs_block("e2e-javascript").replace('"http://127.0.0.1:8787"', json.dumps(base))
     since = datetime.now(UTC).isoformat()
     script = f"{helper}\nwaitForCode({json.dumps(ANA)}, {json.dumps(since)}).then(console.log);"
     process = await asyncio.create_subprocess_exec(

@@ -21,7 +21,9 @@ from yarl import URL
 
 from otp_service.http.app import SERVICES
 
-from .conftest import ClientFactory
+from .support.service import ClientFactory
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 # inbox.test: a host name that is not loopback to the browser (so not a secure context), served

@@ -16,6 +16,8 @@ from otp_service.store import Inbox, InboxEvent, InboxQuery, MemoryInbox, Unknow
 from otp_service.store.pg_inbox import PgInbox
 from otp_service.store.postgres import PostgresStore
 
+pytestmark = pytest.mark.postgres
+
 
 def new_inbox(kind: str, pg_schema: tuple[str, str], **bounds: int) -> tuple[Inbox, Any]:
     """An inbox of backend ``kind`` and the store it lives in (None for memory)."""

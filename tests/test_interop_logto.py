@@ -27,9 +27,11 @@ from urllib.parse import urlencode
 
 import pytest
 
-from .fakes import started
-from .fakes.aliyun import FakeAliyun, logto_aliyun_json
-from .fakes.vonage import FakeVonage, basic_auth, logto_vonage_json
+from .support.fakes import started
+from .support.fakes.aliyun import FakeAliyun, logto_aliyun_json
+from .support.fakes.vonage import FakeVonage, basic_auth, logto_vonage_json
+
+pytestmark = pytest.mark.slow
 
 INTEROP = Path(__file__).resolve().parent / "interop"
 SEND = INTEROP / "send.mjs"

@@ -18,7 +18,7 @@ from otp_service.http.app import SERVICES
 from otp_service.store.counters import Counters
 from otp_service.text.limit_keys import canonical_email, canonical_ip
 
-from .conftest import ClientFactory
+from .support.service import ClientFactory
 
 FAST = {"wait_seconds": 0.3, "retry_delay_seconds": 0.05, "backoff_max_seconds": 0.3,
         "poll_seconds": 0.05, "timeout_seconds": 5}  # fmt: skip

@@ -7,7 +7,6 @@ import itertools
 import json
 import logging
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,12 @@ from otp_service.config.logto import LogtoConfig
 from otp_service.logto.sync import TemplateSync
 from otp_service.message.templates import TemplateLibrary
 
-from .conftest import ClientFactory, write_tree
-from .fakes import free_port
-from .fakes.logto import APP_SECRET, FakeLogto, fake_logto, logto_row
+from .support.command import BIN
+from .support.fakes.logto import APP_SECRET, FakeLogto, fake_logto, logto_row
+from .support.ports import free_port
+from .support.service import ClientFactory, write_tree
 
 __all__ = ["fake_logto"]
-BIN = Path(sys.executable).parent / "otp-service"
 
 Client = TestClient[Any, Any]
 _codes = itertools.count(100001)
@@ -357,6 +356,7 @@ def check_online(fake: FakeLogto, tmp_path: Path, **overrides: Any) -> Any:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_check_config_online_lists_templates_per_language(
     fake_logto: FakeLogto, tmp_path: Path
 ) -> None:
@@ -369,6 +369,7 @@ def test_check_config_online_lists_templates_per_language(
     assert APP_SECRET not in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_check_config_online_wrong_secret_fails_without_echoing_it(
     fake_logto: FakeLogto, tmp_path: Path
 ) -> None:
@@ -378,6 +379,7 @@ def test_check_config_online_wrong_secret_fails_without_echoing_it(
     assert "NotTheS3cret" not in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_render_command_uses_logto_templates(fake_logto: FakeLogto, tmp_path: Path) -> None:
     """otp-service render previews what the service would send, Logto's templates included."""
     fake_logto.set_templates(logto_row("fr", "SignIn", "Logto fr", "Code : {{code}}"))

@@ -13,16 +13,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import hdrs
 
 from otp_service.config import parse_config
 from otp_service.http.app import create_app
 from otp_service.http.openapi import PATHS, document
 
-from .conftest import ClientFactory
-from .test_operations import AUTH, TOKEN, Service, services  # noqa: F401 (fixture)
+from .support.command import Service
+from .support.service import ClientFactory
 
 ST = Path(sys.executable).parent / "st"
+TOKEN = "ops-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def app_routes() -> set[tuple[str, str]]:
@@ -62,9 +65,10 @@ async def test_openapi_served_at_openapi_json(service: ClientFactory) -> None:
     assert served["openapi"].startswith("3.1") and served == document()
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(
     tmp_path: Path,
-    services: list[Service],  # noqa: F811 (the fixture)
+    services: list[Service],
 ) -> None:
     """schemathesis, from the served document with the token, sends generated and invalid
     requests to every operation of the running process: no 5xx, every status, content type

@@ -16,91 +16,27 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from .conftest import ClientFactory
-from .test_cli import BIN, ROOT, free_port, run
+from .support import ROOT
+from .support.command import BIN, Service, http, run
+from .support.ports import free_port
+from .support.service import ClientFactory
+from .support.signin import signin
 
 TOKEN = "ops-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CODE = "918273"
-SIGN_IN = {"to": "alice@example.com", "type": "SignIn", "payload": {"code": CODE}}
+SIGN_IN = signin("alice@example.com", CODE, locale=None)
 
 
 def closed_port() -> int:
     """A port on which nothing listens (bound, then released)."""
     return free_port()
-
-
-def http(
-    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
-
-class Service:
-    """``otp-service serve`` as a process, its stderr (the log) collected in a file."""
-
-    def __init__(self, tmp: Path, config: dict[str, Any], *args: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        config.setdefault("store", {"path": str(tmp / "outbox.sqlite3")})
-        path = tmp / "config.yaml"
-        path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        self.log_path = tmp / "service.log"
-        self.log_file = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            [str(BIN), "serve", "--config", str(path), "--port", str(self.port), *args],
-            stdout=subprocess.PIPE, stderr=self.log_file, text=True, cwd=ROOT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while True:
-            assert self.process.poll() is None, self.log()
-            try:
-                if http("GET", f"{self.base}/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.1)
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8")
-
-    def events(self) -> list[dict[str, Any]]:
-        """The JSON log lines (``--log-format json``)."""
-        return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-        self.log_file.close()
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[list[Service]]:
-    started: list[Service] = []
-    yield started
-    for service in started:
-        service.stop()
 
 
 def unreachable_smtp(**delivery: Any) -> dict[str, Any]:
@@ -139,6 +75,7 @@ def scrape(base: str, headers: dict[str, str] | None = AUTH) -> str:
     return body.decode()
 
 
+@pytest.mark.slow
 def test_expired_message_logs_every_attempt_retry_and_expiry(
     tmp_path: Path, services: list[Service]
 ) -> None:
@@ -217,6 +154,7 @@ async def test_metrics_scrape_has_every_family(service: ClientFactory) -> None:
     assert "alice" not in text and CODE not in text and "111222" not in text
 
 
+@pytest.mark.slow
 def test_metrics_port_serves_without_token_while_api_keeps_it(
     tmp_path: Path, services: list[Service]
 ) -> None:
@@ -243,6 +181,7 @@ async def test_readyz_reports_store_and_last_provider_outcome(service: ClientFac
     assert after["store"]["pending"] == 0
 
 
+@pytest.mark.slow
 def test_access_log_masks_recipients_and_query_tokens(
     tmp_path: Path, services: list[Service]
 ) -> None:
@@ -281,6 +220,7 @@ def read_banner(process: subprocess.Popen[bytes], fd: int, seconds: float = 20) 
     return out.decode()
 
 
+@pytest.mark.slow
 def test_banner_on_a_terminal_masks_the_token_and_shows_reachable_urls(tmp_path: Path) -> None:
     """On a terminal (docker run -t) the banner never prints a token in full, and listening on
     0.0.0.0 it gives Logto URLs it can reach (host name, host.docker.internal), not 0.0.0.0."""
@@ -318,6 +258,7 @@ def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_check_config_warns_of_provider_sections_nothing_uses(tmp_path: Path) -> None:
     """An SMTP section with email.provider capture, or a Vonage section no route uses, is a
     warning from check-config (exit 0): codes would silently be captured, never sent."""
@@ -341,6 +282,7 @@ def test_check_config_warns_of_provider_sections_nothing_uses(tmp_path: Path) ->
     assert "WARNING sms.vonage:" in result.stdout
 
 
+@pytest.mark.slow
 def test_check_config_refuses_what_serve_refuses_with_the_same_exit_code(tmp_path: Path) -> None:
     """A public host without tokens: check-config and serve both refuse, with one exit code."""
     path = write_config(tmp_path, {"server": {"host": "0.0.0.0"}})
@@ -350,6 +292,7 @@ def test_check_config_refuses_what_serve_refuses_with_the_same_exit_code(tmp_pat
     assert "server.host" in checked.stderr and "server.host" in served.stderr
 
 
+@pytest.mark.slow
 def test_version_flag_prints_the_package_version() -> None:
     """otp-service --version prints the installed version and exits 0."""
     from otp_service import __version__
@@ -358,6 +301,7 @@ def test_version_flag_prints_the_package_version() -> None:
     assert result.returncode == 0 and result.stdout.strip() == f"otp-service {__version__}"
 
 
+@pytest.mark.slow
 def test_render_with_bad_payload_json_is_a_one_line_error() -> None:
     """render --payload with invalid JSON says so on one line, without a traceback."""
     result = run("render", "--channel", "email", "--type", "SignIn", "--payload", "{nope")
@@ -366,6 +310,7 @@ def test_render_with_bad_payload_json_is_a_one_line_error() -> None:
     assert "--payload is not valid JSON" in result.stderr
 
 
+@pytest.mark.slow
 def test_store_files_are_private_to_the_service_user(
     tmp_path: Path, services: list[Service]
 ) -> None:
@@ -384,6 +329,7 @@ def test_store_files_are_private_to_the_service_user(
         assert path.stat().st_mode & 0o777 == 0o600, path
 
 
+@pytest.mark.slow
 def test_text_log_format_is_one_readable_line_per_event(tmp_path: Path) -> None:
     """--log-format text writes 'time LEVEL logger event key=value' lines (the terminal default)."""
     code = (

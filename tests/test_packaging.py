@@ -26,10 +26,11 @@ from packaging.utils import canonicalize_name
 from otp_service.cli import _parser
 from otp_service.config import DeliveryConfig, default_store_path
 
-from .test_cli import BIN, free_port
-from .test_operations import SIGN_IN, http
+from .support import ROOT
+from .support.command import BIN, http
+from .support.ports import free_port
+from .support.signin import signin
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 
 
@@ -86,7 +87,7 @@ def test_ci_and_dockerfile_install_from_the_locks() -> None:
     assert installs and all(
         "--require-hashes -r requirements.lock" in i or "--no-deps" in i for i in installs
     ), installs
-    assert "scripts/lock.sh" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "scripts/lock.sh" in (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -130,6 +131,7 @@ def test_dockerfile_runs_unprivileged_with_a_healthcheck_and_state_in_the_volume
     assert default_store_path().startswith(volume + "/"), default_store_path()
 
 
+@pytest.mark.slow
 def test_service_writes_only_in_its_state_folder(tmp_path: Path) -> None:
     """Run as the image runs it (its environment, a config mounted read-only): after a send, the
     only files created are in the state folder, so a read-only root filesystem is enough."""
@@ -164,7 +166,8 @@ def test_service_writes_only_in_its_state_folder(tmp_path: Path) -> None:
                 pass
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
-        assert http("POST", f"http://127.0.0.1:{port}/v1/email", SIGN_IN)[0] == 200
+        sign_in = signin("alice@example.com", "918273", locale=None)
+        assert http("POST", f"http://127.0.0.1:{port}/v1/email", sign_in)[0] == 200
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -228,6 +231,7 @@ def test_compose_example_publishes_on_loopback_with_a_long_enough_stop_grace(pat
             assert any(str(v).endswith(":/var/lib/otp-service") for v in service["volumes"])
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_inbox_page_and_templates(tmp_path: Path) -> None:
     """pip builds a wheel holding the inbox page's files and the bundled templates."""
     result = subprocess.run(

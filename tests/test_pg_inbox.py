@@ -13,8 +13,10 @@ from otp_service.store.inbox import InboxQuery, UnknownMessage
 from otp_service.store.pg_inbox import PgInbox
 from otp_service.store.postgres import PostgresStore
 
-from .conftest import ClientFactory
-from .test_store_contract import make_message
+from .support.service import ClientFactory
+from .support.store import make_message
+
+pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture

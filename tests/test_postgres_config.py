@@ -17,7 +17,8 @@ from otp_service.errors import ConfigError
 from otp_service.store.migrations import LATEST, SchemaTooNewError, migrate, schema_version
 from otp_service.store.postgres import PostgresStore
 
-ROOT = Path(__file__).resolve().parent.parent
+from .support import ROOT
+
 SECRET = "Sup3rS3cretPw"
 
 
@@ -64,6 +65,7 @@ def test_check_config_masks_the_database_password(
     assert "store.url" in out.err and SECRET not in out.out + out.err
 
 
+@pytest.mark.postgres
 def test_migrate_command_applies_then_has_nothing_to_do(
     tmp_path: Path, pg_schema: tuple[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -77,6 +79,7 @@ def test_migrate_command_applies_then_has_nothing_to_do(
     assert "nothing to apply" in capsys.readouterr().out
 
 
+@pytest.mark.postgres
 async def test_concurrent_migrations_apply_each_version_once(pg_schema: tuple[str, str]) -> None:
     """Five replicas starting together migrate under the advisory lock: one applies, the
     others find it done."""
@@ -91,6 +94,7 @@ async def test_concurrent_migrations_apply_each_version_once(pg_schema: tuple[st
             await conn.close()
 
 
+@pytest.mark.postgres
 async def test_message_bodies_are_compressed_with_lz4_where_the_server_has_it(
     pg_schema: tuple[str, str],
 ) -> None:
@@ -116,6 +120,7 @@ async def test_message_bodies_are_compressed_with_lz4_where_the_server_has_it(
         await conn.close()
 
 
+@pytest.mark.postgres
 async def test_schema_newer_than_the_code_is_refused(pg_schema: tuple[str, str]) -> None:
     """A database migrated by a newer release is refused at start with a clear message."""
     url, schema = pg_schema

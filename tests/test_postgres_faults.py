@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from .conftest import ClientFactory
-from .fakes import Recorded, Reply, started
-from .fakes.aliyun import FakeAliyun, logto_aliyun_json
-from .tcp_proxy import TcpProxy
+from .support.fakes import Recorded, Reply, started
+from .support.fakes.aliyun import FakeAliyun, logto_aliyun_json
+from .support.service import ClientFactory
+from .support.tcp_proxy import TcpProxy
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 EMAIL = {"to": "ana@example.com", "type": "SignIn", "payload": {"code": "551234"}}
 

@@ -14,7 +14,9 @@ import pytest
 from otp_service.store import Attempt
 from otp_service.store.postgres import PostgresStore
 
-from .test_store_contract import accept, make_message
+from .support.store import accept, make_message
+
+pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture

@@ -18,7 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .test_crash import HTTP_TIMEOUT, ServiceProcess
+from .support.processes import HTTP_TIMEOUT, ServiceProcess
+
+pytestmark = pytest.mark.slow
 
 SEPARATORS = ["\u2028", "\u2029", "\x85", "\r\n", "\n", "\x00", "\t", "\x1b", "\ufeff", "\u200b"]
 VALID_TO = {"email": ["ana@example.com", "Ana+tag@Example.COM", "δοκιμή@παράδειγμα.δοκιμή"],

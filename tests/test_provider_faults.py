@@ -2,7 +2,7 @@
 answers: Aliyun throttling on HTTP 429, gateway error pages, an SMTP server that speaks garbage.
 
 The service runs over real HTTP with the real SDKs calling the Aliyun and Vonage fakes
-(:mod:`tests.fakes`) and a real socket server for the garbage-speaking SMTP peer.
+(:mod:`tests.support.fakes`) and a real socket server for the garbage-speaking SMTP peer.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
-from .conftest import ClientFactory
-from .fakes import Reply
-from .fakes import aliyun as aliyun_fakes
-from .fakes import vonage as vonage_fakes
-from .fakes.aliyun import FakeAliyun, aliyun_error, logto_aliyun_json
-from .fakes.vonage import FakeVonage, logto_vonage_json
+from .support.fakes import Reply
+from .support.fakes import aliyun as aliyun_fakes
+from .support.fakes import vonage as vonage_fakes
+from .support.fakes.aliyun import FakeAliyun, aliyun_error, logto_aliyun_json
+from .support.fakes.vonage import FakeVonage, logto_vonage_json
+from .support.service import ClientFactory
+from .support.signin import signin
 
 fake_vonage = vonage_fakes.fake_vonage
 fake_aliyun = aliyun_fakes.fake_aliyun
@@ -46,10 +47,6 @@ def sms_config(vonage: FakeVonage, aliyun: FakeAliyun) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def signin(to: str) -> dict[str, Any]:
-    return {"to": to, "type": "SignIn", "payload": {"code": "482913"}}
-
-
 @pytest.mark.parametrize(
     "reply",
     [
@@ -67,7 +64,7 @@ async def test_aliyun_throttling_and_gateway_pages_fail_over_to_vonage(
     Vonage at once, never a permanent 502 or an unknown outcome."""
     client = await service(sms_config(fake_vonage, fake_aliyun))
     fake_aliyun.reply_next(reply)
-    response = await client.post("/v1/sms", json=signin(CHINA))
+    response = await client.post("/v1/sms", json=signin(CHINA, locale=None))
     body = await response.json()
     assert response.status == 200 and body["provider"] == "vonage", body
     record = await (await client.get(f"/v1/messages/{body['id']}")).json()
@@ -128,7 +125,7 @@ async def test_smtp_server_answering_garbage_is_transient_and_retried(
         "delivery": FAST | {"wait_seconds": 0.3},
     }  # fmt: skip
     client = await service(config)
-    response = await client.post("/v1/email", json=signin("a@example.com"))
+    response = await client.post("/v1/email", json=signin("a@example.com", locale=None))
     body = await response.json()
     assert response.status == 202 and body["status"] == "queued", body
     await asyncio.sleep(0.5)

@@ -11,6 +11,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 import asyncpg
+import pytest
 
 from otp_service.http.app import SERVICES
 from otp_service.http.openapi_schemas import SCHEMAS
@@ -18,7 +19,7 @@ from otp_service.message.compose import Message
 from otp_service.store import Attempt, OutboxStore, SqliteStore, migrations
 from otp_service.store.postgres import PostgresStore
 
-from .conftest import ClientFactory
+from .support.service import ClientFactory
 
 
 async def test_message_status_shows_each_attempts_provider_id(service: ClientFactory) -> None:
@@ -84,6 +85,7 @@ async def test_sqlite_file_of_the_previous_release_gains_provider_ids(tmp_path: 
         await store.close()
 
 
+@pytest.mark.postgres
 async def test_postgres_schema_of_the_previous_release_migrates_to_provider_ids(
     pg_schema: tuple[str, str],
 ) -> None:

@@ -16,7 +16,7 @@ import pytest
 from otp_service.message.compose import Message
 from otp_service.store import SqliteStore
 
-from .conftest import ClientFactory
+from .support.service import ClientFactory
 
 
 async def test_sms_cut_off_by_a_dead_run_is_counted_and_logged_at_start(

@@ -2,7 +2,7 @@
 
 Each replica is its own process on its own port, sharing a fresh schema of the test database
 (``OTP_TEST_DATABASE_URL``). Email goes over SMTP to the recording sink process
-(:mod:`tests.recording_smtp`), SMS to the Aliyun fake over HTTP; what counts is what they
+(:mod:`tests.support.recording_smtp`), SMS to the Aliyun fake over HTTP; what counts is what they
 received. A small "load balancer" here picks a live replica per request, as one in front of
 the service would.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import signal
 import time
 from collections import Counter
@@ -22,19 +21,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .fakes import Recorded, Reply, started
-from .fakes.aliyun import FakeAliyun, logto_aliyun_json
-from .test_crash import (
+from .support.fakes import Recorded, Reply, started
+from .support.fakes.aliyun import FakeAliyun
+from .support.processes import (
     HTTP_TIMEOUT,
     Processes,
     ServiceProcess,
-    SinkProcess,
     message_id,
-    smtp_email,
     wait_for,
 )
+from .support.replicas import email, replica_config, sms
 
-LEASE = 3.0  # seconds: how soon a live replica takes over what a killed one held
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
 class SlowAliyun(FakeAliyun):
@@ -49,28 +47,6 @@ class SlowAliyun(FakeAliyun):
 def aliyun() -> Iterator[FakeAliyun]:
     with started(SlowAliyun) as server:
         yield server
-
-
-def replica_config(
-    folder: Path, pg: tuple[str, str], sink: SinkProcess, aliyun: FakeAliyun, **extra: Any
-) -> Path:
-    """Email over SMTP to ``sink``, SMS through Aliyun, every replica on the same schema."""
-    url, schema = pg
-    config: dict[str, Any] = {
-        "email": smtp_email(sink),
-        "sms": {"provider": "aliyun", "aliyun": logto_aliyun_json(),
-                "endpoints": {"aliyun": aliyun.endpoint(timeout_seconds=5)}},
-        "store": {"url": url, "schema": schema, "pool_size": 4},
-        "limits": {"enabled": False},
-        "delivery": {
-            "wait_seconds": 0.2, "retry_delay_seconds": 0.05, "backoff_max_seconds": 0.5,
-            "poll_seconds": 0.05, "timeout_seconds": 10, "lease_seconds": LEASE,
-            "shutdown_grace_seconds": 5,
-        },
-    } | extra  # fmt: skip
-    path = folder / "config.yaml"
-    path.write_text(json.dumps(config), encoding="utf-8")
-    return path
 
 
 class Balancer:
@@ -94,16 +70,6 @@ class Balancer:
             f"{target.url}{path}", json=body, headers=headers, timeout=HTTP_TIMEOUT
         ) as response:
             return response.status, await response.json()
-
-
-def email(number: int) -> dict[str, Any]:
-    return {"to": f"user{number}@example.com", "type": "SignIn",
-            "payload": {"code": f"{number:06d}", "locale": "en"}}  # fmt: skip
-
-
-def sms(number: int) -> dict[str, Any]:
-    return {"to": f"+86138{number:08d}", "type": "SignIn",
-            "payload": {"code": f"{number:06d}", "locale": "en"}}  # fmt: skip
 
 
 async def start_replicas(

@@ -11,8 +11,11 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import pytest
 
-from .test_crash import HTTP_TIMEOUT, Processes
+from .support.processes import HTTP_TIMEOUT, Processes
+
+pytestmark = pytest.mark.slow
 
 
 def capture_config(folder: Path) -> Path:

@@ -19,8 +19,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .smtp_server import free_port
-from .test_crash import HTTP_TIMEOUT, ROOT
+from .support import ROOT
+from .support.ports import free_port
+from .support.processes import HTTP_TIMEOUT
+
+pytestmark = pytest.mark.slow
 
 DESCRIPTORS = 1024
 

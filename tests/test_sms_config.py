@@ -15,8 +15,8 @@ from otp_service.config.sms import Endpoint
 from otp_service.errors import ConfigError
 from otp_service.http.app import create_app
 
-from .fakes.aliyun import logto_aliyun_json
-from .fakes.vonage import logto_vonage_json
+from .support.fakes.aliyun import logto_aliyun_json
+from .support.fakes.vonage import logto_vonage_json
 
 BOTH = {
     "provider": "vonage",

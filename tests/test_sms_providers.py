@@ -30,10 +30,10 @@ from otp_service.message.templates import TemplateLibrary
 from otp_service.providers.aliyun import AliyunProvider
 from otp_service.providers.vonage import VonageProvider
 
-from .fakes import DROP, Reply, free_port
-from .fakes import aliyun as aliyun_fakes
-from .fakes import vonage as vonage_fakes
-from .fakes.aliyun import (
+from .support.fakes import DROP, Reply
+from .support.fakes import aliyun as aliyun_fakes
+from .support.fakes import vonage as vonage_fakes
+from .support.fakes.aliyun import (
     FakeAliyun,
     aliyun_business,
     aliyun_error,
@@ -41,7 +41,7 @@ from .fakes.aliyun import (
     aliyun_throttled,
     logto_aliyun_json,
 )
-from .fakes.vonage import (
+from .support.fakes.vonage import (
     FakeVonage,
     basic_auth,
     logto_vonage_json,
@@ -49,6 +49,7 @@ from .fakes.vonage import (
     vonage_not_json,
     vonage_status,
 )
+from .support.ports import free_port
 
 fake_vonage = vonage_fakes.fake_vonage
 fake_aliyun = aliyun_fakes.fake_aliyun

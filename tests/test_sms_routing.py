@@ -14,18 +14,19 @@ from typing import Any
 
 import pytest
 
-from .conftest import ClientFactory, write_tree
-from .fakes import DROP, free_port
-from .fakes import aliyun as aliyun_fakes
-from .fakes import vonage as vonage_fakes
-from .fakes.aliyun import (
+from .support.fakes import DROP
+from .support.fakes import aliyun as aliyun_fakes
+from .support.fakes import vonage as vonage_fakes
+from .support.fakes.aliyun import (
     FakeAliyun,
     aliyun_business,
     aliyun_error,
     aliyun_throttled,
     logto_aliyun_json,
 )
-from .fakes.vonage import FakeVonage, logto_vonage_json, vonage_http, vonage_status
+from .support.fakes.vonage import FakeVonage, logto_vonage_json, vonage_http, vonage_status
+from .support.ports import free_port
+from .support.service import ClientFactory, write_tree
 
 fake_vonage = vonage_fakes.fake_vonage
 fake_aliyun = aliyun_fakes.fake_aliyun

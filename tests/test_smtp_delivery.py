@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -26,8 +26,10 @@ from otp_service.providers.base import SendResult
 from otp_service.providers.smtp import SmtpProvider
 from otp_service.services import Services, build_services
 
-from .conftest import ClientFactory
-from .smtp_server import DROP, ServerFactory, ca_pem, free_port, smtp_server_factory
+from .support.ports import free_port
+from .support.service import ClientFactory
+from .support.signin import signin
+from .support.smtp_server import DROP, ServerFactory, ca_pem
 
 CODE = "482913"
 FROM_DOMAIN = "acme.example"
@@ -61,13 +63,6 @@ TEMPLATES = [
         "content": "Your code is {{code}}.",
     },
 ]
-
-
-@pytest.fixture
-def smtp_servers() -> Iterator[ServerFactory]:
-    """Start recording SMTP servers: ``smtp_servers(**options)``; stopped after the test."""
-    with smtp_server_factory() as make:
-        yield make
 
 
 @pytest.fixture(autouse=True)
@@ -180,11 +175,6 @@ def post_email(service: ClientFactory) -> Callable[[dict[str, Any]], Awaitable[P
         return post
 
     return start
-
-
-def signin(to: str = TO, code: str = CODE) -> dict[str, Any]:
-    """A Logto HTTP email connector request."""
-    return {"to": to, "type": "SignIn", "payload": {"code": code, "locale": "en"}}
 
 
 # 1. Plain delivery: envelope, headers and body on the wire
@@ -561,6 +551,14 @@ async def test_implicit_tls_checks_certificate_against_servername(
     await sender.send()
 
     assert server.messages[0].tls
+    # The certificate is good for the host (127.0.0.1): only a check against servername can
+    # refuse it when servername names someone else.
+    other = mailer(
+        smtp_json(server.port, secure=True, servername="smtp.other.example", **tls_json())
+    )
+    with pytest.raises(PermanentProviderError, match="certificate verification failed"):
+        await other.send()
+    assert len(server.messages) == 1
 
 
 async def test_implicit_tls_untrusted_certificate_fails_permanently(

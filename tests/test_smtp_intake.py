@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from email.message import EmailMessage
 from typing import Any
 
@@ -11,10 +12,11 @@ import pytest
 
 from otp_service.config import CaptureSmtpConfig, parse_config
 from otp_service.errors import ConfigError
-from otp_service.http.app import SERVICES
+from otp_service.http.app import SERVICES, create_app
 from otp_service.text.codes import find_code
 
-from .conftest import ClientFactory
+from .support.arrival import handler_reached
+from .support.service import ClientFactory
 
 
 async def intake_service(service: ClientFactory) -> tuple[Any, int]:
@@ -78,17 +80,28 @@ async def test_smtp_intake_html_only_mail_gets_text_and_code(service: ClientFact
     assert found["html"].startswith("<html>")
 
 
-async def test_smtp_intake_wakes_a_waiting_latest(service: ClientFactory) -> None:
-    """latest?wait= answers with mail that arrives over SMTP while it waits."""
-    client, port = await intake_service(service)
+async def test_smtp_intake_wakes_a_waiting_latest(aiohttp_client: Any) -> None:
+    """latest?wait= answers with mail that arrives over SMTP while it waits: the request is
+    parked in its handler before the mail is sent, and the mail (not the end of the 30 s wait)
+    answers it."""
+    app = create_app(parse_config({"capture": {"smtp": {"host": "127.0.0.1", "port": 0}}}))
+    reached = handler_reached(app, "/v1/messages/latest")
+    client = await aiohttp_client(app)
+    intake = app[SERVICES].intake
+    assert intake is not None
+    wait = 30.0
+    started = time.monotonic()
     waiting = asyncio.create_task(
-        client.get("/v1/messages/latest", params={"to": "ana@example.com", "wait": "30"})
+        client.get("/v1/messages/latest", params={"to": "ana@example.com", "wait": str(wait)})
     )
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(reached.wait(), wait)  # the handler is waiting from here on
+    assert not waiting.done()
     await aiosmtplib.send(mail("ana@example.com", "Code", "Your code: 5521"),
-                          hostname="127.0.0.1", port=port)  # fmt: skip
-    response = await asyncio.wait_for(waiting, 60)
+                          hostname="127.0.0.1", port=intake.port)  # fmt: skip
+    response = await asyncio.wait_for(waiting, 2 * wait)
+    answered_after = time.monotonic() - started
     assert response.status == 200 and (await response.json())["code"] == "5521"
+    assert answered_after < wait  # woken by the mail, not answered at the wait's end
 
 
 async def test_smtp_intake_off_by_default_and_on_with_true() -> None:

@@ -9,29 +9,20 @@ per test on the real server (``OTP_TEST_DATABASE_URL``), dropped afterwards.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from otp_service.errors import WriteRefused
-from otp_service.message.compose import Message
 from otp_service.store import Attempt, OutboxStore, SqliteStore
 from otp_service.store.outbox import EXPIRED_PREFIX, NEVER_ATTEMPTED, UNKNOWN_OUTCOME
 from otp_service.store.postgres import PostgresStore
 
-CODE = "604217"
+from .support.store import accept, make_message
 
-
-def make_message(
-    to: str = "ana@example.com", channel: str = "email", at: float | None = None
-) -> Message:
-    created = datetime.fromtimestamp(at or time.time(), UTC)
-    return Message(id=uuid.uuid4().hex, channel=channel, to=to, type="SignIn", locale="en",  # type: ignore[arg-type]
-                   text=f"Your code is {CODE}", subject="Code", code=CODE, created_at=created)  # fmt: skip
+pytestmark = pytest.mark.postgres
 
 
 def new_store(kind: str, tmp_path: Path, pg_schema: tuple[str, str]) -> Any:
@@ -51,13 +42,6 @@ async def store(
     await opened.open()
     yield opened
     await opened.close()
-
-
-async def accept(store: OutboxStore, message: Message, *, ttl: float = 600, lease: float = 60,
-                 key: str | None = None, dedupe: str | None = None) -> Any:  # fmt: skip
-    now = message.created_at.timestamp()
-    return await store.accept(message, expires_at=now + ttl, lease_until=now + lease,
-                              idempotency_key=key, dedupe_key=dedupe)  # fmt: skip
 
 
 async def test_store_accepted_message_has_a_queued_status(store: OutboxStore) -> None:

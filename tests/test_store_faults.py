@@ -19,7 +19,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .test_crash import HTTP_TIMEOUT, Processes, ServiceProcess, get_status
+from .support.processes import HTTP_TIMEOUT, Processes, ServiceProcess, get_status
+
+pytestmark = pytest.mark.slow
 
 
 def capture_config(folder: Path) -> Path:

@@ -6,19 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from .conftest import ClientFactory, write_tree
-from .fakes.logto import FakeLogto, fake_logto, logto_row
-from .test_crash import HTTP_TIMEOUT, ServiceProcess
+from .support.command import BIN
+from .support.fakes.logto import FakeLogto, fake_logto, logto_row
+from .support.processes import HTTP_TIMEOUT, ServiceProcess
+from .support.service import ClientFactory, write_tree
 
 __all__ = ["fake_logto"]
-BIN = Path(sys.executable).parent / "otp-service"
 
 BROKEN = {
     # an {% extends %} of itself
@@ -52,6 +51,7 @@ def problem_line(output: str, file: str) -> str:
     return line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["check-config", "serve"])
 def test_template_that_fails_to_render_is_refused_naming_file_line_and_error(
     tmp_path: Path, command: str
@@ -77,6 +77,7 @@ def test_template_that_fails_to_render_is_refused_naming_file_line_and_error(
     assert "listening" not in done.stdout
 
 
+@pytest.mark.slow
 def test_connector_template_that_fails_to_render_is_named_by_its_place_in_the_config(
     tmp_path: Path,
 ) -> None:
@@ -94,12 +95,14 @@ def test_connector_template_that_fails_to_render_is_named_by_its_place_in_the_co
     assert "a Register email with a sample payload: line 2: ZeroDivisionError" in line
 
 
+@pytest.mark.slow
 def test_bundled_templates_render_and_check_config_passes(tmp_path: Path) -> None:
     """The same check on the bundled templates alone finds nothing."""
     done = run("check-config", str(config_file(tmp_path, {"store": {"path": ":memory:"}})))
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_check_config_online_renders_logtos_templates(
     fake_logto: FakeLogto, tmp_path: Path
 ) -> None:
@@ -126,6 +129,7 @@ def log_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 async def test_render_failure_at_run_time_is_logged_with_file_language_and_error(
     tmp_path: Path,
 ) -> None:
@@ -185,6 +189,7 @@ async def test_render_failure_log_masks_payload_values(
     assert "482913" not in caplog.text
 
 
+@pytest.mark.slow
 def test_render_command_names_the_template_that_fails(tmp_path: Path) -> None:
     """otp-service render with a payload the template cannot render says where and why."""
     directory = write_tree(tmp_path / "templates", {
@@ -199,6 +204,7 @@ def test_render_command_names_the_template_that_fails(tmp_path: Path) -> None:
     assert "482913" not in done.stderr
 
 
+@pytest.mark.slow
 def test_sms_template_is_checked_with_what_logto_sends_for_sms(tmp_path: Path) -> None:
     """Logto sends an SMS no ``user``: an SMS template that needs one fails the check."""
     directory = write_tree(tmp_path / "templates", {

@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from jinja2 import FileSystemLoader
 
 from otp_service.config import TemplatesConfig
 from otp_service.config.smtp import EmailTemplate
 from otp_service.errors import ConfigError, RequestError, TemplateNotFoundError
+from otp_service.message.sources import environment
 from otp_service.message.templates import TemplateLibrary, bundled_root
 from otp_service.text.locales import chain
 
-from .conftest import write_tree
+from .support.service import write_tree
 
 TYPES = (
     "SignIn", "Register", "ForgotPassword", "OrganizationInvitation", "Generic",
@@ -101,6 +103,27 @@ def test_unknown_and_test_types_use_generic(tmp_path: Path) -> None:
     lib = library(tmp_path, email_files("en", "Generic", "generic"), bundled=False)
     assert lib.render_email("BrandNewType", {"code": "1"}).subject == "generic subject"
     assert lib.render_email("Test", {"code": "1"}).subject == "generic subject"
+
+
+def test_template_edited_between_two_builds_renders_its_new_content(tmp_path: Path) -> None:
+    """Compiled code is reused from one build of the library to the next only for unchanged
+    content: a file edited in between (same name, same path) renders its new text."""
+    before = library(tmp_path, email_files("en", "SignIn", "before"), bundled=False)
+    assert before.render_email("SignIn", {"code": "1"}).subject == "before subject"
+    after = library(tmp_path, email_files("en", "SignIn", "after"), bundled=False)
+    assert after.render_email("SignIn", {"code": "1"}).subject == "after subject"
+    assert after.render_email("SignIn", {"code": "2"}).text.strip() == "after text 2"
+    assert before.render_email("SignIn", {"code": "1"}).subject == "before subject"
+
+
+def test_html_and_text_sandboxes_never_share_compiled_code(tmp_path: Path) -> None:
+    """One file compiled by both sandboxes escapes in the HTML one only, whichever came first."""
+    files = {"email/en/SignIn.subject": "s", "email/en/SignIn.html": "<p>{{ code }}</p>"}
+    html_first = library(tmp_path, files, bundled=False).render_email("SignIn", {"code": "<b>"})
+    assert html_first.html == "<p>&lt;b&gt;</p>"
+    directory = write_tree(tmp_path, files)
+    text = environment(FileSystemLoader(str(directory)), html=False)
+    assert text.get_template("email/en/SignIn.html").render(code="<b>") == "<p><b></p>"
 
 
 def test_no_template_and_no_generic_is_422(tmp_path: Path) -> None:

@@ -17,11 +17,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .fakes import started
-from .fakes.aliyun import FakeAliyun
-from .pg_cluster import PgCluster
-from .test_crash import HTTP_TIMEOUT, ROOT, Processes, ServiceProcess, message_id, wait_for
-from .test_replicas import email, replica_config
+from .support import ROOT
+from .support.fakes import started
+from .support.fakes.aliyun import FakeAliyun
+from .support.pg_cluster import PgCluster
+from .support.processes import HTTP_TIMEOUT, Processes, ServiceProcess, message_id, wait_for
+from .support.replicas import email, replica_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
 class Supervised(ServiceProcess):

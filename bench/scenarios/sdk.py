@@ -2,7 +2,7 @@
 
 The parent side is :func:`sdk_baseline`; the child is ``python -m bench.scenarios.sdk_vonage``
 or ``sdk_aliyun`` (the way each SDK's documentation shows), which prints one JSON object.
-The connector JSON is Logto's, from the builders in ``tests/fakes``, and the text, number
+The connector JSON is Logto's, from the builders in ``tests/support/fakes``, and the text, number
 format, sign name and template code are what otp-service's own composer makes of it.
 """
 
@@ -20,8 +20,8 @@ from typing import Any
 
 from bench.common import ROOT, machine_cpu, percentile, proc_cpu_seconds, request_body
 from bench.harness import Bench, Fake
-from tests.fakes.aliyun import logto_aliyun_json
-from tests.fakes.vonage import logto_vonage_json
+from tests.support.fakes.aliyun import logto_aliyun_json
+from tests.support.fakes.vonage import logto_vonage_json
 
 SMS_PROVIDERS = ("vonage", "aliyun")
 SMS_TIMEOUT_SECONDS = 5  # the provider timeout, in the bare SDK runs and in the service

@@ -1,9 +1,9 @@
-"""SMS end to end, for Vonage and Aliyun, each against its fake from ``tests/fakes``.
+"""SMS end to end, for Vonage and Aliyun, each against its fake from ``tests/support/fakes``.
 
 Per provider: (a) the bare SDK (:mod:`bench.scenarios.sdk`) and (b) the service configured with
 Logto's connector JSON and ``sms.endpoints`` at the fake, both at concurrency 1 and
 --sms-concurrency; and once, (h) the service capturing SMS: the HTTP and composing floor.
-Each fake runs in its own process (``python -m tests.fakes.serve``) and counts what it got.
+Each fake runs in its own process (``python -m tests.support.fakes.serve``) and counts what it got.
 """
 
 from __future__ import annotations

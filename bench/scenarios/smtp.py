@@ -26,7 +26,7 @@ from bench.common import BODY, machine_cpu, percentile, proc_memory_kib, version
 from bench.harness import Bench
 from bench.profiling import profile_report, profile_start
 from bench.scenarios import Run, Scenario
-from tests.fakes import free_port
+from tests.support.ports import free_port
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 SMTP_TARGET_RATIO = 0.60

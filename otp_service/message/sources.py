@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import BaseLoader, ChainableUndefined, FileSystemLoader, Template, TemplateError
+from jinja2 import (
+    BaseLoader,
+    BytecodeCache,
+    ChainableUndefined,
+    FileSystemLoader,
+    Template,
+    TemplateError,
+)
+from jinja2.bccache import Bucket
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..config.smtp import EmailTemplate
@@ -33,6 +41,29 @@ class EmailSet:
     send_from: Template | None = None
 
 
+class _CompiledCode(BytecodeCache):
+    """The compiled code of template files, kept for the life of the process.
+
+    Building the library again (each service a test starts, a CLI command after another)
+    reuses the code of files whose content is unchanged instead of compiling the bundled tree
+    anew; a file with other content has another checksum and is compiled again.
+    """
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        if (code := self._code.get(bucket.key)) is not None:
+            bucket.bytecode_from_string(code)  # ignored unless its checksum is the file's
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+# One per sandbox: the HTML one escapes and the text one does not, so their code differs.
+_COMPILED = {True: _CompiledCode(), False: _CompiledCode()}
+
+
 def environment(loader: BaseLoader | None, *, html: bool) -> SandboxedEnvironment:
     """The sandbox every template renders in: HTML-escaping for HTML, Logto's placeholders."""
     return SandboxedEnvironment(
@@ -42,6 +73,7 @@ def environment(loader: BaseLoader | None, *, html: bool) -> SandboxedEnvironmen
         extensions=[LogtoPlaceholders],
         keep_trailing_newline=False,
         auto_reload=False,  # compiled once at start-up; a file edited later is not re-read
+        bytecode_cache=_COMPILED[html],
     )
 
 

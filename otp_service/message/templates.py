@@ -1,6 +1,6 @@
 """Templates: find the template for a usage type and language, and render it safely.
 
-Sources, in Logto's precedence (README, "Templates"):
+Sources, in Logto's precedence (docs/templates.md):
 
 1. per-language templates for the type, in each language of the request's chain: the operator's
    template directory, then the templates kept in Logto (``templates.logto``) — for the same

@@ -11,7 +11,7 @@ runs out belongs to a replica that died, and whichever replica polls next reclai
 counters are rows updated in place. Bookkeeping after an attempt (outcomes, retries, leases)
 is queued and written in batches, one transaction each.
 
-The driver is asyncpg (measured against psycopg 3 on this workload: see the README). Any
+The driver is asyncpg (measured against psycopg 3 on this workload: see docs/replicas.md). Any
 connection failure surfaces as :class:`~otp_service.errors.StoreUnavailable`; the pool
 opens new connections by itself once the server is back. The SMS at-most-once rule holds across
 replicas: an SMS whose attempt started (durably noted before the provider is called) under a

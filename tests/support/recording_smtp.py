@@ -1,6 +1,6 @@
 """A recording SMTP sink as its own process, for tests that run the service as a process too.
 
-    python -m tests.recording_smtp --port-file F --out F.jsonl [--delay S] [--delay-file D]
+    python -m tests.support.recording_smtp --port-file F --out F.jsonl [--delay S] [--delay-file D]
 
 Listens on a free port of ``127.0.0.1`` (real SMTP: aiosmtpd), writes ``{"port": N, "pid": N}``
 to ``F`` atomically once it listens, and appends one JSON line to ``F.jsonl`` per event,
@@ -103,7 +103,9 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.recording_smtp", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.recording_smtp", description=__doc__
+    )
     parser.add_argument("--port-file", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path, help="the JSON-lines record")
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")

@@ -19,7 +19,6 @@ import base64
 import collections
 import contextlib
 import functools
-import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -33,7 +32,8 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-HOST = "127.0.0.1"
+from .ports import HOST, free_port
+
 SERVER_NAME = "mx.test.example"  # the server's own name (banner and EHLO reply)
 TLS_NAMES = ("127.0.0.1", "localhost")  # names in the server certificate
 DROP = "<drop the connection without replying>"  # a scripted "reply" for MAIL, RCPT or DATA
@@ -59,13 +59,6 @@ def server_tls_context() -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     _server_cert().configure_cert(context)
     return context
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (aiosmtpd's Controller cannot bind port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return cast(int, sock.getsockname()[1])
 
 
 @dataclass

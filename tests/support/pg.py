@@ -74,7 +74,7 @@ async def _ensure(url: str) -> None:
 
 
 def main() -> int:
-    """``python -m tests.pg``: check (and prepare) the tests' PostgreSQL; exit 1 if unusable."""
+    """``python -m tests.support.pg``: check (and prepare) the tests' PostgreSQL; exit 1 if unusable."""
     url = database_url()
     try:
         asyncio.run(_ensure(url))

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from urllib.parse import urlsplit, urlunsplit
 
-from .smtp_server import free_port
+from .ports import free_port
 
 
 class TcpProxy:

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .smtp_server import free_port
+from .ports import free_port
 
 
 def _bin_dir() -> Path:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -29,14 +28,7 @@ from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A local TCP port nothing listens on right now (for 'connection refused' tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return cast(int, sock.getsockname()[1])
+from ..ports import HOST
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Run one SMS provider fake as its own process, for a service subprocess or a benchmark.
 
-    python -m tests.fakes.serve vonage|aliyun --port-file F [--port N]
+    python -m tests.support.fakes.serve vonage|aliyun --port-file F [--port N]
 
-Starts :class:`~tests.fakes.vonage.FakeVonage` or :class:`~tests.fakes.aliyun.FakeAliyun` on
+Starts :class:`~tests.support.fakes.vonage.FakeVonage` or :class:`~tests.support.fakes.aliyun.FakeAliyun` on
 ``127.0.0.1``, then writes one JSON object to ``F`` (atomically: a reader sees the whole file
 or none)::
 
@@ -45,7 +45,8 @@ def _write_atomically(path: Path, data: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.serve", description="Run one SMS provider fake on 127.0.0.1."
+        prog="python -m tests.support.fakes.serve",
+        description="Run one SMS provider fake on 127.0.0.1.",
     )
     parser.add_argument("provider", choices=sorted(FAKES))
     parser.add_argument(

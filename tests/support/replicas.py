@@ -1,0 +1,50 @@
+"""Several ``otp-service serve`` processes (replicas, or one with workers) on one PostgreSQL.
+
+:func:`replica_config` writes the config every replica reads: email over SMTP to the recording
+sink process, SMS through the Aliyun fake, the outbox in one schema. :func:`email` and
+:func:`sms` are numbered sign-in requests, so what arrived can be matched to what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .fakes.aliyun import FakeAliyun, logto_aliyun_json
+from .processes import SinkProcess, smtp_email
+from .signin import signin
+
+LEASE = 3.0  # seconds: how soon a live replica takes over what a killed one held
+
+
+def replica_config(
+    folder: Path, pg: tuple[str, str], sink: SinkProcess, aliyun: FakeAliyun, **extra: Any
+) -> Path:
+    """Email over SMTP to ``sink``, SMS through Aliyun, every replica on the same schema."""
+    url, schema = pg
+    config: dict[str, Any] = {
+        "email": smtp_email(sink),
+        "sms": {"provider": "aliyun", "aliyun": logto_aliyun_json(),
+                "endpoints": {"aliyun": aliyun.endpoint(timeout_seconds=5)}},
+        "store": {"url": url, "schema": schema, "pool_size": 4},
+        "limits": {"enabled": False},
+        "delivery": {
+            "wait_seconds": 0.2, "retry_delay_seconds": 0.05, "backoff_max_seconds": 0.5,
+            "poll_seconds": 0.05, "timeout_seconds": 10, "lease_seconds": LEASE,
+            "shutdown_grace_seconds": 5,
+        },
+    } | extra  # fmt: skip
+    path = folder / "config.yaml"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def email(number: int) -> dict[str, Any]:
+    """Sign-in email number ``number``: to ``user<number>@example.com``, code ``<number>``."""
+    return signin(f"user{number}@example.com", f"{number:06d}")
+
+
+def sms(number: int) -> dict[str, Any]:
+    """Sign-in SMS number ``number``: to a Chinese mobile number (Aliyun), code ``<number>``."""
+    return signin(f"+86138{number:08d}", f"{number:06d}")
