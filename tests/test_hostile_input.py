@@ -268,12 +268,29 @@ async def test_code_that_is_not_a_string_or_number_is_400(
     assert (await response.json())["error"]["code"] == "invalid_request"
 
 
-async def test_numeric_code_is_rendered_as_its_digits(service: ClientFactory) -> None:
-    """A JSON number for the code is converted: 482913 and 482913.0 both render 482913."""
+async def test_integer_code_is_rendered_as_its_digits(service: ClientFactory) -> None:
+    """A JSON integer for the code is converted: 482913 renders 482913."""
     client = await service()
-    for code in (482913, 482913.0):
-        response = await client.post("/v1/email", json={"to": "a@example.com", "type": "SignIn",
-                                                        "payload": {"code": code}})  # fmt: skip
-        body = await response.json()
-        found = await (await client.get(f"/v1/messages/{body['id']}")).json()
-        assert found["code"] == "482913" and "482913" in found["text"]
+    response = await client.post("/v1/email", json={"to": "a@example.com", "type": "SignIn",
+                                                    "payload": {"code": 482913}})  # fmt: skip
+    assert response.status == 200
+    body = await response.json()
+    found = await (await client.get(f"/v1/messages/{body['id']}")).json()
+    assert found["code"] == "482913" and "482913" in found["text"]
+
+
+@pytest.mark.parametrize("literal", ["12.5", "1e6", "482913.0", "-0.0", "1E+2"])
+async def test_code_that_is_a_json_float_is_400(service: ClientFactory, literal: str) -> None:
+    """A JSON number with a fraction or an exponent is not a code: 400 ``invalid_request``, and
+    nothing is stored or sent (the body is sent as written, so 1e6 stays a float on the wire)."""
+    client = await service()
+    raw = '{"to": "a@example.com", "type": "SignIn", "payload": {"code": ' + literal + "}}"
+    response = await client.post(
+        "/v1/email", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    body = await response.json()
+    assert body["error"]["code"] == "invalid_request"
+    assert "payload.code" in body["error"]["message"]
+    listing = await (await client.get("/v1/messages")).json()
+    assert listing["messages"] == []

@@ -81,9 +81,11 @@ def parse_request(data: Any) -> SendRequest:
     if not isinstance(payload, dict):
         raise RequestError("invalid_request", "'payload' must be an object")
     code = payload.get("code")
-    # A JSON number may stand for a code (Logto sends strings); true/false may not.
-    if code is not None and (isinstance(code, bool) or not isinstance(code, str | int | float)):
-        raise RequestError("invalid_request", "'payload.code' must be a string")
+    # A JSON integer may stand for a code (Logto sends strings); true/false may not, nor a JSON
+    # number with a fraction or an exponent (12.5, 1e6, 482913.0): a code is digits, and a float
+    # is not (it renders as "12.5" or "1e+21", loses digits past 2**53 and any leading zero).
+    if code is not None and (isinstance(code, bool) or not isinstance(code, str | int)):
+        raise RequestError("invalid_request", "'payload.code' must be a string or an integer")
     for key in ("link", "locale", "uiLocales"):
         value = payload.get(key)
         if value is not None and not isinstance(value, str):
@@ -103,8 +105,6 @@ def parse_request(data: Any) -> SendRequest:
 
 
 def _text(value: Any) -> str | None:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
     return None if value is None else str(value)
 
 
