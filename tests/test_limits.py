@@ -84,6 +84,21 @@ async def test_limit_refusal_is_logged_and_counted_with_the_refusing_rule(
     assert 'otp_limit_refusals_total{rule="per_ip"} 1.0' in metrics
 
 
+async def test_unparseable_ips_share_one_per_ip_counter(service: ClientFactory) -> None:
+    """An ``ip`` that is no address is no way around the per-IP limit: with a count of N, N+1
+    requests each with a different piece of junk (blank, leading-zero octet, octet over 255, bad
+    hex, a name) are refused at the N+1st, and a real address keeps its own allowance."""
+    junk = ["0203.0.113.7", "999.1.1.1", "::ffff:zz", "", "   ", "localhost", "1.2.3", "::1::2"]
+    client = await service(limited(per_ip={"count": len(junk) - 1, "window_seconds": 600}))
+    statuses = [
+        await send(client, f"u{n}@example.com", f"{n:06d}", ip=ip) for n, ip in enumerate(junk)
+    ]
+    assert statuses == [200] * (len(junk) - 1) + [429]
+    assert await send(client, "real@example.com", "999999", ip="198.51.100.9") == 200
+    listing = await (await client.get("/v1/messages")).json()
+    assert len(listing["messages"]) == len(junk)  # the refused one was never stored
+
+
 def test_canonical_ip_keeps_different_hosts_apart() -> None:
     """Different IPv4 hosts and different IPv6 /64s stay different keys."""
     assert canonical_ip("203.0.113.7") != canonical_ip("203.0.113.8")

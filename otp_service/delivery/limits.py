@@ -31,7 +31,7 @@ class Limiter:
         # The client's own limit first: a request it refuses must not spend the allowance of
         # the recipient (someone else's address) or of the number range.
         checks: list[tuple[str, str, str, Limit | None]] = []
-        if message.ip and message.ip.strip():
+        if message.ip is not None:  # given but blank or junk: the shared unparsed-IP key
             checks.append(("per_ip", "client IP", ip_key(message.ip), self.config.per_ip))
         checks.append(
             (

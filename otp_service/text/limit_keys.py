@@ -11,8 +11,13 @@ counter by writing the same thing differently:
   ``victim@example.com`` (sub-addressing delivers both to the same mailbox).
 - Phone numbers are already E.164 (parsed once when the request was composed).
 
-A value that is no address at all is still given a stable key (stripped, case-folded), so a
-garbage ``ip`` is limited like any other.
+A value that is no address at all (``0203.0.113.7``, ``999.1.1.1``, ``::ffff:zz``, a host name,
+an empty or blank string) is counted under ONE shared key, :data:`UNPARSED_IP`, rather than
+refused or keyed by its text. Logto passes on whatever its proxy headers say, so the client may
+choose the text: keyed by text, every new piece of junk would be a fresh counter (the per-IP
+limit would never bite); refused with a 400, a misconfigured proxy would stop every sign-in.
+One shared bucket keeps sign-ins working and caps what all junk-IP clients together can send at
+one client's allowance.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import re
 import unicodedata
 
 _SPACES = re.compile(r"\s+")
+UNPARSED_IP = "unparsed"  # the one key of every ``ip`` that is no address (see above)
 _IPV4_LENIENT = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
 
 
@@ -37,7 +43,8 @@ def _ipv4(text: str) -> ipaddress.IPv4Address | None:
 
 
 def canonical_ip(value: str) -> str:
-    """``ip4:203.0.113.7``, ``ip6:2001:db8:1:2::/64``, or ``raw:<cleaned text>``."""
+    """``ip4:203.0.113.7``, ``ip6:2001:db8:1:2::/64``, or :data:`UNPARSED_IP` for anything
+    else (whatever its text: see the module's docstring)."""
     text = _SPACES.sub("", value).strip("[]").lower()
     text = text.split("%", 1)[0]  # a zone id names the sender's interface, not the sender
     if (v4 := _ipv4(text)) is not None:
@@ -49,12 +56,12 @@ def canonical_ip(value: str) -> str:
         try:
             v6 = ipaddress.IPv6Address(text)
         except ValueError:
-            return f"raw:{text}"
+            return UNPARSED_IP
         if (mapped := v6.ipv4_mapped) is not None:
             return f"ip4:{mapped}"
         network = ipaddress.IPv6Network((int(v6) >> 64 << 64, 64))
         return f"ip6:{network}"
-    return f"raw:{text}"
+    return UNPARSED_IP
 
 
 def canonical_email(address: str) -> str:
