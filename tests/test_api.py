@@ -347,3 +347,47 @@ async def test_template_reply_to_that_is_not_an_address_is_refused_before_storin
     status, answer = await post(client, "/v1/email", SIGN_IN)
     assert status == 422 and answer["error"]["code"] == "template_error"
     assert "482913" not in json.dumps(answer)
+
+
+async def test_every_answer_carries_nosniff(service: ClientFactory) -> None:
+    """``X-Content-Type-Options: nosniff`` on every answer, success or error: the sends (200,
+    400, 401, 415), the inbox API (list, one message, latest, 404, delete, the event stream),
+    ``/openapi.json``, the probes, ``/metrics``, the router's own 404 and 405, the inbox page."""
+    client = await service(AUTH)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    json_type = {"Content-Type": "application/json"}
+    sent = await client.post("/v1/email", data=json.dumps(SIGN_IN), headers=auth | json_type)
+    message_id = (await sent.json())["id"]
+    answers = [
+        ("send 200", sent),
+        ("send 400", await client.post("/v1/email", data="{", headers=auth | json_type)),
+        ("send 401", await client.post("/v1/sms", data=json.dumps(SIGN_IN), headers=json_type)),
+        ("send 415", await client.post("/v1/email", data="x", headers=auth)),
+        ("list", await client.get("/v1/messages", headers=auth)),
+        ("one", await client.get(f"/v1/messages/{message_id}", headers=auth)),
+        ("latest", await client.get("/v1/messages/latest?to=user@example.com", headers=auth)),
+        ("unknown id", await client.get("/v1/messages/nope", headers=auth)),
+        ("events", await client.get("/v1/messages/events", headers=auth)),
+        ("delete", await client.delete(f"/v1/messages/{message_id}", headers=auth)),
+        ("openapi", await client.get("/openapi.json")),
+        ("healthz", await client.get("/healthz")),
+        ("readyz", await client.get("/readyz")),
+        ("metrics", await client.get("/metrics")),
+        ("no route", await client.get("/nowhere")),
+        ("wrong method", await client.put("/v1/email")),
+        ("page", await client.get("/inbox")),
+    ]
+    statuses = {name: response.status for name, response in answers}
+    assert statuses["send 200"] == 200 and statuses["send 400"] == 400
+    assert statuses["send 401"] == 401 and statuses["send 415"] == 415
+    assert statuses["one"] == statuses["latest"] == statuses["events"] == 200
+    assert statuses["unknown id"] == statuses["no route"] == 404
+    assert statuses["wrong method"] == 405
+    missing = [
+        name
+        for name, response in answers
+        if response.headers.get("X-Content-Type-Options") != "nosniff"
+    ]
+    assert missing == []
+    for _, response in answers:
+        response.close()

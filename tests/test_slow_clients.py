@@ -179,6 +179,7 @@ async def test_connections_past_the_cap_get_a_clear_503(
     await asyncio.sleep(0.3)
     answer = await raw(service.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 503") and b"too_many_connections" in answer
+    assert b"\r\nX-Content-Type-Options: nosniff\r\n" in answer.split(b"\r\n\r\n", 1)[0] + b"\r\n"
     for reader, _ in busy:  # each body times out: 408, and the connection is freed
         assert b"408" in await asyncio.wait_for(reader.read(4096), 10)
     for _, writer in busy:

@@ -34,6 +34,7 @@ from .answers import (
     internal_error_answer,
 )
 from .context import CONFIG, SERVICES, authorize
+from .headers import add_security_headers
 
 __all__ = ["CONFIG", "SERVICES", "create_app"]
 
@@ -147,6 +148,7 @@ def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Ap
         await services.inbox.close()  # live streams and waits end now, not at the timeout
 
     app.on_shutdown.append(stop_accepting)
+    app.on_response_prepare.append(add_security_headers)
 
     app.cleanup_ctx.append(services_ctx)
     app.router.add_post("/v1/email", send_email)

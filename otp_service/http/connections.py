@@ -28,6 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .headers import SECURITY_HEADERS
+
 log = logging.getLogger("otp_service.web")
 RESERVED_DESCRIPTORS = 64  # store, SMTP pool, SMS clients, logs, the listener itself
 _END_OF_HEAD = b"\r\n\r\n"
@@ -36,7 +38,11 @@ _BODY = json.dumps(
 ).encode()
 REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-    b"Connection: close\r\nContent-Length: " + str(len(_BODY)).encode() + b"\r\n\r\n" + _BODY
+    + b"".join(f"{name}: {value}\r\n".encode() for name, value in SECURITY_HEADERS.items())
+    + b"Connection: close\r\nContent-Length: "
+    + str(len(_BODY)).encode()
+    + b"\r\n\r\n"
+    + _BODY
 )
 
 
