@@ -6,15 +6,23 @@ ride in ``extra``; :class:`TextFormatter` writes ``time LEVEL logger event key=v
 (or of the message being delivered) lives in a context variable, so every line carries it,
 including the lines of a delivery task the request started. Recipients are masked before they
 reach a record (:func:`mask_recipient`); codes, tokens and secrets are never given to one.
+
+Other libraries' loggers are not so careful (aiosmtpd logs every ``RCPT`` address at INFO and
+each DATA line, the code among them, at DEBUG), so :class:`ForeignRecordFilter` stands on the
+handler and rewrites every record that is not ours, at every level: the arguments a library
+formats into its message are hidden unless they are numbers or IP addresses, and any address
+or phone number left in the text (or in a traceback) is masked.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
 import sys
 import time
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import IO, Any
 
@@ -28,6 +36,10 @@ _FIELDS = "otp_fields"
 _PLAIN = re.compile(r"^[\w.:@+*/\-]+$")  # text values that need no quotes
 # LogRecord attributes of the standard library; anything else in a record is an extra.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", _FIELDS}
+
+
+_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"\+\d(?:[\d .()-]{5,}\d)")
 
 
 def mask_recipient(to: str) -> str:
@@ -78,7 +90,7 @@ class TextFormatter(logging.Formatter):
         parts += [f"{k}={_text_value(v)}" for k, v in _fields(record).items()]
         line = " ".join(parts)
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + (record.exc_text or self.formatException(record.exc_info))
         return line
 
 
@@ -96,7 +108,7 @@ class JsonFormatter(logging.Formatter):
         for key, value in _fields(record).items():
             data.setdefault(key, value)
         if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+            data["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
@@ -114,6 +126,63 @@ class BadRequestFilter(logging.Filter):
         return True
 
 
+class _Hidden:
+    """What a foreign record shows in place of an argument that may carry personal data."""
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+
+_HIDDEN = _Hidden()
+
+
+def _shown(value: Any) -> Any:
+    """``value`` when it cannot carry an address or a code (a number, an IP address, a peer
+    tuple of those), else :data:`_HIDDEN`."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            return _HIDDEN
+        return value
+    if isinstance(value, tuple) and len(value) <= 4:  # a socket peer: (host, port, ...)
+        return tuple(_shown(item) for item in value)
+    return _HIDDEN
+
+
+def mask_text(text: str) -> str:
+    """``text`` with every email address and phone number in it masked."""
+    text = _EMAIL.sub(lambda m: mask_email(m.group()), text)
+    return _PHONE.sub(lambda m: mask_phone(re.sub(r"[^\d+]", "", m.group())), text)
+
+
+class ForeignRecordFilter(logging.Filter):
+    """Our masking for every logger that is not ours (records not made by :func:`event` outside
+    ``otp_service``): a library's format string is kept, its arguments are hidden unless
+    harmless (:func:`_shown`), and addresses and numbers left in the text are masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if hasattr(record, _FIELDS) or record.name.partition(".")[0] == "otp_service":
+            return True
+        args = record.args
+        if isinstance(args, Mapping):
+            record.args = {key: _shown(value) for key, value in args.items()}
+        elif args:
+            record.args = tuple(_shown(value) for value in args)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a hidden value under %d: the format string alone
+            message = str(record.msg)
+        record.msg, record.args = mask_text(message), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask_text(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
 def setup(
     log_format: str | None = None, level: str = "INFO", stream: IO[str] | None = None
 ) -> None:
@@ -128,6 +197,7 @@ def setup(
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(BadRequestFilter())
+    handler.addFilter(ForeignRecordFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -7,7 +7,9 @@ listens on (the "wrong SMTP port" mistake).
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import pty
 import re
@@ -348,6 +350,34 @@ def test_text_log_format_is_one_readable_line_per_event(tmp_path: Path) -> None:
         r'request_id=r1 id=m1 to=\+86\*\*\*8000 last_error="connection refused"\n',
         result.stdout,
     ), result.stdout
+
+
+def test_other_libraries_records_are_masked_at_every_level() -> None:
+    """A library's record, at any level, shows its format string with every argument that may
+    carry data hidden, and any address or number left in its text or traceback masked; numbers
+    and peers stay readable, and our own events are written as they are."""
+    from otp_service import logs
+
+    stream = io.StringIO()
+    logs.setup("text", "DEBUG", stream)
+    library = logging.getLogger("some.library")
+    library.debug("DATA line: %r", b"Your code is 604931")
+    library.info("%r recip: %s after %d tries", ("127.0.0.1", 2525), "ana@example.com", 3)
+    library.info("sender <bob.sender@example.com> to +8613800138000")
+    library.warning("count %d", "604931")  # a format the hidden value does not fit
+    try:
+        raise ValueError("no mailbox carla@example.com")
+    except ValueError:
+        library.exception("delivery failed for %s", "carla@example.com")
+    logs.event(logging.getLogger("otp_service.web"), logging.INFO, "ours", id="m1")
+    text = stream.getvalue()
+    for secret in ("604931", "ana@", "bob.sender@", "13800138000", "carla@"):
+        assert secret not in text, (secret, text)
+    assert "DATA line: ***" in text
+    assert "('127.0.0.1', 2525) recip: *** after 3 tries" in text
+    assert "sender <b***@example.com> to +86***8000" in text
+    assert "count %d" in text and "ValueError: no mailbox c***@example.com" in text
+    assert "otp_service.web ours" in text and "id=m1" in text
 
 
 async def test_alert_examples_use_metrics_a_scrape_returns(service: ClientFactory) -> None:

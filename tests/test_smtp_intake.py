@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import smtplib
 import time
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
@@ -16,6 +19,8 @@ from otp_service.http.app import SERVICES, create_app
 from otp_service.text.codes import find_code
 
 from .support.arrival import handler_reached
+from .support.command import Service, http
+from .support.ports import free_port
 from .support.service import ClientFactory
 
 
@@ -121,3 +126,28 @@ def test_find_code_prefers_announced_codes_and_skips_years() -> None:
     assert find_code("Welcome", "Use 482913 to sign in. © 2026 Acme") == "482913"
     assert find_code("验证码", "您的验证码\uff1a776655\uff0c10分钟内有效") == "776655"
     assert find_code("Hello", "Call 555-1234 before 2026, v2.10") is None
+
+
+@pytest.mark.slow
+def test_debug_log_of_the_intake_holds_no_address_and_no_code(
+    tmp_path: Path, services: list[Service]
+) -> None:
+    """At ``--log-level DEBUG`` aiosmtpd logs every SMTP line (``RCPT TO`` at INFO, each DATA
+    line at DEBUG): the service's process log still holds neither the recipient's address, the
+    sender's, nor the code, in text or JSON, while aiosmtpd's lines are there (masked)."""
+    code, to, sender = "604931", "ana.secret@example.com", "no-reply@acme.test"
+    for log_format in ("text", "json"):
+        port = free_port()
+        folder = tmp_path / log_format
+        folder.mkdir()
+        service = Service(folder, {"capture": {"smtp": {"host": "127.0.0.1", "port": port}}},
+                          "--log-level", "DEBUG", "--log-format", log_format)  # fmt: skip
+        services.append(service)
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail(sender, [to], mail(to, "Your code", f"Your code is {code}.").as_bytes())
+        status, _, body = http("GET", f"{service.base}/v1/messages/latest?to={to}&wait=10")
+        assert status == 200 and json.loads(body)["code"] == code
+        log = service.log()
+        assert to not in log and "ana.secret" not in log and sender not in log
+        assert code not in log
+        assert "recip: ***" in log and "DATA readline: ***" in log  # aiosmtpd spoke, masked
