@@ -191,6 +191,9 @@ class _Transport(AsyncTwilioHttpClient):  # type: ignore[misc]  # the SDK is unt
         if self.session is not None:
             await self.session.close()
             self.session = None
+            # A connection closed earlier (a read timeout) may still be in its TLS shutdown:
+            # give it a moment, so its socket is closed before the loop ends (aiohttp's advice).
+            await asyncio.sleep(0.1)
 
 
 class TwilioProvider:
