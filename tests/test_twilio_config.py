@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from otp_service.config import parse_config
+from otp_service.config.checks import warnings
 from otp_service.errors import ConfigError
 
 from .support.command import run
@@ -84,6 +85,17 @@ def test_twilio_endpoint_and_concurrency_configurable() -> None:
     }}).sms  # fmt: skip
     assert config.endpoint("twilio").host == "127.0.0.1:8443"
     assert config.calls_at_once("twilio") == 8
+
+
+def test_twilio_texts_unused_beside_vonage_texts_is_a_warning() -> None:
+    """With Vonage's and Twilio's JSON both carrying texts, the SMS text comes from Vonage's
+    (it is written before routing): check-config warns that Twilio's templates are unused."""
+    sms = {"provider": "vonage", "vonage": logto_vonage_json(), "twilio": logto_twilio_json(),
+           "routes": [{"prefixes": ["+1"], "providers": ["twilio", "vonage"]}]}  # fmt: skip
+    [warning] = warnings(parse_config({"sms": sms}))
+    assert warning.path == "sms.twilio.templates" and "sms.vonage.templates" in warning.problem
+    alone = {"provider": "twilio", "twilio": logto_twilio_json()}
+    assert warnings(parse_config({"sms": alone})) == []
 
 
 @pytest.mark.slow
