@@ -19,6 +19,7 @@ import aiosmtplib
 
 from ..config import PoolConfig
 from ..config.smtp import SmtpConfig
+from .smtp_pipeline import PipeliningSMTP
 
 _TLS_VERSION = {
     "TLSv1": ssl.TLSVersion.TLSv1,
@@ -50,9 +51,17 @@ def tls_context(config: SmtpConfig) -> ssl.SSLContext:
     return context
 
 
+def _refusal(exc: Exception) -> bool:
+    """A well-formed 4xx/5xx refusal (not 421, the server closing): the connection is fine."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return True
+    code = getattr(exc, "code", 0)
+    return 400 <= code < 600 and code != 421
+
+
 @dataclass
 class _Idle:
-    smtp: aiosmtplib.SMTP
+    smtp: PipeliningSMTP
     since: float
 
 
@@ -86,7 +95,7 @@ class SmtpPool:
                 error = exc
         raise error or OSError(f"cannot resolve {self.config.host}")
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> PipeliningSMTP:
         config = self.config
         connect_timeout = config.connection_timeout + config.greeting_timeout
         options: dict[str, object] = {}
@@ -98,7 +107,7 @@ class SmtpPool:
             options = {"hostname": config.host, "port": config.port}
             if config.local_address:
                 options["source_address"] = (config.local_address, 0)
-        smtp = aiosmtplib.SMTP(
+        smtp = PipeliningSMTP(
             local_hostname=self.local_hostname,
             timeout=config.socket_timeout,
             use_tls=config.secure,
@@ -123,13 +132,14 @@ class SmtpPool:
                     await smtp.auth_xoauth2(auth.user, auth.access_token or "")
                 else:
                     await smtp.login(auth.user, auth.password or "")
+
         except BaseException:
             smtp.close()
             raise
         self.opened += 1
         return smtp
 
-    def _take_idle(self) -> aiosmtplib.SMTP | None:
+    def _take_idle(self) -> PipeliningSMTP | None:
         now = time.monotonic()
         while self._idle:
             idle = self._idle.pop()
@@ -141,7 +151,7 @@ class SmtpPool:
     @contextlib.asynccontextmanager
     async def connection(
         self, *, fresh: bool = False
-    ) -> AsyncIterator[tuple[aiosmtplib.SMTP, bool]]:
+    ) -> AsyncIterator[tuple[PipeliningSMTP, bool]]:
         """A ready connection and whether it was reused; it returns to the pool on success."""
         async with self._slots:
             smtp = None if fresh else self._take_idle()
@@ -150,6 +160,13 @@ class SmtpPool:
                 smtp = await self._connect()
             try:
                 yield smtp, reused
+            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
+                # A refusal: the send reset the envelope (RSET) or closed the connection.
+                if smtp.is_connected and _refusal(exc):
+                    self._idle.append(_Idle(smtp, time.monotonic()))
+                else:
+                    smtp.close()
+                raise
             except BaseException:
                 smtp.close()
                 raise
