@@ -139,7 +139,7 @@ async def test_refused_recipient_is_permanent_and_connection_stays_usable(
     await mailer.send("ana@example.com")
 
     assert [m.rcpt_tos for m in server.messages] == [["ana@example.com"]]
-    assert len(server.connections) == 1
+    assert len(server.connections) == 1 and server.attempts("RSET") == 1
 
 
 @BOTH
@@ -156,7 +156,7 @@ async def test_4xx_on_mail_is_transient_and_connection_stays_usable(
     await mailer.send("second@example.com")
 
     assert [m.rcpt_tos for m in server.messages] == [["second@example.com"]]
-    assert len(server.connections) == 1
+    assert len(server.connections) == 1 and server.attempts("RSET") == 1
 
 
 @BOTH
@@ -173,7 +173,7 @@ async def test_5xx_on_data_is_permanent_and_connection_stays_usable(
     await mailer.send("second@example.com")
 
     assert [m.rcpt_tos for m in server.messages] == [["second@example.com"]]
-    assert len(server.connections) == 1
+    assert len(server.connections) == 1 and server.attempts("RSET") == 1
 
 
 @BOTH

@@ -174,6 +174,16 @@ class _Handler:
             responses.insert(-1, "250-PIPELINING")
         return responses
 
+    async def handle_NOOP(self, smtp: _RecordingSMTP, session: Any, envelope: Any, arg: str) -> str:
+        if smtp.record is not None:
+            smtp.record.commands.append("NOOP")
+        return "250 OK"
+
+    async def handle_RSET(self, smtp: _RecordingSMTP, session: Any, envelope: Any) -> str:
+        if smtp.record is not None:
+            smtp.record.commands.append("RSET")
+        return "250 OK"
+
     async def handle_MAIL(
         self, smtp: _RecordingSMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
