@@ -8,8 +8,11 @@ after the connection was accepted, what TCP's handshake plus the greeting cost o
 (SYN, SYN-ACK, ACK, then the banner). Bandwidth and loss are not modelled. Only the SMTP
 traffic goes through it; the HTTP between the load generator and the service stays direct.
 
-It writes ``{"port", "pid"}`` to ``--port-file`` once listening, and on SIGTERM prints
-``{"connections": N}``.
+It counts round trips as they happen: one per connection (TCP's handshake), and one each time
+a client speaks after the server did (load on the machine changes how long they take, not how
+many there are). It writes
+``{"port", "pid"}`` to ``--port-file`` once listening; on SIGUSR1 it writes its counters
+(``{"connections", "round_trips"}``) next to it (``*.counts.json``), on SIGTERM it prints them.
 """
 
 from __future__ import annotations
@@ -74,15 +77,31 @@ class _Half:
             self.timer = self.loop.call_at(self.queue[0][0], self.flush)
 
 
+class _Turns:
+    """Counts a connection's round trips: each time the client speaks after the server did
+    (its first bytes included) is one more; bytes in a row from one side are one turn."""
+
+    def __init__(self, proxy: DelayProxy) -> None:
+        self.proxy = proxy
+        self.client_last = False
+
+    def heard(self, from_client: bool) -> None:
+        if from_client and not self.client_last:
+            self.proxy.round_trips += 1
+        self.client_last = from_client
+
+
 class _Side(asyncio.Protocol):
-    def __init__(self, outgoing: _Half) -> None:
+    def __init__(self, outgoing: _Half, turns: _Turns, client: bool) -> None:
         self.outgoing = outgoing  # what this side receives goes out through it
+        self.turns, self.client = turns, client
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.turns.heard(self.client)
         self.outgoing.feed(data)
 
     def eof_received(self) -> bool:
@@ -97,20 +116,25 @@ class DelayProxy:
     def __init__(self, target: tuple[str, int], rtt: float) -> None:
         self.target, self.rtt = target, rtt
         self.connections = 0
+        self.round_trips = 0  # TCP handshakes plus client turns, all connections (see _Turns)
         self.tasks: set[asyncio.Task[None]] = set()
 
     def client(self) -> asyncio.Protocol:
         loop = asyncio.get_running_loop()
         self.connections += 1
+        self.round_trips += 1  # the TCP handshake (the kernel's, which the greeting delay models)
         half = self.rtt / 2
         to_server = _Half(loop, half, 0.0)
         to_client = _Half(loop, half, loop.time() + 2 * self.rtt)
         to_server.peer, to_client.peer = to_client, to_server
-        side = _Side(to_server)
+        turns = _Turns(self)
+        side = _Side(to_server, turns, client=True)
 
         async def connect() -> None:
             try:
-                transport, _ = await loop.create_connection(lambda: _Side(to_client), *self.target)
+                transport, _ = await loop.create_connection(
+                    lambda: _Side(to_client, turns, client=False), *self.target
+                )
             except OSError:
                 if side.transport is not None:
                     side.transport.close()
@@ -137,12 +161,20 @@ async def serve(args: argparse.Namespace) -> None:
     port = server.sockets[0].getsockname()[1]
     info = json.dumps({"port": port, "pid": os.getpid()})
     Path(args.port_file).write_text(info)  # noqa: ASYNC240 (once, before serving)
+    counts = Path(args.port_file).with_suffix(".counts.json")
+
+    def write_counts() -> None:  # SIGUSR1: the counters so far, for a run's before and after
+        data = {"connections": proxy.connections, "round_trips": proxy.round_trips}
+        counts.write_text(json.dumps(data))
+
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, write_counts)
     await stop.wait()
     server.close()
-    print(json.dumps({"connections": proxy.connections}), flush=True)
+    data = {"connections": proxy.connections, "round_trips": proxy.round_trips}
+    print(json.dumps(data), flush=True)
 
 
 def main() -> None:

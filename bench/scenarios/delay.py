@@ -19,15 +19,17 @@ concurrency 20 and 20 ms.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +103,46 @@ def _connector(port: int, ca_pem: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _logto(bench: Bench, connector: dict[str, Any], concurrency: int) -> Run:
+Probe = Callable[[], "dict[str, int] | None"]
+
+
+def _proxy_probe(bench: Bench, proc: Any, name: str) -> Probe:
+    """Reads the proxy's counters now (SIGUSR1, then its ``*.counts.json``)."""
+    path = (bench.workdir / f"{name}.json").with_suffix(".counts.json")
+
+    def probe() -> dict[str, int] | None:
+        path.unlink(missing_ok=True)
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                counts: dict[str, int] = json.loads(path.read_text())
+                return counts
+            time.sleep(0.01)
+        return None
+
+    return probe
+
+
+def _counted(run: Run, before: dict[str, int] | None, after: dict[str, int] | None) -> None:
+    """Round trips the proxy counted during ``run``, per message (warm-up ones included)."""
+    if before is None or after is None:
+        return
+    messages = run["requests"] + run.get("warmup_requests", 0)
+    messages -= run["errors"] + run.get("warmup_errors", 0)
+    trips = after["round_trips"] - before["round_trips"]
+    run["round_trips_counted"] = trips
+    run["connections_counted"] = after["connections"] - before["connections"]
+    run["round_trips_per_message"] = trips / messages if messages > 0 else None
+
+
+def _logto(bench: Bench, connector: dict[str, Any], concurrency: int, probe: Probe) -> Run:
     args = bench.args
     job = {
         "config": connector, "count": args.delay_messages, "concurrency": concurrency,
         "seconds": args.delay_seconds, "warmup": 0, "seq": bench.take_seq(args.delay_messages),
     }  # fmt: skip
-    load = loadavg()
+    load, before = loadavg(), probe()
     done = subprocess.run(
         ["node", "send_smtp.mjs", json.dumps(job)], capture_output=True, text=True,
         timeout=args.delay_seconds + 120, check=False, cwd=LOGTO_DIR,
@@ -116,6 +151,7 @@ def _logto(bench: Bench, connector: dict[str, Any], concurrency: int) -> Run:
         raise RuntimeError(f"Logto's SMTP connector failed:\n{done.stderr[-2000:]}")
     result: Run = json.loads(done.stdout.strip().splitlines()[-1])
     result["loadavg"] = load
+    _counted(result, before, probe())
     return result
 
 
@@ -135,7 +171,7 @@ def _export(bench: Bench, ref: str) -> dict[str, str]:
 
 
 def _service(
-    bench: Bench, name: str, connector: dict[str, Any], env: dict[str, str] | None
+    bench: Bench, name: str, connector: dict[str, Any], env: dict[str, str] | None, probe: Probe
 ) -> dict[str, Run]:
     args = bench.args
     config = {"email": {"provider": "smtp", "smtp": connector}, "templates": {"bundled": False}}
@@ -143,12 +179,13 @@ def _service(
     try:
         runs: dict[str, Run] = {}
         for concurrency, warmup in ((1, 3), (20, 40)):
-            load = loadavg()
+            load, before = loadavg(), probe()
             run = bench.loadgen(
                 service, requests=args.delay_messages, seconds=args.delay_seconds,
                 concurrency=concurrency, warmup=warmup, expect="sent",
             )  # fmt: skip
             run["loadavg"] = load
+            _counted(run, before, probe())
             runs[f"c{concurrency}"] = run
         return runs
     finally:
@@ -172,25 +209,24 @@ def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
     proxies: list[dict[str, Any] | None] = []
     try:
         for rtt in rtts:
-            proxy = None
-            port = info["port"]
-            if rtt > 0:
-                proxy, proxy_info = _start(
-                    bench, "bench.delay_proxy", f"proxy-{rtt:g}", "--target-port",
-                    str(info["port"]), "--rtt-ms", str(rtt),
-                )  # fmt: skip
-                port = proxy_info["port"]
+            # 0 ms goes through the proxy too (no delay): the same path, and counted.
+            proxy, proxy_info = _start(
+                bench, "bench.delay_proxy", f"proxy-{rtt:g}", "--target-port",
+                str(info["port"]), "--rtt-ms", str(rtt),
+            )  # fmt: skip
+            port = proxy_info["port"]
+            probe = _proxy_probe(bench, proxy, f"proxy-{rtt:g}")
             connector = _connector(port, ca_pem)
             row: dict[str, Any] = {"rtt_ms": rtt, "logto": {}, "versions": {}}
             for concurrency in (1, 20):
-                row["logto"][f"c{concurrency}"] = _logto(bench, connector, concurrency)
+                row["logto"][f"c{concurrency}"] = _logto(bench, connector, concurrency, probe)
             for label, env in versions:
                 slug = "before" if env else "service"
-                row["versions"][label] = _service(bench, f"delay-{slug}-{rtt:g}", connector, env)
+                name = f"delay-{slug}-{rtt:g}"
+                row["versions"][label] = _service(bench, name, connector, env, probe)
             rows.append(row)
-            if proxy is not None:
-                bench.stop(proxy)
-                proxies.append(_last_json(bench.workdir / f"proxy-{rtt:g}.out"))
+            bench.stop(proxy)
+            proxies.append(_last_json(bench.workdir / f"proxy-{rtt:g}.out"))
     finally:
         bench.stop(sink)
     return {
@@ -201,17 +237,14 @@ def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _trips(run: Run, rtt: float, base: Run | None = None) -> str:
-    """p50 in ms and round trips; with ``base`` (the same at 0 ms), also the round trips on
-    the wire: (p50 - p50 at 0 ms) / RTT, which leaves out the local work of a busy machine."""
+def _trips(run: Run, rtt: float) -> str:
+    """p50 in ms and in round trips (p50 / RTT), and the round trips the proxy counted."""
     p50 = run.get("p50_ms")
     if p50 is None:
         return "n/a"
     text = f"{p50:.1f} ms" + (f" = {p50 / rtt:.2f} RT" if rtt > 0 else "")
-    floor = base.get("p50_ms") if base else None
-    if rtt > 0 and floor is not None:
-        text += f" ({(p50 - floor) / rtt:.2f} on the wire)"
-    return text
+    counted = run.get("round_trips_per_message")
+    return text + (f"; {counted:.2f} counted" if counted is not None else "")
 
 
 def section(result: dict[str, Any]) -> list[str]:
@@ -222,8 +255,11 @@ def section(result: dict[str, Any]) -> list[str]:
         "",
         f"Delay: {result['delay']}; sink: aiosmtpd with STARTTLS and AUTH required, PIPELINING "
         f"advertised (counted {(result.get('sink') or {}).get('messages', 'n/a')} messages). "
-        "C=1: p50 from request to the sink's acceptance, in ms and in round trips (÷ RTT; "
-        "'on the wire': the p50 at 0 ms taken off first, which leaves out local work); "
+        "C=1: p50 from request to the sink's acceptance, in ms and in round trips (÷ RTT), "
+        "and the round trips per message the proxy counted (one per TCP connection, one each "
+        "time the client spoke after the server; the service's 3 warm-up messages and its "
+        "connection set-up included), "
+        "which load on the machine does not change; "
         "otp-service's connection is warm. C=20: messages/s. Load average (1, 5, 15 min) "
         "when each run started: the machine may be shared, so read figures side by side.",
         "",
@@ -234,28 +270,18 @@ def section(result: dict[str, Any]) -> list[str]:
         + " | service ÷ Logto, C=20 | load |",
         "| --: |" + " --: |" * (2 * len(labels) + 3) + " --- |",
     ]
-    zero = next((row for row in rows if row["rtt_ms"] == 0), None)
     for row in rows:
         rtt = row["rtt_ms"]
         logto = row["logto"]
         versions = row["versions"]
-
-        def base(label: str, zero: dict[str, Any] | None = zero) -> Run | None:
-            if zero is None:
-                return None
-            found: Run | None = (
-                zero["logto"] if label == "logto" else zero["versions"].get(label, {})
-            ).get("c1")
-            return found
-
         service = versions.get("service", {})
         ratio = (
             service["c20"]["rps"] / logto["c20"]["rps"]
             if service and logto["c20"].get("rps")
             else None
         )
-        cells = [f"{rtt:g} ms", _trips(logto["c1"], rtt, base("logto"))]
-        cells += [_trips(versions[label]["c1"], rtt, base(label)) for label in labels]
+        cells = [f"{rtt:g} ms", _trips(logto["c1"], rtt)]
+        cells += [_trips(versions[label]["c1"], rtt) for label in labels]
         cells.append(f"{logto['c20']['rps']:.0f}")
         cells += [f"{versions[label]['c20']['rps']:.0f}" for label in labels]
         cells.append(f"{ratio:.1f}x" if ratio else "n/a")
