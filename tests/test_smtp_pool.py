@@ -105,7 +105,13 @@ async def test_pool_keeps_warm_connection_with_noop_and_replaces_it_after_max_no
     mailer = mailers(server.port, keepalive_seconds=1, max_noops=1, keep_warm=1)
     await mailer.send("first@example.com")
 
-    await wait_until(lambda: len(server.connections) == 2 and server.connections[0].closed)
+    await wait_until(
+        lambda: (
+            mailer.pool.opened == 2
+            and mailer.pool.idle_connections == 1
+            and server.connections[0].closed
+        )
+    )
     await mailer.send("second@example.com")
 
     assert server.connections[0].commands.count("NOOP") == 1

@@ -108,6 +108,11 @@ class SmtpPool:
     def open_connections(self) -> int:
         return self._open
 
+    @property
+    def idle_connections(self) -> int:
+        """Connections ready for a message now (not in use, not being kept warm)."""
+        return len(self._idle)
+
     async def _open_socket(self) -> socket.socket:
         """A connected TCP socket, so implicit TLS can use ``servername`` for SNI."""
         loop = asyncio.get_running_loop()
