@@ -74,7 +74,9 @@ class Bench:
         self.seq += count
         return start
 
-    def service_config(self, name: str, config: dict[str, Any]) -> Path:
+    def service_config(
+        self, name: str, config: dict[str, Any], env: dict[str, str] | None = None
+    ) -> Path:
         """Write ``config`` plus the bench's own keys, and have ``check-config`` validate it.
 
         Added (when the service accepts them): ``store.path`` in the bench's temporary folder,
@@ -91,6 +93,7 @@ class Bench:
             done = subprocess.run(
                 [sys.executable, "-m", "otp_service", "check-config", str(path)],
                 capture_output=True, text=True, timeout=60, check=False, cwd=self.workdir,
+                env=env,
             )  # fmt: skip
             if done.returncode == 0:
                 return path
@@ -108,9 +111,16 @@ class Bench:
             )
 
     def start_service(
-        self, name: str, config: dict[str, Any], log_level: str, extra_args: Sequence[str] = ()
+        self,
+        name: str,
+        config: dict[str, Any],
+        log_level: str,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> Service:
-        config_path = self.service_config(name, config)
+        """The service from ``config``; ``env``: its environment (e.g. PYTHONPATH pointing at
+        another version of otp_service, to compare)."""
+        config_path = self.service_config(name, config, env)
         log_path = self.workdir / f"{name}.log"
         port = free_port()
         command = [
@@ -121,7 +131,7 @@ class Bench:
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
+                cwd=self.workdir, env=env,
             )  # fmt: skip
         self.procs.append(proc)
         service = Service(proc, port, log_path)

@@ -48,10 +48,11 @@ def test_bench_options_select_the_parts() -> None:
     """Without --only every default scenario runs in order (the ten-minute limits flood and the
     stores-and-workers comparison only when asked for); --only and --skip-* narrow it down."""
     names = [scenario.name for scenario in runner.SCENARIOS]
-    assert names == ["capture", "email", "sms", "limits", "replicas"]
+    assert names == ["capture", "email", "sms", "limits", "replicas", "delay", "cpu"]
     assert runner.selected(runner.parse_args([])) == ["capture", "email", "sms"]
     assert runner.selected(runner.parse_args(["--only", "limits"])) == ["limits"]
     assert runner.selected(runner.parse_args(["--only", "replicas"])) == ["replicas"]
+    assert runner.selected(runner.parse_args(["--only", "delay"])) == ["delay"]
     assert runner.selected(runner.parse_args(["--only", "sms"])) == ["sms"]
     assert runner.selected(runner.parse_args(["--skip-smtp", "--skip-sms"])) == ["capture"]
     args = runner.parse_args([])
@@ -98,3 +99,39 @@ async def test_bench_loadgen_drives_the_service_without_errors(service: ClientFa
     text = markdown(report, runner.SCENARIOS)
     assert "| capture, --log-level WARNING, SQLite outbox on disk | 3 | 8 | 0 |" in text
     assert "| service memory (VmRSS, MiB) |" in text
+
+
+async def test_delay_proxy_relays_bytes_in_order_both_ways() -> None:
+    """The delay scenario's proxy passes every byte, in order, each way, and closes after."""
+    import asyncio
+
+    from bench.delay_proxy import DelayProxy
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 hello\r\n")
+        while data := await reader.read(1024):
+            writer.write(data.upper())
+        writer.close()
+        await writer.wait_closed()
+
+    target = await asyncio.start_server(echo, "127.0.0.1", 0)
+    proxy = DelayProxy(("127.0.0.1", target.sockets[0].getsockname()[1]), rtt=0.004)
+    front = await asyncio.get_running_loop().create_server(proxy.client, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*front.sockets[0].getsockname()[:2])
+    chunks = [f"line {i};".encode() for i in range(50)]
+    for chunk in chunks:
+        writer.write(chunk)
+    expected = b"220 hello\r\n" + b"".join(chunks).upper()
+    writer.write_eof()  # the proxy passes it on; the echo server then hangs up, and so does it
+    async with asyncio.timeout(10):
+        received = await reader.read()
+        while proxy.tasks:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    writer.close()
+    await writer.wait_closed()
+
+    assert received == expected
+    front.close()
+    target.close()
+    await front.wait_closed()
+    await target.wait_closed()

@@ -292,13 +292,13 @@ def test_smtp_provider_without_smtp_section_is_reported() -> None:
 
 
 def test_invalid_pool_size_is_reported() -> None:
-    """email.pool.size outside 1..64 is reported at its path."""
+    """email.pool.size outside 1..100 is reported at its path."""
     document = smtp_document(copy.deepcopy(LOGTO_SMTP))
     document["email"]["pool"] = {"size": 0}
 
     problems = problems_of(document)
 
-    assert "between 1 and 64" in problems["email.pool.size"].problem
+    assert "between 1 and 100" in problems["email.pool.size"].problem
 
 
 def test_env_reference_in_auth_pass_is_expanded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,6 @@ from .settings import (
     EmailConfig,
     Limit,
     LimitsConfig,
-    PoolConfig,
     ServerConfig,
     TemplatesConfig,
     expand_env,
@@ -18,6 +17,7 @@ from .settings import (
     load_config,
     parse_config,
 )
+from .smtp import PoolConfig
 from .store import StoreConfig, default_store_path, redact_url
 
 __all__ = [

@@ -31,6 +31,7 @@ from .registry import (
     spoken,
 )
 from .sms import SmsConfig
+from .smtp import PoolConfig
 from .store import StoreConfig
 
 T = TypeVar("T")
@@ -93,14 +94,6 @@ class AuthConfig:
         default=(), secret=True, read=_tokens,
         schema={"type": "array", "items": {"type": "string", "minLength": 16}},
     )  # fmt: skip
-
-
-@section
-class PoolConfig:
-    """SMTP connection reuse: at most ``size`` connections per target, idle ones recycled."""
-
-    size: int = setting("connections kept per SMTP server", default=4, minimum=1, maximum=64)
-    max_idle_seconds: float = setting("an idle connection is closed after this", default=30.0)
 
 
 @section

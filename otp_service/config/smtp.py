@@ -290,3 +290,38 @@ class SmtpConfig:
     def target(self) -> str:
         """``host:port``, the key of the connection pool."""
         return f"{self.host}:{self.port}"
+
+
+@section
+class PoolConfig:
+    """SMTP connections kept per server (``email.pool``): opened as messages wait for one, up to
+    ``size``; closed after ``max_idle_seconds`` unused, except ``keep_warm`` of them."""
+
+    size: int = setting(
+        "the most connections open to the SMTP server at once (20: twenty sign-ins at the same "
+        "moment each get their own connection instead of queueing behind another's)",
+        default=20, minimum=1, maximum=100,
+    )  # fmt: skip
+    max_idle_seconds: float = setting(
+        "an idle connection is closed after this (keep_warm excepted)", default=30.0, minimum=0.01
+    )
+    keep_warm: int = setting(
+        "connections kept open while idle, with a NOOP every keepalive_seconds, so the first "
+        "message after a quiet spell does not wait for a new connection",
+        default=1, minimum=0, maximum=100,
+    )  # fmt: skip
+    keepalive_seconds: float = setting(
+        "how often an idle kept-warm connection sends NOOP (servers drop a silent connection "
+        "after 5 minutes or more, RFC 5321 4.5.3.2.7)",
+        default=60.0, minimum=1.0,
+    )  # fmt: skip
+    max_noops: int = setting(
+        "NOOPs in a row on one connection before it is replaced by a new one (servers count "
+        "them: Postfix starts penalising after 100)",
+        default=20, minimum=1, maximum=1000,
+    )  # fmt: skip
+    limit_backoff_seconds: float = setting(
+        "after the server refuses a new connection (421 or refused) while others are open, "
+        "no more than those are opened for this long",
+        default=60.0, minimum=0.0,
+    )  # fmt: skip

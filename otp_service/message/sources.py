@@ -77,11 +77,21 @@ def environment(loader: BaseLoader | None, *, html: bool) -> SandboxedEnvironmen
     )
 
 
+def flat_globals(template: Template) -> Template:
+    """``template`` with its globals in one dict instead of Jinja's ChainMap (template over
+    environment globals): each render copies them, and copying a ChainMap costs about 15% of
+    composing an email. Nothing adds globals after start-up, so one dict sees them all."""
+    template.globals = dict(template.globals)
+    return template
+
+
 def from_string(env: SandboxedEnvironment, source: str, where: str) -> Template:
     """``source`` compiled under the name ``where`` (e.g. ``email.smtp.templates[0].subject``):
     a render error's traceback then names it, as it names a template file by its path."""
-    return env.template_class.from_code(
-        env, env.compile(source, filename=where), env.make_globals(None), None
+    return flat_globals(
+        env.template_class.from_code(
+            env, env.compile(source, filename=where), env.make_globals(None), None
+        )
     )
 
 
@@ -112,7 +122,7 @@ class Directory:
 
     def _compile(self, path: str, *, html: bool) -> Template | None:
         try:
-            return (self.html_env if html else self.text_env).get_template(path)
+            return flat_globals((self.html_env if html else self.text_env).get_template(path))
         except TemplateError as exc:
             self.problems.append(
                 ConfigProblem(f"{self.name}/{path}", _one_line(exc), "fix the template")

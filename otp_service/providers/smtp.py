@@ -112,8 +112,8 @@ class SmtpProvider:
                     reused = False
                     try:
                         async with self.pool.connection(fresh=fresh) as (smtp, reused):
-                            _, reply = await smtp.sendmail(
-                                mail.sender, [mail.recipient], mail.data, mail_options=options
+                            reply = await smtp.send_one(
+                                mail.sender, mail.recipient, mail.data, mail_options=options
                             )
                             return SendResult(self.name, "sent", queue_id(reply))
                     except (

@@ -1,8 +1,14 @@
-"""A small pool of authenticated SMTP connections to one target.
+"""A pool of authenticated SMTP connections to one target that follows demand.
 
-Logto's own connector opens a connection (TCP, STARTTLS, AUTH) per message; we keep up to
-``size`` connections open and reuse them, replacing those that went stale (idle too long, or
-closed by the server).
+Logto's own connector opens a connection (TCP, STARTTLS, AUTH) per message: five to seven
+round trips before the message's own. This pool reuses connections: a message takes an idle
+one; when none is idle and fewer than the ceiling (``size``) are open, it opens one; else it
+waits for one to come back. Idle connections close after ``max_idle_seconds``, except
+``keep_warm`` of them, which send a NOOP every ``keepalive_seconds`` (at most ``max_noops`` in a
+row, then they are replaced: servers count such commands). A connection the server closed is
+replaced. When the server refuses a new connection (a 421 greeting, a refused or reset TCP
+connection) while others are open, it has said how many it takes: the ceiling drops to the
+connections open for ``limit_backoff_seconds``, and the message waits for one of those.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import aiosmtplib
 
 from ..config import PoolConfig
 from ..config.smtp import SmtpConfig
+from .smtp_pipeline import PipeliningSMTP
 
 _TLS_VERSION = {
     "TLSv1": ssl.TLSVersion.TLSv1,
@@ -50,14 +57,31 @@ def tls_context(config: SmtpConfig) -> ssl.SSLContext:
     return context
 
 
+def _refusal(exc: Exception) -> bool:
+    """A well-formed 4xx/5xx refusal (not 421, the server closing): the connection is fine."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return True
+    code = getattr(exc, "code", 0)
+    return 400 <= code < 600 and code != 421
+
+
 @dataclass
 class _Idle:
-    smtp: aiosmtplib.SMTP
-    since: float
+    smtp: PipeliningSMTP
+    since: float  # last message, or when opened
+    noops: int = 0  # NOOPs sent since the last message
+    checked: float = 0.0  # last NOOP
+
+
+def _server_limit(exc: BaseException) -> bool:
+    """Whether a failed connect is the server turning us away (not down, not misconfigured)."""
+    if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+        return exc.code == 421
+    return isinstance(exc, aiosmtplib.SMTPConnectError | ConnectionError)
 
 
 class SmtpPool:
-    """Connections to one SMTP target, at most ``size`` at a time."""
+    """Connections to one SMTP target, at most ``size`` (or a lowered ceiling) at a time."""
 
     def __init__(self, config: SmtpConfig, pool: PoolConfig) -> None:
         self.config = config
@@ -65,8 +89,29 @@ class SmtpPool:
         self.context = tls_context(config)
         self.local_hostname = config.name or socket.gethostname()
         self._idle: list[_Idle] = []
-        self._slots = asyncio.Semaphore(pool.size)
+        self._open = 0  # connections open or opening, idle or in use
+        self._changed = asyncio.Condition()
+        self._limit, self._limit_until = pool.size, 0.0
+        self._keeper: asyncio.Task[None] | None = None
+        self._closed = False
         self.opened = 0  # connections opened over the pool's life, for tests and metrics
+        self.limited = 0  # times the server's refusal lowered the ceiling
+
+    @property
+    def ceiling(self) -> int:
+        """How many connections may be open now: ``size``, or less after a server refusal."""
+        if self._limit_until and time.monotonic() >= self._limit_until:
+            self._limit, self._limit_until = self.pool.size, 0.0
+        return self._limit
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+    @property
+    def idle_connections(self) -> int:
+        """Connections ready for a message now (not in use, not being kept warm)."""
+        return len(self._idle)
 
     async def _open_socket(self) -> socket.socket:
         """A connected TCP socket, so implicit TLS can use ``servername`` for SNI."""
@@ -86,7 +131,7 @@ class SmtpPool:
                 error = exc
         raise error or OSError(f"cannot resolve {self.config.host}")
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> PipeliningSMTP:
         config = self.config
         connect_timeout = config.connection_timeout + config.greeting_timeout
         options: dict[str, object] = {}
@@ -98,7 +143,7 @@ class SmtpPool:
             options = {"hostname": config.host, "port": config.port}
             if config.local_address:
                 options["source_address"] = (config.local_address, 0)
-        smtp = aiosmtplib.SMTP(
+        smtp = PipeliningSMTP(
             local_hostname=self.local_hostname,
             timeout=config.socket_timeout,
             use_tls=config.secure,
@@ -123,43 +168,159 @@ class SmtpPool:
                     await smtp.auth_xoauth2(auth.user, auth.access_token or "")
                 else:
                     await smtp.login(auth.user, auth.password or "")
+
         except BaseException:
             smtp.close()
             raise
         self.opened += 1
         return smtp
 
-    def _take_idle(self) -> aiosmtplib.SMTP | None:
-        now = time.monotonic()
+    def _take_idle(self) -> PipeliningSMTP | None:
         while self._idle:
-            idle = self._idle.pop()
-            if idle.smtp.is_connected and now - idle.since < self.pool.max_idle_seconds:
+            idle = self._idle.pop()  # the most recently used: the others may go idle and close
+            if idle.smtp.is_connected:  # expiry is the keeper's (_keep) decision
                 return idle.smtp
             idle.smtp.close()
+            self._open -= 1
         return None
+
+    async def _acquire(self, fresh: bool) -> PipeliningSMTP | None:
+        """An idle connection, or None after reserving room for a new one (the caller opens)."""
+        async with self._changed:
+            while True:
+                if fresh and self._idle and self._open >= self.ceiling:
+                    self._idle.pop(0).smtp.close()  # make room for the new connection asked for
+                    self._open -= 1
+                smtp = None if fresh else self._take_idle()
+                if smtp is not None:
+                    return smtp
+                if self._open < self.ceiling:
+                    self._open += 1
+                    return None
+                await self._changed.wait()
+
+    async def _release(self, smtp: PipeliningSMTP | None, keep: bool) -> None:
+        async with self._changed:
+            if keep and smtp is not None and smtp.is_connected and self._open <= self.ceiling:
+                self._idle.append(_Idle(smtp, time.monotonic()))
+            else:
+                if smtp is not None:
+                    smtp.close()
+                self._open -= 1
+            self._changed.notify()
+        if self._keeper is None and not self._closed:
+            self._keeper = asyncio.get_running_loop().create_task(self._keep())
+
+    def _lower_ceiling(self) -> bool:
+        """After the server turned a new connection away: whether others are open to use."""
+        others = self._open - 1  # the one that failed is still counted
+        if others < 1 or self.pool.limit_backoff_seconds <= 0:
+            return False
+        self._limit = min(self.ceiling, others)
+        self._limit_until = time.monotonic() + self.pool.limit_backoff_seconds
+        self.limited += 1
+        return True
 
     @contextlib.asynccontextmanager
     async def connection(
         self, *, fresh: bool = False
-    ) -> AsyncIterator[tuple[aiosmtplib.SMTP, bool]]:
-        """A ready connection and whether it was reused; it returns to the pool on success."""
-        async with self._slots:
-            smtp = None if fresh else self._take_idle()
+    ) -> AsyncIterator[tuple[PipeliningSMTP, bool]]:
+        """A ready connection and whether it was reused; it returns to the pool after a send
+        or a refusal (the envelope was reset), and is closed after any other failure."""
+        while True:
+            smtp = await self._acquire(fresh)
             reused = smtp is not None
-            if smtp is None:
+            if smtp is not None:
+                break
+            try:
                 smtp = await self._connect()
+                break
+            except BaseException as exc:
+                limited = _server_limit(exc) and self._lower_ceiling()
+                await asyncio.shield(self._release(None, False))
+                if not limited:
+                    raise
+                fresh = False  # wait for one of the connections the server does take
+        keep = False
+        try:
             try:
                 yield smtp, reused
-            except BaseException:
-                smtp.close()
+            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
+                keep = _refusal(exc)  # the send reset the envelope (RSET) or closed it
                 raise
-            if smtp.is_connected:
-                self._idle.append(_Idle(smtp, time.monotonic()))
+            keep = True
+        finally:
+            await asyncio.shield(self._release(smtp, keep))
+
+    async def _keep(self) -> None:
+        """Close connections idle too long; keep ``keep_warm`` open with NOOP, within limits."""
+        pool = self.pool
+        period = min(pool.max_idle_seconds, pool.keepalive_seconds) / 2
+        while not self._closed:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            expired: list[_Idle] = []
+            async with self._changed:
+                # Oldest first: the most recently used ones are the warm ones.
+                self._idle.sort(key=lambda item: item.since)
+                spare = len(self._idle) - pool.keep_warm
+                for item in list(self._idle):
+                    stale = not item.smtp.is_connected
+                    if stale or (spare > 0 and now - item.since >= pool.max_idle_seconds):
+                        self._idle.remove(item)
+                        expired.append(item)
+                        spare -= 1
+                self._open -= len(expired)
+                warm = [
+                    item
+                    for item in self._idle
+                    if now - max(item.since, item.checked) >= pool.keepalive_seconds
+                ]
+                for item in warm:
+                    self._idle.remove(item)  # in use by the keeper: nobody else takes it
+                self._changed.notify(len(expired))
+            for item in expired:
+                await self._quit(item.smtp)
+            for item in warm:
+                await self._refresh(item)
+
+    async def _refresh(self, item: _Idle) -> None:
+        """NOOP a kept-warm connection; past ``max_noops``, replace it with a new one."""
+        smtp: PipeliningSMTP | None = item.smtp
+        try:
+            if item.noops >= self.pool.max_noops:
+                await self._quit(item.smtp)
+                smtp = await self._connect()
+                item = _Idle(smtp, time.monotonic())
+            else:
+                async with asyncio.timeout(self.config.socket_timeout):
+                    await item.smtp.noop()
+                item.noops += 1
+                item.checked = time.monotonic()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError):
+            if smtp is not None:
+                smtp.close()
+            smtp = None
+        async with self._changed:
+            if smtp is not None and smtp.is_connected and not self._closed:
+                self._idle.append(item)
+            else:
+                self._open -= 1
+            self._changed.notify()
+
+    async def _quit(self, smtp: PipeliningSMTP) -> None:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            async with asyncio.timeout(2):
+                await smtp.quit()
+        smtp.close()
 
     async def close(self) -> None:
+        self._closed = True
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
         idle, self._idle = self._idle, []
+        self._open -= len(idle)
         for item in idle:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                async with asyncio.timeout(2):
-                    await item.smtp.quit()
-            item.smtp.close()
+            await self._quit(item.smtp)

@@ -71,6 +71,11 @@ class Connection:
     commands: list[str] = field(default_factory=list)  # "EHLO", "STARTTLS", "AUTH LOGIN", ...
     users: list[str] = field(default_factory=list)  # users that authenticated successfully
     closed: bool = False
+    reads: list[bytes] = field(default_factory=list)  # the bytes of each read, as they came
+
+    def read_together(self, *parts: bytes) -> bool:
+        """Whether one read held all ``parts`` (commands the client pipelined)."""
+        return any(all(part in chunk for part in parts) for chunk in self.reads)
 
 
 @dataclass
@@ -110,6 +115,11 @@ class _RecordingSMTP(SMTP):
         super().connection_made(transport)
         if fresh:
             self.record = self.recorder.connected(self, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.record is not None:
+            self.record.reads.append(data[:512])
+        super().data_received(data)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.record is not None:
@@ -160,7 +170,19 @@ class _Handler:
             smtp.record.commands.append("EHLO")
             smtp.record.ehlo.append(hostname)
         session.host_name = hostname
+        if self.server.pipelining:  # aiosmtpd reads commands line by line: pipelining works
+            responses.insert(-1, "250-PIPELINING")
         return responses
+
+    async def handle_NOOP(self, smtp: _RecordingSMTP, session: Any, envelope: Any, arg: str) -> str:
+        if smtp.record is not None:
+            smtp.record.commands.append("NOOP")
+        return "250 OK"
+
+    async def handle_RSET(self, smtp: _RecordingSMTP, session: Any, envelope: Any) -> str:
+        if smtp.record is not None:
+            smtp.record.commands.append("RSET")
+        return "250 OK"
 
     async def handle_MAIL(
         self, smtp: _RecordingSMTP, session: Any, envelope: Any, address: str, options: list[str]
@@ -271,6 +293,7 @@ class RecordingSMTPServer:
     ``password`` (LOGIN/PLAIN, limited to ``auth_mechanisms``) or ``token`` (XOAUTH2): require
     AUTH (offered only over TLS unless ``auth_require_tls`` is False). ``smtputf8``: advertise
     SMTPUTF8. ``idle_timeout``: seconds before the server drops a silent connection.
+    ``pipelining``: advertise PIPELINING (RFC 2920), which aiosmtpd itself does not.
     """
 
     def __init__(
@@ -288,6 +311,7 @@ class RecordingSMTPServer:
         auth_require_tls: bool = True,
         smtputf8: bool = True,
         idle_timeout: float = 30.0,
+        pipelining: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.hostname = hostname
@@ -299,6 +323,7 @@ class RecordingSMTPServer:
         self.auth_require_tls = auth_require_tls
         self.smtputf8 = smtputf8
         self.idle_timeout = idle_timeout
+        self.pipelining = pipelining
 
         self.lock = threading.Lock()
         self.connections: list[Connection] = []
