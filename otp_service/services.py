@@ -12,6 +12,7 @@ from .config.vonage import VonageConfig
 from .delivery.dispatcher import Dispatcher
 from .delivery.limits import Limiter
 from .delivery.outbox import Outbox
+from .delivery.receipts import ReceiptDesk
 from .delivery.send import SendPath
 from .intake.smtp import SmtpIntake
 from .logto.sync import TemplateSync
@@ -39,7 +40,10 @@ def _vonage(config: Config, inbox: Inbox) -> Provider:
 
     vonage = config.sms.section(VonageConfig)
     assert vonage is not None  # guaranteed by config validation
-    return VonageProvider(vonage, config.sms.endpoint("vonage"), config.sms.calls_at_once("vonage"))
+    callback = receipt_url(config, "vonage")
+    return VonageProvider(
+        vonage, config.sms.endpoint("vonage"), config.sms.calls_at_once("vonage"), callback
+    )
 
 
 def _aliyun(config: Config, inbox: Inbox) -> Provider:
@@ -52,6 +56,12 @@ def _aliyun(config: Config, inbox: Inbox) -> Provider:
 
 def _capture(config: Config, inbox: Inbox) -> Provider:
     return CaptureProvider(inbox)
+
+
+def receipt_url(config: Config, provider: str) -> str | None:
+    """Where ``provider`` posts its delivery receipts, when ``server.public_url`` is set."""
+    base = config.server.public_url
+    return None if base is None else f"{base}/v1/receipts/{provider}"
 
 
 # Each provider of config/registry.py, built: adding a provider is its module, its entry
@@ -161,7 +171,8 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     metrics = Metrics()
     # Both decided here: in capture mode for tests they are off unless the config says on.
     delivery = replace(config.delivery, dedupe=config.dedupe_on)
-    outbox = Outbox(store, dispatcher, delivery, config.store.retention_days, metrics)
+    receipts = ReceiptDesk(store, dispatcher, metrics, config.sms, config.capture)
+    outbox = Outbox(store, dispatcher, delivery, config.store.retention_days, metrics, receipts)
     limiter = Limiter(counters, replace(config.limits, enabled=config.limits_on))
     # A send refused while shutting down comes back after the listener has closed.
     sender = SendPath(composer, limiter, outbox, delivery, metrics, config.server.drain_seconds + 1)

@@ -108,6 +108,27 @@ def _send(channel: str) -> dict[str, Any]:
     }
 
 
+def _receipt_error(text: str) -> dict[str, Any]:
+    return {"description": text, "content": {JSON: {"schema": ref("Error")}}}
+
+
+_RECEIPT_ERRORS = {
+    "400": _receipt_error("receipt_invalid: not the provider's documented receipt"),
+    "401": _receipt_error("receipt_unsigned, receipt_forged: the provider's signature or token"),
+    "403": _receipt_error("receipt_mismatch: it names another number than the message's"),
+    "404": _receipt_error("receipt_unmatched (no such message yet), receipt_not_configured"),
+}
+_DLR = [
+    {"name": name, "in": "query", "schema": {"type": "string"}}
+    for name in ("messageId", "msisdn", "status", "err-code", "message-timestamp", "sig")
+]
+_VONAGE_BODY = {
+    "content": {
+        "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+        JSON: {"schema": {"type": "object"}},
+    }
+}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/v1/email": _send("email"),
     "/v1/sms": _send("sms"),
@@ -187,6 +208,29 @@ PATHS: dict[str, dict[str, Any]] = {
             "parameters": [_ID],
             "responses": {"200": ok(ref("Deleted")), **errors(401, 404)},
         },
+    },
+    "/v1/receipts/vonage": {
+        method: {
+            "operationId": f"vonage_receipt_{method}",
+            "summary": "Vonage's delivery receipt (DLR), signed when signatureSecret is set",
+            "security": [],
+            **({"requestBody": _VONAGE_BODY} if method == "post" else {"parameters": _DLR}),
+            "responses": {"204": {"description": "taken (a repeat too)"}, **_RECEIPT_ERRORS},
+        }
+        for method in ("get", "post")
+    },
+    "/v1/receipts/aliyun": {
+        "post": {
+            "operationId": "aliyun_reports",
+            "summary": "Aliyun's SmsReport push (a JSON array), with ?token=",
+            "security": [],
+            "parameters": [{"name": "token", "in": "query", "schema": {"type": "string"}}],
+            "requestBody": {"content": {JSON: {"schema": {"type": "array"}}}},
+            "responses": {
+                "200": ok({"type": "object", "required": ["code"]}, "taken: {code: 0}"),
+                **_RECEIPT_ERRORS,
+            },
+        }
     },
     # The live inbox page: static files; the page asks for a token and sends it to the API.
     "/inbox": _static("text/html", "inbox page"),

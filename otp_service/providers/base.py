@@ -9,9 +9,10 @@ past this package.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..message.compose import Message
+from ..store.receipts import Receipt
 
 
 @dataclass(frozen=True)
@@ -30,4 +31,15 @@ class Provider(Protocol):
 
     async def close(self) -> None:
         """Release connections; the provider is not used afterwards."""
+        ...
+
+
+@runtime_checkable
+class ReceiptSource(Protocol):
+    """A provider that is asked for delivery receipts (Aliyun's QuerySendDetails) instead of,
+    or as well as, calling us back with them."""
+
+    async def query_receipt(self, provider_id: str, to: str, sent_at: float) -> Receipt | None:
+        """The receipt of the message ``provider_id`` (to ``to``, accepted at ``sent_at``),
+        or None while the provider has none; raises a ProviderError."""
         ...
