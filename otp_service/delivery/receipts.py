@@ -34,6 +34,7 @@ from ..message.compose import Message
 from ..message.recipients import region_of
 from ..metrics import Metrics
 from ..providers.base import ReceiptSource, SendResult
+from ..retry import Backoff
 from ..store import Attempt, OutboxStore, StoredStatus
 from ..store.receipts import (
     DELIVERED,
@@ -51,6 +52,7 @@ CAPTURE = "capture"
 SIMULATED_ERROR = "simulated: the number matches capture.sms_undelivered"
 SWEEP_SECONDS = 10.0  # how often SMS past the horizon are marked unknown
 POLL_BATCH = 50  # SMS asked about per poll round, per provider
+UNMATCHED_RETRIES = 3  # looks again for the message of a receipt that matched none (~1 s)
 
 
 class _TurnedDelivered(Exception):
@@ -100,6 +102,12 @@ class ReceiptDesk:
         names another number: refused). Counted either way."""
         now = time.time()
         applied = await self.store.apply_receipt(receipt, now)
+        # A receipt can overtake our own record of the send (the caller is answered before
+        # the outcome is written): look again a few times before calling it unmatched.
+        backoff = Backoff(0.1, 1.0)
+        while applied.target is None and backoff.attempts < UNMATCHED_RETRIES:
+            await backoff.wait()
+            applied = await self.store.apply_receipt(receipt, now)
         target = applied.target
         if target is None:
             result = "unmatched"
