@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from .config import Config, registry
 from .config.aliyun import AliyunConfig
 from .config.smtp import SmtpConfig
+from .config.twilio import TwilioConfig
 from .config.vonage import VonageConfig
 from .delivery.dispatcher import Dispatcher
 from .delivery.limits import Limiter
@@ -54,6 +55,20 @@ def _aliyun(config: Config, inbox: Inbox) -> Provider:
     return AliyunProvider(aliyun, config.sms.endpoint("aliyun"), config.sms.calls_at_once("aliyun"))
 
 
+def _twilio(config: Config, inbox: Inbox) -> Provider:
+    from .providers.twilio import TwilioProvider
+
+    twilio = config.sms.section(TwilioConfig)
+    assert twilio is not None  # guaranteed by config validation
+    # Where Twilio posts each message's status: no StatusCallback without server.public_url.
+    return TwilioProvider(
+        twilio,
+        config.sms.endpoint("twilio"),
+        config.sms.calls_at_once("twilio"),
+        status_callback=receipt_url(config, "twilio"),
+    )
+
+
 def _capture(config: Config, inbox: Inbox) -> Provider:
     return CaptureProvider(inbox)
 
@@ -71,6 +86,7 @@ FACTORIES: dict[str, ProviderFactory] = {
     "smtp": _smtp,
     "vonage": _vonage,
     "aliyun": _aliyun,
+    "twilio": _twilio,
 }
 
 
