@@ -1,7 +1,8 @@
 """Delivery receipts end to end: the service on a known port (its ``server.public_url``), the
-fakes of Vonage and Aliyun sending receipts as the providers do (Vonage calling the callback
-each SMS named, Aliyun answering ``QuerySendDetails`` and pushing reports), and what the
-operator sees: the delivery state in ``GET /v1/messages/{id}`` and the metrics.
+fakes of Vonage, Twilio and Aliyun sending receipts as the providers do (Vonage and Twilio
+calling the callback each SMS named, Aliyun answering ``QuerySendDetails`` and pushing
+reports), and what the operator sees: the delivery state in ``GET /v1/messages/{id}`` and the
+metrics.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ from otp_service.http.app import create_app
 from otp_service.http.context import SERVICES
 
 from .support.fakes import aliyun as aliyun_fakes
+from .support.fakes import twilio as twilio_fakes
 from .support.fakes import vonage as vonage_fakes
 from .support.fakes.aliyun import FakeAliyun, logto_aliyun_json
+from .support.fakes.twilio import FakeTwilio, logto_twilio_json
 from .support.fakes.vonage import FakeVonage, logto_vonage_json
 from .support.ports import free_port
 
 fake_vonage = vonage_fakes.fake_vonage
 fake_aliyun = aliyun_fakes.fake_aliyun
+fake_twilio = twilio_fakes.fake_twilio
 
 CODE = "482913"
 FRANCE = "+33612345678"
@@ -521,3 +525,94 @@ async def test_receipts_and_failover_with_postgresql(
     await asyncio.wrap_future(fake_aliyun.push_reports(push, body))
     await asyncio.sleep(0.3)
     assert len(fake_vonage.sms) == 1
+
+
+def twilio_config(
+    twilio: FakeTwilio, vonage: FakeVonage | None = None, **sms: Any
+) -> dict[str, Any]:
+    """Twilio from Logto's JSON at the fake; Vonage after it in the route when given."""
+    section: dict[str, Any] = {
+        "provider": "twilio",
+        "twilio": logto_twilio_json(),
+        "endpoints": {"twilio": twilio.endpoint()},
+    }
+    if vonage is not None:
+        section["vonage"] = logto_vonage_json()
+        section["endpoints"]["vonage"] = vonage.endpoint()
+        section["routes"] = [{"providers": ["twilio", "vonage"]}]
+    return {"sms": section | sms, "delivery": {"retry_delay_seconds": 0.01, "wait_seconds": 2}}
+
+
+async def test_twilio_status_callbacks_move_the_state(
+    receipts_service: Started, fake_twilio: FakeTwilio
+) -> None:
+    """Each SMS names its StatusCallback; Twilio's signed callbacks (sent, then delivered) are
+    taken, a late "sent" changes nothing."""
+    client = await receipts_service(twilio_config(fake_twilio))
+    message_id = await send(client, FRANCE)
+    [created] = fake_twilio.created
+    assert created.status_callback == f"http://127.0.0.1:{client.port}/v1/receipts/twilio"
+    assert await fake_twilio.send_status(created.sid, "sent") == 204
+    assert (await delivery(client, message_id))["state"] == "pending"
+    assert await fake_twilio.send_status(created.sid, "delivered") == 204
+    assert await fake_twilio.send_status(created.sid, "sent") == 204
+    shown = await delivery(client, message_id)
+    assert shown["state"] == "delivered" and shown["provider_id"] == created.sid
+    labels = {"provider": "twilio", "country": "FR", "state": "delivered"}
+    assert sample(await metrics(client), "otp_sms_delivery_total", **labels) == 1
+
+
+async def test_twilio_undelivered_status_shows_the_error_meaning(
+    receipts_service: Started, fake_twilio: FakeTwilio
+) -> None:
+    """An undelivered status with ErrorCode 30003 shows the code and what it means."""
+    client = await receipts_service(twilio_config(fake_twilio))
+    message_id = await send(client, FRANCE)
+    sid = fake_twilio.created[0].sid
+    assert await fake_twilio.send_status(sid, "undelivered", error_code=30003) == 204
+    shown = await delivery(client, message_id)
+    assert shown["state"] == "undelivered"
+    assert "30003" in shown["error"] and "unreachable" in shown["error"]
+
+
+async def test_twilio_unsigned_and_forged_status_callbacks_are_refused(
+    receipts_service: Started, fake_twilio: FakeTwilio
+) -> None:
+    """No X-Twilio-Signature is 401; one made with another token, or a status changed after
+    signing, is 401 too; nothing moves and each is counted."""
+    client = await receipts_service(twilio_config(fake_twilio))
+    message_id = await send(client, FRANCE)
+    sid = fake_twilio.created[0].sid
+    assert await fake_twilio.send_status(sid, "undelivered", signed=False) == 401
+    other = "AnotherAuthT0kenValue1234567890a"
+    assert await fake_twilio.send_status(sid, "undelivered", auth_token=other) == 401
+    tampered = {"MessageStatus": "undelivered", "SmsStatus": "undelivered"}
+    assert await fake_twilio.send_status(sid, "delivered", extra=tampered) == 401
+    assert (await delivery(client, message_id))["state"] == "pending"
+    text = await metrics(client)
+    assert sample(text, "otp_sms_receipts_total", provider="twilio", result="unsigned") == 1
+    assert sample(text, "otp_sms_receipts_total", provider="twilio", result="forged") == 2
+
+
+async def test_twilio_undelivered_fails_over_to_vonage_once(
+    receipts_service: Started, fake_twilio: FakeTwilio, fake_vonage: FakeVonage
+) -> None:
+    """With failover on, Twilio's undelivered status resends the code through Vonage once;
+    a repeated callback resends nothing more."""
+    client = await receipts_service(
+        twilio_config(fake_twilio, fake_vonage, failover_on_undelivered=True)
+    )
+    message_id = await send(client, FRANCE)
+    sid = fake_twilio.created[0].sid
+    for _ in range(2):
+        assert await fake_twilio.send_status(sid, "undelivered", error_code=30005) == 204
+    for _ in range(100):
+        if fake_vonage.accepted:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)  # room for a wrong second resend to show
+    [resent] = fake_vonage.sms
+    assert CODE in resent["text"]
+    found = await status(client, message_id)
+    assert [a["provider"] for a in found["attempts"]] == ["twilio", "vonage"]
+    assert found["delivery"]["provider"] == "vonage" and found["delivery"]["resent"] is True

@@ -85,4 +85,34 @@ def warnings(config: Config) -> list[ConfigProblem]:
                 "testing",
             )
         )
+    found += _receipt_warnings(config)
+    return found
+
+
+def _receipt_warnings(config: Config) -> list[ConfigProblem]:
+    """Delivery receipts that cannot arrive, or that anyone could forge."""
+    found = []
+    used = config.sms.provider_names
+    calls_back = [name for name in ("vonage", "twilio") if name in used]
+    if calls_back and config.server.public_url is None:
+        found.append(
+            ConfigProblem(
+                "server.public_url",
+                f"is not set: {spoken(calls_back, 'and')} cannot be told where to send "
+                "delivery receipts with each SMS (only a URL set in the provider's console works)",
+                "set server.public_url to the URL providers reach this service at, e.g. "
+                "https://otp.example.com (see docs/receipts.md)",
+            )
+        )
+    vonage = dict(config.sms.sections).get("vonage")
+    if "vonage" in used and vonage is not None and vonage.signature_secret is None:
+        found.append(
+            ConfigProblem(
+                "sms.vonage.signatureSecret",
+                "is not set: Vonage's delivery receipts are taken unsigned, so anyone who learns "
+                "a message id and its number can post one",
+                "turn on signed webhooks in Vonage's API settings and copy the signature secret "
+                "and method here (signatureSecret, signatureMethod)",
+            )
+        )
     return found

@@ -219,6 +219,20 @@ PATHS: dict[str, dict[str, Any]] = {
         }
         for method in ("get", "post")
     },
+    "/v1/receipts/twilio": {
+        "post": {
+            "operationId": "twilio_status",
+            "summary": "Twilio's status callback, signed with X-Twilio-Signature",
+            "security": [],
+            "parameters": [
+                {"name": "X-Twilio-Signature", "in": "header", "schema": {"type": "string"}}
+            ],
+            "requestBody": {
+                "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}
+            },
+            "responses": {"204": {"description": "taken (a repeat too)"}, **_RECEIPT_ERRORS},
+        }
+    },
     "/v1/receipts/aliyun": {
         "post": {
             "operationId": "aliyun_reports",

@@ -1,10 +1,11 @@
 """Delivery receipts over HTTP: the routes providers call back.
 
 ``GET|POST /v1/receipts/vonage`` (Vonage's DLR, as a query, a form or JSON), ``POST
-/v1/receipts/aliyun`` (Aliyun's SmsReport push, a JSON array, with ``?token=``). These routes
-take no bearer token: each provider authenticates by its own means (Vonage's signature when
-``signatureSecret`` is set, the push token for Aliyun), checked in ``providers/``. A refused
-receipt never reaches the store; every receipt, taken or refused, is counted
+/v1/receipts/twilio`` (Twilio's status callback, a signed form), ``POST /v1/receipts/aliyun``
+(Aliyun's SmsReport push, a JSON array, with ``?token=``). These routes take no bearer token:
+each provider authenticates by its own means (Vonage's signature when ``signatureSecret`` is
+set, Twilio's ``X-Twilio-Signature``, the push token for Aliyun), checked in ``providers/``. A
+refused receipt never reaches the store; every receipt, taken or refused, is counted
 (``otp_sms_receipts``). The handlers only translate: :class:`ReceiptDesk` does the work.
 """
 
@@ -17,9 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
+from ..config.twilio import TwilioConfig
 from ..config.vonage import VonageConfig
 from ..errors import ReceiptRefused
-from ..providers import aliyun_receipts, vonage_receipts
+from ..providers import aliyun_receipts, twilio_receipts, vonage_receipts
 from ..store.receipts import Receipt
 from .context import CONFIG, SERVICES
 
@@ -108,6 +110,28 @@ async def vonage_receipt(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def twilio_status(request: web.Request) -> web.Response:
+    """Twilio's status callback, signed with the account's auth token: 204 once taken. The
+    signature covers the URL Twilio called: ``server.public_url`` and the path (behind a proxy
+    the URL we see is another)."""
+    try:
+        _configured(request, "twilio")
+        config = request.app[CONFIG].sms.section(TwilioConfig)
+        assert config is not None  # a configured provider has its section
+        await _body(request, "twilio")
+        params = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        base = request.app[CONFIG].server.public_url
+        url = f"{base}{request.path_qs}" if base else str(request.url)
+        signature = request.headers.get("X-Twilio-Signature")
+        receipt = twilio_receipts.read_receipt(url, params, signature, config)
+    except ReceiptRefused as exc:
+        return _refused(exc, request)
+    status, error = await _take(request, [receipt])
+    if error is not None:
+        return web.json_response({"error": {"code": error[0], "message": error[1]}}, status=status)
+    return web.Response(status=204)
+
+
 def _aliyun_token(request: web.Request) -> None:
     token = request.app[CONFIG].sms.aliyun_report_token
     if token is None:
@@ -139,3 +163,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/receipts/vonage", vonage_receipt)
     app.router.add_post("/v1/receipts/vonage", vonage_receipt)
     app.router.add_post("/v1/receipts/aliyun", aliyun_reports)
+    app.router.add_post("/v1/receipts/twilio", twilio_status)
