@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .config import Config, registry
 from .config.aliyun import AliyunConfig
@@ -20,7 +20,7 @@ from .logto.sync import TemplateSync
 from .message.compose import Composer
 from .message.templates import TemplateLibrary
 from .metrics import Metrics
-from .providers.base import Provider
+from .providers.base import Provider, ReceiptReader
 from .providers.capture import CaptureProvider
 from .store import CounterStore, Inbox, MemoryInbox, OutboxStore, SqliteStore
 
@@ -90,6 +90,39 @@ FACTORIES: dict[str, ProviderFactory] = {
 }
 
 
+# The receipt readers of providers that call us back (/v1/receipts/<name>), built when the
+# provider is configured (modules imported then, as the providers' own).
+def _vonage_receipts(config: Config) -> ReceiptReader:
+    from .providers.vonage_receipts import VonageReceipts
+
+    vonage = config.sms.section(VonageConfig)
+    assert vonage is not None
+    return VonageReceipts(vonage)
+
+
+def _twilio_receipts(config: Config) -> ReceiptReader:
+    from .providers.twilio_receipts import TwilioReceipts
+
+    twilio = config.sms.section(TwilioConfig)
+    assert twilio is not None
+    return TwilioReceipts(twilio)
+
+
+def _aliyun_receipts(config: Config) -> ReceiptReader:
+    from .providers.aliyun_receipts import AliyunReports
+
+    aliyun = config.sms.section(AliyunConfig)
+    assert aliyun is not None
+    return AliyunReports(aliyun)
+
+
+RECEIPT_READERS: dict[str, Callable[[Config], ReceiptReader]] = {
+    "vonage": _vonage_receipts,
+    "twilio": _twilio_receipts,
+    "aliyun": _aliyun_receipts,
+}
+
+
 def build_library(config: Config) -> TemplateLibrary:
     """All templates compiled; raises ConfigError for a broken one."""
     smtp = config.email.section(SmtpConfig)
@@ -123,6 +156,8 @@ class Services:
     sender: SendPath  # the one way in for a send, from every intake
     logto: TemplateSync | None = None  # Logto's email templates, when templates.logto is set
     intake: SmtpIntake | None = None  # capture.smtp: mail from any app into the inbox
+    # The receipt readers of the configured SMS providers that call back, by provider name.
+    receipt_readers: dict[str, ReceiptReader] = field(default_factory=dict)
 
     def provider_names(self) -> list[str]:
         """The configured providers, email first."""
@@ -197,6 +232,12 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
         logto = TemplateSync(config.templates.logto, library.use_logto)
         metrics.logto_templates(lambda: float(logto.up))
     intake = SmtpIntake(config.capture.smtp, inbox) if config.capture.smtp is not None else None
+    readers = {
+        name: RECEIPT_READERS[name](config)
+        for name in sorted(config.sms.provider_names)
+        if name in RECEIPT_READERS
+    }
     return Services(
-        config, inbox, composer, dispatcher, store, limiter, outbox, metrics, sender, logto, intake
-    )
+        config, inbox, composer, dispatcher, store, limiter, outbox, metrics, sender, logto, intake,
+        readers,
+    )  # fmt: skip

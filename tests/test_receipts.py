@@ -66,7 +66,8 @@ def sms_config(
         section["vonage"] = logto_vonage_json(**sms.pop("vonage_json", {}))
         section["endpoints"]["vonage"] = vonage.endpoint()
     if aliyun is not None:
-        section["aliyun"] = logto_aliyun_json()
+        token = sms.pop("report_token", None)
+        section["aliyun"] = logto_aliyun_json(**({"reportToken": token} if token else {}))
         section["endpoints"]["aliyun"] = aliyun.endpoint()
     if vonage is not None and aliyun is not None:
         section["routes"] = [
@@ -335,7 +336,7 @@ async def test_aliyun_pushed_reports_are_taken_with_the_token(
 ) -> None:
     """The SmsReport push to /v1/receipts/aliyun?token= is answered {"code": 0}; a repeat
     of the batch changes nothing."""
-    config = sms_config(aliyun=fake_aliyun, aliyun_report_token=REPORT_TOKEN)
+    config = sms_config(aliyun=fake_aliyun, report_token=REPORT_TOKEN)
     client = await receipts_service(config)
     first, second = await send(client, CHINA), await send(client, "+8613900139000", "111222")
     ok, failed = fake_aliyun.biz_ids
@@ -362,7 +363,7 @@ async def test_aliyun_push_without_the_token_is_refused(
     receipts_service: Started, fake_aliyun: FakeAliyun, query: str, expected: str
 ) -> None:
     """A push without the configured token, or with another, is 401 and changes nothing."""
-    config = sms_config(aliyun=fake_aliyun, aliyun_report_token=REPORT_TOKEN)
+    config = sms_config(aliyun=fake_aliyun, report_token=REPORT_TOKEN)
     client = await receipts_service(config)
     message_id = await send(client, CHINA)
     body = [fake_aliyun.push_report(fake_aliyun.biz_ids[0], False, "MK:0001")]
@@ -375,7 +376,7 @@ async def test_aliyun_push_without_the_token_is_refused(
 async def test_aliyun_push_not_configured_is_refused(
     receipts_service: Started, fake_aliyun: FakeAliyun
 ) -> None:
-    """Without sms.aliyun_report_token the push route is 404 receipt_not_configured."""
+    """Without the connector's reportToken the push route is 404 receipt_not_configured."""
     client = await receipts_service(sms_config(aliyun=fake_aliyun))
     response = await client.post("/v1/receipts/aliyun?token=x", json=[])
     assert response.status == 404
@@ -386,7 +387,7 @@ async def test_aliyun_push_malformed_is_refused(
     receipts_service: Started, fake_aliyun: FakeAliyun
 ) -> None:
     """A pushed body that is not the documented array of reports is 400 receipt_invalid."""
-    config = sms_config(aliyun=fake_aliyun, aliyun_report_token=REPORT_TOKEN)
+    config = sms_config(aliyun=fake_aliyun, report_token=REPORT_TOKEN)
     client = await receipts_service(config)
     for body in ({"biz_id": "1"}, [{"success": True}], [{"biz_id": "1", "success": "yes"}]):
         response = await client.post(f"/v1/receipts/aliyun?token={REPORT_TOKEN}", json=body)
@@ -401,7 +402,7 @@ async def test_failover_on_undelivered_resends_once_through_the_next_provider(
     through Vonage (the route's next provider), once: a repeated report, or Vonage's own
     failure, sends nothing more."""
     config = sms_config(
-        fake_vonage, fake_aliyun, failover_on_undelivered=True, aliyun_report_token=REPORT_TOKEN
+        fake_vonage, fake_aliyun, failover_on_undelivered=True, report_token=REPORT_TOKEN
     )
     client = await receipts_service(config)
     message_id = await send(client, CHINA)
@@ -432,7 +433,7 @@ async def test_failover_on_undelivered_is_off_by_default(
     receipts_service: Started, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
 ) -> None:
     """Without the setting an undelivered report is shown, and nothing is resent."""
-    config = sms_config(fake_vonage, fake_aliyun, aliyun_report_token=REPORT_TOKEN)
+    config = sms_config(fake_vonage, fake_aliyun, report_token=REPORT_TOKEN)
     client = await receipts_service(config)
     message_id = await send(client, CHINA)
     body = [fake_aliyun.push_report(fake_aliyun.biz_ids[0], False, "MK:0001")]
@@ -449,7 +450,7 @@ async def test_failover_never_after_the_first_turned_delivered(
     """A delivered report before the undelivered one (out of order) leaves it delivered:
     nothing is resent."""
     config = sms_config(
-        fake_vonage, fake_aliyun, failover_on_undelivered=True, aliyun_report_token=REPORT_TOKEN
+        fake_vonage, fake_aliyun, failover_on_undelivered=True, report_token=REPORT_TOKEN
     )
     client = await receipts_service(config)
     message_id = await send(client, CHINA)
@@ -507,7 +508,7 @@ async def test_receipts_and_failover_with_postgresql(
     Vonage's delivered receipt for the resend shows delivered."""
     url, schema = pg_schema
     config = sms_config(
-        fake_vonage, fake_aliyun, failover_on_undelivered=True, aliyun_report_token=REPORT_TOKEN
+        fake_vonage, fake_aliyun, failover_on_undelivered=True, report_token=REPORT_TOKEN
     ) | {"store": {"url": url, "schema": schema}}
     client = await receipts_service(config)
     message_id = await send(client, CHINA)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigProblem
-from .registry import sending, spoken
+from .registry import on, sending, spoken
 from .settings import Config, is_loopback
 
 
@@ -92,8 +92,8 @@ def warnings(config: Config) -> list[ConfigProblem]:
 def _receipt_warnings(config: Config) -> list[ConfigProblem]:
     """Delivery receipts that cannot arrive, or that anyone could forge."""
     found = []
-    used = config.sms.provider_names
-    calls_back = [name for name in ("vonage", "twilio") if name in used]
+    used = [p for p in on("sms") if p.name in config.sms.provider_names]
+    calls_back = [p.name for p in used if p.calls_back]
     if calls_back and config.server.public_url is None:
         found.append(
             ConfigProblem(
@@ -104,15 +104,17 @@ def _receipt_warnings(config: Config) -> list[ConfigProblem]:
                 "https://otp.example.com (see docs/receipts.md)",
             )
         )
-    vonage = dict(config.sms.sections).get("vonage")
-    if "vonage" in used and vonage is not None and vonage.signature_secret is None:
-        found.append(
-            ConfigProblem(
-                "sms.vonage.signatureSecret",
-                "is not set: Vonage's delivery receipts are taken unsigned, so anyone who learns "
-                "a message id and its number can post one",
-                "turn on signed webhooks in Vonage's API settings and copy the signature secret "
-                "and method here (signatureSecret, signatureMethod)",
+    sections = dict(config.sms.sections)
+    for p in used:
+        section = sections.get(p.name)
+        if p.unsigned_receipts is not None and section is not None and p.unsigned_receipts(section):
+            found.append(
+                ConfigProblem(
+                    f"sms.{p.name}",
+                    f"takes {p.title}'s delivery receipts unsigned: anyone who learns a message "
+                    "id and its number can post one",
+                    f"turn on signed webhooks at {p.title} and copy its signature secret here "
+                    "(see docs/receipts.md)",
+                )
             )
-        )
     return found

@@ -122,18 +122,6 @@ def _countries(f: Fields, d: Declared) -> frozenset[str]:
     return frozenset(result)
 
 
-def _token(f: Fields, d: Declared) -> str | None:
-    token = f.string(d.key)
-    if token is not None and (len(token) < 16 or not token.isascii() or not token.isprintable()):
-        f.problem(
-            d.key,
-            "must be at least 16 printable ASCII characters",
-            "generate one: python -c 'import secrets; print(secrets.token_urlsafe(24))'",
-        )
-        return None
-    return token
-
-
 @section
 class SmsConfig:
     provider: str = setting(
@@ -192,18 +180,13 @@ class SmsConfig:
         default=3600.0, minimum=60,
     )  # fmt: skip
     receipt_poll_seconds: float = setting(
-        "how often Aliyun's QuerySendDetails is asked about SMS waiting for a receipt",
+        "how often providers that are asked (not called back) are asked about SMS waiting for "
+        "a receipt",
         default=30.0, minimum=1,
     )  # fmt: skip
     receipt_query_rate: float = setting(
-        "QuerySendDetails calls per second at most (Aliyun's limit is per account)",
+        "calls per second at most asking a provider for receipts (a per-account limit)",
         default=5.0, minimum=0.1,
-    )  # fmt: skip
-    aliyun_report_token: str | None = setting(
-        "accept Aliyun's pushed SMS reports at /v1/receipts/aliyun?token=<this> (>= 16 "
-        "characters; unset: only QuerySendDetails)",
-        default=None, secret=True, read=_token,
-        schema={"type": ["string", "null"], "minLength": 16},
     )  # fmt: skip
 
     def endpoint(self, provider: str) -> Endpoint:

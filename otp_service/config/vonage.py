@@ -52,6 +52,10 @@ class VonageConfig:
         choices=("md5hash", "md5", "sha1", "sha256", "sha512"),
     )  # fmt: skip
 
+    def receipts_unsigned(self) -> bool:
+        """Whether delivery receipts are taken without a signature (no signatureSecret)."""
+        return self.signature_secret is None
+
     def text_templates(self) -> tuple[tuple[str, str], ...]:
         """The SMS texts this connector carries, (usage type, template)."""
         return self.templates

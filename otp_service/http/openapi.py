@@ -117,15 +117,12 @@ _RECEIPT_ERRORS = {
     "401": _receipt_error("receipt_unsigned, receipt_forged: the provider's signature or token"),
     "403": _receipt_error("receipt_mismatch: it names another number than the message's"),
     "404": _receipt_error("receipt_unmatched (no such message yet), receipt_not_configured"),
+    "413": _receipt_error("payload_too_large"),
 }
-_DLR = [
-    {"name": name, "in": "query", "schema": {"type": "string"}}
-    for name in ("messageId", "msisdn", "status", "err-code", "message-timestamp", "sig")
-]
-_VONAGE_BODY = {
+_RECEIPT_BODY = {
     "content": {
         "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
-        JSON: {"schema": {"type": "object"}},
+        JSON: {"schema": {}},
     }
 }
 
@@ -209,42 +206,23 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {"200": ok(ref("Deleted")), **errors(401, 404)},
         },
     },
-    "/v1/receipts/vonage": {
+    "/v1/receipts/{provider}": {
         method: {
-            "operationId": f"vonage_receipt_{method}",
-            "summary": "Vonage's delivery receipt (DLR), signed when signatureSecret is set",
-            "security": [],
-            **({"requestBody": _VONAGE_BODY} if method == "post" else {"parameters": _DLR}),
-            "responses": {"204": {"description": "taken (a repeat too)"}, **_RECEIPT_ERRORS},
-        }
-        for method in ("get", "post")
-    },
-    "/v1/receipts/twilio": {
-        "post": {
-            "operationId": "twilio_status",
-            "summary": "Twilio's status callback, signed with X-Twilio-Signature",
+            "operationId": f"receipt_{method}",
+            "summary": "A provider's delivery receipts (docs/receipts.md), authenticated by "
+            "the provider's own signature or token, not a bearer token",
             "security": [],
             "parameters": [
-                {"name": "X-Twilio-Signature", "in": "header", "schema": {"type": "string"}}
+                {"name": "provider", "in": "path", "required": True, "schema": {"type": "string"}}
             ],
-            "requestBody": {
-                "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}
-            },
-            "responses": {"204": {"description": "taken (a repeat too)"}, **_RECEIPT_ERRORS},
-        }
-    },
-    "/v1/receipts/aliyun": {
-        "post": {
-            "operationId": "aliyun_reports",
-            "summary": "Aliyun's SmsReport push (a JSON array), with ?token=",
-            "security": [],
-            "parameters": [{"name": "token", "in": "query", "schema": {"type": "string"}}],
-            "requestBody": {"content": {JSON: {"schema": {"type": "array"}}}},
+            **({"requestBody": _RECEIPT_BODY} if method == "post" else {}),
             "responses": {
-                "200": ok({"type": "object", "required": ["code"]}, "taken: {code: 0}"),
+                "200": ok({"type": "object"}, "taken (a batch: the answer its provider wants)"),
+                "204": {"description": "taken (a repeat too)"},
                 **_RECEIPT_ERRORS,
             },
         }
+        for method in ("get", "post")
     },
     # The live inbox page: static files; the page asks for a token and sends it to the API.
     "/inbox": _static("text/html", "inbox page"),

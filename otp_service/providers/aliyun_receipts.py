@@ -16,13 +16,16 @@ again 1, 5 and 10 minutes later). Times are Beijing time (UTC+8), ``yyyy-MM-dd H
 
 from __future__ import annotations
 
+import hmac
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from alibabacloud_dysmsapi20170525 import models as sms_models
 
+from ..config.aliyun import AliyunConfig
 from ..errors import ReceiptRefused
 from ..store.receipts import DELIVERED, PENDING, UNDELIVERED, Receipt
+from .base import Callback
 
 NAME = "aliyun"
 BEIJING = timezone(timedelta(hours=8))
@@ -113,3 +116,29 @@ def from_push(body: Any) -> list[Receipt]:
         )  # fmt: skip
         receipts.append(receipt)
     return receipts
+
+
+class AliyunReports:
+    """Aliyun's SmsReport push: a JSON array of reports, to the URL with ``?token=`` (the
+    connector's ``reportToken``: the push is not signed); answered ``{"code": 0}``, whatever
+    each report matched, or Aliyun pushes the whole batch again."""
+
+    batched = True
+
+    def __init__(self, config: AliyunConfig) -> None:
+        self.token = config.report_token
+        self.answer = {"code": 0, "msg": "OK"}
+
+    def read(self, callback: Callback) -> list[Receipt]:
+        if self.token is None:
+            raise ReceiptRefused(
+                NAME, "receipt_not_configured", "set reportToken in sms.aliyun", status=404
+            )
+        given = callback.query.get("token", "")
+        if not given:
+            raise ReceiptRefused(NAME, "receipt_unsigned", "the URL carries no token")
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise ReceiptRefused(NAME, "receipt_forged", "the URL's token does not match")
+        if callback.method != "POST":
+            raise ReceiptRefused(NAME, "receipt_invalid", "Aliyun posts JSON", status=400)
+        return from_push(callback.json)

@@ -18,6 +18,7 @@ from twilio.request_validator import RequestValidator
 from ..config.twilio import TwilioConfig
 from ..errors import ReceiptRefused
 from ..store.receipts import DELIVERED, PENDING, UNDELIVERED, Receipt
+from .base import Callback
 
 NAME = "twilio"
 STATES = {
@@ -74,3 +75,21 @@ def read_receipt(
         code = params.get("ErrorCode") or "?"
         error = f"{status}, error {code}: {ERRORS.get(code, 'see Twilio error codes')}"
     return Receipt(NAME, sid, state, error=error, to=params.get("To") or None)
+
+
+class TwilioReceipts:
+    """Twilio's status callbacks: signed form POSTs; answered 204."""
+
+    batched = False
+    answer = None
+
+    def __init__(self, config: TwilioConfig) -> None:
+        self.config = config
+
+    def read(self, callback: Callback) -> list[Receipt]:
+        if callback.method != "POST" or callback.json is not None:
+            raise ReceiptRefused(NAME, "receipt_invalid", "Twilio posts a form", status=400)
+        signature = next(
+            (v for k, v in callback.headers.items() if k.lower() == "x-twilio-signature"), None
+        )
+        return [read_receipt(callback.url, callback.form, signature, self.config)]

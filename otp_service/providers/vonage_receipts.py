@@ -27,6 +27,7 @@ from vonage import Auth
 from ..config.vonage import VonageConfig
 from ..errors import ReceiptRefused
 from ..store.receipts import DELIVERED, PENDING, UNDELIVERED, UNKNOWN, Receipt
+from .base import Callback
 from .vonage import NAME
 
 # https://developer.vonage.com/en/messaging/sms/guides/delivery-receipts#dlr-status-messages
@@ -130,3 +131,27 @@ def read_receipt(params: Mapping[str, str], config: VonageConfig) -> Receipt:
         NAME, message_id, state, at=min(when, time.time()) if when else None, error=error,
         to=params.get("msisdn"),
     )  # fmt: skip
+
+
+class VonageReceipts:
+    """Vonage's DLRs: GET query parameters, a form POST or a JSON POST (as the dashboard
+    says); answered 204."""
+
+    batched = False
+    answer = None
+
+    def __init__(self, config: VonageConfig) -> None:
+        self.config = config
+
+    def read(self, callback: Callback) -> list[Receipt]:
+        if callback.method == "GET":
+            params = dict(callback.query)
+        elif isinstance(callback.json, dict):
+            params = {
+                str(k): str(v) for k, v in callback.json.items() if isinstance(v, str | int | float)
+            }
+        elif callback.json is not None:
+            raise ReceiptRefused(NAME, "receipt_invalid", "send a JSON object", status=400)
+        else:
+            params = dict(callback.form)
+        return [read_receipt(params, self.config)]
