@@ -617,3 +617,34 @@ async def test_twilio_undelivered_fails_over_to_vonage_once(
     found = await status(client, message_id)
     assert [a["provider"] for a in found["attempts"]] == ["twilio", "vonage"]
     assert found["delivery"]["provider"] == "vonage" and found["delivery"]["resent"] is True
+
+
+@pytest.mark.slow
+async def test_failover_cancelled_when_the_first_turns_delivered_before_the_resend(
+    receipts_service: Started, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
+) -> None:
+    """The resend waits for Vonage's pace (limits.provider_rate); a delivered report for the
+    first attempt arriving meanwhile cancels it: Vonage never gets the code twice."""
+    config = sms_config(
+        fake_vonage, fake_aliyun, failover_on_undelivered=True, report_token=REPORT_TOKEN
+    ) | {"limits": {"provider_rate": {"vonage": 0.5}}}
+    client = await receipts_service(config)
+    await send(client, FRANCE, "111222")  # takes Vonage's slot: the next waits ~2 s
+    message_id = await send(client, CHINA)
+    biz_id = fake_aliyun.biz_ids[0]
+    url = f"http://127.0.0.1:{client.port}/v1/receipts/aliyun?token={REPORT_TOKEN}"
+    failed = [fake_aliyun.push_report(biz_id, False, "MK:0001")]
+    await asyncio.wrap_future(fake_aliyun.push_reports(url, failed))
+    delivered = [fake_aliyun.push_report(biz_id, True)]
+    await asyncio.wrap_future(fake_aliyun.push_reports(url, delivered))
+    cancelled = 0.0
+    for _ in range(100):
+        text = await metrics(client)
+        cancelled = sample(text, "otp_sms_undelivered_failovers_total", outcome="cancelled")
+        if cancelled:
+            break
+        await asyncio.sleep(0.1)
+    assert cancelled == 1
+    assert [CODE in sms["text"] for sms in fake_vonage.sms] == [False]
+    shown = await delivery(client, message_id)
+    assert shown["state"] == "delivered" and shown["provider"] == "aliyun"
