@@ -98,10 +98,12 @@ async def test_overdue_receipts_marked_unknown_once(store: OutboxStore) -> None:
     waiting = await sent(store, "ID1")
     await sent(store, "ID2")
     await store.apply_receipt(receipt("delivered", "ID2"), time.time())
-    found = await store.overdue_receipts(time.time() + 1, 100)
+    found = await store.overdue_receipts(0, time.time() + 1, 100)
     assert [t.message_id for t in found] == [waiting]
-    assert await store.overdue_receipts(time.time() + 1, 100) == []
+    assert await store.overdue_receipts(0, time.time() + 1, 100) == []
     assert (await store.apply_receipt(receipt("delivered"), time.time())).changed
+    await sent(store, "ID3")
+    assert await store.overdue_receipts(time.time() + 1, time.time() + 2, 100) == []
 
 
 async def test_awaiting_receipts_lists_what_a_poll_asks_about(store: OutboxStore) -> None:

@@ -160,9 +160,10 @@ class ReceiptDesk:
             await self.store.erase_kept_bodies(now)
         if now - self._swept_at >= SWEEP_SECONDS:
             self._swept_at = now
-            for target in await self.store.overdue_receipts(
-                now - self.sms.receipt_horizon_seconds, 500
-            ):
+            # Only SMS that crossed the horizon lately: older ones (from before receipts, or a
+            # long outage) show unknown when read, without a burst of counts on the next start.
+            horizon = self.sms.receipt_horizon_seconds
+            for target in await self.store.overdue_receipts(now - 2 * horizon, now - horizon, 500):
                 self._reached(target, UNKNOWN, now, "no final receipt within the horizon")
         polling = self._poll is not None and not self._poll.done()
         if self.sources and not polling and now - self._polled_at >= self.sms.receipt_poll_seconds:

@@ -272,9 +272,11 @@ class OutboxStore(Protocol):
         with no final receipt yet, oldest first (what a poll for receipts asks about)."""
         ...
 
-    async def overdue_receipts(self, sent_before: float, limit: int) -> list[ReceiptTarget]:
-        """Mark ``unknown`` up to ``limit`` SMS attempts accepted before ``sent_before`` with no
-        final receipt; return them (as they were)."""
+    async def overdue_receipts(
+        self, sent_after: float, sent_before: float, limit: int
+    ) -> list[ReceiptTarget]:
+        """Mark ``unknown`` up to ``limit`` SMS attempts accepted between ``sent_after`` and
+        ``sent_before`` with no final receipt; return them (as they were)."""
         ...
 
     async def claim_failover(

@@ -31,7 +31,8 @@ _SET = (
 _OVERDUE = f"""
 WITH due AS (
   SELECT a.seq FROM attempts a JOIN messages m ON m.id = a.message_id
-  WHERE {_AWAITING} AND a.at < $1 ORDER BY a.at LIMIT $2 FOR UPDATE OF a SKIP LOCKED
+  WHERE {_AWAITING} AND a.at > $3 AND a.at < $1 ORDER BY a.at LIMIT $2
+  FOR UPDATE OF a SKIP LOCKED
 ), old AS (
   SELECT {_COLUMNS} FROM attempts a JOIN messages m ON m.id = a.message_id
   WHERE a.seq IN (SELECT seq FROM due)
@@ -85,8 +86,10 @@ class PgReceipts(PgConnection):
         )  # fmt: skip
         return [_target(row) for row in rows]
 
-    async def overdue_receipts(self, sent_before: float, limit: int) -> list[ReceiptTarget]:
-        rows = await self.query("fetch", _OVERDUE, sent_before, limit)
+    async def overdue_receipts(
+        self, sent_after: float, sent_before: float, limit: int
+    ) -> list[ReceiptTarget]:
+        rows = await self.query("fetch", _OVERDUE, sent_before, limit, sent_after)
         return [_target(row) for row in rows]
 
     async def claim_failover(

@@ -60,10 +60,12 @@ def _apply(conn: sqlite3.Connection, receipt: Receipt, now: float) -> Applied:
     return Applied(target, changed > 0)
 
 
-def _overdue(conn: sqlite3.Connection, sent_before: float, limit: int) -> list[ReceiptTarget]:
+def _overdue(
+    conn: sqlite3.Connection, sent_after: float, sent_before: float, limit: int
+) -> list[ReceiptTarget]:
     rows = conn.execute(
-        _TARGET + "WHERE " + _AWAITING + "AND a.at < ? ORDER BY a.at LIMIT ?",
-        (sent_before, limit),
+        _TARGET + "WHERE " + _AWAITING + "AND a.at > ? AND a.at < ? ORDER BY a.at LIMIT ?",
+        (sent_after, sent_before, limit),
     ).fetchall()
     conn.executemany(
         "UPDATE attempts SET receipt = ? WHERE rowid = ?", [(UNKNOWN, row[0]) for row in rows]
@@ -108,8 +110,10 @@ class SqliteReceipts(SqliteEngine):
         )
         return [_target(row) for row in rows]
 
-    async def overdue_receipts(self, sent_before: float, limit: int) -> list[ReceiptTarget]:
-        return await self._do(lambda conn: _overdue(conn, sent_before, limit))
+    async def overdue_receipts(
+        self, sent_after: float, sent_before: float, limit: int
+    ) -> list[ReceiptTarget]:
+        return await self._do(lambda conn: _overdue(conn, sent_after, sent_before, limit))
 
     async def claim_failover(
         self, message_id: str, provider: str, provider_id: str, now: float
