@@ -7,6 +7,7 @@ receives is what Twilio would receive.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import logging
@@ -319,10 +320,13 @@ async def test_fake_status_callback_is_signed_as_twilio_signs(
     assert await fake_twilio.send_status(sid, "delivered", signed=False) == 204
     forged = await fake_twilio.send_status(sid, "delivered", extra={"MessageSid": "SMother"})
     assert forged == 204
+    from_thread = await asyncio.to_thread(fake_twilio.post_status, sid, "sent")
+    assert from_thread == 204
     validator = RequestValidator(AUTH_TOKEN)
-    (u1, f1, s1), (_, f2, s2), (u3, f3, s3) = received
+    (u1, f1, s1), (_, f2, s2), (u3, f3, s3), (u4, f4, s4) = received
     assert f1["MessageSid"] == f1["SmsSid"] == sid and f1["MessageStatus"] == "undelivered"
     assert f1["ErrorCode"] == "30003" and f1["To"] == FRANCE
     assert f1["AccountSid"] == TWILIO["accountSID"]
     assert validator.validate(u1, f1, s1) and s2 == "" and "ErrorCode" not in f2
     assert not validator.validate(u3, f3, s3)
+    assert f4["MessageStatus"] == "sent" and validator.validate(u4, f4, s4)

@@ -11,13 +11,14 @@ https://www.twilio.com/docs/usage/twilios-response#response-formats-exceptions).
 
 Why the SDK's async path (``create_async`` on its ``AsyncTwilioHttpClient``, aiohttp) rather
 than its ``requests`` client on a thread pool, as for Vonage: against the same local fake, at
-50 calls at once, the async client used about a third of the CPU per message (0.7-0.8 ms
-against 2.0-2.2 ms in the SDK's process) and sent as many or more messages per second (figures
-in docs/sms.md, "Twilio"; ``python -m bench --only sms`` measures both again). Its
-``request`` is ours (:class:`_Transport`): one ``aiohttp.ClientSession`` whose connector
-bounds connections, with the endpoint's timeouts and CA, the credentials as a plain header, and
-never a replayed POST (the SDK's retrying client, ``max_retries``, stays off: our dispatcher
-decides what is retried).
+50 calls at once, the async client spent about a third of the CPU per message in the SDK's
+process (0.7-1.0 ms against 2.0-2.6 ms, three runs) while messages per second were a draw on a
+busy 2-CPU machine (161-311 against 177-238); once the CPU is the limit, CPU per message is
+throughput, and no thread is held per call in flight (docs/sms.md, "Twilio"; ``python -m bench
+--only sms`` measures both again). Its ``request`` is ours (:class:`_Transport`): one
+``aiohttp.ClientSession`` whose connector bounds connections, with the endpoint's timeouts and
+CA, the credentials as a plain header, and never a replayed POST (the SDK's retrying client,
+``max_retries``, stays off: our dispatcher decides what is retried).
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ PERMANENT = {
     20003: "authentication failed: check accountSID and authToken",
     20404: "not found: check accountSID",
     21211: "invalid 'To' phone number",
-    21214: "the 'To' number cannot be reached",
     21408: "sending to this region is not enabled on the account (Geo permissions)",
     21602: "the message body is empty",
     21604: "the 'To' number is missing",
@@ -76,8 +76,6 @@ PERMANENT = {
     21612: "the 'To' number is not reachable by SMS",
     21614: "the 'To' number is not a mobile number",
     21617: "the message body is over 1600 characters",
-    21701: "the Messaging Service does not exist: check fromMessagingServiceSID",
-    21703: "the Messaging Service has no sender: add a phone number to it",
 }
 # Digits that may be a phone number in Twilio's text: kept out of what a caller reads.
 _NUMBER = re.compile(r"\+?\d[\d ()-]{5,}\d")
@@ -191,6 +189,9 @@ class _Transport(AsyncTwilioHttpClient):  # type: ignore[misc]  # the SDK is unt
         if self.session is not None:
             await self.session.close()
             self.session = None
+            # A connection closed earlier (a read timeout) may still be in its TLS shutdown:
+            # give it a moment, so its socket is closed before the loop ends (aiohttp's advice).
+            await asyncio.sleep(0.1)
 
 
 class TwilioProvider:
