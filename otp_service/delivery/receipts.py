@@ -23,6 +23,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,6 +102,8 @@ class ReceiptDesk:
         (it changed nothing), ``unmatched`` (no message carries its id) or ``mismatch`` (it
         names another number: refused). Counted either way."""
         now = time.time()
+        if receipt.at is not None and receipt.at > now:  # a provider's clock ahead of ours
+            receipt = replace(receipt, at=now)
         applied = await self.store.apply_receipt(receipt, now)
         # A receipt can overtake our own record of the send (the caller is answered before
         # the outcome is written): look again a few times before calling it unmatched.
@@ -190,7 +193,8 @@ class ReceiptDesk:
                 except ProviderError as exc:
                     log.warning("receipts: asking %s failed: %s", name, exc.detail)
                     break  # the next round asks again
-                if receipt is not None:
+                # Still waiting, as last time: nothing to take (nor to count as a repeat).
+                if receipt is not None and not (receipt.state == target.receipt == PENDING):
                     await self.take(receipt)
         return asked
 
