@@ -14,6 +14,7 @@ into its answer in one table (:mod:`otp_service.http.answers`). Pure helpers (``
     │   ├── TemplateRenderError     a template failed to render (422; the file for the log)
     │   ├── UnauthorizedError       missing or wrong Authorization (401)
     │   ├── RateLimitedRequest      an abuse limit refused it (429 + Retry-After; ``rule``)
+    │   ├── ReceiptRefused          a delivery receipt unsigned, forged or malformed (401/400)
     │   └── ShuttingDownError       the service is draining (503 + Retry-After)
     ├── MessageExpired              the message's lifetime ran out before delivery (502)
     ├── EarlierFailure              a repeat of a request that failed for good (502)
@@ -108,6 +109,16 @@ class RateLimitedRequest(RequestError):
             "rate_limited", f"too many messages for this {what}; try again later", 429, retry_after
         )
         self.rule = rule
+
+
+class ReceiptRefused(RequestError):
+    """A delivery receipt refused before it could touch any message: unsigned, forged or
+    malformed (``code``: receipt_unsigned, receipt_forged, receipt_invalid ...); counted per
+    ``provider``."""
+
+    def __init__(self, provider: str, code: str, message: str, status: int = 401) -> None:
+        super().__init__(code, message, status)
+        self.provider = provider
 
 
 class ShuttingDownError(RequestError):

@@ -46,6 +46,8 @@ SUCCESS = frozenset({"sent", "captured"})
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # An attempt takes from well under a millisecond (capture) to the 30 s attempt timeout.
 _ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# From the provider's accept to the handset's receipt: seconds for most, minutes for a few.
+_HANDSET_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,34 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.receipts = Counter(
+            "otp_sms_receipts",
+            "Delivery receipts taken, by provider and result (accepted, duplicate, unmatched, "
+            "mismatch, unsigned, forged, invalid, not_configured).",
+            ["provider", "result"],
+            registry=r,
+        )
+        self.delivery = Counter(
+            "otp_sms_delivery",
+            "SMS by delivery state (delivered, undelivered, unknown), provider and destination "
+            "country (ISO code; ZZ: none).",
+            ["provider", "country", "state"],
+            registry=r,
+        )
+        self.handset_seconds = Histogram(
+            "otp_sms_time_to_handset_seconds",
+            "From the provider accepting an SMS to its delivered receipt.",
+            ["provider"],
+            buckets=_HANDSET_BUCKETS,
+            registry=r,
+        )
+        self.failovers = Counter(
+            "otp_sms_undelivered_failovers",
+            "Resends after an undelivered receipt, by the provider that resent and outcome "
+            "(sent, failed, cancelled: the first turned delivered).",
+            ["provider", "outcome"],
+            registry=r,
+        )
         Info("otp_build", "The running otp-service.", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )
@@ -158,6 +188,21 @@ class Metrics:
         """An SMS recovered as an unknown outcome (it also counts as a failed message)."""
         self.recovered_unknown.labels(provider or "unknown").inc()
         self.finished("sms", "failed")
+
+    def receipt(self, provider: str, result: str) -> None:
+        """A delivery receipt taken (or refused) from ``provider``."""
+        self.receipts.labels(provider, result).inc()
+
+    def delivery_state(
+        self, provider: str, country: str, state: str, seconds: float | None = None
+    ) -> None:
+        """An SMS reached a delivery state; ``seconds`` to the handset when delivered."""
+        self.delivery.labels(provider, country, state).inc()
+        if seconds is not None:
+            self.handset_seconds.labels(provider).observe(seconds)
+
+    def failover(self, provider: str, outcome: str) -> None:
+        self.failovers.labels(provider, outcome).inc()
 
     def refused_by_limit(self, rule: str) -> None:
         self.limit_refusals.labels(rule).inc()

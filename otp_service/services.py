@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .config import Config, registry
 from .config.aliyun import AliyunConfig
@@ -13,13 +13,14 @@ from .config.vonage import VonageConfig
 from .delivery.dispatcher import Dispatcher
 from .delivery.limits import Limiter
 from .delivery.outbox import Outbox
+from .delivery.receipts import ReceiptDesk
 from .delivery.send import SendPath
 from .intake.smtp import SmtpIntake
 from .logto.sync import TemplateSync
 from .message.compose import Composer
 from .message.templates import TemplateLibrary
 from .metrics import Metrics
-from .providers.base import Provider
+from .providers.base import Provider, ReceiptReader
 from .providers.capture import CaptureProvider
 from .store import CounterStore, Inbox, MemoryInbox, OutboxStore, SqliteStore
 
@@ -40,7 +41,10 @@ def _vonage(config: Config, inbox: Inbox) -> Provider:
 
     vonage = config.sms.section(VonageConfig)
     assert vonage is not None  # guaranteed by config validation
-    return VonageProvider(vonage, config.sms.endpoint("vonage"), config.sms.calls_at_once("vonage"))
+    callback = receipt_url(config, "vonage")
+    return VonageProvider(
+        vonage, config.sms.endpoint("vonage"), config.sms.calls_at_once("vonage"), callback
+    )
 
 
 def _aliyun(config: Config, inbox: Inbox) -> Provider:
@@ -56,19 +60,23 @@ def _twilio(config: Config, inbox: Inbox) -> Provider:
 
     twilio = config.sms.section(TwilioConfig)
     assert twilio is not None  # guaranteed by config validation
-    # Where Twilio posts each message's status (server.public_url arrives with delivery
-    # receipts): None until then, and no StatusCallback is sent.
-    public_url = getattr(config.server, "public_url", None)
+    # Where Twilio posts each message's status: no StatusCallback without server.public_url.
     return TwilioProvider(
         twilio,
         config.sms.endpoint("twilio"),
         config.sms.calls_at_once("twilio"),
-        status_callback=f"{public_url.rstrip('/')}/v1/receipts/twilio" if public_url else None,
+        status_callback=receipt_url(config, "twilio"),
     )
 
 
 def _capture(config: Config, inbox: Inbox) -> Provider:
     return CaptureProvider(inbox)
+
+
+def receipt_url(config: Config, provider: str) -> str | None:
+    """Where ``provider`` posts its delivery receipts, when ``server.public_url`` is set."""
+    base = config.server.public_url
+    return None if base is None else f"{base}/v1/receipts/{provider}"
 
 
 # Each provider of config/registry.py, built: adding a provider is its module, its entry
@@ -79,6 +87,39 @@ FACTORIES: dict[str, ProviderFactory] = {
     "vonage": _vonage,
     "aliyun": _aliyun,
     "twilio": _twilio,
+}
+
+
+# The receipt readers of providers that call us back (/v1/receipts/<name>), built when the
+# provider is configured (modules imported then, as the providers' own).
+def _vonage_receipts(config: Config) -> ReceiptReader:
+    from .providers.vonage_receipts import VonageReceipts
+
+    vonage = config.sms.section(VonageConfig)
+    assert vonage is not None
+    return VonageReceipts(vonage)
+
+
+def _twilio_receipts(config: Config) -> ReceiptReader:
+    from .providers.twilio_receipts import TwilioReceipts
+
+    twilio = config.sms.section(TwilioConfig)
+    assert twilio is not None
+    return TwilioReceipts(twilio)
+
+
+def _aliyun_receipts(config: Config) -> ReceiptReader:
+    from .providers.aliyun_receipts import AliyunReports
+
+    aliyun = config.sms.section(AliyunConfig)
+    assert aliyun is not None
+    return AliyunReports(aliyun)
+
+
+RECEIPT_READERS: dict[str, Callable[[Config], ReceiptReader]] = {
+    "vonage": _vonage_receipts,
+    "twilio": _twilio_receipts,
+    "aliyun": _aliyun_receipts,
 }
 
 
@@ -115,6 +156,8 @@ class Services:
     sender: SendPath  # the one way in for a send, from every intake
     logto: TemplateSync | None = None  # Logto's email templates, when templates.logto is set
     intake: SmtpIntake | None = None  # capture.smtp: mail from any app into the inbox
+    # The receipt readers of the configured SMS providers that call back, by provider name.
+    receipt_readers: dict[str, ReceiptReader] = field(default_factory=dict)
 
     def provider_names(self) -> list[str]:
         """The configured providers, email first."""
@@ -179,7 +222,8 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     metrics = Metrics()
     # Both decided here: in capture mode for tests they are off unless the config says on.
     delivery = replace(config.delivery, dedupe=config.dedupe_on)
-    outbox = Outbox(store, dispatcher, delivery, config.store.retention_days, metrics)
+    receipts = ReceiptDesk(store, dispatcher, metrics, config.sms, config.capture)
+    outbox = Outbox(store, dispatcher, delivery, config.store.retention_days, metrics, receipts)
     limiter = Limiter(counters, replace(config.limits, enabled=config.limits_on))
     # A send refused while shutting down comes back after the listener has closed.
     sender = SendPath(composer, limiter, outbox, delivery, metrics, config.server.drain_seconds + 1)
@@ -188,6 +232,12 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
         logto = TemplateSync(config.templates.logto, library.use_logto)
         metrics.logto_templates(lambda: float(logto.up))
     intake = SmtpIntake(config.capture.smtp, inbox) if config.capture.smtp is not None else None
+    readers = {
+        name: RECEIPT_READERS[name](config)
+        for name in sorted(config.sms.provider_names)
+        if name in RECEIPT_READERS
+    }
     return Services(
-        config, inbox, composer, dispatcher, store, limiter, outbox, metrics, sender, logto, intake
-    )
+        config, inbox, composer, dispatcher, store, limiter, outbox, metrics, sender, logto, intake,
+        readers,
+    )  # fmt: skip

@@ -92,10 +92,12 @@ def test_twilio_texts_unused_beside_vonage_texts_is_a_warning() -> None:
     (it is written before routing): check-config warns that Twilio's templates are unused."""
     sms = {"provider": "vonage", "vonage": logto_vonage_json(), "twilio": logto_twilio_json(),
            "routes": [{"prefixes": ["+1"], "providers": ["twilio", "vonage"]}]}  # fmt: skip
-    [warning] = warnings(parse_config({"sms": sms}))
+    # (receipt warnings aside: no server.public_url, unsigned Vonage receipts)
+    texts = [w for w in warnings(parse_config({"sms": sms})) if w.path.endswith(".templates")]
+    [warning] = texts
     assert warning.path == "sms.twilio.templates" and "sms.vonage.templates" in warning.problem
     alone = {"provider": "twilio", "twilio": logto_twilio_json()}
-    assert warnings(parse_config({"sms": alone})) == []
+    assert [w for w in warnings(parse_config({"sms": alone})) if w.path.startswith("sms")] == []
 
 
 @pytest.mark.slow

@@ -48,6 +48,18 @@ def _templates(f: Fields, d: Declared) -> tuple[AliyunTemplate, ...]:
     return tuple(templates)
 
 
+def _token(f: Fields, d: Declared) -> str | None:
+    token = f.string(d.key)
+    if token is not None and (len(token) < 16 or not token.isascii() or not token.isprintable()):
+        f.problem(
+            d.key,
+            "must be at least 16 printable ASCII characters",
+            "generate one: python -c 'import secrets; print(secrets.token_urlsafe(24))'",
+        )
+        return None
+    return token
+
+
 @section
 class AliyunConfig:
     """Logto's Aliyun SMS connector (Dysmsapi 2017-05-25, ``SendSms``)."""
@@ -94,6 +106,13 @@ class AliyunConfig:
         default=False,
         key="strictPhoneRegionNumberCheck",
     )
+
+    report_token: str | None = setting(
+        "take Aliyun's pushed SMS reports at /v1/receipts/aliyun?token=<this> (>= 16 "
+        "characters; not in Logto's connector: add it); unset: QuerySendDetails only",
+        default=None, key="reportToken", secret=True, read=_token,
+        schema={"type": ["string", "null"], "minLength": 16},
+    )  # fmt: skip
 
     def template(self, usage: str) -> AliyunTemplate | None:
         """The template for ``usage``, else the Generic one (Logto's fallback)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from .fields import Declared, Fields, read_optional, section, setting
 
 
@@ -20,6 +22,17 @@ def _intake(f: Fields, d: Declared) -> CaptureSmtpConfig | None:
     return CaptureSmtpConfig() if value is True else read_optional(CaptureSmtpConfig, f, d.key)
 
 
+def _pattern(f: Fields, d: Declared) -> str | None:
+    pattern = f.string(d.key)
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            f.problem(d.key, f"is not a regular expression: {exc}", 'e.g. "^\\+1555"')
+            return None
+    return pattern
+
+
 @section
 class CaptureConfig:
     max_messages: int = setting(
@@ -36,3 +49,8 @@ class CaptureConfig:
         read=_intake,
         schema={"anyOf": [{"type": ["boolean", "null"]}, CaptureSmtpConfig]},
     )
+    sms_undelivered: str | None = setting(
+        "captured SMS to numbers (E.164) this regular expression finds get a simulated "
+        "undelivered receipt; the others a delivered one",
+        default=None, read=_pattern, schema={"type": ["string", "null"]},
+    )  # fmt: skip

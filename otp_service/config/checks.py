@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigProblem
-from .registry import BY_NAME, sending, spoken
+from .registry import BY_NAME, on, sending, spoken
 from .settings import Config, is_loopback
 
 
@@ -98,4 +98,36 @@ def warnings(config: Config) -> list[ConfigProblem]:
                 "testing",
             )
         )
+    found += _receipt_warnings(config)
+    return found
+
+
+def _receipt_warnings(config: Config) -> list[ConfigProblem]:
+    """Delivery receipts that cannot arrive, or that anyone could forge."""
+    found = []
+    used = [p for p in on("sms") if p.name in config.sms.provider_names]
+    calls_back = [p.name for p in used if p.calls_back]
+    if calls_back and config.server.public_url is None:
+        found.append(
+            ConfigProblem(
+                "server.public_url",
+                f"is not set: {spoken(calls_back, 'and')} cannot be told where to send "
+                "delivery receipts with each SMS (only a URL set in the provider's console works)",
+                "set server.public_url to the URL providers reach this service at, e.g. "
+                "https://otp.example.com (see docs/receipts.md)",
+            )
+        )
+    sections = dict(config.sms.sections)
+    for p in used:
+        section = sections.get(p.name)
+        if p.unsigned_receipts is not None and section is not None and p.unsigned_receipts(section):
+            found.append(
+                ConfigProblem(
+                    f"sms.{p.name}",
+                    f"takes {p.title}'s delivery receipts unsigned: anyone who learns a message "
+                    "id and its number can post one",
+                    f"turn on signed webhooks at {p.title} and copy its signature secret here "
+                    "(see docs/receipts.md)",
+                )
+            )
     return found

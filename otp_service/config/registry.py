@@ -36,6 +36,9 @@ class Registered:
     concurrency: tuple[int, int] | None = None  # sms.<name>_concurrency: (default, maximum)
     # The SMS texts its connector JSON carries, (usage type, template), when it carries any.
     texts: Callable[[Any], Sequence[tuple[str, str]]] | None = None
+    calls_back: bool = False  # posts delivery receipts to server.public_url's /v1/receipts/<name>
+    # Given its settings, whether its receipts would be taken unsigned (anyone could post one).
+    unsigned_receipts: Callable[[Any], bool] | None = None
 
 
 PROVIDERS = (
@@ -49,6 +52,8 @@ PROVIDERS = (
         endpoint=True,
         concurrency=(16, 256),
         texts=VonageConfig.text_templates,
+        calls_back=True,
+        unsigned_receipts=VonageConfig.receipts_unsigned,
     ),
     Registered("aliyun", "Aliyun", ("sms",), AliyunConfig, endpoint=True, concurrency=(32, 1024)),
     Registered(
@@ -59,6 +64,7 @@ PROVIDERS = (
         endpoint=True,
         concurrency=(32, 1024),
         texts=TwilioConfig.text_templates,
+        calls_back=True,
     ),
 )
 BY_NAME = {p.name: p for p in PROVIDERS}

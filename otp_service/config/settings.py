@@ -13,6 +13,7 @@ import re
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -38,6 +39,22 @@ T = TypeVar("T")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _public_url(f: Fields, d: Declared) -> str | None:
+    """An absolute http(s) URL without query or fragment; kept without a trailing slash."""
+    url = f.string(d.key)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        f.problem(
+            d.key,
+            "must be an absolute http(s) URL without query or fragment",
+            "e.g. https://otp.example.com (where providers reach this service)",
+        )
+        return None
+    return url.rstrip("/")
 
 
 @section
@@ -69,6 +86,10 @@ class ServerConfig:
         default=None, minimum=0, maximum=65535,
     )  # fmt: skip
     metrics_host: str | None = setting("that listener's address (default: host)", default=None)
+    public_url: str | None = setting(
+        "the service's public base URL, which providers call back with delivery receipts",
+        default=None, read=_public_url, schema={"type": ["string", "null"], "format": "uri"},
+    )  # fmt: skip
 
 
 def _tokens(f: Fields, d: Declared) -> tuple[str, ...]:

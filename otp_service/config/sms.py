@@ -170,6 +170,25 @@ class SmsConfig:
                 for p in on("sms") if p.concurrency is not None},
     )  # fmt: skip
 
+    failover_on_undelivered: bool = setting(
+        "resend once through the route's next provider when a receipt says undelivered while "
+        "the code is valid (off: a late receipt could mean two texts)",
+        default=False,
+    )
+    receipt_horizon_seconds: float = setting(
+        "an SMS without a final delivery receipt after this is counted unknown",
+        default=3600.0, minimum=60,
+    )  # fmt: skip
+    receipt_poll_seconds: float = setting(
+        "how often providers that are asked (not called back) are asked about SMS waiting for "
+        "a receipt",
+        default=30.0, minimum=1,
+    )  # fmt: skip
+    receipt_query_rate: float = setting(
+        "calls per second at most asking a provider for receipts (a per-account limit)",
+        default=5.0, minimum=0.1,
+    )  # fmt: skip
+
     def endpoint(self, provider: str) -> Endpoint:
         return dict(self.endpoints).get(provider, Endpoint())
 

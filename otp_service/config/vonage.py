@@ -41,6 +41,21 @@ class VonageConfig:
         schema={"type": "array", "items": VonageTemplate},
     )  # (usageType, content)
 
+    signature_secret: str | None = setting(
+        "the signature secret of the account's API settings: delivery receipts must then be "
+        "signed with it (not in Logto's connector; add it)",
+        default=None, key="signatureSecret", secret=True,
+    )  # fmt: skip
+    signature_method: str = setting(
+        "the account's signature method (md5hash, or an HMAC: md5, sha1, sha256, sha512)",
+        default="md5hash", key="signatureMethod",
+        choices=("md5hash", "md5", "sha1", "sha256", "sha512"),
+    )  # fmt: skip
+
+    def receipts_unsigned(self) -> bool:
+        """Whether delivery receipts are taken without a signature (no signatureSecret)."""
+        return self.signature_secret is None
+
     def text_templates(self) -> tuple[tuple[str, str], ...]:
         """The SMS texts this connector carries, (usage type, template)."""
         return self.templates

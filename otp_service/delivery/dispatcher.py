@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from ..config.sms import SmsConfig
 from ..errors import (
     MessageExpired,
     OutcomeUnknownError,
+    PermanentProviderError,
     ProviderError,
     TransientProviderError,
 )
@@ -79,6 +80,7 @@ class Dispatcher:
         on_attempt: AttemptHook | None = None,
         expires_at: float | None = None,
         on_start: StartHook | None = None,
+        skip: Collection[str] = (),
     ) -> SendResult:
         """Send ``message``; raises the last ProviderError when no provider delivered it.
 
@@ -87,12 +89,16 @@ class Dispatcher:
         transient, permanent, unknown. ``on_start(provider)`` is awaited just before each attempt
         (the outbox records an SMS attempt durably there: if that fails, nothing is sent). Past
         ``expires_at`` (a pacer can wait long) it raises
-        :class:`~otp_service.errors.MessageExpired`.
+        :class:`~otp_service.errors.MessageExpired`. Providers named in ``skip`` are passed
+        over (a resend after an undelivered receipt goes to the next ones).
         Each attempt is bounded by ``timeout``: an SMS that gets no answer in time is an
         unknown outcome (it may have gone out), an email a transient failure.
         """
         last: TransientProviderError | None = None
-        for provider in self.plan(message):
+        plan = [p for p in self.plan(message) if p.name not in skip]
+        if not plan:
+            raise PermanentProviderError("none", "no provider left to try")
+        for provider in plan:
             if (pacer := self.pacers.get(provider.name)) is not None:
                 await pacer.wait()
             if expires_at is not None and time.time() >= expires_at:

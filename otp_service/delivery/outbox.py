@@ -37,6 +37,7 @@ from ..store import Accepted, Attempt, OutboxStore, StoreUnavailable
 from .dispatcher import Dispatcher
 from .expiry import expired_error, expiry_reason, record_expired
 from .outcome import Outcome
+from .receipts import ReceiptDesk
 from .upkeep import Upkeep
 
 log = logging.getLogger("otp_service.outbox")
@@ -52,8 +53,10 @@ class Outbox:
         config: DeliveryConfig,
         retention_days: float = 7.0,
         metrics: Metrics | None = None,
+        receipts: ReceiptDesk | None = None,
     ) -> None:
         self.store = store
+        self.receipts = receipts  # SMS delivery receipts: taken, polled, resent on failure
         self.metrics = metrics or Metrics()
         self.retention_seconds = retention_days * 86400
         self._upkeep = Upkeep(store, self.metrics, config.lease_seconds, self.retention_seconds)
@@ -87,6 +90,8 @@ class Outbox:
                 log.warning(
                     "shutdown: %d message(s) left in the outbox for the next start", len(pending)
                 )
+        if self.receipts is not None:
+            await self.receipts.stop(grace_seconds)
         await self.dispatcher.close()
         await self.store.close()
 
@@ -222,6 +227,7 @@ class Outbox:
         provider: str | None,
         error: str | None,
         attempt: Attempt | None = None,
+        keep_body: bool = False,
     ) -> str | None:
         """Record a final outcome; None once recorded, else why the message failed instead.
 
@@ -231,7 +237,7 @@ class Outbox:
         try:
             await self._until_stored(
                 message.id,
-                lambda: self.store.finish(message.id, status, provider, error, attempt),
+                lambda: self.store.finish(message.id, status, provider, error, attempt, keep_body),
             )
             return None
         except Exception as exc:
@@ -372,13 +378,25 @@ class Outbox:
                 log.error("delivery of id=%s failed unexpectedly", message.id, exc_info=ended)
                 error = f"internal error: {type(ended).__name__}"
                 outcome = settle(Outcome.of(message, "failed", error=OtpServiceError(error)))
-        if (refused := await self._finish(message, status, provider, error, attempt)) is not None:
+        # An SMS that may be resent once on an undelivered receipt keeps its code until then.
+        keep = status == "sent" and message.channel == "sms" and self._keeps_bodies
+        refused = await self._finish(message, status, provider, error, attempt, keep)
+        if refused is not None:
             status, error = "failed", refused
+        elif isinstance(ended, SendResult) and message.channel == "sms" and self.receipts:
+            try:  # a simulated receipt (capture) must never turn a delivery into a failure
+                await self.receipts.sent(message, ended)
+            except Exception:
+                log.warning("could not simulate the receipt of id=%s", message.id, exc_info=True)
         if status == "failed":
             self._final(message, status, tried, ERROR, provider=provider, error=error)
         else:
             self._final(message, status, tried, INFO, provider=provider)
         return outcome
+
+    @property
+    def _keeps_bodies(self) -> bool:
+        return self.receipts is not None and self.receipts.keeps_bodies
 
     async def _interrupted(self, message: Message, tried: int) -> None:
         """Shutdown cut an attempt: an SMS may already be at the provider (a Vonage thread even
@@ -426,6 +444,8 @@ class Outbox:
                         if due.message.id not in self._active:
                             self._spawn(due.message, due.expires_at, due.attempts, now)
                 await self._upkeep.tend(now, self._active, idle=not self._tasks)
+                if self.receipts is not None:
+                    await self.receipts.tend(now)
             except StoreUnavailable as exc:
                 self._upkeep.store_unavailable(exc)
             except Exception:  # a store hiccup must not kill the worker

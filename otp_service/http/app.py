@@ -1,7 +1,8 @@
 """The HTTP layer: parse, authenticate, validate, call the domain, map errors to JSON.
 
 Paths: ``POST /v1/email``, ``POST /v1/sms`` (Logto's HTTP connectors), the capture inbox
-(:mod:`.inbox_api`: ``/v1/messages...``), its page (:mod:`.inbox_page`: ``/inbox``); the
+(:mod:`.inbox_api`: ``/v1/messages...``), its page (:mod:`.inbox_page`: ``/inbox``), the
+providers' delivery receipts (:mod:`.receipts`: ``/v1/receipts/...``); the
 operators' endpoints (probes, metrics, ``/openapi.json``) are in :mod:`.ops`. Every route has
 an entry in :mod:`.openapi`.
 """
@@ -24,7 +25,7 @@ from ..message.compose import Channel, parse_request
 from ..message.templates import TemplateLibrary
 from ..services import build_services
 from ..text.sanitize import has_control, json_problem
-from . import inbox_api, inbox_page, ops
+from . import inbox_api, inbox_page, ops, receipts
 from .access_log import request_id_middleware
 from .answers import (
     answer,
@@ -155,6 +156,7 @@ def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Ap
     app.router.add_post("/v1/sms", send_sms)
     inbox_api.add_routes(app)
     inbox_page.add_routes(app)
+    receipts.add_routes(app)  # authenticated by each provider's signature, not auth.tokens
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)

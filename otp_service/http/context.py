@@ -7,6 +7,7 @@ use: only the app factory knows the wiring module (:mod:`otp_service.services`).
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from typing import Protocol
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from ..errors import UnauthorizedError
 from ..intake.smtp import SmtpIntake
 from ..logto.sync import TemplateSync
 from ..metrics import Metrics
+from ..providers.base import ReceiptReader
 from ..store import Inbox, OutboxStore
 
 
@@ -41,6 +43,8 @@ class AppServices(Protocol):
     def logto(self) -> TemplateSync | None: ...
     @property
     def intake(self) -> SmtpIntake | None: ...
+    @property
+    def receipt_readers(self) -> Mapping[str, ReceiptReader]: ...
 
     def provider_names(self) -> list[str]: ...
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -18,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..delivery.receipts import delivery_of
 from ..errors import RequestError, ShuttingDownError
 from ..message.compose import Message, normalize_to
 from ..store import InboxEvent, InboxQuery, StoredStatus, UnknownMessage
@@ -127,6 +129,9 @@ def _status_json(status: StoredStatus) -> dict[str, Any]:
                 "outcome": a.outcome,
                 "error": a.error,
                 "provider_id": a.provider_id,
+                "receipt": a.receipt,
+                "receipt_at": _iso(a.receipt_at) if a.receipt_at is not None else None,
+                "receipt_error": a.receipt_error,
             }
             for a in status.attempts
         ],
@@ -149,6 +154,8 @@ async def get_message(request: web.Request) -> web.Response:
     body: dict[str, Any] = message_json(captured) if captured is not None else {}
     if stored is not None:
         body.update(_status_json(stored))
+        horizon = request.app[CONFIG].sms.receipt_horizon_seconds
+        body["delivery"] = delivery_of(stored, horizon, time.time())
     return web.json_response(body)
 
 

@@ -108,6 +108,24 @@ def _send(channel: str) -> dict[str, Any]:
     }
 
 
+def _receipt_error(text: str) -> dict[str, Any]:
+    return {"description": text, "content": {JSON: {"schema": ref("Error")}}}
+
+
+_RECEIPT_ERRORS = {
+    "400": _receipt_error("receipt_invalid: not the provider's documented receipt"),
+    "401": _receipt_error("receipt_unsigned, receipt_forged: the provider's signature or token"),
+    "403": _receipt_error("receipt_mismatch: it names another number than the message's"),
+    "404": _receipt_error("receipt_unmatched (no such message yet), receipt_not_configured"),
+    "413": _receipt_error("payload_too_large"),
+}
+_RECEIPT_BODY = {
+    "content": {
+        "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+        JSON: {"schema": {}},
+    }
+}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/v1/email": _send("email"),
     "/v1/sms": _send("sms"),
@@ -187,6 +205,24 @@ PATHS: dict[str, dict[str, Any]] = {
             "parameters": [_ID],
             "responses": {"200": ok(ref("Deleted")), **errors(401, 404)},
         },
+    },
+    "/v1/receipts/{provider}": {
+        method: {
+            "operationId": f"receipt_{method}",
+            "summary": "A provider's delivery receipts (docs/receipts.md), authenticated by "
+            "the provider's own signature or token, not a bearer token",
+            "security": [],
+            "parameters": [
+                {"name": "provider", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            **({"requestBody": _RECEIPT_BODY} if method == "post" else {}),
+            "responses": {
+                "200": ok({"type": "object"}, "taken (a batch: the answer its provider wants)"),
+                "204": {"description": "taken (a repeat too)"},
+                **_RECEIPT_ERRORS,
+            },
+        }
+        for method in ("get", "post")
     },
     # The live inbox page: static files; the page asks for a token and sends it to the API.
     "/inbox": _static("text/html", "inbox page"),

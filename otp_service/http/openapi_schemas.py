@@ -114,6 +114,29 @@ SCHEMAS: dict[str, Schema] = {
                 description="The provider's own id of the message (Vonage message-id, Aliyun "
                 "BizId, the SMTP server's queue id), when it gave one.",
             ),
+            "receipt": _nullable(
+                "string",
+                description="The delivery receipt's state: pending, unknown, undelivered, "
+                "delivered (SMS accepted by a provider).",
+            ),
+            "receipt_at": _nullable("string", format="date-time"),
+            "receipt_error": _nullable("string"),
+        },
+    },
+    "Delivery": {
+        "type": ["object", "null"],
+        "description": "What became of an SMS after the provider accepted it (null: email, "
+        "or never handed over).",
+        "required": ["state", "final", "provider"],
+        "properties": {
+            "state": {"enum": ["pending", "delivered", "undelivered", "unknown"]},
+            "final": {"type": "boolean"},
+            "provider": {"type": "string"},
+            "provider_id": _nullable("string"),
+            "at": _nullable("string", format="date-time"),
+            "seconds_to_handset": _nullable("number"),
+            "error": _nullable("string", description="the carrier's error and its meaning"),
+            "resent": {"type": "boolean", "description": "resent after an undelivered receipt"},
         },
     },
     "MessageStatus": {
@@ -135,6 +158,7 @@ SCHEMAS: dict[str, Schema] = {
             "finished_at": _nullable("string", format="date-time"),
             "error": _nullable("string"),
             "attempts": {"type": "array", "items": ref("Attempt")},
+            "delivery": ref("Delivery"),
         },
         "additionalProperties": True,
     },

@@ -71,3 +71,12 @@ def check_destination(parsed: phonenumbers.PhoneNumber, sms: SmsConfig) -> None:
         raise ValueError("premium-rate numbers are refused")
     if refused:
         raise ValueError(f"SMS to {region} numbers is not allowed here")
+
+
+def region_of(e164_number: str) -> str:
+    """The ISO country of an E.164 number (``ZZ`` when none): a bounded label for metrics."""
+    try:
+        parsed = phonenumbers.parse(e164_number, None)
+    except phonenumbers.NumberParseException:
+        return "ZZ"
+    return phonenumbers.region_code_for_number(parsed) or "ZZ"

@@ -33,6 +33,8 @@ from ..errors import (
     TransientProviderError,
 )
 from ..message.compose import Message
+from ..store.receipts import Receipt
+from .aliyun_receipts import from_query, query_request
 from .base import SendResult
 
 # darabonba logs every request line (TemplateParam, so the code) at DEBUG to its own stderr
@@ -167,6 +169,23 @@ class AliyunProvider:
             code = body.code if body is not None else "empty"
             raise _business_error(str(code), str(body.message if body is not None else ""))
         return SendResult(self.name, "sent", body.biz_id)
+
+    async def query_receipt(self, provider_id: str, to: str, sent_at: float) -> Receipt | None:
+        """Ask QuerySendDetails about one message; None while Aliyun has no record of it.
+        Raises a ProviderError, as :meth:`send` does."""
+        request = query_request(provider_id, to, sent_at)
+        try:
+            async with self.slots:
+                response = await self.client.query_send_details_with_options_async(
+                    request, self.runtime
+                )
+        except Exception as exc:
+            raise classify(exc) from exc
+        body = response.body
+        if body is None or body.code != "OK":
+            code = body.code if body is not None else "empty"
+            raise _business_error(str(code), str(body.message if body is not None else ""))
+        return from_query(provider_id, to, body)
 
     async def close(self) -> None:
         return None

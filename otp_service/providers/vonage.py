@@ -108,8 +108,17 @@ class VonageProvider:
 
     name = NAME
 
-    def __init__(self, config: VonageConfig, endpoint: Endpoint, concurrency: int = 16) -> None:
+    def __init__(
+        self,
+        config: VonageConfig,
+        endpoint: Endpoint,
+        concurrency: int = 16,
+        callback: str | None = None,
+    ) -> None:
         self.config = config
+        # The delivery receipt URL of each message (the SMS API takes at most 100 characters;
+        # a longer one is left to the dashboard's setting).
+        self.callback = callback if callback is not None and len(callback) <= 100 else None
         options = HttpClientOptions(
             rest_host=endpoint.host or DEFAULT_HOST,
             timeout=max(1, math.ceil(endpoint.timeout_seconds)),
@@ -140,6 +149,7 @@ class VonageProvider:
             text=message.text,
             type="unicode" if analyse(message.text).unicode else "text",
             client_ref=message.id[:40],
+            callback=self.callback,
         )
         response = self.client.sms.send(sms)
         return str(response.messages[0].message_id) if response.messages else None

@@ -164,6 +164,21 @@ ALTER TABLE attempts ADD COLUMN provider_id text;
 CREATE INDEX limit_counters_tat ON limit_counters (tat);
 """,
     ),
+    (
+        5,
+        "delivery receipts per attempt, found by the provider's message id; one resend",
+        """
+ALTER TABLE attempts ADD COLUMN receipt text;
+ALTER TABLE attempts ADD COLUMN receipt_at double precision;
+ALTER TABLE attempts ADD COLUMN receipt_error text;
+ALTER TABLE messages ADD COLUMN failover_at double precision;
+CREATE INDEX attempts_provider_id ON attempts (provider_id, provider)
+  WHERE provider_id IS NOT NULL;
+CREATE INDEX attempts_awaiting ON attempts (at)
+  WHERE provider_id IS NOT NULL AND outcome IN ('sent', 'captured')
+  AND (receipt IS NULL OR receipt = 'pending');
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

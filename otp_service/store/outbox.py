@@ -31,7 +31,10 @@ promises (tests/test_store_contract.py holds each to them):
 - **Nothing derived from a code outlives the message.** The dedupe key is keyed with the
   store's own random :attr:`OutboxStore.dedupe_secret` (an HMAC, not a bare hash of the code),
   and is erased once the message expires (``expires_at``), whatever its status; bodies are
-  erased when a message is finished.
+  erased when a message is finished (an SMS that may be resent once on an undelivered receipt,
+  ``sms.failover_on_undelivered``, keeps its body until that resend or its expiry at most).
+- **Receipts** (:mod:`.receipts`) move an accepted attempt's delivery state up, never down, in
+  one conditional write, matched by provider and the provider's message id.
 - **Purge** deletes finished messages' metadata (status, attempts, idempotency keys) and nothing
   of another port.
 - **Health.** :attr:`OutboxStore.healthy` is False while the store cannot take durable writes
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..message.compose import Message
+from .receipts import Applied, Receipt, ReceiptTarget
 
 FINAL = frozenset({"sent", "captured", "failed", "expired"})
 
@@ -67,6 +71,9 @@ class Attempt:
     outcome: str  # "sent", "captured", "transient", "permanent", "unknown"
     error: str | None = None
     provider_id: str | None = None  # the provider's own id of the message (support's trace)
+    receipt: str | None = None  # its delivery receipt's state (store/receipts.py), once any
+    receipt_at: float | None = None  # when that state was reported (unix time)
+    receipt_error: str | None = None  # the carrier's error and its meaning, when undelivered
 
 
 @dataclass(frozen=True)
@@ -216,9 +223,12 @@ class OutboxStore(Protocol):
         provider: str | None,
         error: str | None,
         attempt: Attempt | None = None,
+        keep_body: bool = False,
     ) -> None:
         """Mark final (sent, captured, failed, expired) and delete the body (it holds the code),
-        recording ``attempt`` (with its ``provider_id``) in the same write."""
+        recording ``attempt`` (with its ``provider_id``) in the same write. ``keep_body``: an
+        SMS that may be resent once on an undelivered receipt keeps it until
+        :meth:`claim_failover` or :meth:`erase_kept_bodies` (at its expiry at the latest)."""
         ...
 
     async def retry_later(self, message_id: str, next_attempt_at: float, error: str) -> None:
@@ -241,4 +251,44 @@ class OutboxStore(Protocol):
     async def purge(self, finished_before: float) -> int:
         """Delete the metadata of messages finished before the given time (their status,
         attempts and idempotency keys; nothing of the other ports); how many messages."""
+        ...
+
+    # -- delivery receipts (store/receipts.py)
+
+    async def apply_receipt(self, receipt: Receipt, now: float) -> Applied:
+        """Move the state of the latest accepted attempt carrying ``receipt``'s provider id up
+        to ``receipt.state`` (never down: a repeat or a lower state changes nothing), unless
+        the receipt names another number than the message's."""
+        ...
+
+    async def receipt_target(self, provider: str, provider_id: str) -> ReceiptTarget | None:
+        """The accepted attempt carrying this provider id, with its state now."""
+        ...
+
+    async def awaiting_receipts(
+        self, provider: str, after: float, before: float, limit: int
+    ) -> list[ReceiptTarget]:
+        """SMS attempts accepted by ``provider`` between ``after`` and ``before`` (exclusive)
+        with no final receipt yet, oldest first (what a poll for receipts asks about)."""
+        ...
+
+    async def overdue_receipts(
+        self, sent_after: float, sent_before: float, limit: int
+    ) -> list[ReceiptTarget]:
+        """Mark ``unknown`` up to ``limit`` SMS attempts accepted between ``sent_after`` and
+        ``sent_before`` with no final receipt; return them (as they were)."""
+        ...
+
+    async def claim_failover(
+        self, message_id: str, provider: str, provider_id: str, now: float
+    ) -> Message | None:
+        """Take the one resend of a sent SMS whose attempt at ``provider`` is still
+        ``undelivered`` and whose code is alive: the message (its kept body), durably marked
+        as resent, or None when it was resent already, turned delivered, expired or kept no
+        body."""
+        ...
+
+    async def erase_kept_bodies(self, now: float) -> None:
+        """Erase the bodies kept for a resend (``finish(keep_body=True)``) of messages past
+        their expiry."""
         ...

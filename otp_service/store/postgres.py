@@ -46,7 +46,7 @@ from .outbox import (
     Recovered,
     StoredStatus,
 )
-from .pg_connection import PgConnection
+from .pg_receipts import PgReceipts
 
 log = logging.getLogger("otp_service.store")
 COUNTER_TRIM_SECONDS = 60.0  # how often a replica deletes the counters whose time has passed
@@ -89,7 +89,8 @@ _ATTEMPT = (
 _FINISH = """
 WITH a AS (INSERT INTO attempts (message_id, at, provider, outcome, error, provider_id)
            SELECT $1, $6, $7, $8, $9, $10 WHERE $7::text IS NOT NULL)
-UPDATE messages SET status = $2, provider = $3, last_error = $4, body = NULL, lease_until = NULL,
+UPDATE messages SET status = $2, provider = $3, last_error = $4,
+       body = CASE WHEN $11::boolean THEN body END, lease_until = NULL,
        lease_owner = NULL, finished_at = $5, attempt_started_at = NULL, attempt_provider = NULL,
        attempts = attempts + CASE WHEN $7::text IS NULL THEN 0 ELSE 1 END
 WHERE id = $1
@@ -121,7 +122,7 @@ RETURNING tat
 _TRIM_COUNTERS = "DELETE FROM limit_counters WHERE tat < $1"
 
 
-class PostgresStore(PgConnection):
+class PostgresStore(PgReceipts):
     """The :class:`~otp_service.store.outbox.OutboxStore` and the
     :class:`~otp_service.store.counters.CounterStore` on a PostgreSQL database shared by
     replicas."""
@@ -252,13 +253,14 @@ class PostgresStore(PgConnection):
         provider: str | None,
         error: str | None,
         attempt: Attempt | None = None,
+        keep_body: bool = False,
     ) -> None:
         assert status in FINAL
         await self.write(
             _FINISH, message_id, status, provider, error, time.time(),
             attempt.at if attempt else None, attempt.provider if attempt else None,
             attempt.outcome if attempt else None, attempt.error if attempt else None,
-            attempt.provider_id if attempt else None,
+            attempt.provider_id if attempt else None, keep_body,
         )  # fmt: skip
 
     async def retry_later(self, message_id: str, next_attempt_at: float, error: str) -> None:
@@ -274,8 +276,8 @@ class PostgresStore(PgConnection):
             if row is None:
                 return None
             attempts = await conn.fetch(
-                "SELECT at, provider, outcome, error, provider_id FROM attempts "
-                "WHERE message_id = $1 "
+                "SELECT at, provider, outcome, error, provider_id, receipt, receipt_at, "
+                "receipt_error FROM attempts WHERE message_id = $1 "
                 "ORDER BY at, seq",
                 message_id,
             )

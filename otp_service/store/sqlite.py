@@ -50,7 +50,9 @@ from .outbox import (
     Recovered,
     StoredStatus,
 )
-from .sqlite_engine import Operation, SqliteEngine
+from .sqlite_engine import Operation
+from .sqlite_receipts import ATTEMPT_COLUMNS, MESSAGE_COLUMNS, SqliteReceipts
+from .sqlite_receipts import INDEXES as RECEIPT_INDEXES
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -115,8 +117,8 @@ COUNTER_LOG_SLACK = 10_000  # rows the counter log may hold beyond twice the liv
 def _upgrade(conn: sqlite3.Connection) -> None:
     """Columns added since the first version of the file."""
     for table, columns in (
-        ("messages", ("attempt_started_at REAL", "attempt_provider TEXT")),
-        ("attempts", ("provider_id TEXT",)),
+        ("messages", ("attempt_started_at REAL", "attempt_provider TEXT", *MESSAGE_COLUMNS)),
+        ("attempts", ("provider_id TEXT", *ATTEMPT_COLUMNS)),
     ):
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         for column in columns:
@@ -229,7 +231,7 @@ def _backlog(conn: sqlite3.Connection) -> tuple[int, float | None]:
     return int(count), oldest
 
 
-class SqliteStore(SqliteEngine):
+class SqliteStore(SqliteReceipts):
     """The :class:`~otp_service.store.outbox.OutboxStore` and the
     :class:`~otp_service.store.counters.CounterStore` on one SQLite file."""
 
@@ -255,6 +257,9 @@ class SqliteStore(SqliteEngine):
         try:
             _upgrade(conn)
             conn.execute(INDEXES)
+            for index in RECEIPT_INDEXES.split(";"):
+                if index.strip():
+                    conn.execute(index)
             self.dedupe_secret = _dedupe_secret(conn)
             self._slot_hash = hashlib.blake2b(key=self.dedupe_secret, digest_size=16)
             conn.execute("UPDATE messages SET lease_until = NULL WHERE lease_until IS NOT NULL")
@@ -357,6 +362,7 @@ class SqliteStore(SqliteEngine):
         provider: str | None,
         error: str | None,
         attempt: Attempt | None = None,
+        keep_body: bool = False,
     ) -> None:
         assert status in FINAL
         now = time.time()
@@ -365,9 +371,10 @@ class SqliteStore(SqliteEngine):
             if attempt is not None:
                 _insert_attempt(conn, message_id, attempt)
             conn.execute(
-                "UPDATE messages SET status = ?, provider = ?, last_error = ?, body = NULL, "
+                "UPDATE messages SET status = ?, provider = ?, last_error = ?, "
+                "body = CASE WHEN ? THEN body END, "
                 "lease_until = NULL, finished_at = ?, attempt_started_at = NULL WHERE id = ?",
-                (status, provider, error, now, message_id),
+                (status, provider, error, keep_body, now, message_id),
             )
 
         await self._do(run)
@@ -392,8 +399,8 @@ class SqliteStore(SqliteEngine):
             if row is None:
                 return None
             attempts = conn.execute(
-                "SELECT at, provider, outcome, error, provider_id FROM attempts "
-                "WHERE message_id = ? "
+                "SELECT at, provider, outcome, error, provider_id, receipt, receipt_at, "
+                "receipt_error FROM attempts WHERE message_id = ? "
                 "ORDER BY at, rowid",
                 (message_id,),
             ).fetchall()

@@ -11,15 +11,28 @@ are HTTP 200 too, with another ``Code`` (:func:`aliyun_business`, e.g.
 ``isv.BUSINESS_LIMIT_CONTROL``); gateway errors are 4xx/5xx with an error JSON
 (:func:`aliyun_error`), which the SDK raises as ``ClientException``/``ServerException``, or as
 ``ThrottlingException`` when the answer carries ``x-acs-retry-after`` (:func:`aliyun_throttled`).
+
+Delivery reports, as Aliyun keeps them: every accepted SMS gets a record (``SendStatus`` 1,
+waiting for the carrier) that a test moves on with :meth:`FakeAliyun.report` (3 delivered with
+``ErrCode`` ``DELIVERED``, 2 failed with the carrier's code). ``QuerySendDetails``
+(https://help.aliyun.com/document_detail/419277.html: ``x-acs-action: QuerySendDetails``,
+``PhoneNumber``, ``BizId``, ``SendDate`` yyyyMMdd, ``PageSize``, ``CurrentPage`` in the query)
+answers the records of that number and date (of that BizId when given), in
+``SmsSendDetailDTOs.SmsSendDetailDTO``. :meth:`FakeAliyun.push_reports` posts them as the
+SmsReport HTTP batch push does (https://help.aliyun.com/document_detail/101867.html).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -89,15 +102,112 @@ def _ok() -> dict[str, str]:
     }
 
 
+BEIJING = timezone(timedelta(hours=8))
+
+
+def _beijing(moment: datetime | None = None) -> str:
+    return (moment or datetime.now(BEIJING)).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+
+
 class FakeAliyun(FakeServer):
-    """Aliyun's ``SendSms`` on ``http://127.0.0.1:port/``, recording each request."""
+    """Aliyun's ``SendSms`` and ``QuerySendDetails`` on ``http://127.0.0.1:port/``, recording
+    each request."""
+
+    def __init__(self, *, port: int = 0) -> None:
+        super().__init__(port=port)
+        self.records: dict[str, dict[str, Any]] = {}  # BizId -> its SmsSendDetailDTO
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/", self.handle)]
 
     def default_reply(self, request: Recorded) -> Reply:
-        """Accept the message: ``Code: OK`` with a ``BizId``."""
-        return Reply(json=_ok())
+        """``SendSms``: accept the message (``Code: OK`` with a ``BizId``) and keep its record;
+        ``QuerySendDetails``: the records asked for."""
+        if request.header("x-acs-action") == "QuerySendDetails":
+            return self._details(request.query)
+        answer = _ok()
+        now = datetime.now(BEIJING)
+        with self.lock:
+            self.records[answer["BizId"]] = {
+                "PhoneNum": request.query.get("PhoneNumbers", ""),
+                "SendStatus": 1,
+                "ErrCode": "",
+                "TemplateCode": request.query.get("TemplateCode", ""),
+                "Content": "",
+                "SendDate": _beijing(now),
+                "ReceiveDate": "",
+                "OutId": "",
+                "_day": now.strftime("%Y%m%d"),
+            }
+        return Reply(json=answer)
+
+    def _details(self, query: dict[str, str]) -> Reply:
+        phone, biz_id, day = query.get("PhoneNumber"), query.get("BizId"), query.get("SendDate")
+        if not phone or not day or not query.get("PageSize") or not query.get("CurrentPage"):
+            return aliyun_error(400, "MissingParameter", "PhoneNumber, SendDate, PageSize ...")
+        with self.lock:
+            found = [
+                {k: v for k, v in record.items() if not k.startswith("_")}
+                for key, record in self.records.items()
+                if record["PhoneNum"] == phone and record["_day"] == day
+                and (not biz_id or key == biz_id)
+            ]  # fmt: skip
+        return Reply(
+            json={
+                "Code": "OK",
+                "Message": "OK",
+                "RequestId": _request_id(),
+                "TotalCount": len(found),
+                "SmsSendDetailDTOs": {"SmsSendDetailDTO": found},
+            }
+        )
+
+    def report(self, biz_id: str, send_status: int, err_code: str = "DELIVERED") -> None:
+        """Move a record on: 3 delivered, 2 failed (``err_code``: the carrier's), 1 waiting."""
+        with self.lock:
+            record = self.records[biz_id]
+            record["SendStatus"] = send_status
+            record["ErrCode"] = err_code if send_status != 1 else ""
+            record["ReceiveDate"] = _beijing() if send_status != 1 else ""
+
+    @property
+    def biz_ids(self) -> list[str]:
+        """The BizId of every accepted SMS, oldest first."""
+        with self.lock:
+            return list(self.records)
+
+    @property
+    def queries(self) -> list[dict[str, str]]:
+        """The query parameters of every ``QuerySendDetails`` received, oldest first."""
+        return [r.query for r in self.requests if r.header("x-acs-action") == "QuerySendDetails"]
+
+    def push_report(self, biz_id: str, success: bool, err_code: str = "DELIVERED",
+                    err_msg: str = "用户接收成功") -> dict[str, Any]:  # fmt: skip
+        """One SmsReport entry about ``biz_id``, as the push sends it."""
+        with self.lock:
+            record = self.records[biz_id]
+        return {
+            "phone_number": record["PhoneNum"],
+            "send_time": record["SendDate"],
+            "report_time": _beijing(),
+            "success": success,
+            "err_code": err_code,
+            "err_msg": err_msg,
+            "sms_size": "1",
+            "biz_id": biz_id,
+            "out_id": "",
+        }
+
+    def push_reports(self, url: str, body: Any) -> concurrent.futures.Future[tuple[int, str]]:
+        """POST ``body`` (the JSON array of reports) to ``url`` from the fake's own loop, as
+        the SmsReport push does; ``await asyncio.wrap_future(...)`` gives (status, body)."""
+        assert self._loop is not None, "start the fake first"
+
+        async def call() -> tuple[int, str]:
+            async with aiohttp.ClientSession() as session, session.post(url, json=body) as answer:
+                return answer.status, await answer.text()
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop)
 
     @property
     def sms(self) -> list[dict[str, str]]:

@@ -7,6 +7,15 @@ message has ``status`` ``"0"`` when accepted, else an ``error-text``
 (https://developer.vonage.com/en/messaging/sms/guides/troubleshooting-sms). Transport-level
 failures (401, 429, 5xx, a dropped connection, a body that is not JSON) are scripted replies.
 
+Delivery receipts (https://developer.vonage.com/en/messaging/sms/guides/delivery-receipts): the
+fake remembers each accepted SMS (:attr:`FakeVonage.accepted`: its ``message-id``, ``to`` and the
+``callback`` the request named) and, when a test asks (:meth:`FakeVonage.send_receipt`), calls
+that callback as Vonage does: a form POST (or GET, or JSON POST) with ``messageId``, ``msisdn``,
+``to``, ``network-code``, ``price``, ``status``, ``scts``, ``err-code``, ``api-key``,
+``client-ref``, ``message-timestamp``; signed (``timestamp``, ``nonce``, ``sig``) when given the
+account's signature secret and method (:func:`sign`: written here from Vonage's description, not
+from the service's code).
+
 The certificate comes from a ``trustme`` test CA: point ``sms.endpoints.vonage.ca_file`` at
 :attr:`FakeVonage.ca_file` (:meth:`FakeVonage.endpoint` does), since ``REQUESTS_CA_BUNDLE`` is
 set globally on these machines and the provider trusts only the configured file.
@@ -14,17 +23,25 @@ set globally on these machines and the provider trusts only the configured file.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import base64
+import concurrent.futures
 import functools
+import hashlib
+import hmac
+import secrets
 import shutil
 import ssl
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import trustme
 from aiohttp import web
@@ -36,6 +53,7 @@ __all__ = [
     "FakeVonage",
     "fake_vonage",
     "logto_vonage_json",
+    "sign",
     "vonage_http",
     "vonage_not_json",
     "vonage_status",
@@ -103,6 +121,7 @@ class FakeVonage(FakeServer):
     def __init__(self, *, port: int = 0) -> None:
         super().__init__(port=port, ssl_context=_server_context())
         self.remaining_balance = 10.0
+        self.accepted: list[dict[str, str]] = []  # message-id, to, callback, client-ref
 
     ca_file = property(lambda self: _ca_file(), doc="The PEM file of the test CA.")
 
@@ -124,7 +143,81 @@ class FakeVonage(FakeServer):
         }
         if "client-ref" in request.form:
             message["client-ref"] = request.form["client-ref"]
+        with self.lock:
+            self.accepted.append(
+                {
+                    "message-id": message["message-id"],
+                    "to": message["to"],
+                    "callback": request.form.get("callback", ""),
+                    "client-ref": request.form.get("client-ref", ""),
+                    "api-key": (basic_auth(request) or ("", ""))[0],
+                }
+            )
         return Reply(json={"message-count": "1", "messages": [message]})
+
+    def receipt(
+        self,
+        index: int = -1,
+        *,
+        status: str = "delivered",
+        err_code: str = "0",
+        signed: tuple[str, str] | None = None,
+        **fields: str,
+    ) -> dict[str, str]:
+        """The DLR of the ``index``-th accepted SMS, as Vonage sends it; ``signed``:
+        (signature secret, method) of an account that signs its webhooks; ``fields`` override
+        or add parameters (before signing)."""
+        with self.lock:
+            sms = self.accepted[index]
+        now = datetime.now(UTC)
+        params = {
+            "msisdn": sms["to"],
+            "to": "Acme",
+            "network-code": "20810",
+            "messageId": sms["message-id"],
+            "price": "0.03330000",
+            "status": status,
+            "scts": now.strftime("%y%m%d%H%M"),
+            "err-code": err_code,
+            "api-key": sms["api-key"],
+            "message-timestamp": now.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        if sms["client-ref"]:
+            params["client-ref"] = sms["client-ref"]
+        params |= fields
+        if signed is not None:
+            params["timestamp"] = str(int(time.time()))
+            params["nonce"] = secrets.token_hex(8)
+            params["sig"] = sign(params, *signed)
+        return params
+
+    def send_receipt(
+        self,
+        params: dict[str, str],
+        *,
+        url: str | None = None,
+        method: str = "POST",
+        as_json: bool = False,
+    ) -> concurrent.futures.Future[tuple[int, str]]:
+        """Call the SMS's callback (or ``url``) with ``params`` from the fake's own loop, as
+        Vonage's platform does; ``await asyncio.wrap_future(...)`` gives (status, body)."""
+        target = url or next(
+            s["callback"] for s in self.accepted if s["message-id"] == params["messageId"]
+        )
+        assert self._loop is not None, "start the fake first"
+
+        async def call() -> tuple[int, str]:
+            async with aiohttp.ClientSession() as session:
+                if method == "GET":
+                    request = session.get(target, params=params)
+                elif as_json:
+                    request = session.post(target, json=params)
+                else:
+                    request = session.post(target, data=params)
+                async with request as response:
+                    return response.status, await response.text()
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop)
 
     @property
     def sms(self) -> list[dict[str, str]]:
@@ -139,6 +232,20 @@ class FakeVonage(FakeServer):
             "ca_file": self.ca_file,
             "timeout_seconds": timeout_seconds,
         }
+
+
+def sign(params: dict[str, str], secret: str, method: str) -> str:
+    """Vonage's signature of a webhook's parameters: each parameter but ``sig``, sorted, as
+    ``&name=value`` (``&`` and ``=`` in values as ``_``); ``md5hash``: MD5 of that plus the
+    secret, else an HMAC keyed with the secret (upper-case hex, as the dashboard shows it)."""
+    base = "".join(
+        f"&{k}={params[k].replace('&', '_').replace('=', '_')}"
+        for k in sorted(params)
+        if k != "sig"
+    )
+    if method == "md5hash":
+        return hashlib.md5((base + secret).encode()).hexdigest()  # noqa: S324 (Vonage's scheme)
+    return hmac.new(secret.encode(), base.encode(), getattr(hashlib, method)).hexdigest().upper()
 
 
 def basic_auth(request: Recorded) -> tuple[str, str] | None:
