@@ -41,6 +41,9 @@ from .headers import SECURITY_HEADERS
 log = logging.getLogger("otp_service.web")
 RESERVED_DESCRIPTORS = 64  # store, SMTP pool, SMS clients, logs, the listener itself
 MAX_REFUSING = 64  # refused connections lingering so their 503 is read (each one a descriptor)
+# Sockets accepted but not yet seen by a protocol (asyncio accepts up to 100 per wake-up and
+# hands them over a loop turn or two later; dropped ones close a turn later): room for a burst.
+ACCEPT_BURST = 256
 REFUSAL_LINGER_SECONDS = 1.0
 _END_OF_HEAD = b"\r\n\r\n"
 _BODY = json.dumps(
@@ -62,7 +65,9 @@ def connection_cap(configured: int, reserved: int = 0) -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return configured
-    return max(8, min(configured, soft - RESERVED_DESCRIPTORS - MAX_REFUSING - reserved))
+    return max(
+        8, min(configured, soft - RESERVED_DESCRIPTORS - MAX_REFUSING - ACCEPT_BURST - reserved)
+    )
 
 
 class Guard:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -160,6 +162,17 @@ class _Handler:
         return "250 2.0.0 captured"
 
 
+def _libc_trim() -> Any:
+    """glibc's ``malloc_trim``: hands freed heap memory back to the system (None elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    return None
+
+
+_TRIM = _libc_trim()
+TRIM_AFTER_BYTES = 1024 * 1024
+
+
 class _Budget:
     """Connections open and DATA bytes held, across every client of the intake."""
 
@@ -167,6 +180,7 @@ class _Budget:
         self.config = config
         self.connections = 0
         self.buffered = 0
+        self.released = 0  # bytes released since the heap was last trimmed
         self.refused = 0
 
 
@@ -206,8 +220,16 @@ class _Session(SMTP):
         super().connection_lost(error)
 
     def _release(self) -> None:
-        self.budget.buffered -= self.held
+        """Give this client's DATA bytes back to the budget. When every DATA is released after
+        large ones, the freed heap is returned to the system: otherwise clients that sent
+        megabytes and hung up leave the process that much larger for good."""
+        budget, held = self.budget, self.held
+        budget.buffered -= held
         self.held = 0
+        budget.released += held
+        if budget.buffered == 0 and budget.released >= TRIM_AFTER_BYTES and _TRIM is not None:
+            budget.released = 0
+            asyncio.get_running_loop().call_soon(_TRIM, 0)  # once the buffers are freed
 
     async def _refuse(self, line: str) -> None:
         """Answer ``line`` and hang up: the rest of the DATA is never read."""

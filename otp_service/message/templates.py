@@ -309,7 +309,7 @@ class TemplateLibrary:
             except TemplateRenderError as exc:
                 if source != "logto":
                     raise
-                if isinstance(exc.__cause__, OverBudget):  # costly each time: set aside
+                if isinstance(exc.__cause__, OverBudget | RecursionError | MemoryError):  # costly
                     self.logto.set_aside(templates)
                 self._skip(usage, exc)
             except RequestError as exc:  # a header with CR/LF: Logto's template is broken

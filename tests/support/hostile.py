@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import smtplib
 import socket
 import subprocess
@@ -59,6 +60,7 @@ class Target:
         config: dict[str, Any] | None = None,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
         self.port, self.smtp_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         base: dict[str, Any] = {
@@ -114,47 +116,41 @@ class Target:
         self.log.close()
 
 
-@dataclass
 class Probe:
-    """A normal client during an attack: a send and a health check every ``every`` seconds."""
+    """A normal client during an attack, in a process of its own (the attack's load on this
+    process's event loop must not be counted as the service's latency): a send and a health
+    check every ``every`` seconds, each answer's status and latency written as a JSON line."""
 
-    url: str
-    every: float = 0.25
-    sends: list[tuple[int, float]] = field(default_factory=list)  # (status, seconds)
-    health: list[int] = field(default_factory=list)
-    _task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        n = 0
-        connector = aiohttp.TCPConnector(force_close=True, limit=0)
-        async with aiohttp.ClientSession(connector=connector) as http:
-            while True:
-                n += 1
-                body = {"to": f"probe{n}@example.com", "type": "SignIn",
-                        "payload": {"code": f"{n % 1000000:06d}"}}  # fmt: skip
-                started = time.monotonic()
-                try:
-                    async with http.post(f"{self.url}/v1/email", json=body, timeout=TIMEOUT) as r:
-                        await r.read()
-                        status = r.status
-                except (aiohttp.ClientError, OSError, TimeoutError):
-                    status = 0
-                self.sends.append((status, time.monotonic() - started))
-                try:
-                    async with http.get(f"{self.url}/healthz", timeout=TIMEOUT) as r:
-                        self.health.append(r.status)
-                except (aiohttp.ClientError, OSError, TimeoutError):
-                    self.health.append(0)
-                await asyncio.sleep(self.every)
+    def __init__(self, url: str, folder: Path, every: float = 0.25) -> None:
+        self.url, self.every = url, every
+        self.out = folder / "probe.jsonl"
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.hostile", "--probe", self.url,
+             "--out", str(self.out), "--every", str(self.every)],
+            cwd=ROOT,
+        )  # fmt: skip
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            await asyncio.to_thread(self.process.wait, 10)
+
+    def _records(self) -> list[dict[str, Any]]:
+        if not self.out.exists():
+            return []
+        lines = self.out.read_text(encoding="utf-8").split("\n")[:-1]
+        return [json.loads(line) for line in lines]
+
+    @property
+    def sends(self) -> list[tuple[int, float]]:
+        return [(r["send"], r["seconds"]) for r in self._records()]
+
+    @property
+    def health(self) -> list[int]:
+        return [r["health"] for r in self._records()]
 
     @property
     def worst_seconds(self) -> float:
@@ -163,6 +159,35 @@ class Probe:
     @property
     def statuses(self) -> list[int]:
         return [status for status, _ in self.sends]
+
+
+async def probe_loop(url: str, out: Path, every: float) -> None:
+    """The probe process's loop (see :class:`Probe`)."""
+    n = 0
+    connector = aiohttp.TCPConnector(force_close=True, limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        with out.open("a", encoding="utf-8") as file:
+            while True:
+                n += 1
+                body = {"to": f"probe{n}@example.com", "type": "SignIn",
+                        "payload": {"code": f"{n % 1000000:06d}"}}  # fmt: skip
+                started = time.monotonic()
+                try:
+                    async with http.post(f"{url}/v1/email", json=body, timeout=TIMEOUT) as r:
+                        await r.read()
+                        status = r.status
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    status = 0
+                seconds = time.monotonic() - started
+                try:
+                    async with http.get(f"{url}/healthz", timeout=TIMEOUT) as r:
+                        health = r.status
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    health = 0
+                record = {"send": status, "seconds": round(seconds, 3), "health": health}
+                file.write(json.dumps(record) + "\n")
+                file.flush()
+                await asyncio.sleep(every)
 
 
 # -- hostile mail
@@ -229,10 +254,11 @@ async def measure(
     target: Target, name: str, attack: Callable[[Target, dict[str, Any]], Awaitable[None]]
 ) -> Figures:
     """Run ``attack`` against the ready ``target`` with a :class:`Probe` alongside."""
-    probe = Probe(target.url)
+    probe = Probe(target.url, target.folder)
     extra: dict[str, Any] = {"rss_before_mib": round(target.rss_mib, 1)}
     probe.start()
     try:
+        await asyncio.sleep(0.5)  # the probe is up
         await attack(target, extra)
         await asyncio.sleep(1.0)  # the probe's last rounds, after the attack
     finally:
@@ -353,7 +379,7 @@ async def attack_connections(
     target: Target, extra: dict[str, Any], slow: int = 1500, idle: int = 3000
 ) -> None:
     """``slow`` clients trickling their request head and ``idle`` keep-alive connections that
-    made one request and then say nothing, held for 6 s."""
+    made one request and then say nothing, for 10 s (a dropped slow client comes back)."""
     held: list[asyncio.StreamWriter] = []
     stop = asyncio.Event()
 
@@ -361,11 +387,14 @@ async def attack_connections(
         with contextlib.suppress(OSError, ConnectionError):
             _, writer = await asyncio.open_connection("127.0.0.1", target.port)
             held.append(writer)
-            writer.write(b"POST /v1/email HTTP/1.1\r\nHost: x\r\n")
-            while not stop.is_set():
-                writer.write(b"a")
-                await writer.drain()
-                await asyncio.sleep(0.5)
+            while not stop.is_set():  # dropped after the head timeout: come back
+                writer.write(b"POST /v1/email HTTP/1.1\r\nHost: x\r\n")
+                with contextlib.suppress(OSError, ConnectionError):
+                    while not stop.is_set():
+                        writer.write(b"a")
+                        await writer.drain()
+                        await asyncio.sleep(0.5)
+                _, writer = await asyncio.open_connection("127.0.0.1", target.port)
 
     async def idle_one() -> None:
         with contextlib.suppress(OSError, ConnectionError):
@@ -378,7 +407,7 @@ async def attack_connections(
 
     tasks = [asyncio.create_task(slow_one()) for _ in range(slow)]
     tasks += [asyncio.create_task(idle_one()) for _ in range(idle)]
-    await asyncio.sleep(6.0)
+    await asyncio.sleep(10.0)
     stop.set()
     for task in tasks:
         task.cancel()
@@ -391,7 +420,8 @@ async def attack_connections(
 async def run(name: str, folder: Path, root: Path) -> Figures:
     """One scenario by name against a fresh service from ``root``."""
     descriptors = 1024 if name in ("smtp_idle", "connections") else None
-    target = Target(folder / name, root=root, descriptors=descriptors)
+    config = CONFIGS.get(name)
+    target = Target(folder / name, root=root, descriptors=descriptors, config=config)
     try:
         await target.ready()
         attacks: dict[str, Callable[[Target, dict[str, Any]], Awaitable[None]]] = {
@@ -402,6 +432,7 @@ async def run(name: str, folder: Path, root: Path) -> Figures:
             "smtp_idle": attack_smtp_idle,
             "long_polls": attack_long_polls,
             "streams": attack_streams,
+            "streams_per_client_cap_off": attack_streams,
             "connections": attack_connections,
         }
         return await measure(target, name, attacks[name])
@@ -409,16 +440,32 @@ async def run(name: str, folder: Path, root: Path) -> Figures:
         target.stop()
 
 
+CONFIGS: dict[str, dict[str, Any]] = {
+    # every reader admitted: what bounds them is then each one's buffer
+    "streams_per_client_cap_off": {"capture": {"max_waiting_per_client": 256}},
+}
 NAMES = ("encoded_words", "mime_parts", "addresses", "data_hang", "smtp_idle", "long_polls",
          "streams", "connections")  # fmt: skip
 
 
+def _on_term(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--probe", help="be the probe process for this service URL")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--every", type=float, default=0.25)
     parser.add_argument("--root", type=Path, default=ROOT)
     parser.add_argument("--folder", type=Path, default=Path("/tmp/otp-hostile"))
     parser.add_argument("names", nargs="*", default=list(NAMES))
     args = parser.parse_args()
+    if args.probe:
+        signal.signal(signal.SIGTERM, _on_term)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(probe_loop(args.probe, args.out, args.every))
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 20000), max(hard, 20000)))
