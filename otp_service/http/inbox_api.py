@@ -218,7 +218,23 @@ async def latest_message(request: web.Request) -> web.Response:
     return web.json_response(message_json(found))
 
 
+_SERIALISED: dict[int, tuple[InboxEvent, bytes]] = {}  # the last few added, for every reader
+
+
 def _event_bytes(event: InboxEvent) -> bytes:
+    """The event as SSE bytes, made once for all the readers that get it."""
+    cached = _SERIALISED.get(id(event))
+    if cached is not None and cached[0] is event:
+        return cached[1]
+    encoded = f"event: {event.kind}\ndata: {json.dumps(_event_data(event))}\n\n".encode()
+    if event.message is not None and len(encoded) <= 1024 * 1024:
+        if len(_SERIALISED) >= 4:
+            _SERIALISED.pop(next(iter(_SERIALISED)))
+        _SERIALISED[id(event)] = (event, encoded)
+    return encoded
+
+
+def _event_data(event: InboxEvent) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if event.message is not None:
         data = message_json(event.message)
@@ -226,7 +242,7 @@ def _event_bytes(event: InboxEvent) -> bytes:
         data = {"id": event.id}
     elif event.kind == "cleared":
         data = {"to": event.to}
-    return f"event: {event.kind}\ndata: {json.dumps(data)}\n\n".encode()
+    return data
 
 
 async def message_events(request: web.Request) -> web.StreamResponse:

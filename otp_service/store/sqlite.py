@@ -277,7 +277,7 @@ class SqliteStore(SqliteEngine):
         idempotency_key: str | None,
         dedupe_key: str | None,
     ) -> Accepted:
-        if not await self.usable():
+        if not self._healthy:
             raise StoreUnavailable(f"{self.path} is unavailable")
         now = message.created_at.timestamp()
         body = message_to_json(message)

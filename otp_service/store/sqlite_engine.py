@@ -70,7 +70,6 @@ class SqliteEngine:
         self._gate = asyncio.Lock()  # one batch or probe at a time on the connection
         self._inode: tuple[int, int] | None = None  # (device, inode) of the file we opened
         self._healthy = True
-        self._probing: asyncio.Future[bool] | None = None  # the probe a send is waiting for
         self.dedupe_secret = b""
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
@@ -148,20 +147,6 @@ class SqliteEngine:
             else:
                 log.error("store %s is unavailable: %s", self.path, why)
         self._healthy = healthy
-
-    async def usable(self) -> bool:
-        """Whether a send may be accepted: when the store was marked unavailable, probe it now
-        rather than wait for the outbox worker's next probe (a disk that was full and has room
-        again takes the very next send). Sends arriving meanwhile share the one probe."""
-        if self._healthy:
-            return True
-        if self._probing is None:
-            self._probing = asyncio.ensure_future(self.probe())
-            self._probing.add_done_callback(self._probed)
-        return await asyncio.shield(self._probing)
-
-    def _probed(self, _: asyncio.Future[bool]) -> None:
-        self._probing = None
 
     def _repair_and_write(self) -> None:
         """The probe, in the store's thread: recreate a deleted file from the open handle,

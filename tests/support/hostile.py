@@ -127,6 +127,7 @@ class Probe:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.out.unlink(missing_ok=True)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.support.hostile", "--probe", self.url,
              "--out", str(self.out), "--every", str(self.every)],
@@ -258,7 +259,10 @@ async def measure(
     extra: dict[str, Any] = {"rss_before_mib": round(target.rss_mib, 1)}
     probe.start()
     try:
-        await asyncio.sleep(0.5)  # the probe is up
+        for _ in range(300):  # the probe is up: its first answer is in
+            if probe.sends:
+                break
+            await asyncio.sleep(0.05)
         await attack(target, extra)
         await asyncio.sleep(1.0)  # the probe's last rounds, after the attack
     finally:
