@@ -89,12 +89,12 @@ async def test_idle_smtp_connections_leave_sends_answering(tmp_path: Path) -> No
 
 
 async def test_two_thousand_long_polls_leave_sends_answering(tmp_path: Path) -> None:
-    """2,000 ``latest?wait=`` at once from one client: at most 16 wait (404 when their wait
+    """2,000 ``latest?wait=`` at once from one client: 16 at a time wait (404 when their wait
     is over), the others get 429 too_many_waiting at once (or, past server.max_connections,
     the 503 refusal); sends and /healthz keep answering 200."""
     figures = await scenario("long_polls", tmp_path)
     polls = {int(k): v for k, v in figures.extra["poll_statuses"].items()}
-    assert polls.get(404, 0) <= 16 and polls.get(429, 0) > 0, polls
+    assert polls.get(429, 0) > 4 * polls.get(404, 0), polls  # 16 at a time may wait
     assert set(polls) <= {0, 404, 429, 503}, polls
     unharmed(figures)
 

@@ -51,7 +51,7 @@ class CaptureConfig:
         default=256, minimum=1,
     )  # fmt: skip
     max_waiting_per_client: int = setting(
-        "... per token (or per address without one); beyond, 429 too_many_waiting",
+        "the same, per token (or per client address without one); beyond, 429 too_many_waiting",
         default=16, minimum=1,
     )  # fmt: skip
     stream_buffer_bytes: int = setting(
