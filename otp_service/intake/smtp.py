@@ -53,6 +53,7 @@ MAX_ENCODED_WORDS = 256  # =?charset?enc?...?= in the headers
 MAX_ADDRESSES = 256  # "@" in the headers
 MAX_PARTS = 100  # MIME parts (counted as lines that could be a boundary: "--" first)
 PARSE_SECONDS = 10.0  # one mail's parsing, off the event loop
+REFUSAL_LINGER_SECONDS = 1.0  # a refused DATA: how long what follows is read and dropped
 SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID")
 TYPE = "SMTP"  # the usage type of captured mail: a plain email does not say which it was
 
@@ -232,11 +233,22 @@ class _Session(SMTP):
             asyncio.get_running_loop().call_soon(_TRIM, 0)  # once the buffers are freed
 
     async def _refuse(self, line: str) -> None:
-        """Answer ``line`` and hang up: the rest of the DATA is never read."""
+        """Answer ``line`` and hang up: the rest of the DATA is never kept. Closing with the
+        client's bytes unread would make the kernel send a reset, which can destroy the answer
+        before the client reads it: so the answer is sent with our end of the stream, and what
+        the client still sends is read and dropped for at most a second."""
         self._release()
         await self.push(line)
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            return
+        if isinstance(transport, asyncio.WriteTransport) and transport.can_write_eof():
+            transport.write_eof()
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                async with asyncio.timeout(REFUSAL_LINGER_SECONDS):
+                    while await self._reader.read(65536):
+                        pass  # dropped
+        transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
