@@ -218,6 +218,7 @@ class _Session(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         self.budget.connections -= 1
         self._release()
+        self._trim()
         super().connection_lost(error)
 
     def _release(self) -> None:
@@ -228,6 +229,10 @@ class _Session(SMTP):
         budget.buffered -= held
         self.held = 0
         budget.released += held
+        self._trim()
+
+    def _trim(self) -> None:
+        budget = self.budget
         if budget.buffered == 0 and budget.released >= TRIM_AFTER_BYTES and _TRIM is not None:
             budget.released = 0
             asyncio.get_running_loop().call_soon(_TRIM, 0)  # once the buffers are freed
@@ -246,8 +251,8 @@ class _Session(SMTP):
             transport.write_eof()
             with contextlib.suppress(TimeoutError, ConnectionError):
                 async with asyncio.timeout(REFUSAL_LINGER_SECONDS):
-                    while await self._reader.read(65536):
-                        pass  # dropped
+                    while dropped := await self._reader.read(65536):
+                        self.budget.released += len(dropped)
         transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
@@ -268,6 +273,7 @@ class _Session(SMTP):
                 try:
                     line = await self._reader.readuntil(b"\r\n")
                 except asyncio.LimitOverrunError:
+                    data.clear()
                     await self._refuse("500 5.5.0 line too long (RFC 5321 4.5.3.1.6)")
                     return
                 except asyncio.IncompleteReadError:
@@ -275,10 +281,12 @@ class _Session(SMTP):
                 if line == b".\r\n":
                     break
                 if len(data) + len(line) > limit:
+                    data.clear()  # freed now, not after the refusal's linger
                     await self._refuse(f"552 5.3.4 message exceeds {limit} bytes; not captured")
                     return
                 if budget.buffered + len(line) > budget.config.max_buffered_bytes:
                     budget.refused += 1
+                    data.clear()
                     await self._refuse("452 4.3.1 too much mail in progress; try again later")
                     return
                 budget.buffered += len(line)
