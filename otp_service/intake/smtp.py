@@ -135,7 +135,7 @@ class _Handler:
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
         # One parse at a time, in a thread: the loop keeps serving sends meanwhile.
-        self.parser = ThreadPoolExecutor(1, thread_name_prefix="smtp-intake-parse")
+        self.parser = ThreadPoolExecutor(1, thread_name_prefix="intake-parse")
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or envelope.content
