@@ -96,6 +96,7 @@ async def _serve(config: Config, access_log: bool, worker: bool = False) -> None
         header_timeout=config.server.header_timeout_seconds,
         max_connections=config.server.max_connections,
         reuse_port=worker,  # a worker shares the port with its siblings (SO_REUSEPORT)
+        reserved=config.capture.smtp.max_connections if config.capture.smtp else 0,
     )
     port, guard = listener.port, listener.guard
     runners = [runner]

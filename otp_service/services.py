@@ -204,10 +204,23 @@ def build_store(config: Config) -> tuple[OutboxStore, CounterStore, Inbox]:
         shared = PostgresStore(
             config.store.url, schema=config.store.schema, pool_size=config.store.pool_size
         )
-        inbox = PgInbox(shared, capture.max_messages, max_bytes=capture.max_bytes)
+        inbox = PgInbox(
+            shared,
+            capture.max_messages,
+            max_bytes=capture.max_bytes,
+            stream_bytes=capture.stream_buffer_bytes,
+        )
         return shared, shared, inbox
     store = SqliteStore(config.store.path, max_limit_keys=config.limits.max_keys)
-    return store, store, MemoryInbox(capture.max_messages, max_bytes=capture.max_bytes)
+    return (
+        store,
+        store,
+        MemoryInbox(
+            capture.max_messages,
+            max_bytes=capture.max_bytes,
+            stream_bytes=capture.stream_buffer_bytes,
+        ),
+    )
 
 
 def build_services(config: Config, library: TemplateLibrary | None = None) -> Services:

@@ -13,6 +13,21 @@ class CaptureSmtpConfig:
 
     host: str = setting("address the SMTP intake listens on", default="127.0.0.1")
     port: int = setting("its port (0: any free port)", default=1025, minimum=0, maximum=65535)
+    max_connections: int = setting(
+        "SMTP clients connected at once; beyond, 421 and closed", default=64, minimum=1
+    )
+    idle_seconds: float = setting(
+        "a client silent this long (or a DATA not finished within it) is disconnected",
+        default=30.0, minimum=0.1,
+    )  # fmt: skip
+    max_message_bytes: int = setting(
+        "the largest mail; past it the DATA is refused (552) as it streams, and disconnected",
+        default=10 * 1024 * 1024, minimum=1024,
+    )  # fmt: skip
+    max_buffered_bytes: int = setting(
+        "the bytes of DATA held across every client at once; past it 452, and disconnected",
+        default=32 * 1024 * 1024, minimum=1024,
+    )  # fmt: skip
 
 
 def _intake(f: Fields, d: Declared) -> CaptureSmtpConfig | None:
@@ -43,6 +58,20 @@ class CaptureConfig:
         default=64 * 1024 * 1024,
         minimum=1024 * 1024,
     )
+    max_waiting: int = setting(
+        "latest?wait= requests and event streams open at once (at most half of "
+        "server.max_connections); beyond, 503 too_many_waiting",
+        default=256, minimum=1,
+    )  # fmt: skip
+    max_waiting_per_client: int = setting(
+        "the same, per token (or per client address without one); beyond, 429 too_many_waiting",
+        default=16, minimum=1,
+    )  # fmt: skip
+    stream_buffer_bytes: int = setting(
+        "what one event-stream reader may fall behind by; a reader that does not read is "
+        "dropped past it",
+        default=1024 * 1024, minimum=64 * 1024,
+    )  # fmt: skip
     smtp: CaptureSmtpConfig | None = setting(
         "the SMTP intake (mail from any app into the inbox): off unless set; true = its defaults",
         default=None,

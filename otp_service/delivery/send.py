@@ -10,6 +10,7 @@ intake maps the outcome to its caller's answer (HTTP: :mod:`otp_service.http.ans
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 
@@ -23,6 +24,8 @@ from .dedupe import dedupe_key
 from .limits import Limiter
 from .outbox import Outbox
 from .outcome import Outcome
+
+PROBE_WAIT_SECONDS = 0.5
 
 
 class SendPath:
@@ -43,6 +46,29 @@ class SendPath:
         self.config = config
         self.metrics = metrics
         self.shutdown_retry_after = shutdown_retry_after
+        self._probing: asyncio.Future[bool] | None = None
+
+    async def _store_usable(self) -> bool:
+        """Whether the store takes writes. One marked unavailable is probed now, not at the
+        outbox worker's next round: a disk that was full and has room again takes the very next
+        send. Sends arriving meanwhile share the one probe, and wait for it at most
+        :data:`PROBE_WAIT_SECONDS` (a store that is down answers 503 promptly)."""
+        store = self.outbox.store
+        if store.healthy:
+            return True
+        if self._probing is None:
+            self._probing = asyncio.ensure_future(store.probe())
+            self._probing.add_done_callback(self._probed)
+        try:
+            async with asyncio.timeout(PROBE_WAIT_SECONDS):
+                return await asyncio.shield(self._probing)
+        except TimeoutError:
+            return False
+
+    def _probed(self, probing: asyncio.Future[bool]) -> None:
+        self._probing = None
+        if not probing.cancelled():
+            probing.exception()  # retrieved: a failed probe is an unavailable store
 
     async def send(
         self, channel: Channel, request: SendRequest, *, idempotency_key: str | None = None
@@ -71,7 +97,7 @@ class SendPath:
             ttl = min(ttl, request.ttl)
         now = time.time()
         try:
-            if not store.healthy:
+            if not await self._store_usable():
                 raise StoreUnavailable()
             try:
                 await self.limiter.check(message)

@@ -7,10 +7,18 @@ process. Here every connection passes through :class:`_Guarded`, which
 - closes a connection that has not sent a complete request head within
   ``server.header_timeout_seconds`` (the body then has its own deadline in the handler);
 - counts open connections against a cap: ``server.max_connections``, and never more than the
-  descriptor limit (``ulimit -n``) leaves room for (the store, SMTP and SMS connections need
-  some). At the cap, the oldest connection still without a complete request head is dropped to
-  make room (a slow client yields to a new one); when every connection is busy with a real
-  request, the new one gets a plain ``503`` (``too_many_connections``) and is closed.
+  descriptor limit (``ulimit -n``) leaves room for (the store, SMTP and SMS connections, the
+  SMTP intake's own cap and the refusals below need some). At the cap, the oldest connection
+  still without a complete request head is dropped to make room (a slow client yields to a new
+  one), else an idle keep-alive connection (one that finished its request and sent nothing
+  since); when every connection is busy with a real request, the new one gets a plain ``503``
+  (``too_many_connections``).
+- makes that ``503`` readable: closing a socket whose request was never read makes the kernel
+  send a reset, which can destroy the answer before the client reads it. So the refusal is
+  written, the connection half-closed, what the client still sends read and discarded for at
+  most :data:`REFUSAL_LINGER_SECONDS`, then closed. At most :data:`MAX_REFUSING` connections
+  linger at once (each holds a descriptor); beyond, a refusal is written and closed at once.
+- gives a keep-alive connection's next request the same head deadline as the first.
 
 Idle keep-alive connections are closed by aiohttp itself after ``server.keepalive_seconds``.
 """
@@ -32,6 +40,11 @@ from .headers import SECURITY_HEADERS
 
 log = logging.getLogger("otp_service.web")
 RESERVED_DESCRIPTORS = 64  # store, SMTP pool, SMS clients, logs, the listener itself
+MAX_REFUSING = 64  # refused connections lingering so their 503 is read (each one a descriptor)
+# Sockets accepted but not yet seen by a protocol (asyncio accepts up to 100 per wake-up and
+# hands them over a loop turn or two later; dropped ones close a turn later): room for a burst.
+ACCEPT_BURST = 256
+REFUSAL_LINGER_SECONDS = 1.0
 _END_OF_HEAD = b"\r\n\r\n"
 _BODY = json.dumps(
     {"error": {"code": "too_many_connections", "message": "too many connections; retry shortly"}}
@@ -46,12 +59,15 @@ REFUSAL = (
 )
 
 
-def connection_cap(configured: int) -> int:
-    """``configured``, lowered to what the process's descriptor limit allows."""
+def connection_cap(configured: int, reserved: int = 0) -> int:
+    """``configured``, lowered to what the process's descriptor limit allows once ``reserved``
+    descriptors (e.g. the SMTP intake's connections) are set aside."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return configured
-    return max(8, min(configured, soft - RESERVED_DESCRIPTORS))
+    return max(
+        8, min(configured, soft - RESERVED_DESCRIPTORS - MAX_REFUSING - ACCEPT_BURST - reserved)
+    )
 
 
 class Guard:
@@ -63,7 +79,20 @@ class Guard:
         self.open = 0
         self.refused = 0
         self.dropped_slow = 0
+        self.refusing = 0  # refused connections still lingering
         self.waiting: OrderedDict[_Guarded, None] = OrderedDict()  # no complete head yet
+        self.admitted: OrderedDict[_Guarded, None] = OrderedDict()  # every open connection
+
+    def make_room(self) -> bool:
+        """Drop the oldest connection without a complete head, else an idle keep-alive one."""
+        if self.waiting:
+            next(iter(self.waiting)).drop("room for a new connection")
+            return True
+        for connection in self.admitted:
+            if connection.idle():
+                connection.drop("room for a new connection (idle keep-alive)")
+                return True
+        return False
 
 
 class _Guarded(asyncio.Protocol):
@@ -75,28 +104,48 @@ class _Guarded(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.admitted = False
+        self.refusing: asyncio.TimerHandle | None = None
         self.tail = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         guard = self.guard
-        if guard.open >= guard.cap:
-            if guard.waiting:  # make room: the oldest client that is still not talking
-                oldest = next(iter(guard.waiting))
-                oldest.drop("room for a new connection")
-            else:
-                guard.refused += 1
-                transport.write(REFUSAL)
-                transport.close()
-                return
+        if guard.open >= guard.cap and not guard.make_room():
+            self.refuse(transport)
+            return
         self.admitted = True
         guard.open += 1
-        guard.waiting[self] = None
-        self.timer = asyncio.get_running_loop().call_later(
-            guard.header_timeout, self.drop, "no complete request head in time"
-        )
+        guard.admitted[self] = None
+        self.start_head()
         self.inner.connection_made(transport)
+
+    def refuse(self, transport: asyncio.Transport) -> None:
+        """The plain 503, written so that the client can read it (see the module docstring)."""
+        guard = self.guard
+        guard.refused += 1
+        transport.write(REFUSAL)
+        if guard.refusing >= MAX_REFUSING or not transport.can_write_eof():
+            transport.close()
+            return
+        guard.refusing += 1
+        transport.write_eof()  # the client reads the answer, then its end of the stream
+        self.refusing = asyncio.get_running_loop().call_later(
+            REFUSAL_LINGER_SECONDS, transport.close
+        )
+
+    def start_head(self) -> None:
+        """A request head is expected from now on, within ``header_timeout``."""
+        self.tail = b""
+        self.guard.waiting[self] = None
+        self.timer = asyncio.get_running_loop().call_later(
+            self.guard.header_timeout, self.drop, "no complete request head in time"
+        )
+
+    def idle(self) -> bool:
+        """Between requests: the last one answered, nothing of the next one received."""
+        waiter = getattr(self.inner, "_waiter", None)  # aiohttp waits for the next message
+        return self.timer is None and waiter is not None and not waiter.done()
 
     def drop(self, why: str) -> None:
         self.head_done()
@@ -113,7 +162,9 @@ class _Guarded(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if not self.admitted:
-            return
+            return  # a refused connection: what it still sends is discarded
+        if self.timer is None and self.idle():  # the next request on a keep-alive connection
+            self.start_head()
         if self.timer is not None:
             if _END_OF_HEAD in self.tail + data:
                 self.head_done()
@@ -122,14 +173,21 @@ class _Guarded(asyncio.Protocol):
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
+        if self.refusing is not None and self.transport is not None:
+            self.transport.close()  # the client is done: the answer was sent before our EOF
         return self.inner.eof_received() if self.admitted else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.refusing is not None:
+            self.refusing.cancel()
+            self.refusing = None
+            self.guard.refusing -= 1
         if not self.admitted:
             return
         self.admitted = False
         self.head_done()
         self.guard.open -= 1
+        self.guard.admitted.pop(self, None)
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -184,12 +242,14 @@ async def listen(
     header_timeout: float,
     max_connections: int,
     reuse_port: bool = False,
+    reserved: int = 0,
 ) -> Listener:
     """Listen on ``host:port`` for ``runner``'s app, every connection guarded; ``reuse_port``
-    lets sibling workers bind the same port (``SO_REUSEPORT``: the kernel spreads them)."""
+    lets sibling workers bind the same port (``SO_REUSEPORT``: the kernel spreads them);
+    ``reserved``: descriptors set aside for other listeners (the SMTP intake's cap)."""
     server = runner.server
     assert server is not None, "runner.setup() first"
-    guard = Guard(header_timeout, connection_cap(max_connections))
+    guard = Guard(header_timeout, connection_cap(max_connections, reserved))
 
     def factory() -> asyncio.Protocol:
         inner: Any = server()

@@ -25,6 +25,7 @@ from ..message.compose import Message, normalize_to
 from ..store import InboxEvent, InboxQuery, StoredStatus, UnknownMessage
 from ..text.segments import analyse
 from .context import CONFIG, SERVICES, authorize
+from .waiting import WAITING, Waiting
 
 MAX_WAIT_SECONDS = 60.0
 PING_SECONDS = 15.0  # a comment line on an idle stream: proxies keep it, dead readers show
@@ -207,8 +208,9 @@ async def latest_message(request: web.Request) -> web.Response:
         if wait <= 0:
             found = await inbox.latest(query, since=since, after=after)
         else:
-            async with asyncio.timeout(wait):
-                found = await inbox.wait(query, since=since, after=after)
+            with request.app[WAITING].admit(request):
+                async with asyncio.timeout(wait):
+                    found = await inbox.wait(query, since=since, after=after)
             if found is None:  # the inbox closed under us
                 raise ShuttingDownError(1)
     except UnknownMessage:
@@ -223,7 +225,23 @@ async def latest_message(request: web.Request) -> web.Response:
     return web.json_response(message_json(found))
 
 
+_SERIALISED: dict[int, tuple[InboxEvent, bytes]] = {}  # the last few added, for every reader
+
+
 def _event_bytes(event: InboxEvent) -> bytes:
+    """The event as SSE bytes, made once for all the readers that get it."""
+    cached = _SERIALISED.get(id(event))
+    if cached is not None and cached[0] is event:
+        return cached[1]
+    encoded = f"event: {event.kind}\ndata: {json.dumps(_event_data(event))}\n\n".encode()
+    if event.message is not None and len(encoded) <= 1024 * 1024:
+        if len(_SERIALISED) >= 4:
+            _SERIALISED.pop(next(iter(_SERIALISED)))
+        _SERIALISED[id(event)] = (event, encoded)
+    return encoded
+
+
+def _event_data(event: InboxEvent) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if event.message is not None:
         data = message_json(event.message)
@@ -231,15 +249,22 @@ def _event_bytes(event: InboxEvent) -> bytes:
         data = {"id": event.id}
     elif event.kind == "cleared":
         data = {"to": event.to}
-    return f"event: {event.kind}\ndata: {json.dumps(data)}\n\n".encode()
+    return data
 
 
 async def message_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: ``ready`` once subscribed, then ``added``, ``deleted``, ``cleared``.
 
     Read it with ``fetch`` (it sends the token as a header, which ``EventSource`` cannot).
+    Counted against the waiting caps (:mod:`.waiting`); a reader that stops reading is
+    dropped once ``capture.stream_buffer_bytes`` wait for it (in its queue or its socket).
     """
     authorize(request)
+    with request.app[WAITING].admit(request):
+        return await _stream(request)
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -250,28 +275,51 @@ async def message_events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     events = request.app[SERVICES].inbox.events()
     try:
-        await _pump(events, response)
+        buffer_bytes = request.app[CONFIG].capture.stream_buffer_bytes
+        await _pump(events, response, request.transport, buffer_bytes)
     finally:
         await events.aclose()
     return response
 
 
-async def _pump(events: AsyncIterator[InboxEvent], response: web.StreamResponse) -> None:
+async def _write(
+    response: web.StreamResponse,
+    transport: asyncio.Transport | None,
+    data: bytes,
+    buffer_bytes: int,
+) -> bool:
+    """Write ``data`` unless the reader is ``buffer_bytes`` behind or takes longer than a ping
+    interval to take it (it does not read): then False, and the stream ends."""
+    if transport is None or transport.get_write_buffer_size() > buffer_bytes:
+        return False
+    try:
+        async with asyncio.timeout(PING_SECONDS):
+            await response.write(data)
+    except (ConnectionError, TimeoutError):  # the reader went away, or does not read
+        return False
+    return True
+
+
+async def _pump(
+    events: AsyncIterator[InboxEvent],
+    response: web.StreamResponse,
+    transport: asyncio.Transport | None,
+    buffer_bytes: int,
+) -> None:
     """Copy events to the response, with a ping while idle, until either side ends."""
     pending: asyncio.Future[InboxEvent] = asyncio.ensure_future(anext(events))
     try:
         while True:
             done, _ = await asyncio.wait((pending,), timeout=PING_SECONDS)
-            try:
-                if not done:
-                    await response.write(b": ping\n\n")
-                    continue
-                try:
-                    event = pending.result()
-                except StopAsyncIteration:  # the inbox closed, or this reader fell behind
+            if not done:
+                if not await _write(response, transport, b": ping\n\n", buffer_bytes):
                     return
-                await response.write(_event_bytes(event))
-            except ConnectionError:  # the reader went away
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:  # the inbox closed, or this reader fell behind
+                return
+            if not await _write(response, transport, _event_bytes(event), buffer_bytes):
                 return
             pending = asyncio.ensure_future(anext(events))
     finally:
@@ -282,6 +330,7 @@ async def _pump(events: AsyncIterator[InboxEvent], response: web.StreamResponse)
 
 
 def add_routes(app: web.Application) -> None:
+    app[WAITING] = Waiting.from_config(app[CONFIG])
     # The fixed paths first: they would otherwise match /v1/messages/{id}.
     app.router.add_get("/v1/messages", list_messages)
     app.router.add_delete("/v1/messages", clear_messages)

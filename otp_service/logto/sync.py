@@ -2,9 +2,9 @@
 
 :class:`TemplateSync` reads the templates at start (waiting a few seconds at most), then every
 ``refresh_seconds`` (sooner while Logto is failing: with backoff from 1 s up to at most 30 s).
-Each good answer is handed to ``apply``, which compiles the rows and returns the ones that do
-not compile; a failed read changes nothing, so sends keep the last good templates. Requests
-never wait for Logto.
+Each good answer is handed to ``apply`` (in a thread: compiling must not hold up sends), which
+compiles the rows and returns the ones that do not compile; a failed read changes nothing, so
+sends keep the last good templates. Requests never wait for Logto.
 
 The state (``ok``, ``unreachable``, ``refused``, ``template_error``; ``starting`` before the first
 answer) is logged once per change (WARNING when it worsens, INFO when it recovers), shown by
@@ -97,7 +97,8 @@ class TemplateSync:
         except LogtoApiError as exc:
             self._set("refused" if exc.refused else "unreachable", exc.message)
         else:
-            failed = self.apply(rows)
+            # Compiling can take a while (a large template): never on the event loop.
+            failed = await asyncio.to_thread(self.apply, rows)
             broken = unusable + failed
             self.templates = len(rows) - len(failed)
             self.last_success = time.time()

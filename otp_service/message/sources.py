@@ -4,13 +4,25 @@
 - :class:`Connector`: the templates pasted in a Logto connector JSON;
 - :class:`LogtoSource`: the per-language templates read from Logto's Management API, replaced on
   every refresh but keeping the last good version of a template that stops compiling.
+
+Logto's templates are written by whoever administers Logto, and arrive while we run, so they are
+bounded (docs/hostile-input.md): a row larger than :data:`MAX_TEMPLATE_BYTES` is not compiled,
+and one render may take :data:`MAX_RENDER_STEPS` steps (loop iterations and calls), at most
+:data:`MAX_RENDER_SECONDS` and :data:`MAX_RENDER_CHARS` of output (:class:`Budgeted`). Past
+any, the render fails, the template is skipped for the next source and set aside until Logto
+changes it. They are compiled off the event loop (the sync hands :meth:`LogtoSource.update` to
+a thread), and swapped in with one assignment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextvars
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 from jinja2 import (
@@ -22,6 +34,7 @@ from jinja2 import (
     TemplateError,
 )
 from jinja2.bccache import Bucket
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..config.smtp import EmailTemplate
@@ -64,9 +77,15 @@ class _CompiledCode(BytecodeCache):
 _COMPILED = {True: _CompiledCode(), False: _CompiledCode()}
 
 
-def environment(loader: BaseLoader | None, *, html: bool) -> SandboxedEnvironment:
-    """The sandbox every template renders in: HTML-escaping for HTML, Logto's placeholders."""
-    return SandboxedEnvironment(
+def environment(
+    loader: BaseLoader | None,
+    *,
+    html: bool,
+    kind: Callable[..., SandboxedEnvironment] | None = None,
+) -> SandboxedEnvironment:
+    """The sandbox every template renders in: HTML-escaping for HTML, Logto's placeholders;
+    ``kind``: :class:`Budgeted` for templates from outside (Logto's)."""
+    return (kind or SandboxedEnvironment)(
         loader=loader,
         autoescape=html,
         undefined=ChainableUndefined,
@@ -83,6 +102,83 @@ def flat_globals(template: Template) -> Template:
     composing an email. Nothing adds globals after start-up, so one dict sees them all."""
     template.globals = dict(template.globals)
     return template
+
+
+MAX_TEMPLATE_BYTES = 64 * 1024  # one Logto row: subject, content, replyTo and sendFrom
+MAX_RENDER_STEPS = 100_000  # loop iterations and calls in one render
+MAX_RENDER_SECONDS = 0.25
+MAX_RENDER_CHARS = 1024 * 1024  # what one render may produce
+
+
+class OverBudget(SecurityError):
+    """A render went past its budget: steps, time or output."""
+
+
+@dataclass
+class _Budget:
+    steps: int
+    deadline: float
+
+
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("budget", default=None)
+_FOR = re.compile(r"^(\s*)for (.+?) in (.*):$", re.MULTILINE)
+
+
+class Budgeted(SandboxedEnvironment):
+    """The sandbox with a render budget: every loop iteration and every call is one step, and
+    every 256 steps the clock is read. Jinja's own sandbox bounds ``range`` but not nested
+    loops, so the compiled code's ``for`` loops are wrapped (on their own line: the line
+    numbers that error messages show stay right). ``*`` and ``**`` are bounded too."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def _compile(self, source: str, filename: str) -> CodeType:
+        return super()._compile(_FOR.sub(r"\1for \2 in environment.steps(\3):", source), filename)
+
+    def steps(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        for item in iterable:
+            self.step()
+            yield item
+
+    def step(self) -> None:
+        budget = _BUDGET.get()
+        if budget is None:
+            return
+        budget.steps -= 1
+        if budget.steps < 0:
+            raise OverBudget(f"the template took over {MAX_RENDER_STEPS} steps")
+        if budget.steps % 256 == 0 and time.monotonic() > budget.deadline:
+            raise OverBudget(f"the template took over {MAX_RENDER_SECONDS:g} s to render")
+
+    def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        self.step()
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and right > 64:
+            raise OverBudget("an exponent over 64")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if sized and len(seq) * times > MAX_RENDER_CHARS:
+                    raise OverBudget(f"a product over {MAX_RENDER_CHARS} items")
+        return super().call_binop(context, operator, left, right)
+
+
+def budgeted_render(template: Template, context: Any) -> str:
+    """``template`` rendered within the budget (a :class:`Budgeted` environment's template)."""
+    token = _BUDGET.set(_Budget(MAX_RENDER_STEPS, time.monotonic() + MAX_RENDER_SECONDS))
+    try:
+        out: list[str] = []
+        size = 0
+        for chunk in template.generate(context):
+            size += len(chunk)
+            if size > MAX_RENDER_CHARS:
+                raise OverBudget(f"the template rendered over {MAX_RENDER_CHARS} characters")
+            out.append(chunk)
+        return "".join(out)
+    finally:
+        _BUDGET.reset(token)
 
 
 def from_string(env: SandboxedEnvironment, source: str, where: str) -> Template:
@@ -225,29 +321,61 @@ class Connector:
                 self.problems.append(ConfigProblem(where, _one_line(exc), "fix the template"))
 
 
+@dataclass(frozen=True)
+class _LogtoSet:
+    """What renders see of Logto's templates, swapped whole."""
+
+    email: dict[tuple[str, str], EmailSet]  # (type, lower-cased tag)
+    tags: dict[str, str]  # lower-cased tag -> Logto's spelling
+
+
+def _row_bytes(row: LogtoTemplate) -> int:
+    parts = (row.subject, row.content, row.reply_to or "", row.send_from or "")
+    return sum(len(p.encode("utf-8", "surrogatepass")) for p in parts)
+
+
 class LogtoSource:
     """Logto's per-language email templates, compiled; swapped whole on each refresh."""
 
     def __init__(self) -> None:
-        self.text_env, self.html_env = environment(None, html=False), environment(None, html=True)
-        self.email: dict[tuple[str, str], EmailSet] = {}  # (type, lower-cased tag)
-        self.tags: dict[str, str] = {}  # lower-cased tag -> Logto's spelling
-        self._rows: dict[tuple[str, str], LogtoTemplate] = {}  # the rows behind self.email
+        self.text_env = environment(None, html=False, kind=Budgeted)
+        self.html_env = environment(None, html=True, kind=Budgeted)
+        self.current = _LogtoSet({}, {})
+        self._rows: dict[tuple[str, str], LogtoTemplate] = {}  # the rows behind current.email
+        self._set_aside: dict[tuple[str, str], LogtoTemplate] = {}  # went over the budget
+
+    @property
+    def email(self) -> dict[tuple[str, str], EmailSet]:
+        return self.current.email
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return self.current.tags
 
     def update(self, rows: Sequence[LogtoTemplate]) -> list[str]:
         """Compile ``rows`` in place of the current set; returns one line per broken row.
 
-        A row that does not compile keeps its last good version (if any); a row gone from
-        Logto is gone here too.
+        A row that does not compile, or is too large, keeps its last good version (if any);
+        a row gone from Logto is gone here too. Runs in a thread: one swap at the end.
         """
+        current = self.current
         email: dict[tuple[str, str], EmailSet] = {}
         kept: dict[tuple[str, str], LogtoTemplate] = {}
         tags: dict[str, str] = {}
         problems: list[str] = []
+        seen = {(row.template_type, row.language_tag.lower()) for row in rows}
         for row in rows:
             key = (row.template_type, row.language_tag.lower())
-            if self._rows.get(key) == row and key in self.email:
-                email[key], kept[key] = self.email[key], row  # unchanged: no recompiling
+            name = f"{row.language_tag}/{row.template_type}"
+            if self._set_aside.get(key) == row:
+                problems.append(f"{name} (went over its render budget)")
+                continue
+            if self._rows.get(key) == row and key in current.email:
+                email[key], kept[key] = current.email[key], row  # unchanged: no recompiling
+            elif (size := _row_bytes(row)) > MAX_TEMPLATE_BYTES:
+                problems.append(f"{name} ({size} bytes, over {MAX_TEMPLATE_BYTES // 1024} KiB)")
+                if key in current.email:
+                    email[key], kept[key] = current.email[key], self._rows[key]
             else:
                 try:
                     email[key] = _email_set(
@@ -258,18 +386,34 @@ class LogtoSource:
                         html=row.content_type != "text/plain",
                         reply_to=row.reply_to,
                         send_from=row.send_from,
-                        where=f"Logto's {row.language_tag}/{row.template_type}",
+                        where=f"Logto's {name}",
                     )
                     kept[key] = row
-                except TemplateError as exc:
-                    problems.append(f"{row.language_tag}/{row.template_type} ({_one_line(exc)})")
-                    if key in self.email:
-                        email[key], kept[key] = self.email[key], self._rows[key]
+                except (TemplateError, RecursionError, MemoryError) as exc:
+                    detail = _one_line(exc) if isinstance(exc, TemplateError) else "too complex"
+                    problems.append(f"{name} ({detail})")
+                    if key in current.email:
+                        email[key], kept[key] = current.email[key], self._rows[key]
             if key in email:
                 tags[key[1]] = row.language_tag
-        self.email, self._rows, self.tags = email, kept, tags  # one swap: renders see either set
+        self._rows = kept
+        self._set_aside = {k: v for k, v in self._set_aside.items() if k in seen}
+        self.current = _LogtoSet(email, tags)  # one swap: renders see either set
         return problems
 
+    def set_aside(self, template: EmailSet) -> None:
+        """Stop using ``template`` (it went over its render budget) until Logto changes it."""
+        current = self.current
+        key = next((k for k, v in current.email.items() if v is template), None)
+        if key is None:
+            return
+        self._set_aside[key] = self._rows[key]
+        email = {k: v for k, v in current.email.items() if k != key}
+        tags = {t: spelled for t, spelled in current.tags.items()
+                if any(k[1] == t for k in email)}  # fmt: skip
+        self.current = _LogtoSet(email, tags)
+
     def get(self, usage: str, tag: str) -> tuple[str, EmailSet] | None:
-        found = self.email.get((usage, tag))
-        return None if found is None else (self.tags[tag], found)
+        current = self.current  # one read: a swap in between cannot mix two sets
+        found = current.email.get((usage, tag))
+        return None if found is None else (current.tags[tag], found)

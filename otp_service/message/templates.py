@@ -44,7 +44,15 @@ from ..text.addresses import parse_mailbox
 from ..text.htmltext import html_to_text
 from ..text.sanitize import has_control
 from .branding import branding
-from .sources import Connector, Directory, EmailSet, LogtoSource
+from .sources import (
+    Budgeted,
+    Connector,
+    Directory,
+    EmailSet,
+    LogtoSource,
+    OverBudget,
+    budgeted_render,
+)
 
 log = logging.getLogger("otp_service.templates")
 GENERIC = "Generic"
@@ -155,6 +163,8 @@ def _name(template: Template | EmailSet) -> str:
 def _render(template: Template, context: Mapping[str, Any], locale: str, channel: str) -> str:
     """``template`` rendered; a failure is a :class:`TemplateRenderError` naming it."""
     try:
+        if isinstance(template.environment, Budgeted):  # one of Logto's
+            return budgeted_render(template, context)
         return template.render(context)
     except Exception as exc:  # TemplateError, or e.g. a division by zero inside one
         raise TemplateRenderError(
@@ -299,7 +309,16 @@ class TemplateLibrary:
             except TemplateRenderError as exc:
                 if source != "logto":
                     raise
+                if isinstance(exc.__cause__, OverBudget | RecursionError | MemoryError):  # costly
+                    self.logto.set_aside(templates)
                 self._skip(usage, exc)
+            except RequestError as exc:  # a header with CR/LF: Logto's template is broken
+                if source != "logto" or exc.code != "invalid_header_value":
+                    raise
+                self._skip(usage, TemplateRenderError(
+                    "the email template renders an invalid header", template=_name(templates),
+                    locale=locale, detail=exc.message,
+                ))  # fmt: skip
         raise TemplateNotFoundError("email", usage)
 
     def render_sms(self, usage: str, payload: Mapping[str, Any]) -> SmsContent:

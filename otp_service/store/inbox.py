@@ -128,46 +128,70 @@ def message_size(message: Message) -> int:
     return size + sum(sys.getsizeof(v) for v in message.params.values() if isinstance(v, str))
 
 
+def event_size(event: InboxEvent) -> int:
+    """Roughly what a queued event holds (its message may be dropped from the inbox meanwhile:
+    the reader's queue then is all that keeps it)."""
+    return 64 + (message_size(event.message) if event.message is not None else 0)
+
+
+class _Reader:
+    """One live reader's queue, and the bytes its events hold."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[InboxEvent | None] = asyncio.Queue(size + 1)
+        self.bytes = 0
+
+
 class Readers:
     """The live readers of an inbox (both backends): a bounded queue of events each. A reader
-    that falls ``queue_size`` events behind is ended (it reloads and subscribes again)."""
+    that falls ``queue_size`` events or ``max_bytes`` bytes behind is ended (it reloads and
+    subscribes again): a reader that does not read can hold no more than that."""
 
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int, max_bytes: int = 1024 * 1024) -> None:
         self.queue_size = queue_size
+        self.max_bytes = max_bytes
         self.closed = False
-        self._queues: set[asyncio.Queue[InboxEvent | None]] = set()
+        self._readers: set[_Reader] = set()
 
     def __bool__(self) -> bool:
-        return bool(self._queues)
+        return bool(self._readers)
+
+    def __len__(self) -> int:
+        return len(self._readers)
 
     async def stream(self, ready: asyncio.Event | None = None) -> AsyncGenerator[InboxEvent, None]:
         """``ready`` first (once ``ready`` is set, when given), then every published event."""
         if self.closed:
             return
-        queue: asyncio.Queue[InboxEvent | None] = asyncio.Queue(self.queue_size + 1)
-        self._queues.add(queue)
+        reader = _Reader(self.queue_size)
+        self._readers.add(reader)
         try:
             if ready is not None:
                 await ready.wait()
             yield InboxEvent("ready")
-            while (event := await queue.get()) is not None:
+            while (event := await reader.queue.get()) is not None:
+                reader.bytes -= event_size(event)
                 yield event
         finally:
-            self._queues.discard(queue)
+            self._readers.discard(reader)
 
     def publish(self, event: InboxEvent) -> None:
-        for queue in list(self._queues):
-            if queue.qsize() >= self.queue_size:  # a reader this far behind starts over
-                self._queues.discard(queue)
-                _end(queue)
+        size = event_size(event)
+        for reader in list(self._readers):
+            behind = reader.queue.qsize() >= self.queue_size
+            if behind or (reader.bytes and reader.bytes + size > self.max_bytes):
+                self._readers.discard(reader)  # a reader this far behind starts over
+                reader.bytes = 0
+                _end(reader.queue, clear=True)
             else:
-                queue.put_nowait(event)
+                reader.bytes += size
+                reader.queue.put_nowait(event)
 
     def close(self) -> None:
         """End every stream, now and to come."""
         self.closed = True
-        for queue in self._queues:
-            _end(queue)
+        for reader in self._readers:
+            _end(reader.queue)
 
 
 class MemoryInbox:
@@ -175,13 +199,17 @@ class MemoryInbox:
     ``max_bytes`` of them (payload values can make one message large): the oldest go first."""
 
     def __init__(
-        self, max_messages: int = 1000, queue_size: int = 1000, max_bytes: int = 64 * 1024 * 1024
+        self,
+        max_messages: int = 1000,
+        queue_size: int = 1000,
+        max_bytes: int = 64 * 1024 * 1024,
+        stream_bytes: int = 1024 * 1024,
     ) -> None:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.bytes = 0
         self._sizes: dict[str, int] = {}
-        self._readers = Readers(queue_size)
+        self._readers = Readers(queue_size, stream_bytes)
         self._messages: OrderedDict[str, tuple[int, Message]] = OrderedDict()
         self._seq = 0
         self._waiters: set[_Waiter] = set()
@@ -302,8 +330,11 @@ def _fits(message: Message, query: InboxQuery, since: datetime | None) -> bool:
     return query.matches(message) and (since is None or message.created_at >= since)
 
 
-def _end(queue: asyncio.Queue[InboxEvent | None]) -> None:
-    """Put the end marker, making room for it when the queue is full."""
+def _end(queue: asyncio.Queue[InboxEvent | None], *, clear: bool = False) -> None:
+    """Put the end marker, making room for it when the queue is full (``clear``: dropping
+    every queued event, so that they are freed now)."""
+    while clear and not queue.empty():
+        queue.get_nowait()
     if queue.full():
         with contextlib.suppress(asyncio.QueueEmpty):
             queue.get_nowait()

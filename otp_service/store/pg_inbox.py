@@ -87,6 +87,7 @@ class PgInbox:
         max_messages: int = 1000,
         queue_size: int = 1000,
         max_bytes: int = 64 * 1024 * 1024,
+        stream_bytes: int = 1024 * 1024,
     ) -> None:
         self.store = store
         self.max_messages = max_messages
@@ -94,7 +95,7 @@ class PgInbox:
         self._unbounded_bytes = 0  # stored since the last trim
         self.channel = f"otp_inbox_{store.schema}"[:63]
         self._waiters: set[_Waiter] = set()
-        self._readers = Readers(queue_size)
+        self._readers = Readers(queue_size, stream_bytes)
         self._listener: asyncpg.Connection | None = None
         self._listening: asyncio.Task[None] | None = None
         self._closed = False

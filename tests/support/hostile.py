@@ -1,0 +1,483 @@
+"""Hostile clients against a real ``otp-service serve`` process, and what they cost it.
+
+:class:`Target` starts the service (capture mode, the SMTP intake on, limits off; optionally
+under a descriptor limit) and reads its memory from ``/proc`` (``VmRSS``, peak ``VmHWM``).
+:class:`Probe` sends a normal ``POST /v1/email`` (and ``GET /healthz``) every few tenths of a
+second while an attack runs, keeping each answer's status and latency. Each ``attack_*``
+coroutine is one scenario of docs/hostile-input.md; the tests (tests/test_hostile_clients.py)
+assert bounds on memory and on the statuses, never on timing. ``python -m
+tests.support.hostile [--root DIR] [NAME ...]`` prints the figures the docs quote (``--root``:
+another checkout, e.g. the code before a fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from . import ROOT
+from .ports import free_port
+
+TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
+def proc_kib(pid: int, field_name: str) -> int:
+    """A ``/proc/<pid>/status`` figure in KiB (``VmRSS``, ``VmHWM``); 0 once it has exited."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+class Target:
+    """``python -m otp_service serve`` in capture mode with the SMTP intake, from ``root``."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        root: Path = ROOT,
+        descriptors: int | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.port, self.smtp_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        base: dict[str, Any] = {
+            "store": {"path": str(folder / "outbox.sqlite3")},
+            "limits": {"enabled": False},
+            "capture": {"smtp": {"host": "127.0.0.1", "port": self.smtp_port}},
+        }
+        for key, value in (config or {}).items():
+            base[key] = base.get(key, {}) | value if isinstance(value, dict) else value
+        path = folder / "config.yaml"
+        path.write_text(json.dumps(base), encoding="utf-8")
+        self.log_path = folder / "service.log"
+        self.log = self.log_path.open("w")
+
+        def limit() -> None:
+            if descriptors is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "otp_service", "serve", "--config", str(path),
+             "--port", str(self.port)],
+            cwd=root, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=limit,
+        )  # fmt: skip
+
+    @property
+    def rss_mib(self) -> float:
+        return proc_kib(self.process.pid, "VmRSS") / 1024
+
+    @property
+    def peak_mib(self) -> float:
+        return proc_kib(self.process.pid, "VmHWM") / 1024
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+
+    async def ready(self) -> None:
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while True:
+                assert self.process.poll() is None, self.log_text()
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with http.get(f"{self.url}/readyz", timeout=TIMEOUT) as r:
+                        if r.status == 200:
+                            return
+                assert time.monotonic() < deadline, self.log_text()
+                await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.log.close()
+
+
+class Probe:
+    """A normal client during an attack, in a process of its own (the attack's load on this
+    process's event loop must not be counted as the service's latency): a send and a health
+    check every ``every`` seconds, each answer's status and latency written as a JSON line."""
+
+    def __init__(self, url: str, folder: Path, every: float = 0.25) -> None:
+        self.url, self.every = url, every
+        self.out = folder / "probe.jsonl"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.out.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.hostile", "--probe", self.url,
+             "--out", str(self.out), "--every", str(self.every)],
+            cwd=ROOT,
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            await asyncio.to_thread(self.process.wait, 10)
+
+    def _records(self) -> list[dict[str, Any]]:
+        if not self.out.exists():
+            return []
+        lines = self.out.read_text(encoding="utf-8").split("\n")[:-1]
+        return [json.loads(line) for line in lines]
+
+    @property
+    def sends(self) -> list[tuple[int, float]]:
+        return [(r["send"], r["seconds"]) for r in self._records()]
+
+    @property
+    def health(self) -> list[int]:
+        return [r["health"] for r in self._records()]
+
+    @property
+    def worst_seconds(self) -> float:
+        return max((s for _, s in self.sends), default=0.0)
+
+    @property
+    def statuses(self) -> list[int]:
+        return [status for status, _ in self.sends]
+
+
+async def probe_loop(url: str, out: Path, every: float) -> None:
+    """The probe process's loop (see :class:`Probe`)."""
+    n = 0
+    connector = aiohttp.TCPConnector(force_close=True, limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        with out.open("a", encoding="utf-8") as file:
+            while True:
+                n += 1
+                body = {"to": f"probe{n}@example.com", "type": "SignIn",
+                        "payload": {"code": f"{n % 1000000:06d}"}}  # fmt: skip
+                started = time.monotonic()
+                try:
+                    async with http.post(f"{url}/v1/email", json=body, timeout=TIMEOUT) as r:
+                        await r.read()
+                        status = r.status
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    status = 0
+                seconds = time.monotonic() - started
+                try:
+                    async with http.get(f"{url}/healthz", timeout=TIMEOUT) as r:
+                        health = r.status
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    health = 0
+                record = {"send": status, "seconds": round(seconds, 3), "health": health}
+                file.write(json.dumps(record) + "\n")
+                file.flush()
+                await asyncio.sleep(every)
+
+
+# -- hostile mail
+
+
+def mail_encoded_words(words: int = 24_000) -> bytes:
+    """One mail whose Subject is ``words`` encoded words, folded (about 20 bytes each)."""
+    subject = "\r\n ".join("=?UTF-8?B?w6k=?=" for _ in range(words))
+    return (f"From: a@example.com\r\nTo: b@example.com\r\nSubject: {subject}\r\n\r\n"
+            "Your code is 123456.\r\n").encode()  # fmt: skip
+
+
+def mail_parts(parts: int = 20_000) -> bytes:
+    """One multipart mail of ``parts`` tiny parts."""
+    body = "".join(f"--b\r\nContent-Type: text/plain\r\n\r\n{n}\r\n" for n in range(parts))
+    return (f"From: a@example.com\r\nTo: b@example.com\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: multipart/mixed; boundary=b\r\n\r\n{body}--b--\r\n").encode()  # fmt: skip
+
+
+def mail_addresses(count: int = 20_000) -> bytes:
+    """One mail whose To holds ``count`` addresses, folded."""
+    to = ",\r\n ".join(f"u{n}@example.com" for n in range(count))
+    return (f"From: a@example.com\r\nTo: {to}\r\nSubject: many\r\n\r\n"
+            "Your code is 123456.\r\n").encode()  # fmt: skip
+
+
+def smtp_send(port: int, data: bytes) -> str:
+    """Send ``data`` over SMTP (blocking: run it in a thread); the server's answer."""
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=120) as client:
+            client.ehlo("attacker.example")
+            client.mail("a@example.com")
+            client.rcpt("b@example.com")
+            code, message = client.data(data)
+            return f"{code} {message.decode(errors='replace')}"
+    except (smtplib.SMTPException, OSError) as exc:
+        return f"error {type(exc).__name__}: {exc}"
+
+
+@dataclass
+class Figures:
+    """What one scenario cost: peak and final memory, the normal client's experience."""
+
+    name: str
+    peak_mib: float
+    rss_after_mib: float
+    worst_send_seconds: float
+    send_statuses: dict[int, int]
+    health_statuses: dict[int, int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return json.dumps(self.__dict__)
+
+
+def _counts(values: list[int]) -> dict[int, int]:
+    found: dict[int, int] = {}
+    for v in values:
+        found[v] = found.get(v, 0) + 1
+    return found
+
+
+async def measure(
+    target: Target, name: str, attack: Callable[[Target, dict[str, Any]], Awaitable[None]]
+) -> Figures:
+    """Run ``attack`` against the ready ``target`` with a :class:`Probe` alongside."""
+    probe = Probe(target.url, target.folder)
+    extra: dict[str, Any] = {"rss_before_mib": round(target.rss_mib, 1)}
+    probe.start()
+    try:
+        for _ in range(300):  # the probe is up: its first answer is in
+            if probe.sends:
+                break
+            await asyncio.sleep(0.05)
+        await attack(target, extra)
+        await asyncio.sleep(1.0)  # the probe's last rounds, after the attack
+    finally:
+        await probe.stop()
+    return Figures(
+        name,
+        round(target.peak_mib, 1),
+        round(target.rss_mib, 1),
+        round(probe.worst_seconds, 2),
+        _counts(probe.statuses),
+        _counts(probe.health),
+        extra,
+    )
+
+
+async def attack_mail(data: bytes) -> Callable[[Target, dict[str, Any]], Awaitable[None]]:
+    async def attack(target: Target, extra: dict[str, Any]) -> None:
+        extra["answer"] = await asyncio.to_thread(smtp_send, target.smtp_port, data)
+
+    return attack
+
+
+async def attack_data_hang(target: Target, extra: dict[str, Any], clients: int = 40) -> None:
+    """``clients`` SMTP clients each send 9 MiB of DATA, never the end, then hang up."""
+    line = b"x" * 998 + b"\r\n"
+    chunk = line * 1024  # 1 MiB
+
+    async def one() -> str:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", target.smtp_port)
+            await reader.readline()
+            for command in (b"EHLO a\r\n", b"MAIL FROM:<a@example.com>\r\n",
+                            b"RCPT TO:<b@example.com>\r\n", b"DATA\r\n"):  # fmt: skip
+                writer.write(command)
+                await writer.drain()
+                while (answer := await reader.readline()) and answer[3:4] == b"-":
+                    pass
+            for _ in range(9):
+                writer.write(chunk)
+                await asyncio.wait_for(writer.drain(), 10)
+            writer.write(b"Subject: x\r\n")
+            with contextlib.suppress(TimeoutError):
+                answer = await asyncio.wait_for(reader.readline(), 1)
+            writer.close()
+            return answer[:3].decode(errors="replace") or "none"
+        except (OSError, TimeoutError) as exc:
+            return type(exc).__name__
+
+    answers = await asyncio.gather(*(one() for _ in range(clients)))
+    extra["peak_during_mib"] = round(target.peak_mib, 1)
+    extra["answers"] = {a: answers.count(a) for a in set(answers)}
+    await asyncio.sleep(2.0)  # they hung up: what is kept
+
+
+async def attack_smtp_idle(target: Target, extra: dict[str, Any], count: int = 1100) -> None:
+    """``count`` idle connections to the SMTP intake, held while the probe runs."""
+    held: list[socket.socket] = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", target.smtp_port))
+        held.append(sock)
+        if len(held) % 100 == 0:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(4.0)
+    for sock in held:
+        sock.close()
+    extra["held"] = len(held)
+
+
+async def attack_long_polls(target: Target, extra: dict[str, Any], count: int = 2000) -> None:
+    """``count`` ``latest?wait=30`` requests at once, from one client (no token)."""
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    statuses: list[int] = []
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def one(n: int) -> None:
+            try:
+                async with http.get(
+                    f"{target.url}/v1/messages/latest",
+                    params={"to": f"nobody{n}@example.com", "wait": "6"},
+                    timeout=TIMEOUT,
+                ) as r:
+                    statuses.append(r.status)
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                statuses.append(0)
+
+        await asyncio.gather(*(one(n) for n in range(count)))
+    extra["poll_statuses"] = _counts(statuses)
+
+
+async def attack_streams(target: Target, extra: dict[str, Any], readers: int = 150) -> None:
+    """``readers`` event-stream readers that never read, while 200 messages of ~60 KB each
+    are captured (the sends' payloads are large)."""
+    held: list[socket.socket] = []
+    for _ in range(readers):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", target.port))
+        sock.sendall(b"GET /v1/messages/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        held.append(sock)
+    big = "x" * 60_000
+    async with aiohttp.ClientSession() as http:
+        statuses = []
+        for n in range(200):
+            body = {"to": f"big{n}@example.com", "type": "SignIn",
+                    "payload": {"code": "123456", "application": {"name": big}}}  # fmt: skip
+            async with http.post(f"{target.url}/v1/email", json=body, timeout=TIMEOUT) as r:
+                statuses.append(r.status)
+    extra["big_send_statuses"] = _counts(statuses)
+    extra["peak_during_mib"] = round(target.peak_mib, 1)
+    for sock in held:
+        sock.close()
+
+
+async def attack_connections(
+    target: Target, extra: dict[str, Any], slow: int = 1500, idle: int = 3000
+) -> None:
+    """``slow`` clients trickling their request head and ``idle`` keep-alive connections that
+    made one request and then say nothing, for 10 s (a dropped slow client comes back)."""
+    held: list[asyncio.StreamWriter] = []
+    stop = asyncio.Event()
+
+    async def slow_one() -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            _, writer = await asyncio.open_connection("127.0.0.1", target.port)
+            held.append(writer)
+            while not stop.is_set():  # dropped after the head timeout: come back
+                writer.write(b"POST /v1/email HTTP/1.1\r\nHost: x\r\n")
+                with contextlib.suppress(OSError, ConnectionError):
+                    while not stop.is_set():
+                        writer.write(b"a")
+                        await writer.drain()
+                        await asyncio.sleep(0.5)
+                _, writer = await asyncio.open_connection("127.0.0.1", target.port)
+
+    async def idle_one() -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
+            held.append(writer)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            await asyncio.wait_for(reader.read(4096), 10)
+            await stop.wait()
+
+    tasks = [asyncio.create_task(slow_one()) for _ in range(slow)]
+    tasks += [asyncio.create_task(idle_one()) for _ in range(idle)]
+    await asyncio.sleep(10.0)
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for writer in held:
+        writer.close()
+    extra["opened"] = len(held)
+
+
+async def run(name: str, folder: Path, root: Path) -> Figures:
+    """One scenario by name against a fresh service from ``root``."""
+    descriptors = 1024 if name in ("smtp_idle", "connections") else None
+    config = CONFIGS.get(name)
+    target = Target(folder / name, root=root, descriptors=descriptors, config=config)
+    try:
+        await target.ready()
+        attacks: dict[str, Callable[[Target, dict[str, Any]], Awaitable[None]]] = {
+            "encoded_words": await attack_mail(mail_encoded_words()),
+            "mime_parts": await attack_mail(mail_parts()),
+            "addresses": await attack_mail(mail_addresses()),
+            "data_hang": attack_data_hang,
+            "smtp_idle": attack_smtp_idle,
+            "long_polls": attack_long_polls,
+            "streams": attack_streams,
+            "streams_per_client_cap_off": attack_streams,
+            "connections": attack_connections,
+        }
+        return await measure(target, name, attacks[name])
+    finally:
+        target.stop()
+
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    # every reader admitted: what bounds them is then each one's buffer
+    "streams_per_client_cap_off": {"capture": {"max_waiting_per_client": 256}},
+}
+NAMES = ("encoded_words", "mime_parts", "addresses", "data_hang", "smtp_idle", "long_polls",
+         "streams", "connections")  # fmt: skip
+
+
+def _on_term(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--probe", help="be the probe process for this service URL")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--every", type=float, default=0.25)
+    parser.add_argument("--root", type=Path, default=ROOT)
+    parser.add_argument("--folder", type=Path, default=Path("/tmp/otp-hostile"))
+    parser.add_argument("names", nargs="*", default=list(NAMES))
+    args = parser.parse_args()
+    if args.probe:
+        signal.signal(signal.SIGTERM, _on_term)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(probe_loop(args.probe, args.out, args.every))
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 20000), max(hard, 20000)))
+    for name in args.names:
+        figures = asyncio.run(run(name, args.folder, args.root))
+        print(figures.line(), flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
