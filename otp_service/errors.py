@@ -13,7 +13,9 @@ into its answer in one table (:mod:`otp_service.http.answers`). Pure helpers (``
     │   ├── TemplateNotFoundError   no template for the type and no Generic (422)
     │   ├── TemplateRenderError     a template failed to render (422; the file for the log)
     │   ├── UnauthorizedError       missing or wrong Authorization (401)
+    │   ├── ForbiddenError          the token lacks the scope the route needs (403)
     │   ├── RateLimitedRequest      an abuse limit refused it (429 + Retry-After; ``rule``)
+    │   ├── IdempotencyKeyBusy      a request with the same key is still deciding (409)
     │   └── ShuttingDownError       the service is draining (503 + Retry-After)
     ├── MessageExpired              the message's lifetime ran out before delivery (502)
     ├── EarlierFailure              a repeat of a request that failed for good (502)
@@ -99,6 +101,18 @@ class UnauthorizedError(RequestError):
         super().__init__("unauthorized", message, 401)
 
 
+class ForbiddenError(RequestError):
+    """The token is valid but lacks the scope the route needs (``auth.tokens[].scopes``)."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            "insufficient_scope",
+            f"this token lacks the {scope} scope (auth.tokens[].scopes)",
+            403,
+        )
+        self.scope = scope
+
+
 class RateLimitedRequest(RequestError):
     """A configured abuse limit refused the request; ``rule`` names the limit in the config
     (per_ip, per_recipient, per_sms_prefix)."""
@@ -108,6 +122,18 @@ class RateLimitedRequest(RequestError):
             "rate_limited", f"too many messages for this {what}; try again later", 429, retry_after
         )
         self.rule = rule
+
+
+class IdempotencyKeyBusy(RequestError):
+    """Another request with the same Idempotency-Key is still being decided (409 + Retry-After)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "idempotency_key_in_use",
+            "another request with this Idempotency-Key is still being processed; retry shortly",
+            409,
+            1.0,
+        )
 
 
 class ShuttingDownError(RequestError):

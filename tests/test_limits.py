@@ -240,3 +240,23 @@ async def test_capture_inbox_and_one_listing_are_bounded_in_bytes(service: Clien
     assert len(raw) <= max_bytes // 2
     oldest = await (await client.get(f"/v1/messages/{ids[0]}")).json()
     assert oldest["status"] == "captured" and "text" not in oldest  # dropped from the inbox
+
+
+async def test_idempotency_key_repeats_at_once_never_count_nor_get_429(
+    service: ClientFactory,
+) -> None:
+    """Six requests with one Idempotency-Key at once, with a recipient limit of 3: all answer
+    with the one stored id, and the limit still has room for two new messages."""
+    client = await service(limited(per_recipient={"count": 3, "window_seconds": 600}))
+    body = {"to": "kim@example.com", "type": "SignIn", "payload": {"code": "123456"}}
+    headers = {"Idempotency-Key": "signin-kim"}
+
+    async def one() -> tuple[int, dict[str, Any]]:
+        response = await client.post("/v1/email", json=body, headers=headers)
+        return response.status, await response.json()
+
+    answers = await asyncio.gather(*(one() for _ in range(6)))
+    assert {status for status, _ in answers} <= {200, 202}, answers
+    assert len({answer["id"] for _, answer in answers}) == 1, answers
+    statuses = [await send(client, "kim@example.com", f"22222{n}") for n in range(3)]
+    assert statuses == [200, 200, 429]

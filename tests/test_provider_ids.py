@@ -112,7 +112,7 @@ async def test_postgres_schema_of_the_previous_release_migrates_to_provider_ids(
     await store.open()
     try:
         async with store.connection() as check:
-            assert await migrations.schema_version(check, schema) == 3 == migrations.LATEST
+            assert await migrations.schema_version(check, schema) == migrations.LATEST
         old = await store.status("old")
         assert old is not None and old.attempts == (Attempt(1.5, "smtp", "sent"),)
         await check_new_attempts_keep_their_ids(store)

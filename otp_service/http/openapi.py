@@ -23,6 +23,8 @@ _ERROR_TEXT = {
     401: "unauthorized: missing or wrong Authorization: Bearer <token>",
     403: "destination_not_allowed (SMS country lists, premium-rate numbers)",
     404: "not_found, message_not_found",
+    409: "idempotency_key_in_use: a request with this Idempotency-Key is still being decided "
+    "(Retry-After)",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "template_not_found, template_error, sms_too_long",
@@ -45,7 +47,7 @@ def ok(schema: Schema, description: str = "OK", media: str = JSON) -> dict[str, 
 
 
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
-_SEND_ERRORS = errors(400, 401, 403, 413, 415, 422, 429, 502, 503)
+_SEND_ERRORS = errors(400, 401, 403, 409, 413, 415, 422, 429, 502, 503)
 _TO = {"name": "to", "in": "query", "schema": {"type": "string"}, "description": "recipient"}
 _MATCH = [
     _TO,
