@@ -183,8 +183,9 @@ async def test_browser_copy_works_over_plain_http_on_another_host_name(
     service: ClientFactory, browser: Browser
 ) -> None:
     """Served as http://inbox.test (not loopback, so not a secure context) the page has no
-    Clipboard API at all; Copy puts the code on the clipboard all the same."""
-    client = await service()
+    Clipboard API at all; Copy puts the code on the clipboard all the same (the name is in
+    server.allowed_hosts: other names are refused, against DNS rebinding)."""
+    client = await service({"server": {"allowed_hosts": ["inbox.test"]}})
     message_id = await send(client, "ana@example.com", "604218")
     assert await clipboard(browser, client, write="before") == "before"
     url = str(client.make_url("/inbox").with_host("inbox.test"))

@@ -6,7 +6,7 @@ import asyncio
 import sys
 from collections import Counter
 
-from ..config import Config
+from ..config import SCOPES, Config
 from ..config.checks import refusals, warnings
 from ..config.logto import LogtoConfig
 from ..errors import ConfigError, LogtoApiError
@@ -31,7 +31,9 @@ def check_config(config: Config, file: str, *, online: bool) -> int:
         if smtp
         else "  SMTP intake: off"
     )
-    print(f"  auth:  {len(config.auth.tokens)} token(s)")
+    tokens = config.auth.tokens
+    scopes = " | ".join(", ".join(s for s in SCOPES if s in t.scopes) for t in tokens)
+    print(f"  auth:  {len(tokens)} token(s)" + (f" ({scopes})" if tokens else ""))
     store = config.store
     if store.url:
         print(f"  store: postgresql {store.shown} (schema {store.schema}, pool {store.pool_size})")

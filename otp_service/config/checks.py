@@ -72,6 +72,19 @@ def warnings(config: Config) -> list[ConfigProblem]:
                     f"set sms.provider: {name}, or list it in sms.routes (or remove sms.{name})",
                 )
             )
+    tokens = config.auth.tokens
+    if tokens and all(token.unrestricted for token in tokens):
+        found.append(
+            ConfigProblem(
+                "auth.tokens",
+                "every token has every scope (send, read, admin): the one Logto holds could "
+                "also read messages and delete them, and Logto shows its failed request "
+                "(Authorization header included) to the end user when this service is "
+                "unreachable",
+                "give Logto a token of its own with scopes: [send], e.g. - {token: "
+                '"${LOGTO_TOKEN}", scopes: [send]}',
+            )
+        )
     captured = config.captured_channels()
     if captured and not is_loopback(config.server.host):
         found.append(
