@@ -85,6 +85,16 @@ def warnings(config: Config) -> list[ConfigProblem]:
                 '"${LOGTO_TOKEN}", scopes: [send]}',
             )
         )
+    if "*" in config.server.allowed_hosts:
+        found.append(
+            ConfigProblem(
+                "server.allowed_hosts",
+                'holds "*": any Host is answered, so a web page that points its own DNS name '
+                "at this service (DNS rebinding) can read what it answers",
+                "list the names the service is reached by instead (otp.example.com, "
+                '"*.example.com"); loopback, IPs and single-label names need no entry',
+            )
+        )
     captured = config.captured_channels()
     if captured and not is_loopback(config.server.host):
         found.append(
