@@ -161,7 +161,9 @@ def _tokens(f: Fields, d: Declared) -> tuple[ApiToken, ...]:
     return tuple(tokens)
 
 
-_TOKEN = {"type": "string", "minLength": 16}
+# At least 16 characters once ${VARIABLES} are expanded (an editor sees them unexpanded).
+_TOKEN = {"anyOf": [{"type": "string", "minLength": 16},
+                   {"type": "string", "pattern": r"\$\{[A-Za-z_]"}]}  # fmt: skip
 
 
 @section
