@@ -14,6 +14,7 @@ into its answer in one table (:mod:`otp_service.http.answers`). Pure helpers (``
     │   ├── TemplateRenderError     a template failed to render (422; the file for the log)
     │   ├── UnauthorizedError       missing or wrong Authorization (401)
     │   ├── ForbiddenError          the token lacks the scope the route needs (403)
+    │   ├── HostNotAllowed          a Host the service is not reached by (421)
     │   ├── RateLimitedRequest      an abuse limit refused it (429 + Retry-After; ``rule``)
     │   ├── IdempotencyKeyBusy      a request with the same key is still deciding (409)
     │   └── ShuttingDownError       the service is draining (503 + Retry-After)
@@ -111,6 +112,19 @@ class ForbiddenError(RequestError):
             403,
         )
         self.scope = scope
+
+
+class HostNotAllowed(RequestError):
+    """The request's Host is not a name the service is reached by (421; against DNS
+    rebinding: ``server.allowed_hosts``)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "host_not_allowed",
+            "this service does not answer to this Host name; if it is one it is reached by, "
+            "add it to server.allowed_hosts",
+            421,
+        )
 
 
 class RateLimitedRequest(RequestError):

@@ -35,6 +35,7 @@ def bearer(token: str) -> dict[str, str]:
 
 async def call(client: Any, method: str, path: str, token: str, **kw: Any) -> tuple[int, Any]:
     async with client.request(method, path, headers=bearer(token), **kw) as response:
+        assert response.headers["X-Content-Type-Options"] == "nosniff"  # 2xx, 403, 404 alike
         if response.content_type == "application/json":
             return response.status, await response.json()
         return response.status, None

@@ -30,25 +30,13 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..config import ServerConfig, is_loopback
-from ..errors import RequestError
+from ..errors import HostNotAllowed
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 WILDCARDS = ("0.0.0.0", "::", "")  # noqa: S104 (names, not a bind)
 # Names no one can register in the public DNS, accepted when listening beyond loopback.
 PRIVATE_SUFFIXES = (".internal", ".svc", ".svc.cluster.local")
-
-
-class HostNotAllowed(RequestError):
-    """The request's Host is not one this service answers to (421)."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "host_not_allowed",
-            "this service does not answer to this Host name; if it is one it is reached by, "
-            "add it to server.allowed_hosts",
-            421,
-        )
 
 
 def split_host(value: str) -> tuple[str, int | None] | None:
