@@ -396,3 +396,24 @@ async def test_store_purge_leaves_the_other_ports_data_alone(
     await sqlite.open()
     assert await sqlite.hit("to:email:ana@example.com", 2, 60, now) is not None
     await sqlite.close()
+
+
+async def test_sqlite_store_drops_the_previous_runs_key_holds_on_open(tmp_path: Path) -> None:
+    """SQLite is one process's: a key held by a request of a run that died, its message never
+    stored, is free at the next start (PostgreSQL keeps holds: other replicas live)."""
+    store = SqliteStore(tmp_path / "outbox.sqlite3")
+    await store.open()
+    dead, stored, fresh = make_message(), make_message(), make_message()
+    now = time.time()
+    await store.hold_key("held", dead.id, now, now - 60)
+    await store.hold_key("kept", stored.id, now, now - 60)
+    await accept(store, stored, key="kept")
+    await store.close()
+    store = SqliteStore(tmp_path / "outbox.sqlite3")
+    await store.open()
+    try:
+        assert await store.hold_key("held", fresh.id, now, now - 60) == KeyHold(fresh.id)
+        kept = await store.hold_key("kept", fresh.id, now, now - 60)
+        assert kept is not None and kept.message_id == stored.id and kept.stored is not None
+    finally:
+        await store.close()
