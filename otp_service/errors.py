@@ -13,8 +13,11 @@ into its answer in one table (:mod:`otp_service.http.answers`). Pure helpers (``
     │   ├── TemplateNotFoundError   no template for the type and no Generic (422)
     │   ├── TemplateRenderError     a template failed to render (422; the file for the log)
     │   ├── UnauthorizedError       missing or wrong Authorization (401)
+    │   ├── ForbiddenError          the token lacks the scope the route needs (403)
+    │   ├── HostNotAllowed          a Host the service is not reached by (421)
     │   ├── RateLimitedRequest      an abuse limit refused it (429 + Retry-After; ``rule``)
     │   ├── ReceiptRefused          a delivery receipt unsigned, forged or malformed (401/400)
+    │   ├── IdempotencyKeyBusy      a request with the same key is still deciding (409)
     │   └── ShuttingDownError       the service is draining (503 + Retry-After)
     ├── MessageExpired              the message's lifetime ran out before delivery (502)
     ├── EarlierFailure              a repeat of a request that failed for good (502)
@@ -100,6 +103,31 @@ class UnauthorizedError(RequestError):
         super().__init__("unauthorized", message, 401)
 
 
+class ForbiddenError(RequestError):
+    """The token is valid but lacks the scope the route needs (``auth.tokens[].scopes``)."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            "insufficient_scope",
+            f"this token lacks the {scope} scope (auth.tokens[].scopes)",
+            403,
+        )
+        self.scope = scope
+
+
+class HostNotAllowed(RequestError):
+    """The request's Host is not a name the service is reached by (421; against DNS
+    rebinding: ``server.allowed_hosts``)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "host_not_allowed",
+            "this service does not answer to this Host name; if it is one it is reached by, "
+            "add it to server.allowed_hosts",
+            421,
+        )
+
+
 class RateLimitedRequest(RequestError):
     """A configured abuse limit refused the request; ``rule`` names the limit in the config
     (per_ip, per_recipient, per_sms_prefix)."""
@@ -119,6 +147,18 @@ class ReceiptRefused(RequestError):
     def __init__(self, provider: str, code: str, message: str, status: int = 401) -> None:
         super().__init__(code, message, status)
         self.provider = provider
+
+
+class IdempotencyKeyBusy(RequestError):
+    """Another request with the same Idempotency-Key is still being decided (409 + Retry-After)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "idempotency_key_in_use",
+            "another request with this Idempotency-Key is still being processed; retry shortly",
+            409,
+            1.0,
+        )
 
 
 class ShuttingDownError(RequestError):

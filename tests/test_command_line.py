@@ -229,3 +229,27 @@ def test_unset_variable_is_reported_once_and_default_locale_must_be_a_language_t
         config = service_config(tmp_path, templates={"default_locale": tag})
         accepted = run("check-config", str(config))
         assert accepted.returncode == 0, accepted.stderr
+
+
+@pytest.mark.slow
+async def test_send_server_and_latest_work_with_scoped_tokens(tmp_path: Path) -> None:
+    """``send --server`` with a send-only token sends; ``latest`` with it is refused with the
+    server's 403 insufficient_scope (exit 1), and with a read token prints the code."""
+    sender, reader = "send_" + "S" * 27, "read_" + "R" * 27
+    tokens = [{"token": sender, "scopes": ["send"]}, {"token": reader, "scopes": ["read"]}]
+    config = service_config(tmp_path, auth={"tokens": tokens})
+    service = ServiceProcess(config, tmp_path / "service.log")
+    try:
+        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
+            await service.ready(http)
+        sent = run("send", "--channel", "email", "--to", "scoped@example.com", "--code", "112358",
+                   "--server", service.url, token=sender)  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        args = ("latest", "--to", "scoped@example.com", "--wait", "0", "--server", service.url)
+        refused = run(*args, token=sender)
+        assert refused.returncode == 1 and "403 insufficient_scope" in refused.stderr
+        assert sender not in refused.stderr + refused.stdout
+        found = run(*args, token=reader)
+        assert (found.returncode, found.stdout) == (0, "112358\n"), found.stderr
+    finally:
+        service.stop()

@@ -100,7 +100,7 @@ async def test_lone_surrogates_are_400_and_do_not_harm_queued_neighbours(
     header_body = json.dumps(signin("key@example.com", "777777")).encode()
     answer = await raw_http(
         port,
-        b"POST /v1/email HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/email HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Idempotency-Key: \xff\xfe-not-utf8\r\nConnection: close\r\n"
         b"Content-Length: " + str(len(header_body)).encode() + b"\r\n\r\n" + header_body,
     )

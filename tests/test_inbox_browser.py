@@ -183,8 +183,9 @@ async def test_browser_copy_works_over_plain_http_on_another_host_name(
     service: ClientFactory, browser: Browser
 ) -> None:
     """Served as http://inbox.test (not loopback, so not a secure context) the page has no
-    Clipboard API at all; Copy puts the code on the clipboard all the same."""
-    client = await service()
+    Clipboard API at all; Copy puts the code on the clipboard all the same (the name is in
+    server.allowed_hosts: other names are refused, against DNS rebinding)."""
+    client = await service({"server": {"allowed_hosts": ["inbox.test"]}})
     message_id = await send(client, "ana@example.com", "604218")
     assert await clipboard(browser, client, write="before") == "before"
     url = str(client.make_url("/inbox").with_host("inbox.test"))
@@ -330,6 +331,27 @@ async def test_browser_token_prompt_keeps_the_token_out_of_urls(
     await expect(card(page, message_id).locator(".code")).to_have_text("271828")
     await expect(page.locator("#login")).to_be_hidden()
     assert TOKEN not in page.url
+
+
+async def test_browser_send_only_token_is_told_it_lacks_the_read_scope(
+    service: ClientFactory, browser: Browser
+) -> None:
+    """A send-only token (what Logto holds) opens nothing: the page says the token lacks the
+    scope and asks again; a read token then shows the inbox."""
+    sender = "send-only-token-0123456789"
+    reader = "read-only-token-0123456789"
+    client = await service({"auth": {"tokens": [{"token": sender, "scopes": ["send"]},
+                                                {"token": reader, "scopes": ["read"]}]}})  # fmt: skip
+    message_id = await send(client, "ana@example.com", "314159",
+                            headers={"Authorization": f"Bearer {sender}"})  # fmt: skip
+    page = await open_inbox(browser, client)
+    await page.fill("#token", sender)
+    await page.click("#login-form button[type=submit]")
+    await expect(page.locator("#login-error")).to_contain_text("lacks the scope")
+    await expect(page.locator("li.msg")).to_have_count(0)
+    await page.fill("#token", reader)
+    await page.click("#login-form button[type=submit]")
+    await expect(card(page, message_id).locator(".code")).to_have_text("314159")
 
 
 async def test_browser_hostile_message_shows_as_text(

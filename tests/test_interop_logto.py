@@ -37,6 +37,7 @@ INTEROP = Path(__file__).resolve().parent / "interop"
 SEND = INTEROP / "send.mjs"
 CONNECTORS = ("@logto/connector-http-email", "@logto/connector-http-sms")
 TOKEN = "interop-token-0123456789abcdef"
+READER = "reader-token-0123456789abcdef"
 START_TIMEOUT = 10.0
 NODE_TIMEOUT = 15.0
 
@@ -152,8 +153,10 @@ def open_service(tmp_path_factory: pytest.TempPathFactory, node: str) -> Iterato
 
 @pytest.fixture(scope="module")
 def auth_service(tmp_path_factory: pytest.TempPathFactory, node: str) -> Iterator[Service]:
-    """The service with one bearer token configured."""
-    with _start(tmp_path_factory.mktemp("auth"), {"auth": {"tokens": [TOKEN]}}) as service:
+    """The service with tokens configured: Logto's connectors get TOKEN, send-only (as the
+    README advises); the test reads the inbox with READER (index 0: the Service's own)."""
+    tokens = [READER, {"token": TOKEN, "scopes": ["send"]}]
+    with _start(tmp_path_factory.mktemp("auth"), {"auth": {"tokens": tokens}}) as service:
         yield service
 
 
@@ -227,7 +230,8 @@ def test_sms_connector_number_without_plus_is_normalised(node: str, open_service
 
 
 def test_connectors_with_configured_token_are_accepted(node: str, auth_service: Service) -> None:
-    """Both connectors, configured with 'Bearer <token>', get through the service's auth."""
+    """Both connectors, configured with 'Bearer <token>' (a send-only token), get through the
+    service's auth."""
     email = {
         "connector": "email",
         "endpoint": f"{auth_service.base}/v1/email",

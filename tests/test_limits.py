@@ -240,3 +240,49 @@ async def test_capture_inbox_and_one_listing_are_bounded_in_bytes(service: Clien
     assert len(raw) <= max_bytes // 2
     oldest = await (await client.get(f"/v1/messages/{ids[0]}")).json()
     assert oldest["status"] == "captured" and "text" not in oldest  # dropped from the inbox
+
+
+async def test_idempotency_key_repeats_at_once_never_count_nor_get_429(
+    service: ClientFactory,
+) -> None:
+    """Six requests with one Idempotency-Key at once, with a recipient limit of 3: all answer
+    with the one stored id, and the limit still has room for two new messages."""
+    client = await service(limited(per_recipient={"count": 3, "window_seconds": 600}))
+    body = {"to": "kim@example.com", "type": "SignIn", "payload": {"code": "123456"}}
+    headers = {"Idempotency-Key": "signin-kim"}
+
+    async def one() -> tuple[int, dict[str, Any]]:
+        response = await client.post("/v1/email", json=body, headers=headers)
+        return response.status, await response.json()
+
+    answers = await asyncio.gather(*(one() for _ in range(6)))
+    assert {status for status, _ in answers} <= {200, 202}, answers
+    assert len({answer["id"] for _, answer in answers}) == 1, answers
+    statuses = [await send(client, "kim@example.com", f"22222{n}") for n in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+@pytest.mark.slow
+async def test_idempotency_key_held_by_a_request_still_deciding_is_409_then_taken_over(
+    service: ClientFactory,
+) -> None:
+    """A key held by a request that neither stores nor lets go: a repeat waits 5 s, then 409
+    idempotency_key_in_use with Retry-After; once the hold is older than
+    delivery.lease_seconds (its process died), the next request takes the key over."""
+    client = await service({"delivery": FAST | {"lease_seconds": 8}})
+    store = client.app[SERVICES].store
+    now = time.time()
+    assert await store.hold_key("email:stuck", "a-request-that-died", now, now - 8)
+    body = {"to": "lee@example.com", "type": "SignIn", "payload": {"code": "123456"}}
+    headers = {"Idempotency-Key": "stuck"}
+    response = await client.post("/v1/email", json=body, headers=headers)
+    answer = await response.json()
+    assert (response.status, answer["error"]["code"]) == (409, "idempotency_key_in_use")
+    assert response.headers["Retry-After"] == "1"
+    await store.release_key("email:stuck", "a-request-that-died")
+    old = time.time() - 60
+    assert await store.hold_key("email:stuck", "a-request-that-died", old, old - 8)
+    response = await client.post("/v1/email", json=body, headers=headers)
+    assert response.status == 200, await response.text()
+    again = await client.post("/v1/email", json=body, headers=headers)
+    assert (await again.json())["id"] == (await response.json())["id"]

@@ -56,6 +56,19 @@ def test_openapi_every_operation_documents_its_errors() -> None:
                 assert "401" in op["responses"], (method, path)
 
 
+def test_openapi_names_the_scope_of_every_token_protected_operation() -> None:
+    """Each operation behind a token names the one scope it needs and documents its 403; every
+    operation documents 421 (a Host the service is not reached by)."""
+    served = document()
+    for path, ops in served["paths"].items():
+        for method, op in ops.items():
+            assert "421" in op["responses"], (method, path)
+            if op.get("security", served["security"]):
+                (scopes,) = [s["bearer"] for s in op["security"]]
+                assert len(scopes) == 1 and scopes[0] in ("send", "read", "admin"), (method, path)
+                assert "403" in op["responses"], (method, path)
+
+
 async def test_openapi_served_at_openapi_json(service: ClientFactory) -> None:
     """GET /openapi.json answers the OpenAPI 3.1 document, without a token."""
     client = await service({"auth": {"tokens": [TOKEN]}})

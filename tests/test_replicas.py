@@ -31,6 +31,7 @@ from .support.processes import (
     wait_for,
 )
 from .support.replicas import email, replica_config, sms
+from .support.signin import signin
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -254,3 +255,56 @@ async def test_replicas_rolling_restart_under_steady_load_fails_no_request(
             lambda: wanted <= {r["message_id"] for r in sink.events()}, 60, "every email"
         )
         print(f"\nrolling restart of 2 replicas: {len(accepted)} requests, 0 failed")
+
+
+async def test_replicas_idempotency_race_answers_every_repeat_with_the_one_stored_id(
+    processes: Processes, aliyun: FakeAliyun, pg_schema: tuple[str, str]
+) -> None:
+    """Ten Idempotency-Keys, each sent six times at once alternating two replicas, with a
+    recipient limit of 3: every answer for a key is a 2xx carrying the same id, that id is
+    stored, and one email per key is delivered (a repeat never counts against the limit)."""
+    sink = processes.sink()
+    limits = {"per_recipient": {"count": 3, "window_seconds": 600}, "per_ip": None,
+              "per_sms_prefix": None}  # fmt: skip
+    config = replica_config(processes.folder, pg_schema, sink, aliyun, limits=limits)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as http:
+        replicas = await start_replicas(processes, config, http, 2)
+        balancer = Balancer(http, replicas)
+
+        async def one(key: int, repeat: int) -> tuple[int, int, dict[str, Any]]:
+            body = email(200000 + key)
+            headers = {"Idempotency-Key": f"race-{key}"}
+            status, answer = await balancer.post("/v1/email", body, replicas[repeat % 2], headers)
+            return key, status, answer
+
+        answers = await asyncio.gather(
+            *(one(key, repeat) for repeat in range(6) for key in range(10))
+        )
+        by_key: dict[int, set[str]] = {}
+        for key, status, answer in answers:
+            by_key.setdefault(key, set()).add(answer.get("id") or f"{status} {answer}")
+        assert all(len(ids) == 1 for ids in by_key.values()), by_key
+        assert all(status in (200, 202) for _, status, _ in answers), by_key
+        ids = [next(iter(ids)) for ids in by_key.values()]
+        for answer_id in ids:
+            for replica in replicas:
+                record = await status_of(http, replica, answer_id)
+                assert record.get("id") == answer_id, record
+        # The limit full (the key's message and two more): new messages are refused, and the
+        # key's repeats still answer with its message, on either replica.
+        statuses = [
+            (await balancer.post("/v1/email", signin("user200000@example.com", f"99999{n}")))[0]
+            for n in range(3)
+        ]
+        assert statuses[0] in (200, 202) and statuses[1] in (200, 202), statuses
+        assert statuses[2] == 429, statuses
+        for replica in replicas:
+            status, answer = await balancer.post(
+                "/v1/email", email(200000), replica, {"Idempotency-Key": "race-0"}
+            )
+            assert status in (200, 202) and answer["id"] == next(iter(by_key[0])), answer
+        wanted = {message_id(answer_id) for answer_id in ids}
+        await wait_for(lambda: wanted <= {r["message_id"] for r in sink.events()}, 30, "emails")
+        await asyncio.sleep(0.5)
+        copies = Counter(r["message_id"] for r in sink.events() if r["message_id"] in wanted)
+        assert sorted(copies.values()) == [1] * 10, copies

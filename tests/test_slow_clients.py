@@ -125,7 +125,7 @@ async def test_client_without_request_head_in_time_is_dropped(
     limited.append(service)
     await service.ready()
     reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
-    writer.write(b"POST /v1/email HTTP/1.1\r\nHost: x\r\n")
+    writer.write(b"POST /v1/email HTTP/1.1\r\nHost: localhost\r\n")
     started = time.monotonic()
     dropped = False
     for byte in b"X-Slow: " + b"a" * 60:
@@ -153,7 +153,7 @@ async def test_idle_keepalive_connection_is_closed(
     limited.append(service)
     await service.ready()
     reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
     await writer.drain()
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 200")
@@ -172,12 +172,12 @@ async def test_connections_past_the_cap_get_a_clear_503(
     busy = []
     for _ in range(8):
         reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
-        writer.write(b"POST /v1/email HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        writer.write(b"POST /v1/email HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 100\r\n\r\n{")  # fmt: skip
         await writer.drain()
         busy.append((reader, writer))
     await asyncio.sleep(0.3)
-    answer = await raw(service.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = await raw(service.port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 503") and b"too_many_connections" in answer
     assert b"\r\nX-Content-Type-Options: nosniff\r\n" in answer.split(b"\r\n\r\n", 1)[0] + b"\r\n"
     for reader, _ in busy:  # each body times out: 408, and the connection is freed
@@ -186,7 +186,7 @@ async def test_connections_past_the_cap_get_a_clear_503(
         writer.close()
     await asyncio.sleep(0.2)
     answer = await raw(
-        service.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        service.port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
     assert answer.startswith(b"HTTP/1.1 200")
 
@@ -209,7 +209,7 @@ async def test_two_thousand_slow_clients_leave_the_service_answerable(
             return
         slow.append(writer)
         try:
-            writer.write(b"POST /v1/email HTTP/1.1\r\nHost: x\r\n")
+            writer.write(b"POST /v1/email HTTP/1.1\r\nHost: localhost\r\n")
             for _ in range(100):
                 writer.write(b"a")
                 await writer.drain()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from otp_service.errors import WriteRefused
-from otp_service.store import Attempt, OutboxStore, SqliteStore
+from otp_service.store import Accepted, Attempt, KeyHold, OutboxStore, SqliteStore
 from otp_service.store.outbox import EXPIRED_PREFIX, NEVER_ATTEMPTED, UNKNOWN_OUTCOME
 from otp_service.store.postgres import PostgresStore
 
@@ -70,6 +70,37 @@ async def test_store_same_idempotency_key_returns_first_message(store: OutboxSto
     assert await store.status(second.id) is None
     found = await store.existing("email:k1", None, time.time())
     assert found is not None and found.id == first.id
+
+
+async def test_store_held_key_answers_others_with_its_holder_until_released(
+    store: OutboxStore,
+) -> None:
+    """A held Idempotency-Key names its holder to every other request, with the stored message
+    once accepted; a released one goes to the next request; accept keeps the holder's key."""
+    first, second, third = make_message(), make_message(), make_message()
+    now = time.time()
+    assert await store.hold_key("k1", first.id, now, now - 60) == KeyHold(first.id)
+    assert await store.hold_key("k1", second.id, now, now - 60) == KeyHold(first.id)
+    await store.release_key("k1", first.id)
+    assert await store.hold_key("k1", second.id, now, now - 60) == KeyHold(second.id)
+    assert (await accept(store, second, key="k1")).created
+    await store.release_key("k1", second.id)  # stored: a no-op
+    held = await store.hold_key("k1", third.id, now, now - 60)
+    assert held == KeyHold(second.id, Accepted(second.id, False, "queued", None))
+    repeat = await accept(store, third, key="k1")
+    assert (repeat.id, repeat.created) == (second.id, False)
+
+
+async def test_store_key_held_by_a_dead_request_is_taken_over_once_stale(
+    store: OutboxStore,
+) -> None:
+    """A hold whose message was never stored is taken over once older than stale_before."""
+    dead, alive = make_message(), make_message()
+    now = time.time()
+    assert await store.hold_key("k2", dead.id, now - 300, now - 360) == KeyHold(dead.id)
+    assert await store.hold_key("k2", alive.id, now, now - 400) == KeyHold(dead.id)
+    assert await store.hold_key("k2", alive.id, now, now - 60) == KeyHold(alive.id)
+    assert (await accept(store, alive, key="k2")).created
 
 
 async def test_store_same_dedupe_key_returns_first_while_unexpired(store: OutboxStore) -> None:
@@ -365,3 +396,24 @@ async def test_store_purge_leaves_the_other_ports_data_alone(
     await sqlite.open()
     assert await sqlite.hit("to:email:ana@example.com", 2, 60, now) is not None
     await sqlite.close()
+
+
+async def test_sqlite_store_drops_the_previous_runs_key_holds_on_open(tmp_path: Path) -> None:
+    """SQLite is one process's: a key held by a request of a run that died, its message never
+    stored, is free at the next start (PostgreSQL keeps holds: other replicas live)."""
+    store = SqliteStore(tmp_path / "outbox.sqlite3")
+    await store.open()
+    dead, stored, fresh = make_message(), make_message(), make_message()
+    now = time.time()
+    await store.hold_key("held", dead.id, now, now - 60)
+    await store.hold_key("kept", stored.id, now, now - 60)
+    await accept(store, stored, key="kept")
+    await store.close()
+    store = SqliteStore(tmp_path / "outbox.sqlite3")
+    await store.open()
+    try:
+        assert await store.hold_key("held", fresh.id, now, now - 60) == KeyHold(fresh.id)
+        kept = await store.hold_key("kept", fresh.id, now, now - 60)
+        assert kept is not None and kept.message_id == stored.id and kept.stored is not None
+    finally:
+        await store.close()

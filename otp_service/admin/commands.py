@@ -6,7 +6,7 @@ import asyncio
 import sys
 from collections import Counter
 
-from ..config import Config
+from ..config import SCOPES, Config, ServerConfig, is_loopback
 from ..config.checks import refusals, warnings
 from ..config.logto import LogtoConfig
 from ..errors import ConfigError, LogtoApiError
@@ -31,7 +31,10 @@ def check_config(config: Config, file: str, *, online: bool) -> int:
         if smtp
         else "  SMTP intake: off"
     )
-    print(f"  auth:  {len(config.auth.tokens)} token(s)")
+    tokens = config.auth.tokens
+    scopes = " | ".join(", ".join(s for s in SCOPES if s in t.scopes) for t in tokens)
+    print(f"  auth:  {len(tokens)} token(s)" + (f" ({scopes})" if tokens else ""))
+    print(f"  hosts: {answered_hosts(config.server)}")
     store = config.store
     if store.url:
         print(f"  store: postgresql {store.shown} (schema {store.schema}, pool {store.pool_size})")
@@ -97,3 +100,15 @@ def migrate(config: Config) -> int:
     done = f"applied {', '.join(map(str, applied))}" if applied else "nothing to apply"
     print(f"schema {config.store.schema} at version {LATEST}: {done}")
     return 0
+
+
+def answered_hosts(server: ServerConfig) -> str:
+    """The Host names the service answers to, in words (see otp_service.http.hosts)."""
+    if "*" in server.allowed_hosts:
+        return "any (server.allowed_hosts holds *)"
+    shown = ["loopback"]
+    if server.host not in ("0.0.0.0", "::", "") and not is_loopback(server.host):  # noqa: S104
+        shown.append(server.host)
+    if not is_loopback(server.host):
+        shown.append("IP addresses, single-label names, *.internal, *.svc")
+    return ", ".join(shown + list(server.allowed_hosts))

@@ -4,6 +4,8 @@ from .capture import CaptureConfig, CaptureSmtpConfig
 from .settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
+    SCOPES,
+    ApiToken,
     AuthConfig,
     Config,
     DeliveryConfig,
@@ -23,6 +25,8 @@ from .store import StoreConfig, default_store_path, redact_url
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "SCOPES",
+    "ApiToken",
     "AuthConfig",
     "CaptureConfig",
     "CaptureSmtpConfig",

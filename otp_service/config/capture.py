@@ -72,6 +72,11 @@ class CaptureConfig:
         "dropped past it",
         default=1024 * 1024, minimum=64 * 1024,
     )  # fmt: skip
+    api: bool = setting(
+        "serve the inbox routes (list, latest, events, deletes, /inbox) even when nothing is "
+        "captured: a staging setup that delivers for real (default: only when something is)",
+        default=False,
+    )
     smtp: CaptureSmtpConfig | None = setting(
         "the SMTP intake (mail from any app into the inbox): off unless set; true = its defaults",
         default=None,

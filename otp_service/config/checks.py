@@ -85,6 +85,29 @@ def warnings(config: Config) -> list[ConfigProblem]:
                 "templates.directory)",
             )
         )
+    tokens = config.auth.tokens
+    if tokens and all(token.unrestricted for token in tokens):
+        found.append(
+            ConfigProblem(
+                "auth.tokens",
+                "every token has every scope (send, read, admin): the one Logto holds could "
+                "also read messages and delete them, and Logto shows its failed request "
+                "(Authorization header included) to the end user when this service is "
+                "unreachable",
+                "give Logto a token of its own with scopes: [send], e.g. - {token: "
+                '"${LOGTO_TOKEN}", scopes: [send]}',
+            )
+        )
+    if "*" in config.server.allowed_hosts:
+        found.append(
+            ConfigProblem(
+                "server.allowed_hosts",
+                'holds "*": any Host is answered, so a web page that points its own DNS name '
+                "at this service (DNS rebinding) can read what it answers",
+                "list the names the service is reached by instead (otp.example.com, "
+                '"*.example.com"); loopback, IPs and single-label names need no entry',
+            )
+        )
     captured = config.captured_channels()
     if captured and not is_loopback(config.server.host):
         found.append(

@@ -11,6 +11,8 @@ import ipaddress
 import os
 import re
 import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -20,7 +22,7 @@ import yaml
 from ..errors import ConfigError, ConfigProblem
 from ..text.locales import TAG_PATTERN
 from .capture import CaptureConfig
-from .fields import Declared, Fields, read, section, setting
+from .fields import Declared, Fields, join, read, section, setting
 from .logto import LogtoConfig
 from .registry import (
     BY_NAME,
@@ -90,30 +92,113 @@ class ServerConfig:
         "the service's public base URL, which providers call back with delivery receipts",
         default=None, read=_public_url, schema={"type": ["string", "null"], "format": "uri"},
     )  # fmt: skip
+    allowed_hosts: tuple[str, ...] = setting(
+        "Host names (or host:port) the service answers to besides loopback, the bound address "
+        'and, when bound beyond loopback, names no web page can own; "*.example.com": its '
+        'subdomains; "*": any (no DNS-rebinding guard)',
+        default=(), read=lambda f, d: _allowed_hosts(f, d),
+        schema={"type": "array", "items": {"type": "string", "minLength": 1}},
+    )  # fmt: skip
 
 
-def _tokens(f: Fields, d: Declared) -> tuple[str, ...]:
-    tokens: list[str] = []
-    for path, token in f.items(d.key) or []:
-        if not isinstance(token, str) or len(token) < 16 or token != token.strip():
+# What a token may do: send (the send routes and intakes), read (messages, their status, the
+# inbox and its stream, metrics), admin (deletes and counter resets).
+SCOPES = ("send", "read", "admin")
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """One of ``auth.tokens``: the secret (never shown by ``repr``) and what it may do."""
+
+    value: str = field(repr=False)
+    scopes: frozenset[str] = frozenset(SCOPES)
+
+    @property
+    def unrestricted(self) -> bool:
+        return self.scopes >= set(SCOPES)
+
+
+_GENERATE = "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def _scopes(f: Fields, raw: Any) -> frozenset[str] | None:
+    if not isinstance(raw, list) or not raw or not all(s in SCOPES for s in raw):
+        f.problem("scopes", f"must be a non-empty list of {', '.join(SCOPES)}",
+                  "e.g. scopes: [send] for Logto, [send, read] for a test suite")  # fmt: skip
+        return None
+    return frozenset(raw)
+
+
+_HOST_ENTRY = re.compile(
+    r"^(\*|(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*"
+    r"|\[[0-9a-f:.]+\])(:[0-9]{1,5})?$"
+)
+
+
+def _allowed_hosts(f: Fields, d: Declared) -> tuple[str, ...]:
+    hosts: list[str] = []
+    for path, entry in f.items(d.key) or []:
+        value = entry.strip().lower().rstrip(".") if isinstance(entry, str) else ""
+        if not _HOST_ENTRY.match(value) or (value.startswith("*") and ":" in value):
+            f.problems.append(
+                ConfigProblem(
+                    path,
+                    "must be a host name or address, optionally with :port; *.domain for its "
+                    "subdomains; * for any",
+                    'e.g. otp.example.com, otp.example.com:8443, "*.example.com", [2001:db8::1]',
+                )
+            )
+            continue
+        hosts.append(value)
+    return tuple(hosts)
+
+
+def _tokens(f: Fields, d: Declared) -> tuple[ApiToken, ...]:
+    tokens: list[ApiToken] = []
+    seen: set[str] = set()
+    for path, entry in f.items(d.key) or []:
+        scopes: frozenset[str] | None = frozenset(SCOPES)  # a bare string: every scope
+        value = entry
+        if isinstance(entry, Mapping):
+            g = Fields(entry, path, f.problems, f.base)
+            g.reject_unknown(("token", "scopes"))
+            value = entry.get("token")
+            scopes = _scopes(g, entry.get("scopes"))
+            path = join(path, "token")
+        if not isinstance(value, str) or len(value) < 16 or value != value.strip():
             f.problems.append(
                 ConfigProblem(
                     path,
                     "must be a string of at least 16 characters without surrounding spaces",
-                    "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                    _GENERATE,
                 )
             )
             continue
-        tokens.append(token)
+        if value in seen:
+            f.problems.append(ConfigProblem(path, "repeats an earlier token", "list each once"))
+            continue
+        seen.add(value)
+        if scopes is not None:
+            tokens.append(ApiToken(value, scopes))
     return tuple(tokens)
+
+
+# At least 16 characters once ${VARIABLES} are expanded (an editor sees them unexpanded).
+_TOKEN = {"anyOf": [{"type": "string", "minLength": 16},
+                   {"type": "string", "pattern": r"\$\{[A-Za-z_]"}]}  # fmt: skip
 
 
 @section
 class AuthConfig:
-    tokens: tuple[str, ...] = setting(
-        "bearer tokens Logto may send (>= 16 characters; several: rotation)",
+    tokens: tuple[ApiToken, ...] = setting(
+        "bearer tokens (>= 16 characters; several: rotation): a string may do everything; "
+        "{token, scopes: [send, read, admin]} only what its scopes say (Logto: [send])",
         default=(), secret=True, read=_tokens,
-        schema={"type": "array", "items": {"type": "string", "minLength": 16}},
+        schema={"type": "array", "items": {"anyOf": [_TOKEN, {
+            "type": "object", "additionalProperties": False, "required": ["token", "scopes"],
+            "properties": {"token": _TOKEN, "scopes": {
+                "type": "array", "minItems": 1, "uniqueItems": True,
+                "items": {"enum": list(SCOPES)}}}}]}},
     )  # fmt: skip
 
 
@@ -285,6 +370,12 @@ class Config:
     capture: CaptureConfig = setting("the capture inbox and the SMTP intake", factory=CaptureConfig)
     store: StoreConfig = setting("the outbox: SQLite or PostgreSQL", factory=StoreConfig)
     limits: LimitsConfig = setting("abuse limits and provider rates", default=LimitsConfig())
+
+    @property
+    def inbox_api_on(self) -> bool:
+        """The capture inbox's routes exist (listing, latest, events, deletes, the page): some
+        channel is captured, the SMTP intake is on, or ``capture.api`` asks for them."""
+        return bool(self.captured_channels()) or self.capture.smtp is not None or self.capture.api
 
     def captured_channels(self) -> list[str]:
         """The channels some of whose messages go to the capture inbox."""

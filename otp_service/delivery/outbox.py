@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from ..config import DeliveryConfig
 from ..errors import (
     EarlierFailure,
+    IdempotencyKeyBusy,
     MessageExpired,
     OtpServiceError,
     OutcomeUnknownError,
@@ -41,6 +42,7 @@ from .receipts import ReceiptDesk
 from .upkeep import Upkeep
 
 log = logging.getLogger("otp_service.outbox")
+KEY_WAIT_SECONDS = 5.0  # a repeat waits this long for the request holding its key to decide
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 Settle = Callable[[Outcome], Outcome]
 
@@ -133,6 +135,33 @@ class Outbox:
         """The outcome of the earlier message ``message`` repeats, if one holds its keys."""
         found = await self.store.existing(idempotency_key, dedupe_key, now)
         return None if found is None else self._repeat(message, found)
+
+    async def hold(self, message: Message, idempotency_key: str) -> Outcome | None:
+        """Hold ``idempotency_key`` for ``message`` before its limits are counted: None once it
+        is ``message``'s; else the answer of the message holding it, whichever replica took it
+        (waiting, up to :data:`KEY_WAIT_SECONDS`, while that request is still deciding)."""
+        deadline = time.monotonic() + KEY_WAIT_SECONDS
+        pause = 0.005
+        while True:
+            now = time.time()
+            stale = now - self.config.lease_seconds  # its process died before storing it
+            held = await self.store.hold_key(idempotency_key, message.id, now, stale)
+            if held is not None and held.message_id == message.id:
+                return None
+            if held is not None and held.stored is not None:
+                return self._repeat(message, held.stored)
+            if time.monotonic() >= deadline:
+                return Outcome.of(message, "refused", error=IdempotencyKeyBusy())
+            await asyncio.sleep(pause)  # the holder counts its limits, then stores or lets go
+            pause = min(pause * 2, 0.1)
+
+    async def release(self, message: Message, idempotency_key: str) -> None:
+        """Let go of a key ``message`` held but was refused (limits, a store outage): the next
+        request with it decides afresh. Best effort: a hold left behind is taken over later."""
+        try:
+            await self.store.release_key(idempotency_key, message.id)
+        except Exception:
+            log.warning("could not release an Idempotency-Key held by id=%s", message.id)
 
     @staticmethod
     def _repeat(message: Message, first: Accepted) -> Outcome:

@@ -17,7 +17,7 @@ from dataclasses import replace
 from ..config import DeliveryConfig
 from ..errors import RateLimitedRequest, RequestError, ShuttingDownError, StoreError
 from ..logs import request_id
-from ..message.compose import Channel, Composer, SendRequest
+from ..message.compose import Channel, Composer, Message, SendRequest
 from ..metrics import Metrics
 from ..store import StoreUnavailable
 from .dedupe import dedupe_key
@@ -99,17 +99,35 @@ class SendPath:
         try:
             if not await self._store_usable():
                 raise StoreUnavailable()
+            # A key is held before the limits are counted: its repeats, on any replica, wait for
+            # this request and answer with its message; they never count, nor store another.
+            if key is not None and (repeat := await self.outbox.hold(message, key)) is not None:
+                return repeat
             try:
-                await self.limiter.check(message)
-            except RateLimitedRequest as exc:
-                # Refused as a new message; a repeat of an accepted one still gets its answer.
-                # (Looked up only here: the common path keeps one store round trip.)
-                if (repeat := await self.outbox.existing(message, key, content, now)) is not None:
-                    return repeat
-                self.metrics.refused_by_limit(exc.rule)
+                return await self._limited_submit(message, now + ttl, key, content, now)
+            except BaseException:
+                if key is not None:
+                    await self.outbox.release(message, key)
                 raise
-            return await self.outbox.submit(
-                message, expires_at=now + ttl, idempotency_key=key, dedupe_key=content
-            )
         except (RequestError, StoreError) as exc:
             return Outcome.of(message, "refused", error=exc)
+
+    async def _limited_submit(
+        self, message: Message, expires_at: float, key: str | None, content: str | None,
+        now: float,
+    ) -> Outcome:  # fmt: skip
+        try:
+            await self.limiter.check(message)
+        except RateLimitedRequest as exc:
+            # Refused as a new message; a repeat of an accepted one still gets its answer.
+            # (Looked up only here: the common path keeps one store round trip.)
+            repeat = None
+            if content is not None:  # a key, when given, was looked up by hold()
+                repeat = await self.outbox.existing(message, None, content, now)
+            if repeat is not None:
+                return repeat
+            self.metrics.refused_by_limit(exc.rule)
+            raise
+        return await self.outbox.submit(
+            message, expires_at=expires_at, idempotency_key=key, dedupe_key=content
+        )

@@ -36,6 +36,7 @@ from .answers import (
 )
 from .context import CONFIG, SERVICES, authorize
 from .headers import add_security_headers
+from .hosts import HostPolicy, host_middleware
 
 __all__ = ["CONFIG", "SERVICES", "create_app"]
 
@@ -96,7 +97,7 @@ def _idempotency_key(request: web.Request) -> str | None:
 async def _outcome(request: web.Request, channel: Channel) -> Outcome:
     """Translate the Logto connector request into the send path's input, and send it."""
     try:
-        authorize(request)
+        authorize(request, "send")
         data = await _read_json(request)  # read first: closing on an unread body resets the client
         send_request = parse_request(data)
         idempotency_key = _idempotency_key(request)
@@ -133,7 +134,11 @@ async def send_sms(request: web.Request) -> web.Response:
 def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Application:
     """The aiohttp application; providers are opened on start-up and closed on clean-up."""
     app = web.Application(
-        middlewares=[request_id_middleware, errors_middleware],
+        middlewares=[
+            request_id_middleware,
+            errors_middleware,
+            host_middleware(HostPolicy(config.server)),
+        ],
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG] = config

@@ -20,9 +20,14 @@ def reachable_base(host: str, port: int) -> str:
 def banner(config: Config, base: str, port: int, smtp_port: int | None = None) -> str:
     """The banner ``serve`` prints once it listens."""
     host = config.server.host
-    if config.auth.tokens:
-        shown = logs.mask_token(config.auth.tokens[0])
-        authorization = f"    Authorization Header: Bearer <auth.tokens[0]: {shown}>"
+    tokens = config.auth.tokens
+    senders = [i for i, token in enumerate(tokens) if "send" in token.scopes]
+    if senders:  # the first that may send: the least privileged one is the operator's to list
+        i = senders[0]
+        shown = logs.mask_token(tokens[i].value)
+        authorization = f"    Authorization Header: Bearer <auth.tokens[{i}]: {shown}>"
+    elif tokens:
+        authorization = "    Authorization Header: (no token in auth.tokens has the send scope)"
     else:
         authorization = "    Authorization Header: (leave empty: no tokens configured)"
     lines = [

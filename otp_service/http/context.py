@@ -6,17 +6,18 @@ use: only the app factory knows the wiring module (:mod:`otp_service.services`).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Protocol
 
 from aiohttp import web
 
-from ..config import Config
+from ..config import SCOPES, Config
 from ..delivery.limits import Limiter
 from ..delivery.outbox import Outbox
 from ..delivery.send import SendPath
-from ..errors import UnauthorizedError
+from ..errors import ForbiddenError, UnauthorizedError
 from ..intake.smtp import SmtpIntake
 from ..logto.sync import TemplateSync
 from ..metrics import Metrics
@@ -53,9 +54,11 @@ SERVICES: web.AppKey[AppServices] = web.AppKey("services")
 CONFIG = web.AppKey("config", Config)
 
 
-def authorize(request: web.Request) -> None:
-    """Raise 401 unless the request carries ``Authorization: Bearer <one of auth.tokens>``
-    (nothing to check when no tokens are configured)."""
+def authorize(request: web.Request, scope: str) -> None:
+    """Raise 401 unless the request carries ``Authorization: Bearer <one of auth.tokens>``, and
+    403 when that token lacks ``scope`` (send, read, admin). Nothing to check when no tokens
+    are configured (loopback only, unless the operator said otherwise)."""
+    assert scope in SCOPES, scope
     tokens = request.app[CONFIG].auth.tokens
     if not tokens:
         return
@@ -64,7 +67,14 @@ def authorize(request: web.Request) -> None:
     if scheme.lower() != "bearer" or not presented:
         raise UnauthorizedError()
     given = presented.strip().encode("utf-8", "surrogateescape")  # headers may not be UTF-8
-    # Compare with every token, always, so timing tells nothing about which one came close.
-    matches = [hmac.compare_digest(given, token.encode()) for token in tokens]
-    if not any(matches):
+    # Digests of equal length, compared with every token, always: timing tells nothing about
+    # which token came close, nor how long one is.
+    digest = hashlib.sha256(given).digest()
+    found = None
+    for token in tokens:
+        if hmac.compare_digest(digest, hashlib.sha256(token.value.encode()).digest()):
+            found = token
+    if found is None:
         raise UnauthorizedError()
+    if scope not in found.scopes:
+        raise ForbiddenError(scope)

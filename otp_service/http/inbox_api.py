@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -27,6 +27,7 @@ from ..text.segments import analyse
 from .context import CONFIG, SERVICES, authorize
 from .waiting import WAITING, Waiting
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_WAIT_SECONDS = 60.0
 PING_SECONDS = 15.0  # a comment line on an idle stream: proxies keep it, dead readers show
 
@@ -102,7 +103,7 @@ def _number(request: web.Request, name: str, default: str, low: float, high: flo
 
 
 async def list_messages(request: web.Request) -> web.Response:
-    authorize(request)
+    authorize(request, "read")
     query = _query(request)
     raw_limit = request.query.get("limit", "50")
     if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= 1000:
@@ -145,7 +146,7 @@ def _iso(timestamp: float) -> str:
 
 async def get_message(request: web.Request) -> web.Response:
     """Any message's status and attempts; the body and code only for captured messages."""
-    authorize(request)
+    authorize(request, "read")
     services = request.app[SERVICES]
     message_id = request.match_info["id"]
     captured = await services.inbox.get(message_id)
@@ -162,7 +163,7 @@ async def get_message(request: web.Request) -> web.Response:
 
 async def delete_message(request: web.Request) -> web.Response:
     """Delete one captured message."""
-    authorize(request)
+    authorize(request, "admin")
     if not await request.app[SERVICES].inbox.delete(request.match_info["id"]):
         raise RequestError("message_not_found", "no captured message with this id", 404)
     return web.json_response({"deleted": 1})
@@ -171,7 +172,7 @@ async def delete_message(request: web.Request) -> web.Response:
 async def clear_messages(request: web.Request) -> web.Response:
     """Empty the inbox (or one recipient's part of it) and start that recipient afresh: its
     abuse-limit counts and duplicate suppression are reset too."""
-    authorize(request)
+    authorize(request, "admin")
     services = request.app[SERVICES]
     to = _recipient(request)
     deleted = await services.inbox.clear(to)
@@ -199,7 +200,7 @@ def _since(request: web.Request) -> tuple[datetime | None, str | None]:
 
 async def latest_message(request: web.Request) -> web.Response:
     """The newest matching message; with ``wait``, the first to arrive within that many s."""
-    authorize(request)
+    authorize(request, "read")
     query = _query(request)
     since, after = _since(request)
     wait = _number(request, "wait", "0", 0, MAX_WAIT_SECONDS)
@@ -259,7 +260,7 @@ async def message_events(request: web.Request) -> web.StreamResponse:
     Counted against the waiting caps (:mod:`.waiting`); a reader that stops reading is
     dropped once ``capture.stream_buffer_bytes`` wait for it (in its queue or its socket).
     """
-    authorize(request)
+    authorize(request, "read")
     with request.app[WAITING].admit(request):
         return await _stream(request)
 
@@ -329,12 +330,26 @@ async def _pump(
                 await pending
 
 
+def capture_only(app: web.Application, handler: Handler) -> Handler:
+    """``handler`` where the capture inbox's routes exist (:attr:`Config.inbox_api_on`), else a
+    404 like an unknown route's: a service that delivers for real has no inbox to read, wait on
+    or empty, and no counter reset."""
+    if app[CONFIG].inbox_api_on:
+        return handler
+
+    async def absent(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPNotFound()
+
+    return absent
+
+
 def add_routes(app: web.Application) -> None:
     app[WAITING] = Waiting.from_config(app[CONFIG])
-    # The fixed paths first: they would otherwise match /v1/messages/{id}.
-    app.router.add_get("/v1/messages", list_messages)
-    app.router.add_delete("/v1/messages", clear_messages)
-    app.router.add_get("/v1/messages/latest", latest_message)
-    app.router.add_get("/v1/messages/events", message_events)
+    # The fixed paths first: they would otherwise match /v1/messages/{id}. Status by id stays
+    # (any message's, with the read scope); the rest exists only where something is captured.
+    app.router.add_get("/v1/messages", capture_only(app, list_messages))
+    app.router.add_delete("/v1/messages", capture_only(app, clear_messages))
+    app.router.add_get("/v1/messages/latest", capture_only(app, latest_message))
+    app.router.add_get("/v1/messages/events", capture_only(app, message_events))
     app.router.add_get("/v1/messages/{id}", get_message)
-    app.router.add_delete("/v1/messages/{id}", delete_message)
+    app.router.add_delete("/v1/messages/{id}", capture_only(app, delete_message))

@@ -12,6 +12,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from .inbox_api import capture_only
+
 _FILES = {
     "/inbox": ("inbox.html", "text/html"),
     "/inbox/inbox.js": ("inbox.js", "text/javascript"),
@@ -37,7 +39,8 @@ def _read(name: str) -> bytes:
 
 
 def add_routes(app: web.Application) -> None:
-    """Serve the page's files (read once, here: a missing file fails at start-up)."""
+    """Serve the page's files (read once, here: a missing file fails at start-up); 404 where
+    the inbox's API does not exist (nothing captured, no ``capture.api``)."""
     for path, (name, content_type) in _FILES.items():
         body = _read(name)
 
@@ -48,4 +51,4 @@ def add_routes(app: web.Application) -> None:
                 body=body, content_type=content_type, charset="utf-8", headers=_HEADERS
             )
 
-        app.router.add_get(path, serve)
+        app.router.add_get(path, capture_only(app, serve))

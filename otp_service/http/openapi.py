@@ -21,13 +21,19 @@ _ERROR_TEXT = {
     400: "Bad request: invalid_json, invalid_request, missing_field, invalid_type, "
     "invalid_email, invalid_phone, invalid_header_value, invalid_query",
     401: "unauthorized: missing or wrong Authorization: Bearer <token>",
-    403: "destination_not_allowed (SMS country lists, premium-rate numbers)",
-    404: "not_found, message_not_found",
+    403: "insufficient_scope (the token lacks the scope this operation's security names: "
+    "send, read or admin), destination_not_allowed (SMS country lists, premium-rate numbers)",
+    404: "not_found (also every capture inbox route where nothing is captured and capture.api "
+    "is off), message_not_found",
+    409: "idempotency_key_in_use: a request with this Idempotency-Key is still being decided "
+    "(Retry-After)",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "template_not_found, template_error, sms_too_long",
     429: "rate_limited (an abuse limit), with Retry-After",
     502: "message_expired, provider_rejected, provider_outcome_unknown",
+    421: "host_not_allowed: the Host is not a name this service is reached by "
+    "(server.allowed_hosts)",
     503: "shutting_down, store_unavailable, provider_unavailable",
 }
 
@@ -45,7 +51,11 @@ def ok(schema: Schema, description: str = "OK", media: str = JSON) -> dict[str, 
 
 
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
-_SEND_ERRORS = errors(400, 401, 403, 413, 415, 422, 429, 502, 503)
+# The scope (auth.tokens[].scopes) each operation needs: OpenAPI 3.1 lists roles for http.
+_SEND: list[dict[str, list[str]]] = [{"bearer": ["send"]}]
+_READ: list[dict[str, list[str]]] = [{"bearer": ["read"]}]
+_ADMIN: list[dict[str, list[str]]] = [{"bearer": ["admin"]}]
+_SEND_ERRORS = errors(400, 401, 403, 409, 413, 415, 422, 429, 502, 503)
 _TO = {"name": "to", "in": "query", "schema": {"type": "string"}, "description": "recipient"}
 _MATCH = [
     _TO,
@@ -87,7 +97,7 @@ def _send(channel: str) -> dict[str, Any]:
         "post": {
             "operationId": f"send_{channel}",
             "summary": f"Logto's HTTP {'Email' if channel == 'email' else 'SMS'} connector",
-            "security": _AUTH,
+            "security": _SEND,
             "parameters": [
                 {
                     "name": "Idempotency-Key",
@@ -133,23 +143,23 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "operationId": "list_messages",
             "summary": "Captured messages, newest first",
-            "security": _AUTH,
+            "security": _READ,
             "parameters": [*_MATCH, _LIMIT],
-            "responses": {"200": ok(ref("MessageList")), **errors(400, 401)},
+            "responses": {"200": ok(ref("MessageList")), **errors(400, 401, 403, 404)},
         },
         "delete": {
             "operationId": "clear_messages",
             "summary": "Empty the capture inbox, or one recipient's part (and its limit counts)",
-            "security": _AUTH,
+            "security": _ADMIN,
             "parameters": [_TO],
-            "responses": {"200": ok(ref("Deleted")), **errors(400, 401)},
+            "responses": {"200": ok(ref("Deleted")), **errors(400, 401, 403, 404)},
         },
     },
     "/v1/messages/latest": {
         "get": {
             "operationId": "latest_message",
             "summary": "The newest matching captured message; with wait, the first to arrive",
-            "security": _AUTH,
+            "security": _READ,
             "parameters": [
                 *_MATCH,
                 {
@@ -164,14 +174,17 @@ PATHS: dict[str, dict[str, Any]] = {
                     "schema": {"type": "number", "minimum": 0, "maximum": 60, "default": 0},
                 },
             ],
-            "responses": {"200": ok(ref("CapturedMessage")), **errors(400, 401, 404, 503)},
+            "responses": {
+                "200": ok(ref("CapturedMessage")),
+                **errors(400, 401, 403, 404, 503),
+            },
         }
     },
     "/v1/messages/events": {
         "get": {
             "operationId": "message_events",
             "summary": "Server-Sent Events: ready, then added, deleted, cleared",
-            "security": _AUTH,
+            "security": _READ,
             "responses": {
                 "200": ok(
                     {
@@ -186,7 +199,7 @@ PATHS: dict[str, dict[str, Any]] = {
                     "an event stream (each event as this schema)",
                     media="text/event-stream",
                 ),
-                **errors(401),
+                **errors(401, 403, 404),
             },
         }
     },
@@ -194,16 +207,16 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "operationId": "get_message",
             "summary": "Any message's status and attempts",
-            "security": _AUTH,
+            "security": _READ,
             "parameters": [_ID],
-            "responses": {"200": ok(ref("MessageStatus")), **errors(401, 404)},
+            "responses": {"200": ok(ref("MessageStatus")), **errors(401, 403, 404)},
         },
         "delete": {
             "operationId": "delete_message",
             "summary": "Delete one captured message",
-            "security": _AUTH,
+            "security": _ADMIN,
             "parameters": [_ID],
-            "responses": {"200": ok(ref("Deleted")), **errors(401, 404)},
+            "responses": {"200": ok(ref("Deleted")), **errors(401, 403, 404)},
         },
     },
     "/v1/receipts/{provider}": {
@@ -251,8 +264,11 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "operationId": "metrics",
             "summary": "Prometheus text exposition",
-            "security": _AUTH,
-            "responses": {"200": ok({"type": "string"}, media="text/plain"), **errors(401)},
+            "security": _READ,
+            "responses": {
+                "200": ok({"type": "string"}, media="text/plain"),
+                **errors(401, 403),
+            },
         }
     },
     "/openapi.json": {
@@ -267,7 +283,12 @@ PATHS: dict[str, dict[str, Any]] = {
 
 
 def document() -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document (a fresh copy)."""
+    """The whole OpenAPI 3.1 document (a fresh copy); every operation may answer 421 (a Host
+    the service is not reached by: :mod:`.hosts`)."""
+    paths = copy.deepcopy(PATHS)
+    for operations in paths.values():
+        for operation in operations.values():
+            operation["responses"].update(errors(421))
     return copy.deepcopy(
         {
             "openapi": "3.1.0",
@@ -276,7 +297,7 @@ def document() -> dict[str, Any]:
                 "version": __version__,
                 "description": "Delivers Logto's one-time passcodes by email and SMS.",
             },
-            "paths": PATHS,
+            "paths": paths,
             "components": {
                 "schemas": SCHEMAS,
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -71,7 +71,7 @@ async def _exposition(services: AppServices) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition; the same token as the API when tokens are configured."""
-    authorize(request)
+    authorize(request, "read")
     return await _exposition(request.app[SERVICES])
 
 

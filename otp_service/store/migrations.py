@@ -179,6 +179,55 @@ CREATE INDEX attempts_awaiting ON attempts (at)
   AND (receipt IS NULL OR receipt = 'pending');
 """,
     ),
+    (
+        6,
+        "an Idempotency-Key is held before limits are counted: accept keeps the holder's key",
+        """
+-- A request holds its Idempotency-Key (a row in idempotency, committed at once) before its
+-- abuse limits are counted; accept then stores the holder's message under it. A key held by
+-- another message answers with that message (stored or about to be): never a second message.
+CREATE OR REPLACE FUNCTION accept_message(
+  p_id text, p_channel text, p_to text, p_type text, p_body text, p_dedupe text,
+  p_now double precision, p_expires double precision, p_lease double precision,
+  p_owner text, p_key text
+) RETURNS TABLE (r_id text, r_created boolean, r_status text, r_provider text)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_holder text;
+  v_status text;
+  v_provider text;
+BEGIN
+  IF p_key IS NOT NULL THEN
+    LOOP
+      -- Waits for a concurrent insert of the same key (another replica) to commit or roll back.
+      INSERT INTO idempotency (key, message_id, created_at) VALUES (p_key, p_id, p_now)
+        ON CONFLICT (key) DO NOTHING;
+      EXIT WHEN FOUND;
+      SELECT i.message_id, m.status, m.provider INTO v_holder, v_status, v_provider
+        FROM idempotency i LEFT JOIN messages m ON m.id = i.message_id WHERE i.key = p_key;
+      IF FOUND THEN
+        EXIT WHEN v_holder = p_id;  -- held by this message: store it
+        RETURN QUERY SELECT v_holder, false, coalesce(v_status, 'queued'), v_provider;
+        RETURN;
+      END IF;  -- released in between: try again
+    END LOOP;
+  ELSIF p_dedupe IS NOT NULL THEN
+    PERFORM pg_advisory_xact_lock(hashtext(p_dedupe));
+    RETURN QUERY SELECT m.id, false, m.status, m.provider FROM messages m
+      WHERE m.dedupe_key = p_dedupe AND m.expires_at > p_now ORDER BY m.created_at LIMIT 1;
+    IF FOUND THEN
+      RETURN;
+    END IF;
+  END IF;
+  INSERT INTO messages (id, channel, recipient, type, status, body, dedupe_key, created_at,
+                        expires_at, next_attempt_at, lease_until, lease_owner)
+    VALUES (p_id, p_channel, p_to, p_type, 'queued', p_body, p_dedupe, p_now, p_expires, p_now,
+            p_lease, p_owner);
+  RETURN QUERY SELECT p_id, true, 'queued'::text, NULL::text;
+END
+$$;
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -35,6 +35,13 @@ promises (tests/test_store_contract.py holds each to them):
   ``sms.failover_on_undelivered``, keeps its body until that resend or its expiry at most).
 - **Receipts** (:mod:`.receipts`) move an accepted attempt's delivery state up, never down, in
   one conditional write, matched by provider and the provider's message id.
+- **One message per Idempotency-Key, across replicas.** :meth:`OutboxStore.hold_key` reserves a
+  key for one request before its abuse limits are counted (an atomic insert, seen at once by
+  every replica); any other request with that key learns who holds it and answers with that
+  message once it is stored. :meth:`OutboxStore.accept` stores the holder's message under the
+  key it holds; :meth:`OutboxStore.release_key` gives up a key whose request was refused. A hold
+  whose message was never stored (its process died) is taken over once it is older than the
+  caller's ``stale_before``.
 - **Purge** deletes finished messages' metadata (status, attempts, idempotency keys) and nothing
   of another port.
 - **Health.** :attr:`OutboxStore.healthy` is False while the store cannot take durable writes
@@ -84,6 +91,14 @@ class Accepted:
     created: bool  # False: an earlier request (same Idempotency-Key, or a duplicate) holds it
     status: str = "queued"
     provider: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyHold:
+    """Who holds an Idempotency-Key (:meth:`OutboxStore.hold_key`)."""
+
+    message_id: str
+    stored: Accepted | None = None  # that message once stored; None while its request decides
 
 
 @dataclass(frozen=True)
@@ -166,7 +181,8 @@ class OutboxStore(Protocol):
         dedupe_key: str | None,
     ) -> Accepted:
         """Persist ``message`` leased to the caller, or return the message already holding the
-        idempotency key, or an unexpired message with the same dedupe key. Durable on return;
+        idempotency key, or an unexpired message with the same dedupe key. A key ``message``
+        holds (:meth:`hold_key`) is kept for it. Durable on return;
         raises :class:`StoreUnavailable` when the store cannot write."""
         ...
 
@@ -174,6 +190,21 @@ class OutboxStore(Protocol):
         self, idempotency_key: str | None, dedupe_key: str | None, now: float
     ) -> Accepted | None:
         """What :meth:`accept` would answer for a repeat, without storing anything."""
+        ...
+
+    async def hold_key(
+        self, key: str, message_id: str, now: float, stale_before: float
+    ) -> KeyHold | None:
+        """Reserve the idempotency ``key`` for ``message_id`` (committed before returning, seen
+        by every replica) unless another message holds it; return the holder: ``message_id``
+        itself once reserved (or taken over from a hold made before ``stale_before`` whose
+        message was never stored), else the other message, with its stored state when it is
+        stored. None: the holder let go of the key meanwhile (ask again)."""
+        ...
+
+    async def release_key(self, key: str, message_id: str) -> None:
+        """Give up ``key`` if ``message_id`` holds it and was never stored (its request was
+        refused); a no-op otherwise."""
         ...
 
     async def recover(self, now: float) -> list[Recovered]:

@@ -43,6 +43,7 @@ from .outbox import (
     Attempt,
     Due,
     ExpiredMessage,
+    KeyHold,
     Recovered,
     StoredStatus,
 )
@@ -120,6 +121,23 @@ WHERE GREATEST(c.tat, $2) + $3 - $2 <= $4::float8 + 1e-9
 RETURNING tat
 """
 _TRIM_COUNTERS = "DELETE FROM limit_counters WHERE tat < $1"
+# Idempotency-Keys held before their request counts its limits (see OutboxStore.hold_key).
+_HOLD = (
+    "INSERT INTO idempotency (key, message_id, created_at) VALUES ($1, $2, $3) "
+    "ON CONFLICT (key) DO NOTHING RETURNING message_id"
+)
+_HOLDER = (
+    "SELECT i.message_id, i.created_at, m.id, m.status, m.provider FROM idempotency i "
+    "LEFT JOIN messages m ON m.id = i.message_id WHERE i.key = $1"
+)
+_TAKE_OVER = (
+    "UPDATE idempotency SET message_id = $2, created_at = $3 WHERE key = $1 AND message_id = $4 "
+    "AND NOT EXISTS (SELECT 1 FROM messages WHERE id = $4) RETURNING key"
+)
+_RELEASE = (
+    "DELETE FROM idempotency WHERE key = $1 AND message_id = $2 "
+    "AND NOT EXISTS (SELECT 1 FROM messages WHERE id = $2)"
+)
 
 
 class PostgresStore(PgReceipts):
@@ -193,6 +211,29 @@ class PostgresStore(PgReceipts):
                     now,
                 )
         return None if row is None else Accepted(row[0], False, row[1], row[2])
+
+    async def hold_key(
+        self, key: str, message_id: str, now: float, stale_before: float
+    ) -> KeyHold | None:
+        """Each statement commits on its own: a hold is seen by every replica at once, and the
+        look-up after a conflict sees the holder's committed row."""
+        async with self.connection() as conn:
+            if await conn.fetchval(_HOLD, key, message_id, now) is not None:
+                return KeyHold(message_id)
+            row = await conn.fetchrow(_HOLDER, key)
+            if row is None:
+                return None  # released since the insert: ask again
+            holder, held_at, stored, status, provider = row
+            if stored is not None:
+                return KeyHold(holder, Accepted(holder, False, status, provider))
+            if holder != message_id and held_at < stale_before:
+                if await conn.fetchval(_TAKE_OVER, key, message_id, now, holder) is not None:
+                    return KeyHold(message_id)
+                return None
+            return KeyHold(holder)
+
+    async def release_key(self, key: str, message_id: str) -> None:
+        await self.query("execute", _RELEASE, key, message_id)
 
     async def recover(self, now: float) -> list[Recovered]:
         rows = await self.query("fetch", _RECOVER, now, UNKNOWN_OUTCOME)
@@ -339,6 +380,12 @@ class PostgresStore(PgReceipts):
             await conn.execute(f"DELETE FROM attempts WHERE message_id IN ({ids})", finished_before)  # noqa: S608
             await conn.execute(
                 f"DELETE FROM idempotency WHERE message_id IN ({ids})",  # noqa: S608
+                finished_before,
+            )
+            # Holds whose request died before storing its message (taken over when asked).
+            await conn.execute(
+                "DELETE FROM idempotency i WHERE i.created_at < $1 "
+                "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = i.message_id)",
                 finished_before,
             )
             done = await conn.execute(

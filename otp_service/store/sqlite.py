@@ -47,6 +47,7 @@ from .outbox import (
     Attempt,
     Due,
     ExpiredMessage,
+    KeyHold,
     Recovered,
     StoredStatus,
 )
@@ -179,6 +180,43 @@ def _existing(
     return None if row is None else Accepted(row[0], False, row[1], row[2])
 
 
+_HOLDER = (
+    "SELECT i.message_id, i.created_at, m.id, m.status, m.provider FROM idempotency i "
+    "LEFT JOIN messages m ON m.id = i.message_id WHERE i.key = ?"
+)
+
+
+def _hold_key(
+    conn: sqlite3.Connection, key: str, message_id: str, now: float, stale_before: float
+) -> KeyHold:
+    """Reserve ``key`` for ``message_id`` unless another holds it (one transaction: atomic)."""
+    row = conn.execute(_HOLDER, (key,)).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO idempotency (key, message_id, created_at) VALUES (?, ?, ?)",
+            (key, message_id, now),
+        )
+        return KeyHold(message_id)
+    holder, held_at, stored, status, provider = row
+    if stored is not None:
+        return KeyHold(holder, Accepted(holder, False, status, provider))
+    if holder != message_id and held_at < stale_before:  # its request died before storing it
+        conn.execute(
+            "UPDATE idempotency SET message_id = ?, created_at = ? WHERE key = ?",
+            (message_id, now, key),
+        )
+        return KeyHold(message_id)
+    return KeyHold(holder)
+
+
+def _release_key(conn: sqlite3.Connection, key: str, message_id: str) -> None:
+    conn.execute(
+        "DELETE FROM idempotency WHERE key = ? AND message_id = ? "
+        "AND NOT EXISTS (SELECT 1 FROM messages WHERE id = ?)",
+        (key, message_id, message_id),
+    )
+
+
 def _expire_due(conn: sqlite3.Connection, now: float) -> list[ExpiredMessage]:
     """Mark unleased queued messages past their expiry ``expired``; return what they were."""
     rows = conn.execute(
@@ -263,6 +301,11 @@ class SqliteStore(SqliteReceipts):
             self.dedupe_secret = _dedupe_secret(conn)
             self._slot_hash = hashlib.blake2b(key=self.dedupe_secret, digest_size=16)
             conn.execute("UPDATE messages SET lease_until = NULL WHERE lease_until IS NOT NULL")
+            # Idempotency-Keys held by requests of the previous run that never stored a message.
+            conn.execute(
+                "DELETE FROM idempotency WHERE NOT EXISTS "
+                "(SELECT 1 FROM messages m WHERE m.id = idempotency.message_id)"
+            )
             _erase_expired_dedupe(conn, now)
             self._read_counters(conn, now)
             self._rewrite_counters(conn, self._counters.entries(now))
@@ -288,8 +331,17 @@ class SqliteStore(SqliteReceipts):
         body = message_to_json(message)
 
         def run(conn: sqlite3.Connection) -> Accepted:
-            if (found := _existing(conn, idempotency_key, dedupe_key, now)) is not None:
-                return found
+            holder = None
+            if idempotency_key is not None:
+                row = conn.execute(
+                    "SELECT message_id FROM idempotency WHERE key = ?", (idempotency_key,)
+                ).fetchone()
+                holder = None if row is None else row[0]
+            if holder != message.id:  # a key this message holds (hold_key) is its own
+                if (found := _existing(conn, idempotency_key, dedupe_key, now)) is not None:
+                    return found
+                if holder is not None:  # held by a request still deciding (or taken over)
+                    return Accepted(holder, False)
             conn.execute(
                 "INSERT INTO messages (id, channel, recipient, type, status, body, dedupe_key, "
                 "created_at, expires_at, next_attempt_at, lease_until) "
@@ -297,7 +349,7 @@ class SqliteStore(SqliteReceipts):
                 (message.id, message.channel, message.to, message.type, body, dedupe_key,
                  now, expires_at, now, lease_until),
             )  # fmt: skip
-            if idempotency_key is not None:
+            if idempotency_key is not None and holder is None:
                 conn.execute(
                     "INSERT INTO idempotency (key, message_id, created_at) VALUES (?, ?, ?)",
                     (idempotency_key, message.id, now),
@@ -310,6 +362,17 @@ class SqliteStore(SqliteReceipts):
         self, idempotency_key: str | None, dedupe_key: str | None, now: float
     ) -> Accepted | None:
         return await self._do(lambda conn: _existing(conn, idempotency_key, dedupe_key, now))
+
+    async def hold_key(
+        self, key: str, message_id: str, now: float, stale_before: float
+    ) -> KeyHold | None:
+        if not self._healthy:
+            raise StoreUnavailable(f"{self.path} is unavailable")
+        # Not durable: a hold matters only while its process lives (open() drops the others).
+        return await self._do(lambda conn: _hold_key(conn, key, message_id, now, stale_before))
+
+    async def release_key(self, key: str, message_id: str) -> None:
+        await self._do(lambda conn: _release_key(conn, key, message_id))
 
     async def recover(self, now: float) -> list[Recovered]:
         return await self._do(lambda conn: _recover(conn, now))

@@ -47,24 +47,40 @@ function headers() {
 
 class Unauthorized extends Error {}
 
+// 401: no such token; 403: a token without the read (or, to delete, admin) scope.
+const REFUSED = {
+  401: "That token was refused.",
+  403: "That token lacks the scope: the inbox needs read (and admin to delete).",
+};
+
 async function api(path, options = {}) {
   const response = await fetch(path, { cache: "no-store", ...options, headers: headers() });
-  if (response.status === 401) throw new Unauthorized();
+  if (response.status === 401 || response.status === 403) {
+    throw new Unauthorized(REFUSED[response.status]);
+  }
   return response;
 }
 
 // -- token prompt
 
-function askForToken(refused) {
+function askForToken(refused, why) {
   stopStream();
   $("login").hidden = false;
   $("login-error").hidden = !refused;
+  $("login-error").textContent = why || REFUSED[401];
   $("filters").hidden = true;
   $("empty").hidden = true;
   $("none-match").hidden = true;
   $("list").hidden = true;
   setLive("offline", "needs a token");
   $("token").focus();
+}
+
+// A token refused midway: a 403 (deleting without admin) says why, a 401 just asks again.
+function onRefused(error) {
+  const scope = error.message === REFUSED[403];
+  if (!scope) sessionStorage.removeItem(TOKEN_KEY);
+  return askForToken(scope, error.message);
 }
 
 $("login-form").addEventListener("submit", (event) => {
@@ -104,9 +120,10 @@ async function start(afterLogin) {
   } catch (error) {
     return retry(controller);
   }
-  if (response.status === 401) {
+  if (response.status === 401 || response.status === 403) {
     sessionStorage.removeItem(TOKEN_KEY);
-    return askForToken(afterLogin === true);
+    return askForToken(afterLogin === true || response.status === 403,
+                       REFUSED[response.status]);
   }
   if (!response.ok || !response.body) return retry(controller);
   $("filters").hidden = false;
@@ -208,7 +225,7 @@ $("clear").addEventListener("click", async () => {
   try {
     await api("/v1/messages", { method: "DELETE" });
   } catch (error) {
-    if (error instanceof Unauthorized) return askForToken(false);
+    if (error instanceof Unauthorized) return onRefused(error);
     throw error;
   }
   state.messages.clear();
@@ -219,7 +236,7 @@ async function remove(id) {
   try {
     await api("/v1/messages/" + encodeURIComponent(id), { method: "DELETE" });
   } catch (error) {
-    if (error instanceof Unauthorized) return askForToken(false);
+    if (error instanceof Unauthorized) return onRefused(error);
     throw error;
   }
   state.messages.delete(id);
