@@ -235,6 +235,11 @@ async def test_supabase_unknown_action_type_is_refused_naming_it(service: Client
     assert error["http_code"] == 422 and error["code"] == "unknown_email_action_type"
     assert "carrier_pigeon" in error["message"]
     assert await inbox(client) == []
+    metrics = await (await client.get("/metrics")).text()
+    counted = (
+        'otp_intake_requests_total{channel="email",intake="supabase",status="422",type="none"}'
+    )
+    assert f"{counted} 1.0" in metrics
 
 
 # -- the SMS hook

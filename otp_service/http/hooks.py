@@ -126,7 +126,8 @@ async def _answer(request: web.Request, hook: Hook, channel: Channel) -> web.Res
     response = _response(reply) if reply is not None else answer(first.outcome)
     metrics = request.app[SERVICES].metrics
     for each in verdicts:
-        metrics.intake_request(hook.name, channel, each.outcome.type, response.status)
+        # The outcome's status in the house table (Supabase hears a refusal inside a 200).
+        metrics.intake_request(hook.name, channel, each.outcome.type, each.status)
         level = logging.INFO if each.status < 500 else logging.WARNING
         name = (
             "request accepted"

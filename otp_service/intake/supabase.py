@@ -151,7 +151,9 @@ class SupabaseHook(Hook):
         if to is None:
             raise RequestError("missing_field", "'sms.phone' or 'user.phone' is required")
         usage = "MfaVerification" if sms.get("sms_type") == "mfa" else "Generic"
-        request = SendRequest(to, usage, {**base, "code": code}, source=self.name)
+        # Only what an SMS template uses: Aliyun sends every payload key as a TemplateParam.
+        payload = {"code": code, **{k: v for k, v in base.items() if k == "locale"}}
+        request = SendRequest(to, usage, payload, source=self.name)
         return Delivery("sms", request, replay)
 
     def _email(
