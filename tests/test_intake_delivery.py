@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from .support import supabase as sb
 from .support.command import Service, http, run
 from .support.fakes import started
 from .support.fakes.vonage import FakeVonage, logto_vonage_json
+from .support.processes import Processes, smtp_email, wait_for
 from .support.smtp_server import ServerFactory
 
 GENERIC_TOKEN = "generic-hook-token-0123456789"
@@ -155,3 +157,30 @@ def test_check_config_names_a_malformed_supabase_secret(tmp_path: Path) -> None:
     assert checked.returncode != 0
     assert "intakes.supabase.secrets[0]" in output and "v1,whsec_" in output
     assert secret not in output
+
+
+async def test_supabase_answer_does_not_wait_for_a_slow_provider(processes: Processes) -> None:
+    """With an SMTP server that takes 10 s per message and ``delivery.wait_seconds: 30``, the
+    Supabase hook still answers ``{}`` before the server has accepted anything (Auth gives the
+    whole call 5 s), and the message arrives afterwards from the outbox."""
+    sink = processes.sink(delay=10.0)
+    email = smtp_email(sink)
+    email["smtp"]["socketTimeout"] = 20_000  # the slow 250 is an answer, not a dead server
+    config = {
+        "email": email,
+        "store": {"path": str(processes.folder / "outbox.sqlite3")},
+        "limits": {"enabled": False},
+        "delivery": {"wait_seconds": 30},
+        "intakes": {"supabase": {"secrets": [sb.SECRET]}},
+    }
+    path = processes.folder / "config.yaml"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    service = processes.service(path)
+    raw = sb.go_json(sb.email_body("magiclink", token="577215"))
+    async with aiohttp.ClientSession() as client:
+        await service.ready(client)
+        url = f"{service.url}/v1/hooks/supabase/email"
+        async with client.post(url, data=raw, headers=sb.sign(raw)) as response:
+            assert (response.status, await response.json()) == (200, {})
+        assert sink.events() == []  # answered while the server still holds its 250
+        await wait_for(lambda: len(sink.events()) == 1, 30, "the message to arrive")
