@@ -20,7 +20,7 @@ BODY: dict[str, Any] = {
     "type": "SignIn",
     "payload": {"code": "123456", "locale": "en"},
 }
-BODY_KINDS = ("email", "email-ip", "sms-vonage", "sms-aliyun")
+BODY_KINDS = ("email", "email-ip", "sms-vonage", "sms-aliyun", "sms-twilio")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -34,7 +34,7 @@ def client_ip(seq: int) -> str:
 
 def phone_digits(kind: str, seq: int) -> str:
     """Request ``seq``'s number, as Logto sends it (country code, no '+'): a French mobile for
-    Vonage, a mainland China mobile for Aliyun. The digits of ``seq`` are reversed so the
+    Vonage and Twilio, a mainland China mobile for Aliyun. The digits of ``seq`` are reversed so the
     number's leading digits (the service's per-range limit key) change from one to the next."""
     if kind == "sms-aliyun":
         return "8613" + f"{seq % 10**9:09d}"[::-1]  # +86 13x xxxx xxxx

@@ -27,7 +27,8 @@ def markdown(report: dict[str, Any], scenarios: Sequence[Scenario]) -> str:
         "",
         f"- machine: {meta['cpus']} CPUs, {meta['platform']}; Python {meta['python']}, "
         f"aiohttp {meta['aiohttp']}, aiosmtplib {meta['aiosmtplib']}, vonage {meta['vonage']}, "
-        f"alibabacloud-dysmsapi20170525 {meta['aliyun']}, otp-service {meta['otp_service']}",
+        f"alibabacloud-dysmsapi20170525 {meta['aliyun']}, twilio {meta.get('twilio', 'n/a')}, "
+        f"otp-service {meta['otp_service']}",
         f"- parts run: {', '.join(meta['parts'])}",
         f"- load average (1/5/15 min) at start: {meta['loadavg_start']}, "
         f"at end: {meta['loadavg_end']}",

@@ -153,6 +153,7 @@ def meta(parts: list[str]) -> dict[str, Any]:
         "aiosmtplib": version("aiosmtplib"),
         "vonage": version("vonage"),
         "aliyun": version("alibabacloud-dysmsapi20170525"),
+        "twilio": version("twilio"),
         "otp_service": version("otp-service"),
         "parts": parts,
         "loadavg_start": loadavg(),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from .config import Config, registry
 from .config.aliyun import AliyunConfig
 from .config.smtp import SmtpConfig
+from .config.twilio import TwilioConfig
 from .config.vonage import VonageConfig
 from .delivery.dispatcher import Dispatcher
 from .delivery.limits import Limiter
@@ -50,6 +51,22 @@ def _aliyun(config: Config, inbox: Inbox) -> Provider:
     return AliyunProvider(aliyun, config.sms.endpoint("aliyun"), config.sms.calls_at_once("aliyun"))
 
 
+def _twilio(config: Config, inbox: Inbox) -> Provider:
+    from .providers.twilio import TwilioProvider
+
+    twilio = config.sms.section(TwilioConfig)
+    assert twilio is not None  # guaranteed by config validation
+    # Where Twilio posts each message's status (server.public_url arrives with delivery
+    # receipts): None until then, and no StatusCallback is sent.
+    public_url = getattr(config.server, "public_url", None)
+    return TwilioProvider(
+        twilio,
+        config.sms.endpoint("twilio"),
+        config.sms.calls_at_once("twilio"),
+        status_callback=f"{public_url.rstrip('/')}/v1/receipts/twilio" if public_url else None,
+    )
+
+
 def _capture(config: Config, inbox: Inbox) -> Provider:
     return CaptureProvider(inbox)
 
@@ -61,6 +78,7 @@ FACTORIES: dict[str, ProviderFactory] = {
     "smtp": _smtp,
     "vonage": _vonage,
     "aliyun": _aliyun,
+    "twilio": _twilio,
 }
 
 

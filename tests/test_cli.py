@@ -207,6 +207,7 @@ def test_docs_config_examples_are_valid(
     assert match, f"{page} lost its {section} example"
     monkeypatch.setenv("VONAGE_API_SECRET", "secret")
     monkeypatch.setenv("ALIYUN_ACCESS_KEY_SECRET", "secret")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "secret")
     monkeypatch.setenv("LOGTO_M2M_APP_ID", "app-id")
     monkeypatch.setenv("LOGTO_M2M_APP_SECRET", "app-secret")
     parse_config(yaml.safe_load(match.group(1)))

@@ -86,7 +86,7 @@ def test_every_example_config_matches_the_schema(name: str, document: Any) -> No
         ({"server": {"prot": 8787}}, ["server"]),
         ({"server": {"port": "eighty"}}, ["server", "port"]),
         ({"server": {"port": 70000}}, ["server", "port"]),
-        ({"sms": {"provider": "twilio"}}, ["sms", "provider"]),
+        ({"sms": {"provider": "plivo"}}, ["sms", "provider"]),
         ({"email": {"provider": "smtp", "smtp": {"port": 587}}}, ["email", "smtp"]),
         ({"email": {"smtp": {"host": "h", "port": 25, "fromEmail": "a@b.c",
                              "templates": [{"usageType": "SignIn"}]}}},
@@ -106,7 +106,7 @@ def test_a_wrong_config_fails_the_schema_where_it_is_wrong(
 
 def test_what_the_schema_refuses_the_parser_refuses_too() -> None:
     """The schema and parse_config agree on a wrong file (both refuse it)."""
-    document = {"server": {"port": 70000}, "sms": {"provider": "twilio"}}
+    document = {"server": {"port": 70000}, "sms": {"provider": "plivo"}}
     assert not validator().is_valid(document)
     with pytest.raises(ConfigError) as caught:
         parse_config(document)

@@ -88,7 +88,7 @@ def test_a_registered_provider_is_a_choice_everywhere_it_belongs() -> None:
     with_rates = {p.name: 5 for p in registry.PROVIDERS}
     assert dict(parse_config({"limits": {"provider_rate": with_rates}}).limits.provider_rate)
     try:
-        parse_config({"sms": {"provider": "twilio"}})
+        parse_config({"sms": {"provider": "plivo"}})
     except ConfigError as exc:
         [problem] = exc.problems
         assert all(p.name in problem.problem for p in registry.on("sms"))

@@ -207,13 +207,13 @@ def test_route_provider_without_its_json_named(provider: str) -> None:
 
 def test_route_naming_unknown_provider_named() -> None:
     """A route naming a provider that does not exist is named at its providers list."""
-    found = problems(BOTH | {"routes": [{"prefixes": ["+44"], "providers": ["twilio"]}]})
-    assert "sms.routes[0].providers" in found and "'twilio'" in found["sms.routes[0].providers"]
+    found = problems(BOTH | {"routes": [{"prefixes": ["+44"], "providers": ["plivo"]}]})
+    assert "sms.routes[0].providers" in found and "'plivo'" in found["sms.routes[0].providers"]
 
 
 def test_route_naming_unknown_provider_reported_once() -> None:
     """An unknown provider name is one problem, not also a request to paste its JSON."""
-    found = problems(BOTH | {"routes": [{"prefixes": ["+44"], "providers": ["twilio"]}]})
+    found = problems(BOTH | {"routes": [{"prefixes": ["+44"], "providers": ["plivo"]}]})
     assert set(found) == {"sms.routes[0].providers"}
 
 
@@ -258,7 +258,7 @@ def test_bad_country_code_named(key: str, codes: list[Any], path: str) -> None:
     ("sms", "path"),
     [
         ({"default_region": "China"}, "sms.default_region"),
-        ({"provider": "twilio"}, "sms.provider"),
+        ({"provider": "plivo"}, "sms.provider"),
         ({"max_segments": 0}, "sms.max_segments"),
         ({"endpoints": {"aliyun": {"host": "https://dysmsapi.aliyuncs.com"}}}, "sms.endpoints.aliyun.host"),
         ({"endpoints": {"vonage": {"protocol": "ftp"}}}, "sms.endpoints.vonage.protocol"),

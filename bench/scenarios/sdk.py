@@ -21,15 +21,18 @@ from typing import Any
 from bench.common import ROOT, machine_cpu, percentile, proc_cpu_seconds, request_body
 from bench.harness import Bench, Fake
 from tests.support.fakes.aliyun import logto_aliyun_json
+from tests.support.fakes.twilio import logto_twilio_json
 from tests.support.fakes.vonage import logto_vonage_json
 
-SMS_PROVIDERS = ("vonage", "aliyun")
+SMS_PROVIDERS = ("vonage", "aliyun", "twilio")
 SMS_TIMEOUT_SECONDS = 5  # the provider timeout, in the bare SDK runs and in the service
 
 
 def logto_connector(provider: str) -> dict[str, Any]:
     """Logto's SMS connector JSON for ``provider``, as an admin pastes it (test credentials)."""
-    return logto_vonage_json() if provider == "vonage" else logto_aliyun_json()
+    builders = {"vonage": logto_vonage_json, "aliyun": logto_aliyun_json,
+                "twilio": logto_twilio_json}  # fmt: skip
+    return builders[provider]()
 
 
 def sms_message(provider: str, seq: int) -> dict[str, str]:
@@ -49,6 +52,10 @@ def sms_message(provider: str, seq: int) -> dict[str, str]:
         assert config.sms.vonage is not None
         return {"to": message.to.lstrip("+"), "from": config.sms.vonage.brand_name,
                 "text": message.text}  # fmt: skip
+    if provider == "twilio":
+        assert config.sms.twilio is not None
+        return {"to": message.to, "body": message.text,
+                "messaging_service_sid": config.sms.twilio.messaging_service_sid}  # fmt: skip
     aliyun = config.sms.aliyun
     assert aliyun is not None
     template = aliyun.template(message.type)
@@ -125,6 +132,7 @@ def child_args(provider: str, argv: list[str] | None) -> tuple[argparse.Namespac
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--seq", type=int, default=0)
     parser.add_argument("--fake-pid", type=int, default=0)
+    parser.add_argument("--client", default=None, help="which of the SDK's HTTP clients")
     args = parser.parse_args(argv)
     info = json.loads(args.fake_info.read_text())
     return args, info
@@ -135,8 +143,11 @@ def report(result: dict[str, Any]) -> int:
     return 0
 
 
-def sdk_baseline(bench: Bench, fake: Fake, concurrency: int) -> dict[str, Any]:
-    """SMS run (a): the bare SDK against ``fake``, in a child process."""
+def sdk_baseline(
+    bench: Bench, fake: Fake, concurrency: int, client: str | None = None
+) -> dict[str, Any]:
+    """SMS run (a): the bare SDK against ``fake``, in a child process (``client``: which of
+    the SDK's HTTP clients, when it has several)."""
     args = bench.args
     warmup = min(args.sms_warmup, args.sms_messages)
     command = [
@@ -146,6 +157,8 @@ def sdk_baseline(bench: Bench, fake: Fake, concurrency: int) -> dict[str, Any]:
         "--concurrency", str(concurrency), "--warmup", str(warmup),
         "--seq", str(bench.take_seq(args.sms_messages + warmup)), "--fake-pid", str(fake.proc.pid),
     ]  # fmt: skip
+    if client is not None:
+        command += ["--client", client]
     env = dict(os.environ)
     if fake.info.get("ca_file"):
         env["REQUESTS_CA_BUNDLE"] = fake.info["ca_file"]

@@ -1,6 +1,8 @@
-"""SMS end to end, for Vonage and Aliyun, each against its fake from ``tests/support/fakes``.
+"""SMS end to end, for Vonage, Aliyun and Twilio, each against its fake from
+``tests/support/fakes``.
 
-Per provider: (a) the bare SDK (:mod:`bench.scenarios.sdk`) and (b) the service configured with
+Per provider: (a) the bare SDK (:mod:`bench.scenarios.sdk`; for Twilio both of its HTTP clients,
+aiohttp as the service uses it and requests on threads) and (b) the service configured with
 Logto's connector JSON and ``sms.endpoints`` at the fake, both at concurrency 1 and
 --sms-concurrency; and once, (h) the service capturing SMS: the HTTP and composing floor.
 Each fake runs in its own process (``python -m tests.support.fakes.serve``) and counts what it got.
@@ -19,6 +21,12 @@ from bench.scenarios import Run, Scenario
 from bench.scenarios.sdk import SMS_PROVIDERS, SMS_TIMEOUT_SECONDS, logto_connector, sdk_baseline
 
 SMS_TARGET_RATIO = 0.70
+TWILIO = "twilio"
+SDK_LABEL = {
+    "vonage": "Vonage SDK (sync, threads)",
+    "aliyun": "Aliyun SDK (async)",
+    TWILIO: "Twilio SDK (aiohttp client)",
+}
 
 
 def sms_service_config(provider: str, fake: Fake | None) -> dict[str, Any]:
@@ -64,6 +72,12 @@ def sms_provider_phase(bench: Bench, provider: str) -> dict[str, Any]:
     fake = bench.start_fake(provider)
     try:
         baseline = [sdk_baseline(bench, fake, c) for c in (1, args.sms_concurrency)]
+        # Twilio's SDK has two HTTP clients: the service uses the aiohttp one; this is the other.
+        threads = (
+            [sdk_baseline(bench, fake, c, "threads") for c in (1, args.sms_concurrency)]
+            if provider == TWILIO
+            else []
+        )
         service = bench.start_service(
             f"sms-{provider}", sms_service_config(provider, fake), "WARNING"
         )
@@ -90,7 +104,7 @@ def sms_provider_phase(bench: Bench, provider: str) -> dict[str, Any]:
     received = fake.received()
     sent_ok = sum(
         r["requests"] + r["warmup_requests"] - r["errors"] - r.get("warmup_errors", 0)
-        for r in (*baseline, *runs)
+        for r in (*baseline, *threads, *runs)
     )
 
     def ratio(b: dict[str, Any], a: dict[str, Any]) -> float | None:
@@ -104,6 +118,11 @@ def sms_provider_phase(bench: Bench, provider: str) -> dict[str, Any]:
         "service_concurrent": runs[1],
         "ratio_sequential": ratio(runs[0], baseline[0]),
         "ratio_concurrent": ratio(runs[1], baseline[1]),
+        **(
+            {"baseline_threads_sequential": threads[0], "baseline_threads_concurrent": threads[1]}
+            if threads
+            else {}
+        ),
         "fake_received": received["sms"] if received else None,
         "messages_sent_ok": sent_ok,
         "rss_end_kib": rss.get("VmRSS"),
@@ -131,7 +150,9 @@ def section(sms: dict[str, Any]) -> list[str]:
         f"- (a) the provider's SDK called directly (its documented client, one per run; "
         f"Vonage: `{sms['timeout_seconds']}` s timeout, its default pool of 10 connections, 50 "
         "threads for concurrency 50; Aliyun: `RuntimeOptions(autoretry=False)`, "
-        "`asyncio.gather` bounded by a semaphore). (b) otp-service configured with Logto's "
+        "`asyncio.gather` bounded by a semaphore; Twilio: (a) its aiohttp client and "
+        "`create_async` gathered under a semaphore, (a') its requests client shared by 50 "
+        "threads, pool widened to 50). (b) otp-service configured with Logto's "
         "connector JSON and `sms.endpoints` at the fake, `--log-level WARNING`, driven with "
         "`POST /v1/sms` (Logto's HTTP SMS body) by the load generator; each answer comes after "
         f"the fake accepted the message. Service defaults otherwise (`sms.vonage_concurrency` "
@@ -192,9 +213,14 @@ def sms_rows(sms: dict[str, Any]) -> list[str]:
         row("(h) service, SMS captured (HTTP + compose, no provider)", floor[key])
     for p in sms["providers"]:
         name = p["provider"]
-        sdk = "Vonage SDK (sync, threads)" if name == "vonage" else "Aliyun SDK (async)"
         for key in ("sequential", "concurrent"):
-            row(f"{name} (a) bare {sdk}", p[f"baseline_{key}"])
+            row(f"{name} (a) bare {SDK_LABEL[name]}", p[f"baseline_{key}"])
+        for key in ("sequential", "concurrent"):
+            if f"baseline_threads_{key}" in p:
+                row(
+                    f"{name} (a') bare SDK, requests client on threads",
+                    p[f"baseline_threads_{key}"],
+                )
         for key in ("sequential", "concurrent"):
             row(
                 f"{name} (b) service → {name} fake, HTTP end to end",
@@ -235,9 +261,11 @@ def runs(sms: dict[str, Any]) -> Iterator[tuple[str, Run]]:
     for p in sms["providers"]:
         for key in (
             "baseline_sequential", "baseline_concurrent",
+            "baseline_threads_sequential", "baseline_threads_concurrent",
             "service_sequential", "service_concurrent",
         ):  # fmt: skip
-            yield f"sms {p['provider']} {key}", p[key]
+            if key in p:
+                yield f"sms {p['provider']} {key}", p[key]
 
 
 def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
@@ -248,7 +276,7 @@ SCENARIO = Scenario(
     name="sms",
     key="sms",
     run=run,
-    help="SMS end to end, Vonage and Aliyun fakes",
+    help="SMS end to end, Vonage, Aliyun and Twilio fakes",
     skip_flag="skip_sms",
     section=section,
     memory_rows=memory_rows,

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigProblem
-from .registry import sending, spoken
+from .registry import BY_NAME, sending, spoken
 from .settings import Config, is_loopback
 
 
@@ -72,6 +72,19 @@ def warnings(config: Config) -> list[ConfigProblem]:
                     f"set sms.provider: {name}, or list it in sms.routes (or remove sms.{name})",
                 )
             )
+    # A message's text is composed once, before routing picks a provider: only the first
+    # connector JSON that carries SMS texts provides them (services.build_library).
+    carrying = [n for n in dict(config.sms.sections) if BY_NAME[n].texts is not None]
+    for name in carrying[1:]:
+        found.append(
+            ConfigProblem(
+                f"sms.{name}.templates",
+                f"are not used: every SMS text comes from sms.{carrying[0]}.templates (a text "
+                "is written once, before a route picks the provider), whichever provider sends",
+                f"keep the SMS texts in sms.{carrying[0]}.templates (or in template files under "
+                "templates.directory)",
+            )
+        )
     captured = config.captured_channels()
     if captured and not is_loopback(config.server.host):
         found.append(

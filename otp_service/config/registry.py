@@ -16,6 +16,7 @@ from typing import Any, Literal
 from .aliyun import AliyunConfig
 from .fields import Fields, read_optional
 from .smtp import SmtpConfig
+from .twilio import TwilioConfig
 from .vonage import VonageConfig
 
 Channel = Literal["email", "sms"]
@@ -50,6 +51,15 @@ PROVIDERS = (
         texts=VonageConfig.text_templates,
     ),
     Registered("aliyun", "Aliyun", ("sms",), AliyunConfig, endpoint=True, concurrency=(32, 1024)),
+    Registered(
+        "twilio",
+        "Twilio",
+        ("sms",),
+        TwilioConfig,
+        endpoint=True,
+        concurrency=(32, 1024),
+        texts=TwilioConfig.text_templates,
+    ),
 )
 BY_NAME = {p.name: p for p in PROVIDERS}
 

@@ -1,8 +1,9 @@
 """Run one SMS provider fake as its own process, for a service subprocess or a benchmark.
 
-    python -m tests.support.fakes.serve vonage|aliyun --port-file F [--port N]
+    python -m tests.support.fakes.serve vonage|aliyun|twilio --port-file F [--port N]
 
-Starts :class:`~tests.support.fakes.vonage.FakeVonage` or :class:`~tests.support.fakes.aliyun.FakeAliyun` on
+Starts :class:`~tests.support.fakes.vonage.FakeVonage`, :class:`~tests.support.fakes.aliyun.FakeAliyun` or
+:class:`~tests.support.fakes.twilio.FakeTwilio` on
 ``127.0.0.1``, then writes one JSON object to ``F`` (atomically: a reader sees the whole file
 or none)::
 
@@ -10,7 +11,7 @@ or none)::
      "endpoint": {...}, "ca_file": "/tmp/.../ca.pem"}
 
 ``endpoint`` is the ``sms.endpoints.<provider>`` config that points otp-service at the fake;
-``ca_file`` (Vonage only, else null) is the PEM of its test CA, to trust it from a bare SDK
+``ca_file`` (Vonage and Twilio, else null) is the PEM of its test CA, to trust it from a bare SDK
 (``REQUESTS_CA_BUNDLE``). It stays up until SIGTERM or SIGINT, then prints one JSON line with
 what it received (``{"requests": N, "sms": N}``) and exits 0. Run it from the repository root
 (``tests`` is a package there); it needs the ``test`` extra (aiohttp, trustme, pytest).
@@ -29,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from .aliyun import FakeAliyun
+from .twilio import FakeTwilio
 from .vonage import FakeVonage
 
-FAKES: dict[str, type[FakeVonage] | type[FakeAliyun]] = {
+FAKES: dict[str, type[FakeVonage] | type[FakeAliyun] | type[FakeTwilio]] = {
     "vonage": FakeVonage,
     "aliyun": FakeAliyun,
+    "twilio": FakeTwilio,
 }
 
 
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fake = FAKES[args.provider](port=args.port)
     fake.start()
-    ca_file = fake.ca_file if isinstance(fake, FakeVonage) else None
+    ca_file = fake.ca_file if isinstance(fake, FakeVonage | FakeTwilio) else None
     try:
         _write_atomically(
             args.port_file,
