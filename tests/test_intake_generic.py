@@ -197,3 +197,13 @@ def test_banner_lists_the_configured_hooks() -> None:
     assert "generic email:        http://127.0.0.1:8787/v1/hooks/generic/email" in text
     assert "generic sms:" in text and "supabase" not in text
     assert "hooks" not in banner(parse_config({}), "http://127.0.0.1:8787", 8787)
+
+
+async def test_hook_body_over_the_limit_is_413(service: ClientFactory) -> None:
+    """A hook's body is read within ``server.max_body_bytes`` like Logto's: 413, nothing
+    stored."""
+    client = await service(CONFIG | {"server": {"max_body_bytes": 1024}})
+    body = {"to": "ada@example.com", "message": "x" * 2000}
+    response = await client.post("/v1/hooks/generic/email", json=body, headers=AUTH)
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "payload_too_large"

@@ -404,3 +404,24 @@ async def test_supabase_metadata_ip_is_counted_per_ip(service: ClientFactory) ->
     _, answer, _ = await post(client, EMAIL, second)
     assert answer["error"]["http_code"] == 429
     assert (await post(client, EMAIL, other))[:2] == (200, {})
+
+
+def test_supabase_verify_url_must_be_an_http_url() -> None:
+    """``verify_url`` must be an http(s) URL without a query (the link's own query follows)."""
+    for bad in ("ftp://x.example/verify", "https://x.example/verify?x=1", "verify"):
+        with pytest.raises(ConfigError, match="verify_url"):
+            parse_config({"intakes": {"supabase": {"secrets": [sb.SECRET], "verify_url": bad}}})
+    config = parse_config(
+        {"intakes": {"supabase": {"secrets": [sb.SECRET], "verify_url": "https://a.example/v"}}}
+    )
+    assert config.intakes.supabase is not None
+    assert config.intakes.supabase.verify_url == "https://a.example/v"
+
+
+async def test_supabase_verify_url_is_the_links_base(service: ClientFactory) -> None:
+    """With ``verify_url`` (a self-hosted Auth behind a gateway) links start there."""
+    url = "https://db.example.com/auth/v1/verify"
+    client = await service({"intakes": {"supabase": {"secrets": [sb.SECRET], "verify_url": url}}})
+    await post(client, EMAIL, sb.email_body("recovery", token_hash="pkce_r"))
+    [message] = await inbox(client)
+    assert message["link"].startswith(f"{url}?token=pkce_r&type=recovery&redirect_to=")
