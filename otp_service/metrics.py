@@ -27,7 +27,8 @@ from . import __version__
 
 # The *_created series double the output and nobody alerts on them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
-# Logto's usage types; anything else is counted as "other" so a caller cannot grow the series.
+# Logto's usage types and the hooks'; anything else is counted as "other" so a caller cannot
+# grow the series.
 USAGE_TYPES = frozenset(
     {
         "SignIn",
@@ -40,6 +41,18 @@ USAGE_TYPES = frozenset(
         "BindNewIdentifier",
         "MfaVerification",
         "BindMfa",
+        # the other identity systems' hooks (otp_service/intake/): their own types and notices
+        "Message",
+        "Invite",
+        "EmailChangeNew",
+        "EmailChangeCurrent",
+        "PasswordChanged",
+        "EmailChanged",
+        "PhoneChanged",
+        "IdentityLinked",
+        "IdentityUnlinked",
+        "MfaFactorEnrolled",
+        "MfaFactorUnenrolled",
     }
 )
 SUCCESS = frozenset({"sent", "captured"})
@@ -121,6 +134,14 @@ class Metrics:
             ["rule"],
             registry=r,
         )
+        self.intake_requests = Counter(
+            "otp_intake_requests",
+            "Hook requests from other identity systems (POST /v1/hooks/...), by intake, "
+            "channel, usage type and the outcome's HTTP status as /v1/email would answer it "
+            "(one per message asked for).",
+            ["intake", "channel", "type", "status"],
+            registry=r,
+        )
         self.provider_up = Gauge(
             "otp_provider_up",
             "1 when the provider's last delivery attempt succeeded, 0 when it failed.",
@@ -173,6 +194,11 @@ class Metrics:
 
     def request(self, channel: str, usage_type: str | None, status: int) -> None:
         self.requests.labels(channel, usage_label(usage_type), str(status)).inc()
+
+    def intake_request(
+        self, intake: str, channel: str, usage_type: str | None, status: int
+    ) -> None:
+        self.intake_requests.labels(intake, channel, usage_label(usage_type), str(status)).inc()
 
     def attempt(self, channel: str, provider: str, outcome: str, seconds: float) -> None:
         """One attempt at ``provider``; also its up/down state and its last outcome."""

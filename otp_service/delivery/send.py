@@ -71,11 +71,17 @@ class SendPath:
             probing.exception()  # retrieved: a failed probe is an unavailable store
 
     async def send(
-        self, channel: Channel, request: SendRequest, *, idempotency_key: str | None = None
+        self,
+        channel: Channel,
+        request: SendRequest,
+        *,
+        idempotency_key: str | None = None,
+        wait_seconds: float | None = None,
     ) -> Outcome:
         """Send ``request`` on ``channel``; a repeat (same ``idempotency_key``, or without one
         the same content while the first lives) gets the first message's outcome, even when the
-        abuse limits would refuse a new message."""
+        abuse limits would refuse a new message. ``wait_seconds``: wait at most this for the
+        first attempt (a caller with a deadline of its own), else ``delivery.wait_seconds``."""
         if not self.outbox.accepting:
             # Come back after the listener has closed: by then another instance takes it.
             error = ShuttingDownError(self.shutdown_retry_after)
@@ -104,7 +110,9 @@ class SendPath:
             if key is not None and (repeat := await self.outbox.hold(message, key)) is not None:
                 return repeat
             try:
-                return await self._limited_submit(message, now + ttl, key, content, now)
+                return await self._limited_submit(
+                    message, now + ttl, key, content, now, wait_seconds
+                )
             except BaseException:
                 if key is not None:
                     await self.outbox.release(message, key)
@@ -114,7 +122,7 @@ class SendPath:
 
     async def _limited_submit(
         self, message: Message, expires_at: float, key: str | None, content: str | None,
-        now: float,
+        now: float, wait_seconds: float | None,
     ) -> Outcome:  # fmt: skip
         try:
             await self.limiter.check(message)
@@ -129,5 +137,6 @@ class SendPath:
             self.metrics.refused_by_limit(exc.rule)
             raise
         return await self.outbox.submit(
-            message, expires_at=expires_at, idempotency_key=key, dedupe_key=content
-        )
+            message, expires_at=expires_at, idempotency_key=key, dedupe_key=content,
+            wait_seconds=wait_seconds,
+        )  # fmt: skip

@@ -1,19 +1,17 @@
 """The HTTP layer: parse, authenticate, validate, call the domain, map errors to JSON.
 
-Paths: ``POST /v1/email``, ``POST /v1/sms`` (Logto's HTTP connectors), the capture inbox
-(:mod:`.inbox_api`: ``/v1/messages...``), its page (:mod:`.inbox_page`: ``/inbox``), the
-providers' delivery receipts (:mod:`.receipts`: ``/v1/receipts/...``); the
+Paths: ``POST /v1/email``, ``POST /v1/sms`` (Logto's HTTP connectors), other identity
+systems' hooks (:mod:`.hooks`: ``/v1/hooks/<system>/<channel>``, when configured), the
+capture inbox (:mod:`.inbox_api`: ``/v1/messages...``), its page (:mod:`.inbox_page`:
+``/inbox``), the providers' delivery receipts (:mod:`.receipts`: ``/v1/receipts/...``); the
 operators' endpoints (probes, metrics, ``/openapi.json``) are in :mod:`.ops`. Every route has
 an entry in :mod:`.openapi`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -24,8 +22,8 @@ from ..logs import event
 from ..message.compose import Channel, parse_request
 from ..message.templates import TemplateLibrary
 from ..services import build_services
-from ..text.sanitize import has_control, json_problem
-from . import inbox_api, inbox_page, ops, receipts
+from ..text.sanitize import has_control
+from . import hooks, inbox_api, inbox_page, ops, receipts
 from .access_log import request_id_middleware
 from .answers import (
     answer,
@@ -34,6 +32,7 @@ from .answers import (
     http_status,
     internal_error_answer,
 )
+from .body import read_json as _read_json
 from .context import CONFIG, SERVICES, authorize
 from .headers import add_security_headers
 from .hosts import HostPolicy, host_middleware
@@ -58,29 +57,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return internal_error_answer()
-
-
-async def _read_json(request: web.Request) -> Any:
-    limit = request.app[CONFIG].server.max_body_bytes
-    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
-        raise RequestError("unsupported_media_type", "send Content-Type: application/json", 415)
-    if request.content_length is not None and request.content_length > limit:
-        raise RequestError("payload_too_large", f"the body exceeds {limit} bytes", 413)
-    try:
-        async with asyncio.timeout(request.app[CONFIG].server.header_timeout_seconds):
-            body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise RequestError("payload_too_large", f"the body exceeds {limit} bytes", 413) from None
-    except TimeoutError:  # a client trickling its body holds a connection: not for long
-        raise RequestError("request_timeout", "the body did not arrive in time", 408) from None
-    try:
-        data = json.loads(body.decode(request.charset or "utf-8"))
-    except (ValueError, LookupError, RecursionError):  # RecursionError: absurdly deep nesting
-        raise RequestError("invalid_json", "the body is not valid JSON") from None
-    # Checked before anything is composed or stored: such text fails wherever it goes next.
-    if (problem := json_problem(data)) is not None:
-        raise RequestError("invalid_request", f"the body cannot be accepted: {problem}")
-    return data
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -159,6 +135,7 @@ def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Ap
     app.cleanup_ctx.append(services_ctx)
     app.router.add_post("/v1/email", send_email)
     app.router.add_post("/v1/sms", send_sms)
+    hooks.add_routes(app)
     inbox_api.add_routes(app)
     inbox_page.add_routes(app)
     receipts.add_routes(app)  # authenticated by each provider's signature, not auth.tokens

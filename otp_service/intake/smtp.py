@@ -56,6 +56,7 @@ PARSE_SECONDS = 10.0  # one mail's parsing, off the event loop
 REFUSAL_LINGER_SECONDS = 1.0  # a refused DATA: how long what follows is read and dropped
 SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID")
 TYPE = "SMTP"  # the usage type of captured mail: a plain email does not say which it was
+SOURCE = __name__.rpartition(".")[2]  # what the inbox shows it came from: this intake
 
 
 def _body(mail: EmailMessage, subtype: str) -> str | None:
@@ -124,6 +125,7 @@ def messages_from(envelope_to: list[str], data: bytes) -> list[Message]:
             code=code,
             headers=headers,
             created_at=created_at,
+            source=SOURCE,
         )
         for rcpt in envelope_to
     ]

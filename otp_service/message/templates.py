@@ -9,6 +9,9 @@ Sources, in Logto's precedence (docs/templates.md):
 3. per-language ``Generic`` templates (operator's directory, then Logto), in each language;
 4. the bundled defaults (unless disabled): the type, then ``Generic``, in each language.
 
+The hooks' own types (:data:`NO_GENERIC`: notices, a text sent as is, invitations, email
+changes) skip every ``Generic`` step: their bundled template is their fallback.
+
 A directory holds ``email/<locale>/<Type>.subject`` with ``.txt`` and/or ``.html``, and
 ``sms/<locale>/<Type>.txt``. Files and connector JSON are compiled at start-up, so a broken one
 is a configuration error, never a failed request; ``check-config`` and ``serve`` also render
@@ -57,6 +60,17 @@ from .sources import (
 log = logging.getLogger("otp_service.templates")
 GENERIC = "Generic"
 _ALIASES = {"Test": GENERIC}  # older Logto versions send Test for the connector's test button
+# Usage types of other identity systems' hooks (otp_service/intake/) whose text no Generic
+# template can stand in for: a notice without a code, a text sent as is, an invitation or an
+# email change with its link. They skip the Generic steps (the bundled template of the type is
+# their fallback), so a connector JSON's "Your code is {{code}}" never goes out as a notice.
+NO_GENERIC = frozenset(
+    {
+        "Message", "Invite", "EmailChangeNew", "EmailChangeCurrent", "PasswordChanged",
+        "EmailChanged", "PhoneChanged", "IdentityLinked", "IdentityUnlinked",
+        "MfaFactorEnrolled", "MfaFactorUnenrolled",
+    }
+)  # fmt: skip
 _PERSON = {
     "id": "u1a2b3c4", "name": "Ada Lovelace", "username": "ada", "avatar": "",
     "primaryEmail": "ada@example.com", "primaryPhone": "15551234567", "profile": {},
@@ -250,13 +264,14 @@ class TemplateLibrary:
         connector: Mapping[str, Any] = (
             self.connector.email if channel == "email" else self.connector.sms
         )
+        names = (wanted,) if wanted in NO_GENERIC else (wanted, GENERIC)
         yield from self._per_language(channel, wanted, chain)
-        for name in (wanted, GENERIC):
+        for name in names:
             if (found := connector.get(name)) is not None:
                 yield "", "connector", found
-        if wanted != GENERIC:
+        if wanted != GENERIC and wanted not in NO_GENERIC:
             yield from self._per_language(channel, GENERIC, chain)
-        for name in (wanted, GENERIC):
+        for name in names:
             for tag in chain:
                 if self.bundled and (hit := self.bundled.get(channel, name, tag)):
                     yield hit[0], "bundled", hit[1]
