@@ -1,0 +1,237 @@
+"""The Ory Kratos intake: its authentication, its payloads (field for field as Kratos's
+courier/http_channel.go httpDataModel and courier/template models build them, with the full
+context and with Kratos's default body), and end to end."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from otp_service.errors import RequestError
+from otp_service.intake import kratos
+
+IDENTITY = {
+    "id": "9f425a8d-7efc-4768-8f23-7647a74fdf13",
+    "schema_id": "default",
+    "state": "active",
+    "traits": {"email": "ada@example.com", "phone": "+4915112345678",
+               "name": {"first": "Ada", "last": "Lovelace"}, "language": "fr"},
+    "metadata_public": None,
+}  # fmt: skip
+
+
+def full(template_type: str, message_type: str = "email", **data: Any) -> dict[str, Any]:
+    """The whole context, as ``body: function(ctx) ctx`` sends it."""
+    to = "ada@example.com" if message_type == "email" else "+4915112345678"
+    template_data: dict[str, Any] = {
+        "to": to, "identity": IDENTITY, "request_url": "https://auth.example.com/self-service/x",
+        "transient_payload": {}, "expires_in_minutes": 15, **data,
+    }  # fmt: skip
+    body = {
+        "recipient": to,
+        "subject": "Login to your account" if message_type == "email" else "",
+        "body": "Please login to your account by entering the following code:\n\n123456\n",
+        "template_type": template_type,
+        "template_data": template_data,
+        "message_type": message_type,
+        "request_headers": {"User-Agent": ["Mozilla/5.0"]},
+    }
+    if message_type == "email":
+        body["html_body"] = "<p>Please login ...</p>"
+    return body
+
+
+def default_body(template_type: str, body: str, **codes: str) -> dict[str, Any]:
+    """What Kratos's default body jsonnet sends: no login_code or registration_code."""
+    return {
+        "recipient": "+4915112345678", "template_type": template_type, "to": "+4915112345678",
+        "recovery_code": None, "recovery_url": None, "verification_url": None,
+        "verification_code": None, "subject": "", "body": body, **codes,
+    }  # fmt: skip
+
+
+# -- authentication
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_basic_auth_accepted() -> None:
+    """``basic_auth: {user, password}`` as Kratos sends it (Go's SetBasicAuth)."""
+    kratos.check_basic(_basic("kratos", "s3cr3t-password-123"), "kratos", "s3cr3t-password-123")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "Bearer x", "Basic", "Basic !!!notbase64", _basic("kratos", "wrong"),
+     _basic("other", "s3cr3t-password-123"), _basic("kratos", "s3cr3t-password-123x")],
+)  # fmt: skip
+def test_basic_auth_wrong_refused(header: str | None) -> None:
+    """Anything but the configured user and password: 401 unauthorized."""
+    with pytest.raises(RequestError) as caught:
+        kratos.check_basic(header, "kratos", "s3cr3t-password-123")
+    assert (caught.value.status, caught.value.code) == (401, "unauthorized")
+
+
+def test_api_key_header_accepted() -> None:
+    """``api_key: {name, value, in: header}``: the value verbatim in that header."""
+    headers = {"Authorization": "Bearer s3cr3t-token-123456"}
+    kratos.check_api_key(headers, "Authorization", "Bearer s3cr3t-token-123456", "header")
+
+
+def test_api_key_cookie_accepted() -> None:
+    """``in: cookie``: Kratos adds it as a cookie of that name."""
+    headers = {"Cookie": "other=1; otp_key=s3cr3t-token-123456"}
+    kratos.check_api_key(headers, "otp_key", "s3cr3t-token-123456", "cookie")
+
+
+@pytest.mark.parametrize(
+    ("headers", "where"),
+    [
+        ({}, "header"),
+        ({"X-Api-Key": "s3cr3t-token-12345"}, "header"),
+        ({"Cookie": "X-Api-Key=s3cr3t-token-123456"}, "header"),  # a cookie is not the header
+        ({"X-Api-Key": "s3cr3t-token-123456"}, "cookie"),  # the header is not the cookie
+        ({"Cookie": "X-Api-Key=wrong"}, "cookie"),
+        ({"Cookie": "\x00garbage=;;"}, "cookie"),
+    ],
+)
+def test_api_key_wrong_refused(headers: dict[str, str], where: Any) -> None:
+    """A missing or wrong key, or the key in the other place: 401 unauthorized."""
+    with pytest.raises(RequestError) as caught:
+        kratos.check_api_key(headers, "X-Api-Key", "s3cr3t-token-123456", where)
+    assert (caught.value.status, caught.value.code) == (401, "unauthorized")
+
+
+# -- the payload
+
+
+@pytest.mark.parametrize(
+    ("template_type", "message_type", "data", "usage", "code"),
+    [
+        ("login_code_valid", "email", {"login_code": "123456"}, "SignIn", "123456"),
+        ("login_code_valid", "sms", {"login_code": "123456"}, "SignIn", "123456"),
+        ("registration_code_valid", "email",
+         {"registration_code": "234567", "traits": IDENTITY["traits"]}, "Register", "234567"),
+        ("verification_code_valid", "email",
+         {"verification_code": "345678",
+          "verification_url": "https://auth.example.com/self-service/verification?code=345678"},
+         "BindNewIdentifier", "345678"),
+        ("verification_code_valid", "sms", {"verification_code": "345678"},
+         "BindNewIdentifier", "345678"),
+        ("recovery_code_valid", "email", {"recovery_code": "456789"}, "ForgotPassword", "456789"),
+        # Kratos tags the SMS recovery code verification_code (courier/template/sms/recovery_code.go)
+        ("recovery_code_valid", "sms", {"verification_code": "456789"}, "ForgotPassword", "456789"),
+    ],
+)  # fmt: skip
+def test_translate_code_types(
+    template_type: str, message_type: Any, data: dict[str, Any], usage: str, code: str
+) -> None:
+    """Each ``*_valid`` code type: its usage type and its code from template_data."""
+    got = kratos.translate(message_type, full(template_type, message_type, **data))
+    assert (got.type, got.payload["code"], got.template_type) == (usage, code, template_type)
+    assert got.to == ("ada@example.com" if message_type == "email" else "+4915112345678")
+
+
+@pytest.mark.parametrize(
+    ("template_type", "key", "usage"),
+    [("recovery_valid", "recovery_url", "ForgotPassword"),
+     ("verification_valid", "verification_url", "BindNewIdentifier")],
+)  # fmt: skip
+def test_translate_link_types(template_type: str, key: str, usage: str) -> None:
+    """The link strategy's messages: no code, the link offered to templates."""
+    link = "https://auth.example.com/self-service/recovery?flow=1&token=abc"
+    got = kratos.translate("email", full(template_type, **{key: link}))
+    assert (got.type, got.payload.get("code"), got.payload["link"]) == (usage, None, link)
+
+
+@pytest.mark.parametrize(
+    ("template_type", "usage"),
+    [("recovery_invalid", "UnknownAccount"), ("recovery_code_invalid", "UnknownAccount"),
+     ("verification_invalid", "UnknownAccount"), ("verification_code_invalid", "UnknownAccount"),
+     ("login_code_invalid", "UnknownAccount"),
+     ("verifiable_address_changed", "AddressChanged"),
+     ("authenticator_key_added", "AuthenticatorAdded"), ("stub", "Generic")],
+)  # fmt: skip
+def test_translate_notice_types(template_type: str, usage: str) -> None:
+    """The ``*_invalid`` and notice types map to notice templates, without a code."""
+    got = kratos.translate("email", full(template_type))
+    assert (got.type, "code" in got.payload) == (usage, False)
+
+
+def test_translate_unknown_type_refused() -> None:
+    """A template_type we do not know: 422 naming it."""
+    with pytest.raises(RequestError) as caught:
+        kratos.translate("email", full("registration_duplicate"))
+    assert (caught.value.status, caught.value.code) == (422, "unknown_template_type")
+    assert "registration_duplicate" in caught.value.message
+
+
+def test_translate_default_body_sms_login_code_from_origin_line() -> None:
+    """Kratos's default body drops login_code: read from the text's ``@domain #code`` line."""
+    text = "Your login code is: 123456\n\nIt expires in 15 minutes.\n@auth.example.com #123456\n"
+    got = kratos.translate("sms", default_body("login_code_valid", text))
+    assert (got.to, got.type, got.payload["code"]) == ("+4915112345678", "SignIn", "123456")
+
+
+def test_translate_default_body_email_registration_code_from_text() -> None:
+    """... and from an email's plain text, where the code stands on its own line."""
+    text = "Hi, please complete your account registration by entering the following code:\n\n" \
+        "987654\n\nIt expires in 15 minutes.\n"  # fmt: skip
+    body = default_body("registration_code_valid", text)
+    body.update(recipient="ada@example.com", to="ada@example.com")
+    assert kratos.translate("email", body).payload["code"] == "987654"
+
+
+def test_translate_default_body_recovery_code_top_level() -> None:
+    """The default body carries recovery_code at the top level."""
+    body = default_body("recovery_code_valid", "", recovery_code="456789")
+    assert kratos.translate("sms", body).payload["code"] == "456789"
+
+
+def test_translate_code_type_without_code_refused() -> None:
+    """A code type whose code is nowhere: 422 missing_code, not an empty message."""
+    body = default_body("login_code_valid", "Welcome!")
+    with pytest.raises(RequestError) as caught:
+        kratos.translate("sms", body)
+    assert (caught.value.status, caught.value.code) == (422, "missing_code")
+
+
+def test_translate_language_from_traits() -> None:
+    """The identity's traits.language feeds the locale chain; the name greets."""
+    got = kratos.translate("email", full("login_code_valid", login_code="123456"))
+    assert (got.payload["locale"], got.payload["user"]["name"]) == ("fr", "Ada Lovelace")
+
+
+def test_translate_language_from_transient_payload_first() -> None:
+    """A flow's transient_payload.locale (the UI's language now) wins over the traits."""
+    body = full("login_code_valid", login_code="123456", transient_payload={"locale": "ja"})
+    assert kratos.translate("email", body).payload["locale"] == "ja"
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (lambda b: b.pop("template_type"), "missing_field"),
+        (lambda b: (b.pop("recipient"), b["template_data"].pop("to")), "missing_field"),
+        (lambda b: b.update(template_data="x"), "invalid_request"),
+    ],
+)
+def test_translate_wrong_shape_refused(change: Any, code: str) -> None:
+    """A body that is not Kratos's shape: 400 with the field named."""
+    body = full("login_code_valid", login_code="123456")
+    change(body)
+    with pytest.raises(RequestError) as caught:
+        kratos.translate("email", body)
+    assert (caught.value.status, caught.value.code) == (400, code)
+
+
+def test_code_in_body_forms() -> None:
+    """The origin-bound line wins over other numbers in the text."""
+    assert kratos.code_in_body("Call 5551234 now\n@x.example #000042\n") == "000042"
+    assert kratos.code_in_body("#654321\n") == "654321"
+    assert kratos.code_in_body("Your code is 112233.") == "112233"
+    assert kratos.code_in_body("") is None

@@ -1,0 +1,275 @@
+"""The ZITADEL intake: its signature, its payloads (field for field as ZITADEL's
+internal/notification/types/user_phone.go and user_email.go build them), and end to end."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from otp_service.errors import RequestError
+from otp_service.intake import zitadel
+
+KEY = "my-zitadel-signing-key"
+T = 1_700_000_000
+# The self-computed vector of the research notes (HMAC-SHA256 over "<t>.<body>", key as UTF-8).
+VECTOR_BODY = (
+    b'{"contextInfo":{"eventType":"user.human.otp.sms.challenged","provider":{"id":"1",'
+    b'"description":"otp-service"},"recipientPhoneNumber":"+41791234567"},"templateData":'
+    b'{"text":"123456 is your one-time password"},"args":{"code":"123456","oTP":"123456"}}'
+)
+VECTOR_SIG = "03fdc4d5c8c2f940bd5aef855e11762eb204e5ce9a4cb0d521071c3113a3caee"
+
+
+def sms_body(**context: Any) -> dict[str, Any]:
+    """An HTTP SMS provider request as ZITADEL's generateSms builds it (session OTP challenge)."""
+    return {
+        "contextInfo": {
+            "eventType": "session.otp.sms.challenged",
+            "provider": {"id": "285181292935381355", "description": "otp-service"},
+            "recipientPhoneNumber": "+41791234567",
+            **context,
+        },
+        "templateData": {
+            "title": "Verify One-Time Password",
+            "preHeader": "Verify One-Time Password",
+            "subject": "Verify One-Time Password",
+            "greeting": "Hello Ada Lovelace,",
+            "text": "Your one-time password is 482913. Use it within the next 5 minutes.",
+            "primaryColor": "#5469d4",
+            "backgroundColor": "#fafafa",
+            "fontColor": "#000000",
+            "fontFamily": "-apple-system, BlinkMacSystemFont, Segoe UI, Lato, Arial, sans-serif",
+            "footerText": "",
+        },
+        "args": {
+            "code": "482913",
+            "oTP": "482913",
+            "userID": "285181292935381355",
+            "orgID": "285181292935381000",
+            "userName": "ada",
+            "firstName": "Ada",
+            "lastName": "Lovelace",
+            "nickName": "",
+            "displayName": "Ada Lovelace",
+            "lastEmail": "ada@example.com",
+            "verifiedEmail": "ada@example.com",
+            "lastPhone": "+41791234567",
+            "verifiedPhone": "+41791234567",
+            "preferredLoginName": "ada@example.zitadel.cloud",
+            "loginName": "ada@example.zitadel.cloud",
+            "loginNames": ["ada@example.zitadel.cloud"],
+            "changeDate": "2026-12-07T04:00:00Z",
+            "creationDate": "2026-01-01T00:00:00Z",
+            "domain": "example.zitadel.cloud",
+            "expiry": 300000000000,
+            "origin": "https://example.zitadel.cloud",
+        },
+    }
+
+
+def email_body(event_type: str = "user.human.email.code.added") -> dict[str, Any]:
+    """An HTTP email provider request as ZITADEL's generateEmail builds it (email verification)."""
+    body = sms_body()
+    context = body["contextInfo"]
+    del context["recipientPhoneNumber"]
+    context.update(eventType=event_type, recipientEmailAddress="ada@example.com")
+    body["templateData"].update(
+        title="Verify user",
+        subject="Verify user",
+        text="Please verify your email address. Code: 482913",
+        url="https://example.zitadel.cloud/ui/login/mail/verification?userID=1&code=482913",
+        buttonText="Verify",
+        logoUrl="https://example.zitadel.cloud/assets/v1/logo.png",
+    )
+    del body["args"]["oTP"]
+    return body
+
+
+# -- the signature
+
+
+def test_signature_research_vector_verifies() -> None:
+    """The research notes' vector verifies, and our signer computes the same hex."""
+    assert zitadel.sign(VECTOR_BODY, KEY, T) == VECTOR_SIG
+    zitadel.verify_signature(f"t={T},v1={VECTOR_SIG}", VECTOR_BODY, [KEY], now=T)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"t={T},v1={'0' * 64},v1={VECTOR_SIG}",  # several v1: any one may match
+        f"v1={VECTOR_SIG},t={T}",  # order does not matter
+        f"t={T},v0=abc,v1=nothex,v1={VECTOR_SIG}",  # unknown keys ignored, non-hex v1 skipped
+        f" t={T}, v1={VECTOR_SIG}",  # spaces after the commas
+    ],
+)
+def test_signature_accepted_forms_verify(header: str) -> None:
+    """Every header ZITADEL's own parser accepts verifies."""
+    zitadel.verify_signature(header, VECTOR_BODY, [KEY], now=T)
+
+
+def test_signature_any_configured_key_verifies() -> None:
+    """Several signing keys (a rotation): the one that signed is found."""
+    zitadel.verify_signature(f"t={T},v1={VECTOR_SIG}", VECTOR_BODY, ["old-key", KEY], now=T)
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, "missing_signature"),
+        ("", "missing_signature"),
+        (f"t={T},v1={'0' * 64}", "invalid_signature"),
+        (f"t={T}", "invalid_signature"),
+        (f"v1={VECTOR_SIG}", "invalid_signature"),
+        (f"t={T},v1={VECTOR_SIG}=", "invalid_signature"),
+        (f"t=soon,v1={VECTOR_SIG}", "invalid_signature"),
+        (f"t={T}v1={VECTOR_SIG}", "invalid_signature"),
+        (f"t={T - 301},v1={zitadel.sign(VECTOR_BODY, KEY, T - 301)}", "stale_signature"),
+        (f"t={T + 301},v1={zitadel.sign(VECTOR_BODY, KEY, T + 301)}", "stale_signature"),
+    ],
+)
+def test_signature_bad_or_stale_refused(header: str | None, code: str) -> None:
+    """A missing, malformed, wrong or stale signature is 401 with a stable code."""
+    with pytest.raises(RequestError) as caught:
+        zitadel.verify_signature(header, VECTOR_BODY, [KEY], now=T)
+    assert (caught.value.status, caught.value.code) == (401, code)
+
+
+def test_signature_other_body_refused() -> None:
+    """A signature over other bytes (one character changed) does not verify."""
+    with pytest.raises(RequestError, match="does not match"):
+        zitadel.verify_signature(
+            f"t={T},v1={VECTOR_SIG}", VECTOR_BODY.replace(b"123456", b"123457"), [KEY], now=T
+        )
+    with pytest.raises(RequestError, match="does not match"):
+        zitadel.verify_signature(f"t={T},v1={VECTOR_SIG}", VECTOR_BODY + b" ", [KEY], now=T)
+
+
+def test_signature_within_five_minutes_verifies() -> None:
+    """ZITADEL's tolerance is 300 s; our clock may be that far either side."""
+    for skew in (-300, 300):
+        zitadel.verify_signature(f"t={T},v1={VECTOR_SIG}", VECTOR_BODY, [KEY], now=T + skew)
+
+
+# -- the payload
+
+
+def test_translate_sms_relays_zitadels_text() -> None:
+    """SMS: the phone number from contextInfo, the code from args, ZITADEL's text as is."""
+    got = zitadel.translate("sms", sms_body())
+    assert (got.to, got.type, got.event_type) == ("+41791234567", "MfaVerification",
+                                                  "session.otp.sms.challenged")  # fmt: skip
+    assert got.text == "Your one-time password is 482913. Use it within the next 5 minutes."
+    assert got.payload["code"] == "482913"
+    assert got.payload["user"]["name"] == "Ada Lovelace"
+    assert got.payload["zitadel"]["greeting"] == "Hello Ada Lovelace,"
+
+
+def test_translate_sms_relay_off_uses_templates() -> None:
+    """With the relay off the SMS is ours: no text, the usage type's template renders."""
+    assert zitadel.translate("sms", sms_body(), relay_sms_text=False).text is None
+
+
+def test_translate_email_offers_template_data() -> None:
+    """Email: the address from contextInfo, templateData's pieces, its url as the link, its logo
+    as the email's."""
+    got = zitadel.translate("email", email_body())
+    assert (got.to, got.type, got.text) == ("ada@example.com", "BindNewIdentifier", None)
+    assert got.payload["code"] == "482913"
+    assert got.payload["link"].startswith("https://example.zitadel.cloud/ui/login/mail/")
+    assert got.payload["zitadel"]["buttonText"] == "Verify"
+    assert got.payload["zitadel"]["primaryColor"] == "#5469d4"
+    assert got.payload["application"]["branding"]["logoUrl"].endswith("/logo.png")
+
+
+def test_translate_code_from_otp_arg() -> None:
+    """A body with only ``oTP`` (how ZITADEL lower-cases its OTP arg) still has its code."""
+    body = sms_body()
+    del body["args"]["code"]
+    assert zitadel.translate("sms", body).payload["code"] == "482913"
+
+
+def test_translate_pascal_case_template_data() -> None:
+    """Releases whose templateData had no JSON tags sent Title, Text ...: read the same."""
+    body = sms_body()
+    body["templateData"] = {"Text": "Code 482913", "ButtonText": "Go"}
+    got = zitadel.translate("sms", body)
+    assert (got.text, got.payload["zitadel"]["buttonText"]) == ("Code 482913", "Go")
+
+
+@pytest.mark.parametrize(
+    ("event_type", "usage"),
+    [
+        ("user.human.initialization.code.added", "Register"),
+        ("user.human.phone.code.added", "BindNewIdentifier"),
+        ("user.human.password.code.added", "ForgotPassword"),
+        ("user.human.mfa.otp.email.code.added", "MfaVerification"),
+        ("session.otp.email.challenged", "MfaVerification"),
+        ("user.human.future.thing.added", "Generic"),  # unknown, with a code
+    ],
+)
+def test_translate_event_type_maps_usage(event_type: str, usage: str) -> None:
+    """Each event type ZITADEL's notifier sends maps to a usage type; an unknown one with a
+    code is Generic."""
+    assert zitadel.translate("email", email_body(event_type)).type == usage
+
+
+def test_translate_unknown_event_without_code_refused() -> None:
+    """An event type we do not know and no code: 422 naming the type."""
+    body = email_body("user.human.future.thing.added")
+    del body["args"]["code"]
+    with pytest.raises(RequestError) as caught:
+        zitadel.translate("email", body)
+    assert (caught.value.status, caught.value.code) == (422, "unknown_event_type")
+    assert "user.human.future.thing.added" in caught.value.message
+
+
+def test_translate_notice_without_code() -> None:
+    """Password changed: a notice, no code."""
+    body = email_body("user.human.password.changed")
+    del body["args"]["code"]
+    got = zitadel.translate("email", body)
+    assert (got.type, "code" in got.payload) == ("PasswordChanged", False)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (lambda b: b["contextInfo"].pop("recipientPhoneNumber"), "missing_field"),
+        (lambda b: b["contextInfo"].pop("eventType"), "missing_field"),
+        (lambda b: b.update(contextInfo=[]), "invalid_request"),
+        (lambda b: b["args"].update(code=["1"]), "invalid_request"),
+        (lambda b: b["contextInfo"].update(recipientPhoneNumber=41), "invalid_request"),
+    ],
+)
+def test_translate_wrong_shape_refused(change: Any, code: str) -> None:
+    """A body that is not ZITADEL's shape: 400 with the field named."""
+    body = sms_body()
+    change(body)
+    with pytest.raises(RequestError) as caught:
+        zitadel.translate("sms", body)
+    assert (caught.value.status, caught.value.code) == (400, code)
+
+
+def test_translate_sms_route_needs_phone_number() -> None:
+    """An email body sent to the SMS route has no recipientPhoneNumber: 400."""
+    with pytest.raises(RequestError, match="recipientPhoneNumber"):
+        zitadel.translate("sms", email_body())
+
+
+def test_translate_language_hint_when_named() -> None:
+    """A preferredLanguage arg (ZITADEL's arg naming, were it sent) feeds the locale chain."""
+    body = sms_body()
+    body["args"]["preferredLanguage"] = "fr"
+    assert zitadel.translate("sms", body).payload["locale"] == "fr"
+    body["args"]["preferredLanguage"] = "<script>"
+    assert "locale" not in zitadel.translate("sms", body).payload
+
+
+def test_idempotency_key_is_body_digest() -> None:
+    """The same bytes are the same request; other bytes are not."""
+    raw = json.dumps(sms_body()).encode()
+    assert zitadel.idempotency_key(raw) == zitadel.idempotency_key(raw)
+    assert zitadel.idempotency_key(raw) != zitadel.idempotency_key(raw + b" ")
