@@ -119,6 +119,13 @@ class Metrics:
             ["rule"],
             registry=r,
         )
+        self.intake_requests = Counter(
+            "otp_intake_requests",
+            "Hook requests from other identity systems (POST /v1/hooks/...), by intake, "
+            "channel, usage type and HTTP status (one per message asked for).",
+            ["intake", "channel", "type", "status"],
+            registry=r,
+        )
         self.provider_up = Gauge(
             "otp_provider_up",
             "1 when the provider's last delivery attempt succeeded, 0 when it failed.",
@@ -143,6 +150,11 @@ class Metrics:
 
     def request(self, channel: str, usage_type: str | None, status: int) -> None:
         self.requests.labels(channel, usage_label(usage_type), str(status)).inc()
+
+    def intake_request(
+        self, intake: str, channel: str, usage_type: str | None, status: int
+    ) -> None:
+        self.intake_requests.labels(intake, channel, usage_label(usage_type), str(status)).inc()
 
     def attempt(self, channel: str, provider: str, outcome: str, seconds: float) -> None:
         """One attempt at ``provider``; also its up/down state and its last outcome."""

@@ -37,8 +37,9 @@ async def test_email_captured_and_readable(service: ClientFactory) -> None:
     assert message["to"] == "User@example.com" and message["locale"] == "fr"
     assert message["channel"] == "email" and message["type"] == "SignIn"
     assert "482913" in message["text"] and "482913" in message["html"]
-    assert set(message) == {"id", "channel", "to", "type", "locale", "subject", "text", "html",
-                            "code", "link", "status", "created_at", "headers", "sms"}  # fmt: skip
+    assert set(message) == {"id", "channel", "to", "type", "source", "locale", "subject", "text",
+                            "html", "code", "link", "status", "created_at", "headers", "sms"}  # fmt: skip
+    assert message["source"] == "logto"
     headers = dict(message["headers"])
     assert headers["To"] == "User@example.com" and headers["Subject"] == message["subject"]
     assert headers["Message-ID"].startswith(f"<{body['id']}@") and message["sms"] is None

@@ -20,6 +20,7 @@ from ..errors import ConfigError, ConfigProblem
 from ..text.locales import TAG_PATTERN
 from .capture import CaptureConfig
 from .fields import Declared, Fields, read, section, setting
+from .intakes import IntakesConfig
 from .logto import LogtoConfig
 from .registry import (
     BY_NAME,
@@ -271,6 +272,9 @@ class Config:
     capture: CaptureConfig = setting("the capture inbox and the SMTP intake", factory=CaptureConfig)
     store: StoreConfig = setting("the outbox: SQLite or PostgreSQL", factory=StoreConfig)
     limits: LimitsConfig = setting("abuse limits and provider rates", default=LimitsConfig())
+    intakes: IntakesConfig = setting(
+        "hooks other identity systems call (Supabase, Authentik, ...)", default=IntakesConfig()
+    )
 
     def captured_channels(self) -> list[str]:
         """The channels some of whose messages go to the capture inbox."""

@@ -99,10 +99,15 @@ class Outbox:
         expires_at: float,
         idempotency_key: str | None,
         dedupe_key: str | None,
+        wait_seconds: float | None = None,
     ) -> Outcome:
         """Store ``message`` durably (raises :class:`StoreUnavailable` when the store cannot),
-        start delivering it, and wait ``delivery.wait_seconds`` for the outcome. A message
-        already holding the idempotency or dedupe key answers instead."""
+        start delivering it, and wait ``delivery.wait_seconds`` (or ``wait_seconds``, when
+        shorter) for the outcome. A message already holding the idempotency or dedupe key
+        answers instead."""
+        wait = self.config.wait_seconds
+        if wait_seconds is not None:
+            wait = min(wait, wait_seconds)
         now = time.time()
         accepted = await self.store.accept(
             message,
@@ -116,8 +121,8 @@ class Outbox:
         # The answer is settled as soon as the outcome is known, before it is written down:
         # the request does not wait for that second write.
         reply: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._spawn(message, expires_at, 0, now + self.config.wait_seconds, reply)
-        await asyncio.wait((reply,), timeout=self.config.wait_seconds)  # never cancels it
+        self._spawn(message, expires_at, 0, now + wait, reply)
+        await asyncio.wait((reply,), timeout=wait)  # never cancels it
         if reply.done() and not reply.cancelled():  # cancelled: shutting down, still stored
             return reply.result()
         return Outcome.of(message, "queued")

@@ -45,11 +45,17 @@ class SendPath:
         self.shutdown_retry_after = shutdown_retry_after
 
     async def send(
-        self, channel: Channel, request: SendRequest, *, idempotency_key: str | None = None
+        self,
+        channel: Channel,
+        request: SendRequest,
+        *,
+        idempotency_key: str | None = None,
+        wait_seconds: float | None = None,
     ) -> Outcome:
         """Send ``request`` on ``channel``; a repeat (same ``idempotency_key``, or without one
         the same content while the first lives) gets the first message's outcome, even when the
-        abuse limits would refuse a new message."""
+        abuse limits would refuse a new message. ``wait_seconds``: wait at most this for the
+        first attempt (a caller with a deadline of its own), else ``delivery.wait_seconds``."""
         if not self.outbox.accepting:
             # Come back after the listener has closed: by then another instance takes it.
             error = ShuttingDownError(self.shutdown_retry_after)
@@ -83,7 +89,8 @@ class SendPath:
                 self.metrics.refused_by_limit(exc.rule)
                 raise
             return await self.outbox.submit(
-                message, expires_at=now + ttl, idempotency_key=key, dedupe_key=content
-            )
+                message, expires_at=now + ttl, idempotency_key=key, dedupe_key=content,
+                wait_seconds=wait_seconds,
+            )  # fmt: skip
         except (RequestError, StoreError) as exc:
             return Outcome.of(message, "refused", error=exc)

@@ -1,6 +1,7 @@
 """The HTTP layer: parse, authenticate, validate, call the domain, map errors to JSON.
 
-Paths: ``POST /v1/email``, ``POST /v1/sms`` (Logto's HTTP connectors), the capture inbox
+Paths: ``POST /v1/email``, ``POST /v1/sms`` (Logto's HTTP connectors), other identity systems' hooks
+(:mod:`.hooks`: ``/v1/hooks/<system>/<channel>``, when configured), the capture inbox
 (:mod:`.inbox_api`: ``/v1/messages...``), its page (:mod:`.inbox_page`: ``/inbox``); the
 operators' endpoints (probes, metrics, ``/openapi.json``) are in :mod:`.ops`. Every route has
 an entry in :mod:`.openapi`.
@@ -8,11 +9,9 @@ an entry in :mod:`.openapi`.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -23,8 +22,8 @@ from ..logs import event
 from ..message.compose import Channel, parse_request
 from ..message.templates import TemplateLibrary
 from ..services import build_services
-from ..text.sanitize import has_control, json_problem
-from . import inbox_api, inbox_page, ops
+from ..text.sanitize import has_control
+from . import hooks, inbox_api, inbox_page, ops
 from .access_log import request_id_middleware
 from .answers import (
     answer,
@@ -33,6 +32,7 @@ from .answers import (
     http_status,
     internal_error_answer,
 )
+from .body import read_json as _read_json
 from .context import CONFIG, SERVICES, authorize
 from .headers import add_security_headers
 
@@ -58,29 +58,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return internal_error_answer()
 
 
-async def _read_json(request: web.Request) -> Any:
-    limit = request.app[CONFIG].server.max_body_bytes
-    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
-        raise RequestError("unsupported_media_type", "send Content-Type: application/json", 415)
-    if request.content_length is not None and request.content_length > limit:
-        raise RequestError("payload_too_large", f"the body exceeds {limit} bytes", 413)
-    try:
-        async with asyncio.timeout(request.app[CONFIG].server.header_timeout_seconds):
-            body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise RequestError("payload_too_large", f"the body exceeds {limit} bytes", 413) from None
-    except TimeoutError:  # a client trickling its body holds a connection: not for long
-        raise RequestError("request_timeout", "the body did not arrive in time", 408) from None
-    try:
-        data = json.loads(body.decode(request.charset or "utf-8"))
-    except (ValueError, LookupError, RecursionError):  # RecursionError: absurdly deep nesting
-        raise RequestError("invalid_json", "the body is not valid JSON") from None
-    # Checked before anything is composed or stored: such text fails wherever it goes next.
-    if (problem := json_problem(data)) is not None:
-        raise RequestError("invalid_request", f"the body cannot be accepted: {problem}")
-    return data
-
-
 def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -97,7 +74,7 @@ async def _outcome(request: web.Request, channel: Channel) -> Outcome:
     try:
         authorize(request)
         data = await _read_json(request)  # read first: closing on an unread body resets the client
-        send_request = parse_request(data)
+        send_request = replace(parse_request(data), source="logto")
         idempotency_key = _idempotency_key(request)
     except RequestError as exc:
         return Outcome(channel, "refused", error=exc)
@@ -153,6 +130,7 @@ def create_app(config: Config, library: TemplateLibrary | None = None) -> web.Ap
     app.cleanup_ctx.append(services_ctx)
     app.router.add_post("/v1/email", send_email)
     app.router.add_post("/v1/sms", send_sms)
+    hooks.add_routes(app)
     inbox_api.add_routes(app)
     inbox_page.add_routes(app)
     app.router.add_get("/healthz", ops.healthz)

@@ -60,6 +60,7 @@ def message_json(message: Message) -> dict[str, Any]:
         "channel": message.channel,
         "to": message.to,
         "type": message.type,
+        "source": message.source,  # the system that asked: logto, smtp, supabase, ...
         "locale": message.locale,
         "subject": message.subject,
         "text": message.text,

@@ -70,6 +70,9 @@ SCHEMAS: dict[str, Schema] = {
             "channel": {"type": "string", "enum": ["email", "sms"]},
             "to": {"type": "string"},
             "type": {"type": "string"},
+            "source": _nullable(
+                "string", description="the system that asked: logto, smtp, supabase, generic, ..."
+            ),
             "locale": _nullable("string"),
             "subject": _nullable("string"),
             "text": {"type": "string"},

@@ -89,6 +89,7 @@ def messages_from(envelope_to: list[str], data: bytes) -> list[Message]:
             code=code,
             headers=headers,
             created_at=created_at,
+            source="smtp",
         )
         for rcpt in envelope_to
     ]

@@ -35,6 +35,7 @@ class SendRequest:
     payload: Mapping[str, Any] = field(default_factory=dict)
     ip: str | None = None
     ttl: float | None = None  # seconds; the caller may shorten the configured lifetime
+    source: str | None = None  # the system that asked (logto, supabase, ...): shown in the inbox
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Message:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # SMTP intake: as received
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     request_id: str | None = None  # the HTTP request that accepted it, for the logs
+    source: str | None = None  # the system that asked for it (SendRequest.source)
 
 
 def parse_request(data: Any) -> SendRequest:
@@ -161,6 +163,7 @@ class Composer:
                 reply_to=email.reply_to,
                 send_from=email.send_from,
                 ip=request.ip,
+                source=request.source,
             )
         try:
             parsed = parse_phone(request.to, self.sms.default_region)  # parsed once, used twice
@@ -192,4 +195,5 @@ class Composer:
             ip=request.ip,
             raw_to=request.to,
             params={k: v for k, v in payload.items() if k != "locale"},
+            source=request.source,
         )

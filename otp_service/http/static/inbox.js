@@ -340,7 +340,8 @@ function card(message) {
   deleteButton.addEventListener("click", (event) => { event.stopPropagation(); remove(id); });
   codeBox.append(deleteButton);
 
-  const meta = [message.type, message.locale, timeOf(message)].filter(Boolean).join(" · ");
+  const meta = [message.source && "from " + message.source, message.type, message.locale,
+    timeOf(message)].filter(Boolean).join(" · ");
   const summary = el("div", { class: "summary", role: "button", tabindex: "0",
     "aria-expanded": "false" },
   el("span", { class: "chan " + message.channel, text: message.channel === "sms" ? "SMS" : "Email" }),

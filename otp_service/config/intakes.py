@@ -1,0 +1,149 @@
+"""The ``intakes`` section: hooks other identity systems call to have a code delivered.
+
+Each system is a section of its own under ``intakes`` (``intakes.supabase``, ...), off unless
+present: its routes (``POST /v1/hooks/<system>/<channel>``) answer 404 until then. Its secrets
+come from the file, usually as ``${ENV}`` references, and are never shown (``secret=True``).
+A system's hook is :mod:`otp_service.intake.<system>`; adding one is its section class here
+(or in a module of its own), one field on :class:`IntakesConfig`, and its hook
+(:mod:`otp_service.intake.hook` says how).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ConfigProblem
+from .fields import Declared, Fields, section, setting
+
+_GENERATE = "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+# Supabase's own check of a hook secret (internal/conf/configuration.go): v1,whsec_ and base64.
+_WHSEC = re.compile(r"^(?:v1,)?whsec_([A-Za-z0-9+/=]{32,88})$")
+_WHSEC_FIX = (
+    "paste the secret as Supabase shows it (Authentication > Hooks > Generate secret), "
+    "e.g. v1,whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw; several for a rotation: a list"
+)
+
+
+def whsec_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (``v1,whsec_<base64>`` or ``whsec_...``);
+    ValueError when it is not one (unpadded base64 is accepted, as the reference library does)."""
+    match = _WHSEC.match(secret.strip())
+    if match is None:
+        if secret.strip().startswith("v1a,"):
+            raise ValueError("is an asymmetric (v1a) secret, which Supabase does not sign with")
+        raise ValueError("is not a Standard Webhooks secret (v1,whsec_ and base64)")
+    encoded = match.group(1).rstrip("=")
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("holds no valid base64 after whsec_") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"decodes to {len(key)} bytes; a secret holds 24 to 64")
+    return key
+
+
+def _strings(check: Callable[[str], str | None], fix: str) -> Callable[[Fields, Declared], Any]:
+    """A reader for a list of secret strings (one string is a list of one; ``|`` separates
+    several, as in Supabase's own environment variables), each passed through ``check``,
+    which returns what is wrong with it or None. At least one is required."""
+
+    def read(f: Fields, d: Declared) -> tuple[str, ...]:
+        raw = f.data.get(d.key)
+        if isinstance(raw, str):
+            items = [(f"{f.path}.{d.key}", part) for part in raw.split("|")]
+        else:
+            items = f.items(d.key) or []
+        found: list[str] = []
+        for path, value in items:
+            problem = "must be a string" if not isinstance(value, str) else check(value)
+            if problem is not None:
+                f.problems.append(ConfigProblem(path, problem, fix))  # never echoes the value
+                continue
+            found.append(value.strip())
+        if not found and not any(p.path.startswith(f"{f.path}.{d.key}") for p in f.problems):
+            f.problem(d.key, "is required (at least one)", fix)
+        return tuple(found)
+
+    return read
+
+
+def _token_problem(token: str) -> str | None:
+    if len(token) < 16 or token != token.strip():
+        return "must be a string of at least 16 characters without surrounding spaces"
+    return None
+
+
+def _whsec_problem(secret: str) -> str | None:
+    try:
+        whsec_key(secret)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+_TOKENS_SCHEMA = {
+    "anyOf": [
+        {"type": "array", "items": {"type": "string", "minLength": 16}, "minItems": 1},
+        {"type": "string", "minLength": 16},
+    ]
+}
+
+
+def _tokens(help: str) -> Any:
+    return setting(
+        help, secret=True, factory=tuple, read=_strings(_token_problem, _GENERATE),
+        schema=_TOKENS_SCHEMA, example=["${OTP_HOOK_TOKEN}"],
+    )  # fmt: skip
+
+
+@section
+class SupabaseIntakeConfig:
+    """Supabase Auth's Send Email and Send SMS hooks (Standard Webhooks signatures)."""
+
+    secrets: tuple[str, ...] = setting(
+        "the hook secrets Supabase shows (v1,whsec_...); several: a rotation",
+        secret=True, factory=tuple, read=_strings(_whsec_problem, _WHSEC_FIX),
+        schema={"anyOf": [
+            {"type": "array", "items": {"type": "string", "pattern": _WHSEC.pattern},
+             "minItems": 1},
+            {"type": "string"},
+        ]},
+        example=["${SUPABASE_HOOK_SECRET}"],
+    )  # fmt: skip
+
+
+@section
+class AuthentikIntakeConfig:
+    """Authentik's generic SMS provider (its SMS authenticator setup stage)."""
+
+    tokens: tuple[str, ...] = _tokens(
+        "what Authentik sends: its Auth field as a bearer token, or as the password of basic "
+        "auth (any user); several: a rotation"
+    )
+
+
+@section
+class GenericIntakeConfig:
+    """Any caller: JSON {to, code or message, type, locale} with a bearer token."""
+
+    tokens: tuple[str, ...] = _tokens("bearer tokens the caller sends; several: a rotation")
+
+
+@section
+class IntakesConfig:
+    supabase: SupabaseIntakeConfig | None = setting(
+        "Supabase Auth's hooks: POST /v1/hooks/supabase/email and /sms (off unless set)",
+        default=None,
+    )
+    authentik: AuthentikIntakeConfig | None = setting(
+        "Authentik's generic SMS provider: POST /v1/hooks/authentik/sms (off unless set)",
+        default=None,
+    )
+    generic: GenericIntakeConfig | None = setting(
+        "any caller: POST /v1/hooks/generic/email and /sms (off unless set)", default=None
+    )
+    # ZITADEL and Ory Kratos: their sections are added here (one field each).
