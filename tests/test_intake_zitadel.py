@@ -159,9 +159,11 @@ def test_signature_within_five_minutes_verifies() -> None:
 def test_translate_sms_relays_zitadels_text() -> None:
     """SMS: the phone number from contextInfo, the code from args, ZITADEL's text as is."""
     got = zitadel.translate("sms", sms_body())
-    assert (got.to, got.type, got.event_type) == ("+41791234567", "MfaVerification",
+    assert (got.to, got.type, got.event_type) == ("+41791234567", "Message",
                                                   "session.otp.sms.challenged")  # fmt: skip
-    assert got.text == "Your one-time password is 482913. Use it within the next 5 minutes."
+    text = "Your one-time password is 482913. Use it within the next 5 minutes."
+    assert got.payload["message"] == text
+    assert (got.ttl, got.payload["ttl_minutes"]) == (300, 5)  # args.expiry: nanoseconds
     assert got.payload["code"] == "482913"
     assert got.payload["user"]["name"] == "Ada Lovelace"
     assert got.payload["zitadel"]["greeting"] == "Hello Ada Lovelace,"
@@ -169,14 +171,16 @@ def test_translate_sms_relays_zitadels_text() -> None:
 
 def test_translate_sms_relay_off_uses_templates() -> None:
     """With the relay off the SMS is ours: no text, the usage type's template renders."""
-    assert zitadel.translate("sms", sms_body(), relay_sms_text=False).text is None
+    got = zitadel.translate("sms", sms_body(), relay_sms_text=False)
+    assert (got.type, "message" in got.payload) == ("MfaVerification", False)
 
 
 def test_translate_email_offers_template_data() -> None:
     """Email: the address from contextInfo, templateData's pieces, its url as the link, its logo
     as the email's."""
     got = zitadel.translate("email", email_body())
-    assert (got.to, got.type, got.text) == ("ada@example.com", "BindNewIdentifier", None)
+    assert (got.to, got.type, "message" in got.payload) == ("ada@example.com",
+                                                             "BindNewIdentifier", False)  # fmt: skip
     assert got.payload["code"] == "482913"
     assert got.payload["link"].startswith("https://example.zitadel.cloud/ui/login/mail/")
     assert got.payload["zitadel"]["buttonText"] == "Verify"
@@ -196,7 +200,7 @@ def test_translate_pascal_case_template_data() -> None:
     body = sms_body()
     body["templateData"] = {"Text": "Code 482913", "ButtonText": "Go"}
     got = zitadel.translate("sms", body)
-    assert (got.text, got.payload["zitadel"]["buttonText"]) == ("Code 482913", "Go")
+    assert (got.payload["message"], got.payload["zitadel"]["buttonText"]) == ("Code 482913", "Go")
 
 
 @pytest.mark.parametrize(
@@ -226,12 +230,25 @@ def test_translate_unknown_event_without_code_refused() -> None:
     assert "user.human.future.thing.added" in caught.value.message
 
 
-def test_translate_notice_without_code() -> None:
-    """Password changed: a notice, no code."""
+def test_translate_notice_sends_zitadels_text() -> None:
+    """Password changed: a notice without a code, sent as ZITADEL wrote it (its language), with
+    its subject; a link not in the text is added under it."""
     body = email_body("user.human.password.changed")
     del body["args"]["code"]
+    body["templateData"].update(subject="Password of user has changed",
+                                text="The password of your user has changed.")  # fmt: skip
     got = zitadel.translate("email", body)
-    assert (got.type, "code" in got.payload) == ("PasswordChanged", False)
+    assert (got.type, "code" in got.payload) == ("Message", False)
+    assert got.payload["subject"] == "Password of user has changed"
+    assert got.payload["message"].startswith("The password of your user has changed.\n\nhttps://")
+
+
+def test_translate_notice_without_text_refused() -> None:
+    """A notice we relay needs ZITADEL's text: 400 naming templateData.text."""
+    body = email_body("user.domain.claimed")
+    body["templateData"].pop("text")
+    with pytest.raises(RequestError, match="templateData.text"):
+        zitadel.translate("email", body)
 
 
 @pytest.mark.parametrize(

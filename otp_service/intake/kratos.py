@@ -30,8 +30,11 @@ from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Literal
 
+from ..config.intakes import IntakesConfig, KratosIntakeConfig
 from ..errors import RequestError
+from ..message.compose import SendRequest
 from ..text.codes import find_code
+from .hook import Delivery, Hook, Inbound, body_key
 
 Channel = Literal["email", "sms"]
 _LINK = re.compile(r"^https?://\S+$", re.IGNORECASE)
@@ -76,6 +79,7 @@ class Translated:
     type: str
     payload: Mapping[str, Any] = field(default_factory=dict)
     template_type: str = ""
+    ttl: float | None = None  # the code's lifetime (seconds), from expires_in_minutes
 
 
 def _unauthorized(message: str) -> RequestError:
@@ -202,6 +206,12 @@ def translate(channel: Channel, data: Any) -> Translated:
             422,
         )
     usage, code_key, link_key = known
+    sent_as = data.get("message_type")
+    if sent_as in ("email", "sms") and sent_as != channel:
+        raise RequestError(
+            "wrong_channel",
+            f"this is a Kratos {sent_as} message: send it to /v1/hooks/kratos/{sent_as}",
+        )
     tdata = _object(data, "template_data")
     # The full context and the default body both have recipient; the default body adds "to"
     # and the codes and links at the top level.
@@ -243,4 +253,41 @@ def translate(channel: Channel, data: Any) -> Translated:
             payload["link"] = link
     if (locale := _locale(identity, transient)) is not None:
         payload["locale"] = locale
-    return Translated(channel, to, usage, payload, template_type)
+    ttl = None
+    minutes = tdata.get("expires_in_minutes")
+    if isinstance(minutes, int) and not isinstance(minutes, bool) and 0 < minutes <= 1440:
+        payload["ttl_minutes"] = minutes  # the text says what Kratos's code allows
+        ttl = minutes * 60.0
+    return Translated(channel, to, usage, payload, template_type, ttl)
+
+
+class KratosHook(Hook):
+    """``POST /v1/hooks/kratos/{email,sms}``: the courier's HTTP email delivery and its ``sms``
+    channel. Any 2xx is "sent" to Kratos and anything else is queued again (up to
+    ``courier.message_retries``), so the house answers suit it; a re-sent message has the same
+    body, whose digest is its replay key."""
+
+    name = "kratos"
+    wait_seconds = 8.0  # well inside Kratos's HTTP client timeout
+    form_encoded = True  # request_config.headers Content-Type: application/x-www-form-urlencoded
+
+    def __init__(self, config: KratosIntakeConfig) -> None:
+        self.config = config
+
+    def verify(self, inbound: Inbound, now: float) -> None:
+        if (basic := self.config.basic_auth) is not None:
+            check_basic(inbound.headers.get("Authorization"), basic.user, basic.password)
+        elif (key := self.config.api_key) is not None:
+            where: Literal["header", "cookie"] = "cookie" if key.where == "cookie" else "header"
+            check_api_key(inbound.headers, key.name, key.value, where)
+        else:  # the config check refuses this; never serve without credentials
+            raise _unauthorized("no Kratos credentials are configured")
+
+    def parse(self, channel: Channel, data: Any, inbound: Inbound) -> list[Delivery]:
+        got = translate(channel, data)
+        request = SendRequest(got.to, got.type, got.payload, ttl=got.ttl, source=self.name)
+        return [Delivery(channel, request, body_key(inbound.body))]
+
+
+def build(intakes: IntakesConfig) -> KratosHook | None:
+    return KratosHook(intakes.kratos) if intakes.kratos is not None else None

@@ -31,9 +31,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..config.intakes import IntakesConfig, ZitadelIntakeConfig
 from ..errors import RequestError
+from ..message.compose import SendRequest
+from .hook import Delivery, Hook, Inbound, body_key
 
 Channel = Literal["email", "sms"]
+MESSAGE = "Message"  # the usage type whose templates send a text as is (``message``, ``subject``)
 SIGNATURE_HEADER = "ZITADEL-Signature"
 TOLERANCE_SECONDS = 300  # ZITADEL's own DefaultTolerance; we also refuse a future timestamp
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -57,13 +61,14 @@ EVENT_TYPES: Mapping[str, str] = {
     "user.human.mfa.otp.email.code.added": "MfaVerification",
     "session.otp.sms.challenged": "MfaVerification",
     "session.otp.email.challenged": "MfaVerification",
-    "user.human.passwordless.initialization.code.requested": "BindMfa",
-    "user.human.password.changed": "PasswordChanged",
-    "user.domain.claimed": "DomainClaimed",
+    # Notices and links with no template of ours: ZITADEL's own text (in the user's language).
+    "user.human.passwordless.initialization.code.requested": MESSAGE,
+    "user.human.password.changed": MESSAGE,
+    "user.domain.claimed": MESSAGE,
 }
 """Every event ZITADEL's user notifier sends a message for. An event type not listed here is
-sent as ``Generic`` when it carries a code (ZITADEL adds notification events in minor releases
-and renders their text itself), and refused when it does not."""
+sent as ``Generic`` when it carries a code (ZITADEL adds notification events in minor releases,
+e.g. the invite code, without versioning its webhook), and refused when it does not."""
 
 # templateData keys, as ZITADEL's json tags spell them (older releases had no tags and sent
 # Title, Text ...: matched without regard to case).
@@ -83,7 +88,7 @@ class Translated:
     to: str
     type: str
     payload: Mapping[str, Any] = field(default_factory=dict)
-    text: str | None = None  # an SMS text to send as ZITADEL rendered it
+    ttl: float | None = None  # the code's lifetime (seconds), when ZITADEL says it
     event_type: str = ""
 
 
@@ -255,7 +260,51 @@ def translate(channel: Channel, data: Any, *, relay_sms_text: bool = True) -> Tr
         payload["locale"] = locale
     if logo := pieces.get("logoUrl"):  # ZITADEL's label policy logo: the email's logo
         payload["application"] = {"branding": {"logoUrl": logo}}
-    text = None
-    if channel == "sms" and relay_sms_text and (rendered := pieces.get("text", "").strip()):
-        text = rendered
-    return Translated(channel, to, usage, payload, text, event_type)
+    if (ttl := _expiry(args)) is not None:
+        payload["ttl_minutes"] = max(1, round(ttl / 60))
+    rendered = pieces.get("text", "").strip()
+    if usage == MESSAGE or (channel == "sms" and relay_sms_text and rendered):
+        if not rendered:
+            raise RequestError("missing_field", "'templateData.text' is required for this event")
+        url = payload.get("link")
+        if channel == "email" and url and url not in rendered:
+            rendered = f"{rendered}\n\n{url}"
+        payload["message"] = rendered
+        if channel == "email":
+            payload["subject"] = pieces.get("subject") or pieces.get("title") or None
+        usage = MESSAGE
+    return Translated(channel, to, usage, payload, ttl, event_type)
+
+
+def _expiry(args: Mapping[str, Any]) -> float | None:
+    """The code's lifetime in seconds: ``args.expiry``, a Go duration (nanoseconds)."""
+    value = args.get("expiry")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    seconds = value / 1e9
+    return seconds if 1 <= seconds <= 86400 else None
+
+
+class ZitadelHook(Hook):
+    """``POST /v1/hooks/zitadel/{email,sms}``: ZITADEL's HTTP providers. Any 2xx is "sent" to
+    ZITADEL and anything else is retried, so the house answers suit it; a retry has the same
+    body, whose digest is its replay key."""
+
+    name = "zitadel"
+    wait_seconds = 4.0  # ZITADEL gives up on a provider after 5 s, then retries
+
+    def __init__(self, config: ZitadelIntakeConfig) -> None:
+        self.keys = config.signing_keys
+        self.relay_sms_text = config.sms_text == "zitadel"
+
+    def verify(self, inbound: Inbound, now: float) -> None:
+        verify_signature(inbound.headers.get(SIGNATURE_HEADER), inbound.body, self.keys, now)
+
+    def parse(self, channel: Channel, data: Any, inbound: Inbound) -> list[Delivery]:
+        got = translate(channel, data, relay_sms_text=self.relay_sms_text)
+        request = SendRequest(got.to, got.type, got.payload, ttl=got.ttl, source=self.name)
+        return [Delivery(channel, request, body_key(inbound.body))]
+
+
+def build(intakes: IntakesConfig) -> ZitadelHook | None:
+    return ZitadelHook(intakes.zitadel) if intakes.zitadel is not None else None
