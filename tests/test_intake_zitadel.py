@@ -4,12 +4,15 @@ internal/notification/types/user_phone.go and user_email.go build them), and end
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
 from otp_service.errors import RequestError
 from otp_service.intake import zitadel
+
+from .support.service import ClientFactory
 
 KEY = "my-zitadel-signing-key"
 T = 1_700_000_000
@@ -247,7 +250,7 @@ def test_translate_notice_without_text_refused() -> None:
     """A notice we relay needs ZITADEL's text: 400 naming templateData.text."""
     body = email_body("user.domain.claimed")
     body["templateData"].pop("text")
-    with pytest.raises(RequestError, match="templateData.text"):
+    with pytest.raises(RequestError, match=r"templateData\.text"):
         zitadel.translate("email", body)
 
 
@@ -290,3 +293,138 @@ def test_idempotency_key_is_body_digest() -> None:
     raw = json.dumps(sms_body()).encode()
     assert zitadel.idempotency_key(raw) == zitadel.idempotency_key(raw)
     assert zitadel.idempotency_key(raw) != zitadel.idempotency_key(raw + b" ")
+
+
+# -- end to end, in process: signed as ZITADEL signs, into the capture inbox
+
+CONFIG: dict[str, Any] = {"intakes": {"zitadel": {"signing_keys": [KEY]}}}
+
+
+def signed(body: dict[str, Any], key: str = KEY, at: float | None = None) -> dict[str, Any]:
+    """``data`` and headers for a POST as ZITADEL's webhook channel makes it."""
+    raw = json.dumps(body, separators=(",", ":")).encode()  # Go's encoding/json: compact
+    t = int(time.time() if at is None else at)
+    header = f"t={t},v1={zitadel.sign(raw, key, t)}"
+    return {"data": raw, "headers": {"Content-Type": "application/json",
+                                     zitadel.SIGNATURE_HEADER: header}}  # fmt: skip
+
+
+async def messages(client: Any) -> list[dict[str, Any]]:
+    listing: dict[str, Any] = await (await client.get("/v1/messages")).json()
+    return list(listing["messages"])
+
+
+async def latest(client: Any, to: str) -> dict[str, Any]:
+    response = await client.get("/v1/messages/latest", params={"to": to})
+    body: dict[str, Any] = await response.json()
+    assert response.status == 200, body
+    return body
+
+
+async def test_zitadel_sms_is_captured_with_zitadels_text(service: ClientFactory) -> None:
+    """An HTTP SMS provider request: 200, captured with ZITADEL's text, its code, source
+    zitadel; ``latest?to=`` finds it."""
+    client = await service(CONFIG)
+    response = await client.post("/v1/hooks/zitadel/sms", **signed(sms_body()))
+    answer = await response.json()
+    assert (response.status, answer["status"]) == (200, "captured"), answer
+    message = await latest(client, "+41791234567")
+    assert message["text"] == "Your one-time password is 482913. Use it within the next 5 minutes."
+    assert (message["code"], message["source"]) == ("482913", "zitadel")
+
+
+async def test_zitadel_sms_with_templates_renders_ours(service: ClientFactory) -> None:
+    """``sms_text: templates``: the MfaVerification template, in the default language."""
+    config = {"intakes": {"zitadel": {"signing_keys": [KEY], "sms_text": "templates"}}}
+    client = await service(config)
+    response = await client.post("/v1/hooks/zitadel/sms", **signed(sms_body()))
+    assert response.status == 200, await response.text()
+    message = await latest(client, "+41791234567")
+    assert message["type"] == "MfaVerification"
+    assert "482913" in message["text"] and "two-step" in message["text"]
+    assert "5 minutes" in message["text"]  # ZITADEL's expiry, not our default lifetime
+
+
+async def test_zitadel_email_is_rendered_with_our_templates(service: ClientFactory) -> None:
+    """An HTTP email provider request: our BindNewIdentifier email with the code, greeting
+    ZITADEL's user, ZITADEL's logo at the top."""
+    client = await service(CONFIG)
+    response = await client.post("/v1/hooks/zitadel/email", **signed(email_body()))
+    assert response.status == 200, await response.text()
+    message = await latest(client, "ada@example.com")
+    assert (message["type"], message["code"], message["source"]) == (
+        "BindNewIdentifier", "482913", "zitadel")  # fmt: skip
+    assert "Hello Ada Lovelace" in message["text"]
+    assert 'src="https://example.zitadel.cloud/assets/v1/logo.png"' in message["html"]
+
+
+async def test_zitadel_bad_or_stale_signature_is_401_and_stores_nothing(
+    service: ClientFactory,
+) -> None:
+    """No header, a wrong key, a stale or a future timestamp, a body changed after signing:
+    401 with a stable code, nothing captured."""
+    client = await service(CONFIG)
+    body = sms_body()
+    unsigned = {"data": json.dumps(body).encode(), "headers": {"Content-Type": "application/json"}}
+    tampered = signed(body)
+    tampered["data"] = tampered["data"].replace(b"482913", b"000000")
+    cases = [
+        (unsigned, "missing_signature"),
+        (signed(body, key="another-signing-key-123"), "invalid_signature"),
+        (signed(body, at=time.time() - 600), "stale_signature"),
+        (signed(body, at=time.time() + 600), "stale_signature"),
+        (tampered, "invalid_signature"),
+    ]
+    for request, code in cases:
+        response = await client.post("/v1/hooks/zitadel/sms", **request)
+        answer = await response.json()
+        assert (response.status, answer["error"]["code"]) == (401, code)
+        assert KEY not in json.dumps(answer)
+    assert await messages(client) == []
+
+
+async def test_zitadel_retry_is_answered_as_the_first_and_sent_once(
+    service: ClientFactory,
+) -> None:
+    """ZITADEL's retry (same body, signed again later): the first message's id, once."""
+    client = await service(CONFIG)
+    first = await (await client.post("/v1/hooks/zitadel/sms", **signed(sms_body()))).json()
+    again = await client.post("/v1/hooks/zitadel/sms", **signed(sms_body(), at=time.time() + 2))
+    answer = await again.json()
+    assert (again.status, answer["id"], answer.get("duplicate")) == (200, first["id"], True)
+    assert len(await messages(client)) == 1
+
+
+async def test_zitadel_unknown_event_without_code_is_422(service: ClientFactory) -> None:
+    """An event type we do not know, without a code: 422 naming it, nothing captured."""
+    client = await service(CONFIG)
+    body = email_body("user.human.future.thing.added")
+    del body["args"]["code"]
+    response = await client.post("/v1/hooks/zitadel/email", **signed(body))
+    answer = await response.json()
+    assert (response.status, answer["error"]["code"]) == (422, "unknown_event_type")
+    assert "user.human.future.thing.added" in answer["error"]["message"]
+    assert await messages(client) == []
+
+
+async def test_zitadel_password_changed_notice_is_zitadels_text(service: ClientFactory) -> None:
+    """A notice: ZITADEL's subject and text in our layout (in the user's language, as ZITADEL
+    wrote it)."""
+    client = await service(CONFIG)
+    body = email_body("user.human.password.changed")
+    del body["args"]["code"]
+    body["templateData"].update(subject="Passwort geändert", text="Dein Passwort wurde geändert.")
+    del body["templateData"]["url"]
+    response = await client.post("/v1/hooks/zitadel/email", **signed(body))
+    assert response.status == 200, await response.text()
+    message = await latest(client, "ada@example.com")
+    assert (message["subject"], message["text"].strip()) == (
+        "Passwort geändert", "Dein Passwort wurde geändert.")  # fmt: skip
+
+
+async def test_zitadel_routes_404_until_configured(service: ClientFactory) -> None:
+    """Without intakes.zitadel both routes answer 404."""
+    client = await service({})
+    for channel in ("email", "sms"):
+        response = await client.post(f"/v1/hooks/zitadel/{channel}", **signed(sms_body()))
+        assert response.status == 404
