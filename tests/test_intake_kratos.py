@@ -5,12 +5,15 @@ context and with Kratos's default body), and end to end."""
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
 
 from otp_service.errors import RequestError
 from otp_service.intake import kratos
+
+from .support.service import ClientFactory
 
 IDENTITY = {
     "id": "9f425a8d-7efc-4768-8f23-7647a74fdf13",
@@ -235,3 +238,140 @@ def test_code_in_body_forms() -> None:
     assert kratos.code_in_body("#654321\n") == "654321"
     assert kratos.code_in_body("Your code is 112233.") == "112233"
     assert kratos.code_in_body("") is None
+
+
+# -- end to end, in process: authenticated as Kratos sends it, into the capture inbox
+
+PASSWORD = "kratos-courier-password-123"
+BASIC = {"Authorization": _basic("kratos", PASSWORD)}
+CONFIG: dict[str, Any] = {"intakes": {"kratos": {"basic_auth": {"user": "kratos",
+                                                               "password": PASSWORD}}}}  # fmt: skip
+KEY_VALUE = "kratos-api-key-0123456789"
+
+
+async def messages(client: Any) -> list[dict[str, Any]]:
+    listing: dict[str, Any] = await (await client.get("/v1/messages")).json()
+    return list(listing["messages"])
+
+
+async def latest(client: Any, to: str) -> dict[str, Any]:
+    response = await client.get("/v1/messages/latest", params={"to": to})
+    body: dict[str, Any] = await response.json()
+    assert response.status == 200, body
+    return body
+
+
+async def test_kratos_login_code_email_in_the_identitys_language(service: ClientFactory) -> None:
+    """The whole context (``function(ctx) ctx``): the SignIn email in the identity's language
+    (traits.language fr), greeting it, with Kratos's 15 minutes; source kratos."""
+    client = await service(CONFIG)
+    body = full("login_code_valid", login_code="123456")
+    response = await client.post("/v1/hooks/kratos/email", json=body, headers=BASIC)
+    answer = await response.json()
+    assert (response.status, answer["status"]) == (200, "captured"), answer
+    message = await latest(client, "ada@example.com")
+    assert (message["type"], message["code"], message["locale"], message["source"]) == (
+        "SignIn", "123456", "fr", "kratos")  # fmt: skip
+    assert "Bonjour Ada Lovelace" in message["text"] and "15 minutes" in message["text"]
+
+
+async def test_kratos_default_body_sms_login_code(service: ClientFactory) -> None:
+    """Kratos's default body (no login_code field): the code from the text's last line."""
+    client = await service(CONFIG)
+    text = "Your login code is: 654321\n\nIt expires in 15 minutes.\n@auth.example.com #654321\n"
+    body = default_body("login_code_valid", text)
+    response = await client.post("/v1/hooks/kratos/sms", json=body, headers=BASIC)
+    assert response.status == 200, await response.text()
+    message = await latest(client, "+4915112345678")
+    assert (message["type"], message["code"]) == ("SignIn", "654321")
+    assert "654321" in message["text"]
+
+
+async def test_kratos_form_encoded_default_body(service: ClientFactory) -> None:
+    """Content-Type application/x-www-form-urlencoded (Kratos form-encodes the jsonnet output)."""
+    client = await service(CONFIG)
+    form = {"recipient": "+4915112345678", "template_type": "recovery_code_valid",
+            "to": "+4915112345678", "recovery_code": "246810", "subject": "",
+            "body": "Your recovery code is: 246810\n"}  # fmt: skip
+    response = await client.post("/v1/hooks/kratos/sms", data=form, headers=BASIC)
+    assert response.status == 200, await response.text()
+    message = await latest(client, "+4915112345678")
+    assert (message["type"], message["code"]) == ("ForgotPassword", "246810")
+
+
+async def test_kratos_api_key_in_cookie(service: ClientFactory) -> None:
+    """``api_key`` with ``in: cookie``: the key in a cookie is accepted, in a header it is not."""
+    config = {"intakes": {"kratos": {"api_key": {"name": "otp_key", "value": KEY_VALUE,
+                                                 "in": "cookie"}}}}  # fmt: skip
+    client = await service(config)
+    body = full("verification_code_valid", "sms", verification_code="135790")
+    as_header = await client.post("/v1/hooks/kratos/sms", json=body, headers={"otp_key": KEY_VALUE})
+    assert as_header.status == 401
+    as_cookie = await client.post(
+        "/v1/hooks/kratos/sms", json=body, headers={"Cookie": f"otp_key={KEY_VALUE}"}
+    )
+    assert as_cookie.status == 200, await as_cookie.text()
+    assert (await latest(client, "+4915112345678"))["code"] == "135790"
+
+
+async def test_kratos_wrong_credentials_are_401_and_store_nothing(service: ClientFactory) -> None:
+    """No or wrong credentials: 401 unauthorized, nothing captured, the password not echoed."""
+    client = await service(CONFIG)
+    body = full("login_code_valid", login_code="123456")
+    for headers in ({}, {"Authorization": _basic("kratos", "wrong-password-0000000")},
+                    {"Authorization": f"Bearer {PASSWORD}"}):  # fmt: skip
+        response = await client.post("/v1/hooks/kratos/email", json=body, headers=headers)
+        answer = await response.json()
+        assert (response.status, answer["error"]["code"]) == (401, "unauthorized")
+        assert PASSWORD not in json.dumps(answer)
+    assert await messages(client) == []
+
+
+async def test_kratos_resend_is_answered_as_the_first_and_sent_once(
+    service: ClientFactory,
+) -> None:
+    """The courier's re-send of a message (same body): the first message's id, once."""
+    client = await service(CONFIG)
+    body = full("login_code_valid", login_code="123456")
+    first = await (await client.post("/v1/hooks/kratos/email", json=body, headers=BASIC)).json()
+    again = await client.post("/v1/hooks/kratos/email", json=body, headers=BASIC)
+    answer = await again.json()
+    assert (again.status, answer["id"], answer.get("duplicate")) == (200, first["id"], True)
+    assert len(await messages(client)) == 1
+
+
+async def test_kratos_refusals_have_codes(service: ClientFactory) -> None:
+    """Unknown template type, a code type without a code, an SMS posted to the email route:
+    each refused with its code, nothing captured."""
+    client = await service(CONFIG)
+    cases = [
+        ("email", full("registration_duplicate"), 422, "unknown_template_type"),
+        ("sms", default_body("login_code_valid", "Welcome"), 422, "missing_code"),
+        ("email", full("login_code_valid", "sms", login_code="1"), 400, "wrong_channel"),
+    ]
+    for channel, body, status, code in cases:
+        response = await client.post(f"/v1/hooks/kratos/{channel}", json=body, headers=BASIC)
+        answer = await response.json()
+        assert (response.status, answer["error"]["code"]) == (status, code), body
+    assert await messages(client) == []
+
+
+async def test_kratos_invalid_notice_is_the_unknown_account_email(service: ClientFactory) -> None:
+    """recovery_code_invalid: the UnknownAccount notice, no code, in the identity-less default
+    language."""
+    client = await service(CONFIG)
+    body = full("recovery_code_invalid")
+    body["template_data"].pop("identity")
+    response = await client.post("/v1/hooks/kratos/email", json=body, headers=BASIC)
+    assert response.status == 200, await response.text()
+    message = await latest(client, "ada@example.com")
+    assert (message["type"], message["code"]) == ("UnknownAccount", None)
+    assert "no account uses it" in message["text"]
+
+
+async def test_kratos_routes_404_until_configured(service: ClientFactory) -> None:
+    """Without intakes.kratos both routes answer 404."""
+    client = await service({})
+    for channel in ("email", "sms"):
+        response = await client.post(f"/v1/hooks/kratos/{channel}", json={}, headers=BASIC)
+        assert response.status == 404
