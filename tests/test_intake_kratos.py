@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +17,11 @@ import pytest
 from otp_service.errors import RequestError
 from otp_service.intake import kratos
 
+from .support.command import Service
+from .support.fakes.vonage import FakeVonage, logto_vonage_json
+from .support.processes import TEMPLATES
 from .support.service import ClientFactory
+from .support.smtp_server import RecordingSMTPServer
 
 IDENTITY = {
     "id": "9f425a8d-7efc-4768-8f23-7647a74fdf13",
@@ -375,3 +383,65 @@ async def test_kratos_routes_404_until_configured(service: ClientFactory) -> Non
     for channel in ("email", "sms"):
         response = await client.post(f"/v1/hooks/kratos/{channel}", json={}, headers=BASIC)
         assert response.status == 404
+
+
+# -- end to end through the real service process: SMTP sink and the Vonage fake
+
+
+def post(url: str, body: Any, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """One blocking JSON POST, as Kratos's courier makes it."""
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method="POST", headers={"Content-Type": "application/json", **headers}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.slow
+def test_kratos_process_delivers_once_to_smtp_and_vonage(
+    tmp_path: Path, services: list[Service], smtp_server: RecordingSMTPServer
+) -> None:
+    """``otp-service serve`` with intakes.kratos (basic auth): a login code email (whole
+    context) reaches the SMTP server, a recovery code SMS (default body, code tagged
+    verification_code in template_data) reaches the Vonage fake; the courier's re-sends are
+    answered as the first, and wrong credentials deliver nothing."""
+    smtp_server.start()
+    with FakeVonage() as vonage:
+        config = {
+            "email": {"provider": "smtp", "smtp": {
+                "host": "127.0.0.1", "port": smtp_server.port,
+                "fromEmail": "Acme <no-reply@acme.example>", "templates": TEMPLATES}},
+            "sms": {"provider": "vonage", "vonage": logto_vonage_json(),
+                    "endpoints": {"vonage": vonage.endpoint(timeout_seconds=10)}},
+            "limits": {"enabled": False},
+            "intakes": CONFIG["intakes"],
+        }  # fmt: skip
+        service = Service(tmp_path, config)
+        services.append(service)
+        email = full("login_code_valid", login_code="123456")
+        sms = full("recovery_code_valid", "sms", verification_code="456789")
+        sends = (("email", email), ("sms", sms))
+        status, answer = post(f"{service.base}/v1/hooks/kratos/email", email, {})
+        assert (status, answer["error"]["code"]) == (401, "unauthorized")
+        first = {}
+        for channel, body in sends:
+            status, answer = post(f"{service.base}/v1/hooks/kratos/{channel}", body, BASIC)
+            assert status in (200, 202), answer
+            first[channel] = answer["id"]
+        deadline = time.monotonic() + 15
+        while not (len(vonage.sms) == 1 and len(smtp_server.messages) == 1):
+            assert time.monotonic() < deadline, "timed out waiting for delivery"
+            time.sleep(0.05)
+        for channel, body in sends:
+            status, answer = post(f"{service.base}/v1/hooks/kratos/{channel}", body, BASIC)
+            assert (status < 300, answer["id"], answer["duplicate"]) == (
+                True, first[channel], True)  # fmt: skip
+        assert len(vonage.sms) == 1 and "456789" in vonage.sms[0]["text"]
+        assert len(smtp_server.messages) == 1
+        mail = smtp_server.messages[0]
+        assert mail.rcpt_tos == ["ada@example.com"]
+        assert "123456" in mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]

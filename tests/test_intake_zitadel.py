@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from otp_service.config import TemplatesConfig
 from otp_service.errors import RequestError
 from otp_service.intake import zitadel
+from otp_service.message.templates import TemplateLibrary
 
+from .support.command import Service
+from .support.fakes.vonage import FakeVonage, logto_vonage_json
+from .support.processes import TEMPLATES
 from .support.service import ClientFactory
+from .support.smtp_server import RecordingSMTPServer
 
 KEY = "my-zitadel-signing-key"
 T = 1_700_000_000
@@ -428,3 +437,81 @@ async def test_zitadel_routes_404_until_configured(service: ClientFactory) -> No
     for channel in ("email", "sms"):
         response = await client.post(f"/v1/hooks/zitadel/{channel}", **signed(sms_body()))
         assert response.status == 404
+
+
+# -- end to end through the real service process: SMTP sink and the Vonage fake
+
+
+def smtp_and_vonage(smtp_port: int, vonage: FakeVonage) -> dict[str, Any]:
+    """Email over SMTP to the recording server, SMS through Vonage (its real SDK) to the fake:
+    Logto's connector JSON for both, pasted as is."""
+    return {
+        "email": {"provider": "smtp", "smtp": {
+            "host": "127.0.0.1", "port": smtp_port, "fromEmail": "Acme <no-reply@acme.example>",
+            "templates": TEMPLATES}},
+        "sms": {"provider": "vonage", "vonage": logto_vonage_json(),
+                "endpoints": {"vonage": vonage.endpoint(timeout_seconds=10)}},
+        "limits": {"enabled": False},
+    }  # fmt: skip
+
+
+def post_raw(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """One blocking POST of ``data`` as is (signed bytes must arrive unchanged)."""
+    request = urllib.request.Request(url, data=data, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def wait_until(condition: Any, what: str, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_zitadel_process_delivers_once_to_smtp_and_vonage(
+    tmp_path: Path, services: list[Service], smtp_server: RecordingSMTPServer
+) -> None:
+    """``otp-service serve`` with intakes.zitadel: ZITADEL's signed SMS reaches the Vonage fake
+    with ZITADEL's text, its signed email reaches the SMTP server with the code; ZITADEL's
+    retries of both are answered as the first and nothing is sent twice."""
+    smtp_server.start()
+    with FakeVonage() as vonage:
+        config = smtp_and_vonage(smtp_server.port, vonage)
+        config["intakes"] = CONFIG["intakes"]
+        service = Service(tmp_path, config)
+        services.append(service)
+        answers = {}
+        for channel, body in (("sms", sms_body()), ("email", email_body())):
+            request = signed(body)
+            status, answer = post_raw(
+                f"{service.base}/v1/hooks/zitadel/{channel}", request["data"], request["headers"]
+            )
+            assert status in (200, 202), answer
+            answers[channel] = answer["id"]
+        wait_until(lambda: len(vonage.sms) == 1 and len(smtp_server.messages) == 1, "delivery")
+        for channel, body in (("sms", sms_body()), ("email", email_body())):
+            request = signed(body, at=time.time() + 1)  # a retry: same body, signed again
+            status, answer = post_raw(
+                f"{service.base}/v1/hooks/zitadel/{channel}", request["data"], request["headers"]
+            )
+            assert (status < 300, answer["id"], answer["duplicate"]) == (
+                True, answers[channel], True)  # fmt: skip
+        text = "Your one-time password is 482913. Use it within the next 5 minutes."
+        assert [sms["text"] for sms in vonage.sms] == [text]
+        mail = smtp_server.messages[0]
+        assert mail.rcpt_tos == ["ada@example.com"]
+        assert "482913" in mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_relayed_text_never_becomes_a_connectors_generic_template() -> None:
+    """A Logto connector's Generic SMS template (every Vonage config has one) must not replace
+    ZITADEL's text: the Message type falls back to nothing but its own templates."""
+    library = TemplateLibrary(TemplatesConfig(), connector_sms=[("Generic", "Acme: {{ code }}")])
+    payload = {"message": "ZITADEL: 482913", "code": "482913"}
+    assert library.render_sms("Message", payload).text == "ZITADEL: 482913"
+    assert library.render_sms("SignIn", payload).text == "Acme: 482913"

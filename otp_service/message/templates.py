@@ -48,6 +48,7 @@ from .sources import Connector, Directory, EmailSet, LogtoSource
 
 log = logging.getLogger("otp_service.templates")
 GENERIC = "Generic"
+AS_IS = "Message"  # the usage type of a text sent as is (intakes' ``message``)
 _ALIASES = {"Test": GENERIC}  # older Logto versions send Test for the connector's test button
 _PERSON = {
     "id": "u1a2b3c4", "name": "Ada Lovelace", "username": "ada", "avatar": "",
@@ -240,13 +241,16 @@ class TemplateLibrary:
         connector: Mapping[str, Any] = (
             self.connector.email if channel == "email" else self.connector.sms
         )
+        # A text sent as is (Message) never falls back to a code template: the connector's
+        # Generic would replace the caller's text with "your code is ...".
+        names = (wanted,) if wanted == AS_IS else (wanted, GENERIC)
         yield from self._per_language(channel, wanted, chain)
-        for name in (wanted, GENERIC):
+        for name in names:
             if (found := connector.get(name)) is not None:
                 yield "", "connector", found
-        if wanted != GENERIC:
+        if GENERIC in names[1:]:
             yield from self._per_language(channel, GENERIC, chain)
-        for name in (wanted, GENERIC):
+        for name in names:
             for tag in chain:
                 if self.bundled and (hit := self.bundled.get(channel, name, tag)):
                     yield hit[0], "bundled", hit[1]
