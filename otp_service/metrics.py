@@ -27,7 +27,8 @@ from . import __version__
 
 # The *_created series double the output and nobody alerts on them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
-# Logto's usage types; anything else is counted as "other" so a caller cannot grow the series.
+# Logto's usage types and the hooks'; anything else is counted as "other" so a caller cannot
+# grow the series.
 USAGE_TYPES = frozenset(
     {
         "SignIn",
@@ -40,6 +41,18 @@ USAGE_TYPES = frozenset(
         "BindNewIdentifier",
         "MfaVerification",
         "BindMfa",
+        # the other identity systems' hooks (otp_service/intake/): their own types and notices
+        "Message",
+        "Invite",
+        "EmailChangeNew",
+        "EmailChangeCurrent",
+        "PasswordChanged",
+        "EmailChanged",
+        "PhoneChanged",
+        "IdentityLinked",
+        "IdentityUnlinked",
+        "MfaFactorEnrolled",
+        "MfaFactorUnenrolled",
     }
 )
 SUCCESS = frozenset({"sent", "captured"})

@@ -24,7 +24,7 @@ _GENERATE = "generate one: python -c 'import secrets; print(secrets.token_urlsaf
 _WHSEC = re.compile(r"^(?:v1,)?whsec_([A-Za-z0-9+/=]{32,88})$")
 _WHSEC_FIX = (
     "paste the secret as Supabase shows it (Authentication > Hooks > Generate secret), "
-    "e.g. v1,whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw; several for a rotation: a list"
+    "v1,whsec_ and the base64 of 24 to 64 bytes; several for a rotation: a list"
 )
 
 
@@ -71,6 +71,18 @@ def _strings(check: Callable[[str], str | None], fix: str) -> Callable[[Fields, 
     return read
 
 
+def _url(f: Fields, d: Declared) -> str | None:
+    value = f.string(d.key)
+    if value is not None and not re.match(r"^https?://[^\s/?#]+[^\s?#]*$", value):
+        f.problem(
+            d.key,
+            "must be an http(s) URL without a query",
+            "e.g. https://db.example.com/auth/v1/verify",
+        )
+        return None
+    return value
+
+
 def _token_problem(token: str) -> str | None:
     if len(token) < 16 or token != token.strip():
         return "must be a string of at least 16 characters without surrounding spaces"
@@ -113,6 +125,11 @@ class SupabaseIntakeConfig:
             {"type": "string"},
         ]},
         example=["${SUPABASE_HOOK_SECRET}"],
+    )  # fmt: skip
+    verify_url: str | None = setting(
+        "where the links in the messages point (Supabase's /verify endpoint); default: the "
+        "hook's site_url + /verify. Self-hosted behind Kong: https://<host>/auth/v1/verify",
+        default=None, read=_url, schema={"type": ["string", "null"], "format": "uri"},
     )  # fmt: skip
 
 

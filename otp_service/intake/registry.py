@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config.intakes import IntakesConfig
-from . import authentik, generic, kratos, zitadel
+from . import authentik, generic, kratos, supabase, zitadel
 from .hook import Hook
 
 # name -> build(config.intakes): the hook, or None when its section is not configured.
 BUILDERS: dict[str, Callable[[IntakesConfig], Hook | None]] = {
+    "supabase": supabase.build,
     "authentik": authentik.build,
     "generic": generic.build,
     "zitadel": zitadel.build,
