@@ -153,10 +153,17 @@ def test_translate_code_types(
      ("verification_valid", "verification_url", "BindNewIdentifier")],
 )  # fmt: skip
 def test_translate_link_types(template_type: str, key: str, usage: str) -> None:
-    """The link strategy's messages: no code, the link offered to templates."""
+    """The link strategy's messages: no code; Kratos's text (which holds the link) sent as is,
+    or without a body the usage type's template with the link."""
     link = "https://auth.example.com/self-service/recovery?flow=1&token=abc"
-    got = kratos.translate("email", full(template_type, **{key: link}))
-    assert (got.type, got.payload.get("code"), got.payload["link"]) == (usage, None, link)
+    body = full(template_type, **{key: link})
+    body.update(subject="Recover access to your account", body=f"Open this link:\n{link}\n")
+    got = kratos.translate("email", body)
+    assert (got.type, got.payload.get("code"), got.payload["link"]) == ("Message", None, link)
+    assert (got.payload["subject"], got.payload["message"]) == (
+        "Recover access to your account", f"Open this link:\n{link}")  # fmt: skip
+    del body["body"]
+    assert kratos.translate("email", body).type == usage
 
 
 @pytest.mark.parametrize(
@@ -164,13 +171,18 @@ def test_translate_link_types(template_type: str, key: str, usage: str) -> None:
     [("recovery_invalid", "UnknownAccount"), ("recovery_code_invalid", "UnknownAccount"),
      ("verification_invalid", "UnknownAccount"), ("verification_code_invalid", "UnknownAccount"),
      ("login_code_invalid", "UnknownAccount"),
-     ("verifiable_address_changed", "AddressChanged"),
-     ("authenticator_key_added", "AuthenticatorAdded"), ("stub", "Generic")],
+     ("verifiable_address_changed", "EmailChanged"),
+     ("authenticator_key_added", "MfaFactorEnrolled"), ("stub", "Generic")],
 )  # fmt: skip
 def test_translate_notice_types(template_type: str, usage: str) -> None:
     """The ``*_invalid`` and notice types map to notice templates, without a code."""
     got = kratos.translate("email", full(template_type))
     assert (got.type, "code" in got.payload) == (usage, False)
+
+
+def test_translate_address_changed_by_channel() -> None:
+    """verifiable_address_changed is the PhoneChanged notice by SMS."""
+    assert kratos.translate("sms", full("verifiable_address_changed", "sms")).type == "PhoneChanged"
 
 
 def test_translate_unknown_type_refused() -> None:

@@ -219,6 +219,7 @@ def test_translate_pascal_case_template_data() -> None:
     ("event_type", "usage"),
     [
         ("user.human.initialization.code.added", "Register"),
+        ("user.human.invite.code.added", "Invite"),
         ("user.human.phone.code.added", "BindNewIdentifier"),
         ("user.human.password.code.added", "ForgotPassword"),
         ("user.human.mfa.otp.email.code.added", "MfaVerification"),

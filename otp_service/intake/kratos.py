@@ -43,9 +43,11 @@ _ORIGIN_BOUND = re.compile(r"^@\S+ #(\S{4,12})\s*$", re.MULTILINE)  # "@example.
 _HASH_LINE = re.compile(r"^#([A-Za-z0-9]{4,12})\s*$", re.MULTILINE)
 
 # template_type -> (usage type, the template_data key of its code, of its link). A ``*_valid``
-# code type is a one-time code for a usage type Logto knows; ``recovery_valid`` and
-# ``verification_valid`` are the link strategy's messages; ``*_invalid`` and the notices carry
-# no code.
+# code type is a one-time code for a usage type Logto knows; ``*_invalid`` and the notices carry
+# no code and use the notice templates (shared with Supabase's notices where the meaning is the
+# same). The link strategy's messages (``recovery_valid``, ``verification_valid``) are sent with
+# Kratos's own text, which holds the link (see :func:`translate`).
+ADDRESS_CHANGED = {"email": "EmailChanged", "sms": "PhoneChanged"}
 TEMPLATE_TYPES: Mapping[str, tuple[str, str | None, str | None]] = {
     "login_code_valid": ("SignIn", "login_code", None),
     "registration_code_valid": ("Register", "registration_code", None),
@@ -58,13 +60,16 @@ TEMPLATE_TYPES: Mapping[str, tuple[str, str | None, str | None]] = {
     "verification_invalid": ("UnknownAccount", None, None),
     "verification_code_invalid": ("UnknownAccount", None, None),
     "login_code_invalid": ("UnknownAccount", None, None),
-    "verifiable_address_changed": ("AddressChanged", None, None),
-    "authenticator_key_added": ("AuthenticatorAdded", None, None),
+    "verifiable_address_changed": ("AddressChanged", None, None),  # by channel: ADDRESS_CHANGED
+    "authenticator_key_added": ("MfaFactorEnrolled", None, None),
     "stub": ("Generic", None, None),
 }
 """Every ``template_type`` of Kratos v26.2 (``courier/template/type.go``), plus
 ``login_code_invalid`` (in Kratos's master branch). Another type is refused: 422
-``unknown_template_type`` naming it (Kratos then retries and finally abandons the message)."""
+``unknown_template_type`` naming it (Kratos then retries and finally abandons the message): a
+new type may carry a code we would not find, and a wrong message is worse than none."""
+MESSAGE = "Message"  # the usage type whose templates send a text as is (``message``, ``subject``)
+
 
 # Where an identity keeps its language: Ory's docs use traits.language for translated templates.
 LOCALE_TRAITS = ("language", "locale", "lang", "preferred_language")
@@ -206,6 +211,7 @@ def translate(channel: Channel, data: Any) -> Translated:
             422,
         )
     usage, code_key, link_key = known
+    usage = ADDRESS_CHANGED[channel] if usage == "AddressChanged" else usage
     sent_as = data.get("message_type")
     if sent_as in ("email", "sms") and sent_as != channel:
         raise RequestError(
@@ -251,6 +257,10 @@ def translate(channel: Channel, data: Any) -> Translated:
         link = _text(tdata.get(link_key)) or _text(data.get(link_key))
         if link and _LINK.match(link):
             payload["link"] = link
+        if code is None and body:  # a link message: Kratos's text carries the link
+            usage = MESSAGE
+            payload["message"] = body.strip()
+            payload["subject"] = _text(data.get("subject"))
     if (locale := _locale(identity, transient)) is not None:
         payload["locale"] = locale
     ttl = None

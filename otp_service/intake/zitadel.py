@@ -50,7 +50,7 @@ _LOCALE = re.compile(r"^[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8})*$")
 EVENT_TYPES: Mapping[str, str] = {
     "user.human.initialization.code.added": "Register",
     "user.initialization.code.added": "Register",
-    "user.human.invite.code.added": "Register",
+    "user.human.invite.code.added": "Invite",
     "user.human.email.code.added": "BindNewIdentifier",
     "user.email.code.added": "BindNewIdentifier",
     "user.human.phone.code.added": "BindNewIdentifier",
