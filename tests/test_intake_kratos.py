@@ -457,3 +457,19 @@ def test_kratos_process_delivers_once_to_smtp_and_vonage(
         mail = smtp_server.messages[0]
         assert mail.rcpt_tos == ["ada@example.com"]
         assert "123456" in mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_replay_key_is_the_code_not_the_wording() -> None:
+    """A re-send with other headers around the same code is the same message; another code is
+    not; a notice is named by its body."""
+    first = full("login_code_valid", login_code="123456")
+    resent = full("login_code_valid", login_code="123456")
+    resent["request_headers"] = {"User-Agent": ["other"]}
+    other = full("login_code_valid", login_code="654321")
+
+    def key(body: dict[str, Any]) -> str | bytes:
+        return kratos.replay_key(kratos.translate("email", body), json.dumps(body).encode())
+
+    assert key(first) == key(resent) != key(other)
+    notice = full("recovery_invalid")
+    assert key(notice) == key(json.loads(json.dumps(notice))) != key(full("verification_invalid"))

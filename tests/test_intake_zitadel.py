@@ -298,11 +298,24 @@ def test_translate_language_hint_when_named() -> None:
     assert "locale" not in zitadel.translate("sms", body).payload
 
 
-def test_idempotency_key_is_body_digest() -> None:
-    """The same bytes are the same request; other bytes are not."""
-    raw = json.dumps(sms_body()).encode()
-    assert zitadel.idempotency_key(raw) == zitadel.idempotency_key(raw)
-    assert zitadel.idempotency_key(raw) != zitadel.idempotency_key(raw + b" ")
+def test_replay_key_is_the_code_not_the_wording() -> None:
+    """A retry re-rendered around the same code is the same request; another code, recipient
+    or event is not; a message without a code is named by its body."""
+    first, retry, other = sms_body(), sms_body(), sms_body()
+    retry["templateData"]["text"] += " "
+    retry["args"]["changeDate"] = "2026-12-07T04:05:00Z"
+    other["args"].update(code="111111", oTP="111111")
+
+    def key(body: dict[str, Any]) -> str | bytes:
+        channel: Any = "sms" if "recipientPhoneNumber" in body["contextInfo"] else "email"
+        return zitadel.replay_key(zitadel.translate(channel, body), json.dumps(body).encode())
+
+    assert key(first) == key(retry) != key(other)
+    notice = email_body("user.human.password.changed")
+    del notice["args"]["code"]
+    changed = json.loads(json.dumps(notice))
+    changed["templateData"]["text"] = "other"
+    assert key(notice) != key(changed) and key(notice) == key(json.loads(json.dumps(notice)))
 
 
 # -- end to end, in process: signed as ZITADEL signs, into the capture inbox

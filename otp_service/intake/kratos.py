@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
 from collections.abc import Mapping
@@ -134,9 +133,13 @@ def check_api_key(
         raise _unauthorized(f"missing or invalid {what}")
 
 
-def idempotency_key(body: bytes) -> str:
-    """What makes a re-sent courier message the same one: the digest of its body."""
-    return "kratos:" + hashlib.sha256(body).hexdigest()
+def replay_key(got: Translated, body: bytes) -> str | bytes:
+    """What makes a re-sent courier message the same one (Kratos sends no id): the same code
+    for the same recipient and template type; for a message without a code, the same body."""
+    code = got.payload.get("code")
+    if code is None:
+        return body_key(body)
+    return "\0".join((got.channel, got.to, got.template_type, str(code)))
 
 
 def _text(value: Any) -> str | None:
@@ -274,8 +277,8 @@ def translate(channel: Channel, data: Any) -> Translated:
 class KratosHook(Hook):
     """``POST /v1/hooks/kratos/{email,sms}``: the courier's HTTP email delivery and its ``sms``
     channel. Any 2xx is "sent" to Kratos and anything else is queued again (up to
-    ``courier.message_retries``), so the house answers suit it; a re-sent message has the same
-    body, whose digest is its replay key."""
+    ``courier.message_retries``), so the house answers suit it; a re-sent message is
+    recognised by :func:`replay_key`."""
 
     name = "kratos"
     wait_seconds = 8.0  # well inside Kratos's HTTP client timeout
@@ -296,7 +299,7 @@ class KratosHook(Hook):
     def parse(self, channel: Channel, data: Any, inbound: Inbound) -> list[Delivery]:
         got = translate(channel, data)
         request = SendRequest(got.to, got.type, got.payload, ttl=got.ttl, source=self.name)
-        return [Delivery(channel, request, body_key(inbound.body))]
+        return [Delivery(channel, request, replay_key(got, inbound.body))]
 
 
 def build(intakes: IntakesConfig) -> KratosHook | None:

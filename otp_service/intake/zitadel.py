@@ -17,9 +17,8 @@ and ``user_phone.go``, ``channels/webhook/channel.go``, ``pkg/actions/signing.go
      "args": {"code", "oTP", "userID", "displayName", "preferredLoginName", ...}}
 
 The signing key is used as its UTF-8 bytes (not decoded). ZITADEL sends no request id and
-retries a failed delivery with the same code, so a retry is recognised by its content (the
-send path's dedupe: channel, recipient, usage type and code) or, for a notice without a code, by
-the digest of its body (:func:`idempotency_key`).
+retries a failed delivery with the same code, so a retry is recognised by its recipient, event
+type and code or, for a notice without a code, by its body (:func:`replay_key`).
 """
 
 from __future__ import annotations
@@ -146,9 +145,14 @@ def verify_signature(header: str | None, body: bytes, keys: Sequence[str], now: 
         raise _unauthorized("invalid_signature", "the ZITADEL-Signature does not match the body")
 
 
-def idempotency_key(body: bytes) -> str:
-    """What makes a retried ZITADEL request the same one: the digest of its body."""
-    return "zitadel:" + hashlib.sha256(body).hexdigest()
+def replay_key(got: Translated, body: bytes) -> str | bytes:
+    """What makes a retried ZITADEL request the same one (it sends no request id): the same
+    code for the same recipient and event, whatever ZITADEL re-rendered around it; for a
+    message without a code, the same body."""
+    code = got.payload.get("code")
+    if code is None:
+        return body_key(body)
+    return "\0".join((got.channel, got.to, got.event_type, str(code)))
 
 
 def _object(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -303,7 +307,7 @@ class ZitadelHook(Hook):
     def parse(self, channel: Channel, data: Any, inbound: Inbound) -> list[Delivery]:
         got = translate(channel, data, relay_sms_text=self.relay_sms_text)
         request = SendRequest(got.to, got.type, got.payload, ttl=got.ttl, source=self.name)
-        return [Delivery(channel, request, body_key(inbound.body))]
+        return [Delivery(channel, request, replay_key(got, inbound.body))]
 
 
 def build(intakes: IntakesConfig) -> ZitadelHook | None:
