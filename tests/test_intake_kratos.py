@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from otp_service.errors import RequestError
+from otp_service.config import parse_config
+from otp_service.errors import ConfigError, RequestError
 from otp_service.intake import kratos
 
 from .support.command import Service
@@ -473,3 +474,44 @@ def test_replay_key_is_the_code_not_the_wording() -> None:
     assert key(first) == key(resent) != key(other)
     notice = full("recovery_invalid")
     assert key(notice) == key(json.loads(json.dumps(notice))) != key(full("verification_invalid"))
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ({}, "intakes.kratos: sets no credentials"),
+        ({"basic_auth": {"user": "kratos", "password": PASSWORD},
+          "api_key": {"name": "X-Api-Key", "value": KEY_VALUE}}, "sets both basic_auth and api_key"),
+        ({"basic_auth": {"user": "kratos", "password": "short"}},
+         "intakes.kratos.basic_auth.password: must be at least 16 characters"),
+        ({"basic_auth": {"password": PASSWORD}}, "intakes.kratos.basic_auth.user: is required"),
+        ({"api_key": {"name": "X-Api-Key", "value": KEY_VALUE, "in": "query"}},
+         "intakes.kratos.api_key.in: must be one of header, cookie"),
+        ({"api_key": {"value": KEY_VALUE}}, "intakes.kratos.api_key.name: is required"),
+    ],
+)  # fmt: skip
+def test_config_kratos_section_checked(section: dict[str, Any], problem: str) -> None:
+    """check-config: exactly one credential, long secrets, header or cookie; never echoed."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"intakes": {"kratos": section}})
+    assert problem in str(caught.value)
+    assert PASSWORD not in str(caught.value) and KEY_VALUE not in str(caught.value)
+
+
+def test_config_kratos_secret_never_in_repr() -> None:
+    """The password is read and kept out of the config's repr."""
+    config = parse_config(CONFIG)
+    assert config.intakes.kratos is not None and config.intakes.kratos.basic_auth is not None
+    assert config.intakes.kratos.basic_auth.password == PASSWORD
+    assert PASSWORD not in repr(config)
+
+
+async def test_kratos_requests_are_counted_by_intake(service: ClientFactory) -> None:
+    """``otp_intake_requests_total`` labels Kratos's requests with intake kratos."""
+    client = await service(CONFIG)
+    body = full("login_code_valid", login_code="123456")
+    await client.post("/v1/hooks/kratos/email", json=body, headers=BASIC)
+    await client.post("/v1/hooks/kratos/email", json=body, headers={})
+    text = await (await client.get("/metrics")).text()
+    assert 'channel="email",intake="kratos",status="200",type="SignIn"} 1.0' in text
+    assert 'channel="email",intake="kratos",status="401",type="none"} 1.0' in text

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from otp_service.config import TemplatesConfig
-from otp_service.errors import RequestError
+from otp_service.config import TemplatesConfig, parse_config
+from otp_service.errors import ConfigError, RequestError
 from otp_service.intake import zitadel
 from otp_service.message.templates import TemplateLibrary
 
@@ -272,6 +272,8 @@ def test_translate_notice_without_text_refused() -> None:
         (lambda b: b.update(contextInfo=[]), "invalid_request"),
         (lambda b: b["args"].update(code=["1"]), "invalid_request"),
         (lambda b: b["contextInfo"].update(recipientPhoneNumber=41), "invalid_request"),
+        (lambda b: b["args"].update(code="1\r\nBcc: x"), "invalid_request"),
+        (lambda b: b["args"].update(code="9" * 65), "invalid_request"),
     ],
 )
 def test_translate_wrong_shape_refused(change: Any, code: str) -> None:
@@ -529,3 +531,30 @@ def test_relayed_text_never_becomes_a_connectors_generic_template() -> None:
     payload = {"message": "ZITADEL: 482913", "code": "482913"}
     assert library.render_sms("Message", payload).text == "ZITADEL: 482913"
     assert library.render_sms("SignIn", payload).text == "Acme: 482913"
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ({}, "intakes.zitadel.signing_keys: is required"),
+        ({"signing_keys": []}, "intakes.zitadel.signing_keys: is required"),
+        ({"signing_keys": ["short"]}, "intakes.zitadel.signing_keys[0]: must be a string of at"),
+        ({"signing_keys": [KEY], "sms_text": "ours"}, "intakes.zitadel.sms_text: must be one of"),
+        ({"signing_keys": [KEY], "signingKey": KEY}, "intakes.zitadel.signingKey: is not a known"),
+    ],
+)
+def test_config_zitadel_section_checked(section: dict[str, Any], problem: str) -> None:
+    """check-config names the field and never echoes a key."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"intakes": {"zitadel": section}})
+    assert problem in str(caught.value)
+    assert KEY not in str(caught.value) or "signingKey" in problem
+
+
+def test_config_zitadel_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``${ENV}`` keys, one string or a list; the key is never in the config's repr."""
+    monkeypatch.setenv("ZITADEL_SMS_SIGNING_KEY", KEY)
+    config = parse_config({"intakes": {"zitadel": {"signing_keys": "${ZITADEL_SMS_SIGNING_KEY}"}}})
+    assert config.intakes.zitadel is not None
+    assert config.intakes.zitadel.signing_keys == (KEY,)
+    assert KEY not in repr(config)

@@ -33,6 +33,7 @@ from ..config.intakes import IntakesConfig, KratosIntakeConfig
 from ..errors import RequestError
 from ..message.compose import SendRequest
 from ..text.codes import find_code
+from ..text.sanitize import has_control
 from .hook import Delivery, Hook, Inbound, body_key
 
 Channel = Literal["email", "sms"]
@@ -237,6 +238,8 @@ def translate(channel: Channel, data: Any) -> Translated:
             if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
                 code = str(value)
                 break
+        if code is not None and (len(code) > 64 or has_control(code)):
+            raise RequestError("invalid_request", f"the {code_key} is not a one-time code")
         code = code or code_in_body(body)
         if code is None:
             raise RequestError(

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from ..config.intakes import IntakesConfig, ZitadelIntakeConfig
 from ..errors import RequestError
 from ..message.compose import SendRequest
+from ..text.sanitize import has_control
 from .hook import Delivery, Hook, Inbound, body_key
 
 Channel = Literal["email", "sms"]
@@ -195,7 +196,10 @@ def _code(args: Mapping[str, Any]) -> str | None:
             continue
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise RequestError("invalid_request", f"'args.{key}' must be a string")
-        return str(value)
+        code = str(value)
+        if len(code) > 64 or has_control(code):
+            raise RequestError("invalid_request", f"'args.{key}' is not a one-time code")
+        return code
     return None
 
 
