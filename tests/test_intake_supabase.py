@@ -19,6 +19,7 @@ from otp_service.intake.supabase import EMAIL_TYPES, signature, verify
 
 from .support import supabase as sb
 from .support.service import ClientFactory
+from .support.smtp_server import ServerFactory
 
 CONFIG: dict[str, Any] = {"intakes": {"supabase": {"secrets": [sb.SECRET]}}}
 EMAIL = "/v1/hooks/supabase/email"
@@ -340,3 +341,29 @@ async def test_supabase_malformed_bodies_are_refused(service: ClientFactory) -> 
         assert answer["error"]["code"] == code, body
         assert answer["error"]["http_code"] == 400
     assert await inbox(client) == []
+
+
+async def test_supabase_notice_never_renders_a_connector_generic(
+    service: ClientFactory, smtp_servers: ServerFactory
+) -> None:
+    """With Logto's SMTP connector JSON (whose Generic says "Your code is ..."), a notice
+    without a code uses its own bundled template, and a magic link the connector's SignIn."""
+    server = smtp_servers()
+    templates = [
+        {"usageType": usage, "contentType": "text/plain", "subject": f"Acme {usage}",
+         "content": "Your code is {{code}}."}
+        for usage in ("SignIn", "Register", "ForgotPassword", "Generic")
+    ]  # fmt: skip
+    smtp = {"host": "127.0.0.1", "port": server.port, "fromEmail": "no-reply@acme.example",
+            "templates": templates}  # fmt: skip
+    client = await service(CONFIG | {"email": {"provider": "smtp", "smtp": smtp}})
+    notice = sb.email_body("password_changed_notification", token="")
+    assert (await post(client, EMAIL, notice))[:2] == (200, {})
+    assert (await post(client, EMAIL, sb.email_body("magiclink", token="161803")))[0] == 200
+    by_subject = {
+        m.message["Subject"]: m.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        for m in server.messages
+    }
+    assert by_subject["Acme SignIn"].strip() == "Your code is 161803."
+    [notice_text] = [text for subject, text in by_subject.items() if subject != "Acme SignIn"]
+    assert "password" in notice_text and "Your code is" not in notice_text

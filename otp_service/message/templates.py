@@ -9,6 +9,9 @@ Sources, in Logto's precedence (docs/templates.md):
 3. per-language ``Generic`` templates (operator's directory, then Logto), in each language;
 4. the bundled defaults (unless disabled): the type, then ``Generic``, in each language.
 
+The hooks' own types (:data:`NO_GENERIC`: notices, a text sent as is, invitations, email
+changes) skip every ``Generic`` step: their bundled template is their fallback.
+
 A directory holds ``email/<locale>/<Type>.subject`` with ``.txt`` and/or ``.html``, and
 ``sms/<locale>/<Type>.txt``. Files and connector JSON are compiled at start-up, so a broken one
 is a configuration error, never a failed request; ``check-config`` and ``serve`` also render
@@ -48,8 +51,18 @@ from .sources import Connector, Directory, EmailSet, LogtoSource
 
 log = logging.getLogger("otp_service.templates")
 GENERIC = "Generic"
-AS_IS = "Message"  # the usage type of a text sent as is (intakes' ``message``)
 _ALIASES = {"Test": GENERIC}  # older Logto versions send Test for the connector's test button
+# Usage types of other identity systems' hooks (otp_service/intake/) whose text no Generic
+# template can stand in for: a notice without a code, a text sent as is, an invitation or an
+# email change with its link. They skip the Generic steps (the bundled template of the type is
+# their fallback), so a connector JSON's "Your code is {{code}}" never goes out as a notice.
+NO_GENERIC = frozenset(
+    {
+        "Message", "Invite", "EmailChangeNew", "EmailChangeCurrent", "PasswordChanged",
+        "EmailChanged", "PhoneChanged", "IdentityLinked", "IdentityUnlinked",
+        "MfaFactorEnrolled", "MfaFactorUnenrolled", "UnknownAccount",
+    }
+)  # fmt: skip
 _PERSON = {
     "id": "u1a2b3c4", "name": "Ada Lovelace", "username": "ada", "avatar": "",
     "primaryEmail": "ada@example.com", "primaryPhone": "15551234567", "profile": {},
@@ -241,14 +254,12 @@ class TemplateLibrary:
         connector: Mapping[str, Any] = (
             self.connector.email if channel == "email" else self.connector.sms
         )
-        # A text sent as is (Message) never falls back to a code template: the connector's
-        # Generic would replace the caller's text with "your code is ...".
-        names = (wanted,) if wanted == AS_IS else (wanted, GENERIC)
+        names = (wanted,) if wanted in NO_GENERIC else (wanted, GENERIC)
         yield from self._per_language(channel, wanted, chain)
         for name in names:
             if (found := connector.get(name)) is not None:
                 yield "", "connector", found
-        if GENERIC in names[1:]:
+        if wanted != GENERIC and wanted not in NO_GENERIC:
             yield from self._per_language(channel, GENERIC, chain)
         for name in names:
             for tag in chain:
