@@ -4,7 +4,14 @@ token, through the send path into the capture inbox; and the hook routes' shared
 from __future__ import annotations
 
 import base64
+import json
+from dataclasses import replace
 from typing import Any
+
+from otp_service.config import parse_config
+from otp_service.http.banner import banner
+from otp_service.message.compose import Message
+from otp_service.store.codec import message_from_json, message_to_json
 
 from .support.service import ClientFactory
 
@@ -147,3 +154,46 @@ async def test_generic_requests_are_counted_by_intake(service: ClientFactory) ->
     refused = 'otp_intake_requests_total{channel="email",intake="generic",status="401",type="none"}'
     assert f"{ok} 1.0" in text
     assert f"{refused} 1.0" in text
+
+
+def test_stored_source_reads_back_across_releases() -> None:
+    """A Logto message is stored without ``source`` (a release before hooks reads it back), a
+    hook's with it; a key from a newer release is skipped on read, not an error."""
+    logto = Message(id="m1", channel="email", to="a@example.com", type="SignIn", locale="en",
+                    text="t")  # fmt: skip
+    assert "source" not in json.loads(message_to_json(logto))
+    hooked = replace(logto, source="supabase")
+    assert message_from_json(message_to_json(hooked)).source == "supabase"
+    newer = json.loads(message_to_json(hooked)) | {"priority": "high"}
+    assert message_from_json(json.dumps(newer)) == hooked
+
+
+async def test_generic_idempotency_key_names_the_request(service: ClientFactory) -> None:
+    """With an ``Idempotency-Key`` two different bodies under the same key are one message;
+    a malformed key is refused."""
+    client = await service(CONFIG)
+    headers = {**AUTH, "Idempotency-Key": "order-42"}
+    first = await client.post(
+        "/v1/hooks/generic/sms", json={"to": "+41791234567", "message": "Hi"}, headers=headers
+    )
+    again = await client.post(
+        "/v1/hooks/generic/sms", json={"to": "+41791234567", "message": "Hi!"}, headers=headers
+    )
+    assert (await again.json())["id"] == (await first.json())["id"]
+    listing = await (await client.get("/v1/messages")).json()
+    assert len(listing["messages"]) == 1
+    bad = await client.post(
+        "/v1/hooks/generic/sms",
+        json={"to": "+41791234567", "message": "Hi"},
+        headers={**AUTH, "Idempotency-Key": "x" * 300},
+    )
+    assert (await bad.json())["error"]["code"] == "invalid_header_value"
+
+
+def test_banner_lists_the_configured_hooks() -> None:
+    """``serve`` prints each configured hook's URL, and nothing about hooks without any."""
+    config = parse_config(CONFIG)
+    text = banner(config, "http://127.0.0.1:8787", 8787)
+    assert "generic email:        http://127.0.0.1:8787/v1/hooks/generic/email" in text
+    assert "generic sms:" in text and "supabase" not in text
+    assert "hooks" not in banner(parse_config({}), "http://127.0.0.1:8787", 8787)

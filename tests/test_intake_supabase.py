@@ -367,3 +367,20 @@ async def test_supabase_notice_never_renders_a_connector_generic(
     assert by_subject["Acme SignIn"].strip() == "Your code is 161803."
     [notice_text] = [text for subject, text in by_subject.items() if subject != "Acme SignIn"]
     assert "password" in notice_text and "Your code is" not in notice_text
+
+
+async def test_supabase_provider_refusal_is_a_502_without_its_details(
+    service: ClientFactory, smtp_servers: ServerFactory
+) -> None:
+    """An SMTP server that refuses the recipient for good is Auth's error object with
+    http_code 502 and our code, and a plain message for the end user (no provider reply)."""
+    server = smtp_servers()
+    server.reply_next("RCPT", "550 5.1.1 mailbox unavailable: internal-relay-7")
+    smtp = {"host": "127.0.0.1", "port": server.port, "fromEmail": "no-reply@acme.example",
+            "templates": []}  # fmt: skip
+    client = await service(CONFIG | {"email": {"provider": "smtp", "smtp": smtp}})
+    status, answer, _ = await post(client, EMAIL, sb.email_body("magiclink"))
+    assert status == 200
+    error = answer["error"]
+    assert error["http_code"] == 502 and error["code"]
+    assert "internal-relay-7" not in error["message"]

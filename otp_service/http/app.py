@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 
 from aiohttp import web
 
@@ -74,7 +73,7 @@ async def _outcome(request: web.Request, channel: Channel) -> Outcome:
     try:
         authorize(request)
         data = await _read_json(request)  # read first: closing on an unread body resets the client
-        send_request = replace(parse_request(data), source="logto")
+        send_request = parse_request(data)
         idempotency_key = _idempotency_key(request)
     except RequestError as exc:
         return Outcome(channel, "refused", error=exc)

@@ -7,6 +7,7 @@ import socket
 from .. import __version__, logs
 from ..config import Config, is_loopback
 from ..config.checks import warnings
+from ..intake.registry import configured
 
 
 def reachable_base(host: str, port: int) -> str:
@@ -40,6 +41,13 @@ def banner(config: Config, base: str, port: int, smtp_port: int | None = None) -
             f"    (or, for Logto on this machine: http://127.0.0.1:{port};",
             f"     Logto in Docker on this machine: http://host.docker.internal:{port};",
             f"     Logto on a shared Docker network: http://<this service's name>:{port})",
+        ]
+    if hooks := configured(config.intakes):  # docs/intakes.md says what to set in each
+        lines += ["", "Other identity systems' hooks (see docs/intakes.md):"]
+        lines += [
+            f"    {f'{hook.name} {channel}:'.ljust(22)}{base}/v1/hooks/{hook.name}/{channel}"
+            for hook in hooks
+            for channel in hook.channels
         ]
     capture = config.captured_channels()
     if capture or smtp_port is not None:

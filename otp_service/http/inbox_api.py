@@ -60,7 +60,8 @@ def message_json(message: Message) -> dict[str, Any]:
         "channel": message.channel,
         "to": message.to,
         "type": message.type,
-        "source": message.source,  # the system that asked: logto, smtp, supabase, ...
+        # The system that asked: logto (its HTTP contract, or `send`), smtp, supabase, ...
+        "source": message.source or "logto",
         "locale": message.locale,
         "subject": message.subject,
         "text": message.text,

@@ -35,7 +35,7 @@ class SendRequest:
     payload: Mapping[str, Any] = field(default_factory=dict)
     ip: str | None = None
     ttl: float | None = None  # seconds; the caller may shorten the configured lifetime
-    source: str | None = None  # the system that asked (logto, supabase, ...): shown in the inbox
+    source: str | None = None  # the hook that asked (supabase, ...); None: Logto's contract
 
 
 @dataclass(frozen=True)

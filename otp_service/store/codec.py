@@ -11,6 +11,7 @@ from typing import Any
 from ..message.compose import Message
 
 _FIELDS = tuple(f.name for f in fields(Message))
+_KNOWN = frozenset(_FIELDS)
 
 
 def message_to_json(message: Message) -> str:
@@ -19,13 +20,17 @@ def message_to_json(message: Message) -> str:
     data["created_at"] = message.created_at.isoformat()
     data["params"] = dict(message.params)
     data["headers"] = dict(message.headers)
+    if message.source is None:  # what a release before `source` can read back (Logto's)
+        del data["source"]
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 def message_from_json(text: str) -> Message:
+    """A stored message; keys this release does not know (written by a newer one during a
+    rolling deploy) are left out rather than failing the read."""
     data: dict[str, Any] = json.loads(text)
     data["created_at"] = datetime.fromisoformat(data["created_at"])
-    return Message(**data)
+    return Message(**{key: value for key, value in data.items() if key in _KNOWN})
 
 
 def request_id_of(body: str | None) -> str | None:
