@@ -447,6 +447,22 @@ async def test_zitadel_password_changed_notice_is_zitadels_text(service: ClientF
         "Passwort geändert", "Dein Passwort wurde geändert.")  # fmt: skip
 
 
+async def test_zitadel_signed_but_broken_bodies_are_400(service: ClientFactory) -> None:
+    """A correctly signed body that is not JSON, or not ZITADEL's shape: 400 with its code
+    (the signature is checked on the raw bytes first), nothing captured."""
+    client = await service(CONFIG)
+    cases = [(b"{", "invalid_json"), (b"[1]", "invalid_request"),
+             (json.dumps({"contextInfo": {"eventType": "x"}}).encode(), "missing_field")]  # fmt: skip
+    for raw, code in cases:
+        t = int(time.time())
+        headers = {"Content-Type": "application/json",
+                   zitadel.SIGNATURE_HEADER: f"t={t},v1={zitadel.sign(raw, KEY, t)}"}  # fmt: skip
+        response = await client.post("/v1/hooks/zitadel/sms", data=raw, headers=headers)
+        answer = await response.json()
+        assert (response.status, answer["error"]["code"]) == (400, code), raw
+    assert await messages(client) == []
+
+
 async def test_zitadel_routes_404_until_configured(service: ClientFactory) -> None:
     """Without intakes.zitadel both routes answer 404."""
     client = await service({})
