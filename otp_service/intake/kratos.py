@@ -1,8 +1,9 @@
 """The Ory Kratos intake: the courier's HTTP delivery (email) and its ``sms`` channel
 (docs/intakes.md).
 
-A pure translator: :func:`authenticate` checks the credentials Kratos's ``request_config.auth``
-sends, :func:`translate` turns the decoded body into the send path's input. Both raise
+A pure translator: :func:`check_basic` and :func:`check_api_key` check the credentials Kratos's
+``request_config.auth`` sends, :func:`translate` turns the decoded body into the send path's
+input (:class:`KratosHook` wires them into :mod:`.hook`'s contract). They raise
 :class:`~otp_service.errors.RequestError` with a stable code; neither does I/O.
 
 The body is whatever the courier's jsonnet ``body`` makes of its context (``courier/

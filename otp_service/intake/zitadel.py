@@ -1,7 +1,8 @@
 """The ZITADEL intake: ZITADEL's HTTP SMS provider and HTTP email provider (docs/intakes.md).
 
 A pure translator: :func:`verify_signature` checks the ``ZITADEL-Signature`` header against the
-raw body, :func:`translate` turns the decoded body into the send path's input. Both raise
+raw body, :func:`translate` turns the decoded body into the send path's input
+(:class:`ZitadelHook` wires them into :mod:`.hook`'s contract). They raise
 :class:`~otp_service.errors.RequestError` with a stable code; neither does I/O.
 
 The wire contract, as read from ZITADEL's source (``internal/notification/types/user_email.go``
@@ -295,8 +296,8 @@ def _expiry(args: Mapping[str, Any]) -> float | None:
 
 class ZitadelHook(Hook):
     """``POST /v1/hooks/zitadel/{email,sms}``: ZITADEL's HTTP providers. Any 2xx is "sent" to
-    ZITADEL and anything else is retried, so the house answers suit it; a retry has the same
-    body, whose digest is its replay key."""
+    ZITADEL and anything else is retried, so the house answers suit it; a retry is recognised by
+    :func:`replay_key`."""
 
     name = "zitadel"
     wait_seconds = 4.0  # ZITADEL gives up on a provider after 5 s, then retries
