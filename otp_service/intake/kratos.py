@@ -4,7 +4,7 @@
 A pure translator: :func:`check_basic` and :func:`check_api_key` check the credentials Kratos's
 ``request_config.auth`` sends, :func:`translate` turns the decoded body into the send path's
 input (:class:`KratosHook` wires them into :mod:`.hook`'s contract). They raise
-:class:`~otp_service.errors.RequestError` with a stable code; neither does I/O.
+:class:`~otp_service.errors.RequestError` with a stable code; none does I/O.
 
 The body is whatever the courier's jsonnet ``body`` makes of its context (``courier/
 http_channel.go``, ``httpDataModel``)::

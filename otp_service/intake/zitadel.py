@@ -3,7 +3,7 @@
 A pure translator: :func:`verify_signature` checks the ``ZITADEL-Signature`` header against the
 raw body, :func:`translate` turns the decoded body into the send path's input
 (:class:`ZitadelHook` wires them into :mod:`.hook`'s contract). They raise
-:class:`~otp_service.errors.RequestError` with a stable code; neither does I/O.
+:class:`~otp_service.errors.RequestError` with a stable code; none does I/O.
 
 The wire contract, as read from ZITADEL's source (``internal/notification/types/user_email.go``
 and ``user_phone.go``, ``channels/webhook/channel.go``, ``pkg/actions/signing.go``)::
