@@ -71,7 +71,8 @@ SCHEMAS: dict[str, Schema] = {
             "to": {"type": "string"},
             "type": {"type": "string"},
             "source": _nullable(
-                "string", description="the system that asked: logto, smtp, supabase, generic, ..."
+                "string",
+                description="the system that asked: logto, supabase, generic, ... (SMTP intake)",
             ),
             "locale": _nullable("string"),
             "subject": _nullable("string"),

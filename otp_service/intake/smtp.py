@@ -38,6 +38,7 @@ log = logging.getLogger("otp_service.intake")
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID")
 TYPE = "SMTP"  # the usage type of captured mail: a plain email does not say which it was
+SOURCE = __name__.rpartition(".")[2]  # what the inbox shows it came from: this intake
 
 
 def _body(mail: EmailMessage, subtype: str) -> str | None:
@@ -89,7 +90,7 @@ def messages_from(envelope_to: list[str], data: bytes) -> list[Message]:
             code=code,
             headers=headers,
             created_at=created_at,
-            source="smtp",
+            source=SOURCE,
         )
         for rcpt in envelope_to
     ]
