@@ -173,7 +173,7 @@ def test_translate_link_types(template_type: str, key: str, usage: str) -> None:
      ("verification_invalid", "UnknownAccount"), ("verification_code_invalid", "UnknownAccount"),
      ("login_code_invalid", "UnknownAccount"),
      ("verifiable_address_changed", "EmailChanged"),
-     ("authenticator_key_added", "MfaFactorEnrolled"), ("stub", "Generic")],
+     ("authenticator_key_added", "MfaFactorEnrolled"), ("stub", "Message")],
 )  # fmt: skip
 def test_translate_notice_types(template_type: str, usage: str) -> None:
     """The ``*_invalid`` and notice types map to notice templates, without a code."""

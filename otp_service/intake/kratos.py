@@ -48,6 +48,7 @@ _HASH_LINE = re.compile(r"^#([A-Za-z0-9]{4,12})\s*$", re.MULTILINE)
 # no code and use the notice templates (shared with Supabase's notices where the meaning is the
 # same). The link strategy's messages (``recovery_valid``, ``verification_valid``) are sent with
 # Kratos's own text, which holds the link (see :func:`translate`).
+MESSAGE = "Message"  # the usage type whose templates send a text as is (``message``, ``subject``)
 ADDRESS_CHANGED = {"email": "EmailChanged", "sms": "PhoneChanged"}
 TEMPLATE_TYPES: Mapping[str, tuple[str, str | None, str | None]] = {
     "login_code_valid": ("SignIn", "login_code", None),
@@ -63,15 +64,12 @@ TEMPLATE_TYPES: Mapping[str, tuple[str, str | None, str | None]] = {
     "login_code_invalid": ("UnknownAccount", None, None),
     "verifiable_address_changed": ("AddressChanged", None, None),  # by channel: ADDRESS_CHANGED
     "authenticator_key_added": ("MfaFactorEnrolled", None, None),
-    "stub": ("Generic", None, None),
+    "stub": (MESSAGE, None, None),  # Kratos's test message: its subject and body as is
 }
 """Every ``template_type`` of Kratos v26.2 (``courier/template/type.go``), plus
 ``login_code_invalid`` (in Kratos's master branch). Another type is refused: 422
 ``unknown_template_type`` naming it (Kratos then retries and finally abandons the message): a
 new type may carry a code we would not find, and a wrong message is worse than none."""
-MESSAGE = "Message"  # the usage type whose templates send a text as is (``message``, ``subject``)
-
-
 # Where an identity keeps its language: Ory's docs use traits.language for translated templates.
 LOCALE_TRAITS = ("language", "locale", "lang", "preferred_language")
 
@@ -266,8 +264,11 @@ def translate(channel: Channel, data: Any) -> Translated:
             payload["link"] = link
         if code is None and body:  # a link message: Kratos's text carries the link
             usage = MESSAGE
-            payload["message"] = body.strip()
-            payload["subject"] = _text(data.get("subject"))
+    if usage == MESSAGE:
+        if not body or not body.strip():
+            raise RequestError("missing_field", f"'body' is required for a Kratos {template_type}")
+        payload["message"] = body.strip()
+        payload["subject"] = _text(data.get("subject"))
     if (locale := _locale(identity, transient)) is not None:
         payload["locale"] = locale
     ttl = None
