@@ -135,7 +135,8 @@ class Metrics:
         self.intake_requests = Counter(
             "otp_intake_requests",
             "Hook requests from other identity systems (POST /v1/hooks/...), by intake, "
-            "channel, usage type and HTTP status (one per message asked for).",
+            "channel, usage type and the outcome's HTTP status as /v1/email would answer it "
+            "(one per message asked for).",
             ["intake", "channel", "type", "status"],
             registry=r,
         )

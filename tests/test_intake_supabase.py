@@ -235,6 +235,11 @@ async def test_supabase_unknown_action_type_is_refused_naming_it(service: Client
     assert error["http_code"] == 422 and error["code"] == "unknown_email_action_type"
     assert "carrier_pigeon" in error["message"]
     assert await inbox(client) == []
+    metrics = await (await client.get("/metrics")).text()
+    counted = (
+        'otp_intake_requests_total{channel="email",intake="supabase",status="422",type="none"}'
+    )
+    assert f"{counted} 1.0" in metrics
 
 
 # -- the SMS hook
@@ -384,3 +389,18 @@ async def test_supabase_provider_refusal_is_a_502_without_its_details(
     error = answer["error"]
     assert error["http_code"] == 502 and error["code"]
     assert "internal-relay-7" not in error["message"]
+
+
+async def test_supabase_metadata_ip_is_counted_per_ip(service: ClientFactory) -> None:
+    """``metadata.ip_address`` (the end user's address as Auth saw it) is what
+    ``limits.per_ip`` counts: a second address from the same user is refused."""
+    limits = {"enabled": True, "per_recipient": False, "per_ip": {"count": 1}}
+    client = await service(CONFIG | {"limits": limits})
+    first = sb.email_body("magiclink", account=sb.user("one@example.com"))
+    second = sb.email_body("magiclink", account=sb.user("two@example.com"))
+    other = sb.email_body("magiclink", account=sb.user("three@example.com"))
+    other["metadata"]["ip_address"] = "198.51.100.9"
+    assert (await post(client, EMAIL, first))[:2] == (200, {})
+    _, answer, _ = await post(client, EMAIL, second)
+    assert answer["error"]["http_code"] == 429
+    assert (await post(client, EMAIL, other))[:2] == (200, {})

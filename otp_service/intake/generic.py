@@ -55,7 +55,9 @@ class GenericHook(Hook):
                 )
             if subject is not None and has_control(subject):
                 raise RequestError("invalid_header_value", "'subject' contains control characters")
-            payload.update(message=message, subject=subject)
+            payload["message"] = message
+            if subject is not None:
+                payload["subject"] = subject
             if code in (None, ""):
                 code = find_code(message)
         if code not in (None, ""):

@@ -16,9 +16,9 @@ A :class:`Hook` never touches the HTTP layer, the store or the providers. The ro
 
 - :meth:`Hook.verify` (headers, raw body bytes, now) -> raises a :class:`RequestError`, status
   401, with a stable code when the request is not from the system; nothing is stored;
-- :meth:`Hook.parse` (channel, decoded JSON, the :class:`Inbound`) -> one or more
-  :class:`Delivery` (usually one; Supabase's secure email change makes two), or raises a
-  :class:`RequestError` (400/422) naming what is wrong;
+- :meth:`Hook.parse` (channel, decoded JSON, the :class:`Inbound`) -> the :class:`Delivery`
+  list (usually one; Supabase's secure email change makes two; none: accepted with nothing to
+  send, answered ``204``), or raises a :class:`RequestError` (400/422) naming what is wrong;
 - the send path (:meth:`otp_service.delivery.send.SendPath.send`) for each delivery, which
   returns an :class:`~otp_service.delivery.outcome.Outcome`;
 - :meth:`Hook.reply` (the :class:`Verdict` of each outcome, as the house table

@@ -12,8 +12,10 @@ Wire contract, as read from supabase/auth (``internal/hooks/hookshttp/hookshttp.
 - Email body ``{metadata?, user, email_data: {token, token_hash, redirect_to,
   email_action_type, site_url, token_new, token_hash_new, old_email, old_phone, provider,
   factor_type}}``; SMS body ``{metadata?, user, sms: {otp, phone?, sms_type?}}``, phone numbers
-  without ``+``. ``metadata.uuid`` (since v2.187.0) is the same for every retry of one
-  invocation: it names the request for replays (the raw body does when it is absent).
+  without ``+``. ``metadata`` (``{uuid, time, name, ip_address}``, since v2.187.0) is built
+  once per invocation, so ``uuid`` is the same for every retry: it names the request for
+  replays (the raw body does when it is absent); ``ip_address`` is the end user's address,
+  counted by ``limits.per_ip``.
 - Secure email change sends one hook call for two messages: to the current ``user.email`` the
   code ``token`` (link hash ``token_hash_new``), to ``user.new_email`` the code ``token_new``
   (hash ``token_hash``) — Supabase's historical naming, kept. Without secure change: one
@@ -36,6 +38,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -137,8 +140,13 @@ class SupabaseHook(Hook):
         replay: str | bytes = f"uuid:{uuid}" if uuid else body_key(inbound.body)
         base = _payload(user)
         if channel == "sms":
-            return [self._sms(obj_field(data, "sms"), user, base, replay)]
-        return self._email(obj_field(data, "email_data"), user, base, replay)
+            deliveries = [self._sms(obj_field(data, "sms"), user, base, replay)]
+        else:
+            deliveries = self._email(obj_field(data, "email_data"), user, base, replay)
+        # The end user's address, as Auth saw it: counted by limits.per_ip.
+        if (ip := text_field(metadata, "ip_address", "metadata.")) is not None:
+            deliveries = [replace(d, request=replace(d.request, ip=ip)) for d in deliveries]
+        return deliveries
 
     def _sms(
         self, sms: Mapping[str, Any], user: Mapping[str, Any], base: dict[str, Any], replay: Any
@@ -151,7 +159,9 @@ class SupabaseHook(Hook):
         if to is None:
             raise RequestError("missing_field", "'sms.phone' or 'user.phone' is required")
         usage = "MfaVerification" if sms.get("sms_type") == "mfa" else "Generic"
-        request = SendRequest(to, usage, {**base, "code": code}, source=self.name)
+        # Only what an SMS template uses: Aliyun sends every payload key as a TemplateParam.
+        payload = {"code": code, **{k: v for k, v in base.items() if k == "locale"}}
+        request = SendRequest(to, usage, payload, source=self.name)
         return Delivery("sms", request, replay)
 
     def _email(
