@@ -149,6 +149,97 @@ class GenericIntakeConfig:
     tokens: tuple[str, ...] = _tokens("bearer tokens the caller sends; several: a rotation")
 
 
+_ZITADEL_KEY_FIX = (
+    "paste the signingKey ZITADEL returned when the HTTP provider was added (or its last "
+    "rotation); the SMS and the email provider each have one: list both"
+)
+
+
+def _signing_key_problem(key: str) -> str | None:
+    if len(key) < 16 or key != key.strip():
+        return "must be a string of at least 16 characters without surrounding spaces"
+    return None
+
+
+@section
+class ZitadelIntakeConfig:
+    """ZITADEL's HTTP SMS and HTTP email providers (ZITADEL-Signature)."""
+
+    signing_keys: tuple[str, ...] = setting(
+        "the signingKey of each ZITADEL HTTP provider (SMS, email); several: a rotation",
+        secret=True, factory=tuple, read=_strings(_signing_key_problem, _ZITADEL_KEY_FIX),
+        schema=_TOKENS_SCHEMA, example=["${ZITADEL_SMS_SIGNING_KEY}"],
+    )  # fmt: skip
+    sms_text: str = setting(
+        "zitadel: send the SMS text ZITADEL rendered, as is; templates: render ours",
+        default="zitadel", choices=("zitadel", "templates"),
+    )  # fmt: skip
+
+
+_KRATOS_FIX = "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def _long_secret(f: Fields, key: str) -> None:
+    value = f.data.get(key)
+    if isinstance(value, str) and _token_problem(value) is not None:
+        f.problem(key, "must be at least 16 characters without surrounding spaces", _KRATOS_FIX)
+
+
+@section
+class KratosBasicAuthConfig:
+    """Kratos's ``auth: {type: basic_auth, config: {user, password}}``."""
+
+    user: str = setting("the user Kratos sends", example="kratos")
+    password: str = setting(
+        "the password Kratos sends", secret=True, example="${KRATOS_HOOK_PASSWORD}"
+    )
+
+    def checked(self, f: Fields) -> KratosBasicAuthConfig:
+        _long_secret(f, "password")
+        return self
+
+
+@section
+class KratosApiKeyConfig:
+    """Kratos's ``auth: {type: api_key, config: {name, value, in}}``."""
+
+    name: str = setting("the header (or cookie) name Kratos sends the key in", example="X-Api-Key")
+    value: str = setting(
+        "the key Kratos sends, verbatim", secret=True, example="${KRATOS_HOOK_KEY}"
+    )
+    where: str = setting(
+        "header or cookie, as in Kratos's config", default="header", key="in",
+        choices=("header", "cookie"),
+    )  # fmt: skip
+
+    def checked(self, f: Fields) -> KratosApiKeyConfig:
+        _long_secret(f, "value")
+        return self
+
+
+@section
+class KratosIntakeConfig:
+    """Ory Kratos's courier: HTTP email delivery and the sms channel (basic auth or an API key)."""
+
+    basic_auth: KratosBasicAuthConfig | None = setting(
+        "the user and password of Kratos's basic_auth", default=None
+    )
+    api_key: KratosApiKeyConfig | None = setting(
+        "the name, value and place (in) of Kratos's api_key", default=None
+    )
+
+    def checked(self, f: Fields) -> KratosIntakeConfig:
+        given = [k for k in ("basic_auth", "api_key") if f.data.get(k) is not None]
+        if len(given) != 1:
+            problem = "sets both basic_auth and api_key" if given else "sets no credentials"
+            f.problem(
+                None, problem,
+                "set exactly one: basic_auth: {user, password} or api_key: {name, value, in}, "
+                "as in Kratos's request_config.auth",
+            )  # fmt: skip
+        return self
+
+
 @section
 class IntakesConfig:
     supabase: SupabaseIntakeConfig | None = setting(
@@ -162,4 +253,11 @@ class IntakesConfig:
     generic: GenericIntakeConfig | None = setting(
         "any caller: POST /v1/hooks/generic/email and /sms (off unless set)", default=None
     )
-    # ZITADEL and Ory Kratos: their sections are added here (one field each).
+    zitadel: ZitadelIntakeConfig | None = setting(
+        "ZITADEL's HTTP providers: POST /v1/hooks/zitadel/email and /sms (off unless set)",
+        default=None,
+    )
+    kratos: KratosIntakeConfig | None = setting(
+        "Ory Kratos's courier: POST /v1/hooks/kratos/email and /sms (off unless set)",
+        default=None,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config.intakes import IntakesConfig
-from . import authentik, generic, supabase
+from . import authentik, generic, kratos, supabase, zitadel
 from .hook import Hook
 
 # name -> build(config.intakes): the hook, or None when its section is not configured.
@@ -13,6 +13,8 @@ BUILDERS: dict[str, Callable[[IntakesConfig], Hook | None]] = {
     "supabase": supabase.build,
     "authentik": authentik.build,
     "generic": generic.build,
+    "zitadel": zitadel.build,
+    "kratos": kratos.build,
 }
 
 

@@ -68,7 +68,7 @@ NO_GENERIC = frozenset(
     {
         "Message", "Invite", "EmailChangeNew", "EmailChangeCurrent", "PasswordChanged",
         "EmailChanged", "PhoneChanged", "IdentityLinked", "IdentityUnlinked",
-        "MfaFactorEnrolled", "MfaFactorUnenrolled",
+        "MfaFactorEnrolled", "MfaFactorUnenrolled", "UnknownAccount",
     }
 )  # fmt: skip
 _PERSON = {
