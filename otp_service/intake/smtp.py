@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -123,6 +124,9 @@ class SmtpIntake:
         self.config = config
         self.handler = _Handler(inbox)
         self._server: asyncio.Server | None = None
+        # A listening socket to serve instead of binding (``serve --workers``: the supervisor's
+        # one listener, shared by every worker).
+        self.sock: socket.socket | None = None
 
     def _protocol(self) -> SMTP:
         return SMTP(
@@ -135,7 +139,12 @@ class SmtpIntake:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, self.config.host, self.config.port)
+        if self.sock is not None:
+            self._server = await loop.create_server(self._protocol, sock=self.sock)
+        else:
+            self._server = await loop.create_server(
+                self._protocol, self.config.host, self.config.port
+            )
         log.info("SMTP intake listening on %s:%d", self.config.host, self.port)
 
     @property
