@@ -110,13 +110,18 @@ _ACCEPT_MANY = (
 )
 # id, channel, to, type, body, dedupe key, created, expires, lease until, idempotency key
 _AcceptArgs = tuple[str, str, str, str, str, str | None, float, float, float, str | None]
-# GCRA in one statement (the rule of otp_service.store.counters.gcra): allowed when
-# max(tat, now) + interval - now <= window; a refused event is not counted.
+# GCRA in one statement and one round trip (the rule of otp_service.store.counters.gcra):
+# allowed when max(tat, now) + interval - now <= window; a refused event is not counted. The
+# first column is the new TAT when allowed (else NULL), the second the TAT before (to compute
+# when a refused event would be allowed).
 _HIT = """
-INSERT INTO limit_counters AS c (key, tat) VALUES ($1, $2::float8 + $3::float8)
-ON CONFLICT (key) DO UPDATE SET tat = GREATEST(c.tat, $2) + $3
-WHERE GREATEST(c.tat, $2) + $3 - $2 <= $4::float8 + 1e-9
-RETURNING tat
+WITH before AS (SELECT tat FROM limit_counters WHERE key = $1), counted AS (
+  INSERT INTO limit_counters AS c (key, tat) VALUES ($1, $2::float8 + $3::float8)
+  ON CONFLICT (key) DO UPDATE SET tat = GREATEST(c.tat, $2) + $3
+  WHERE GREATEST(c.tat, $2) + $3 - $2 <= $4::float8 + 1e-9
+  RETURNING tat
+)
+SELECT (SELECT tat FROM counted), (SELECT tat FROM before)
 """
 _TRIM_COUNTERS = "DELETE FROM limit_counters WHERE tat < $1"
 
@@ -295,10 +300,10 @@ class PostgresStore(PgConnection):
                 self._trimming = asyncio.get_running_loop().create_task(self._trim_counters(clock))
         interval = window / limit
         stored = self._counter_key(key)
-        if await self.query("fetchval", _HIT, stored, now, interval, window) is not None:
+        counted, before = await self.query("fetchrow", _HIT, stored, now, interval, window)
+        if counted is not None:
             return None
-        tat = await self.query("fetchval", "SELECT tat FROM limit_counters WHERE key = $1", stored)
-        return max(float(tat or now), now) + interval - window - now
+        return max(max(float(before or now), now) + interval - window - now, 0.0)
 
     async def reset_counters(self, keys: Sequence[str] | None) -> None:
         """Forget the counts of ``keys`` (of every key when None)."""
