@@ -2,7 +2,10 @@
 
 Captured messages are rows of ``captured`` beside the outbox, bounded like the memory inbox:
 at most ``max_messages`` and ``max_bytes`` (of stored JSON), the oldest dropped first, the newest
-always kept. The inbox trims itself as it adds (no other port's purge touches it).
+always kept. The inbox trims itself as it adds (no other port's purge touches it), every tenth
+of ``max_messages`` added or twentieth of ``max_bytes``, so between two trims it may hold that
+much more. The table is unlogged (migration 7): a PostgreSQL crash empties it, which a test
+inbox can afford, and its bodies cost no WAL.
 Every change is announced with ``NOTIFY`` in the transaction that makes it; each
 replica listens on a connection of its own and wakes its waiters (``latest?wait=``) and its live
 readers from there, so a message captured on one replica wakes a waiter on another without
@@ -103,6 +106,10 @@ class PgInbox:
         self._publishing: set[asyncio.Task[None]] = set()
         self._recent: OrderedDict[str, Message] = OrderedDict()  # added here, for live readers
         self._adds = 0
+        # The trim reads every kept row: run it every tenth of max_messages added (at least
+        # every 20), so it costs a few rows per message, not fifty; the inbox may hold that
+        # many more for a moment (and a twentieth of max_bytes more).
+        self._trim_every = max(20, max_messages // 10)
         store.on_connect.append(self._start)
 
     # -- listening
@@ -173,8 +180,8 @@ class PgInbox:
 
     async def add(self, message: Message) -> None:
         # Written with the outbox's bookkeeping batch (one transaction for a burst); the
-        # notification goes out when it commits. The bounds are applied every few adds, and
-        # whenever a twentieth of max_bytes came in since the last time.
+        # notification goes out when it commits. The bounds are applied every tenth of
+        # max_messages added, and whenever a twentieth of max_bytes came in since the last time.
         self._adds += 1
         self._recent[message.id] = message
         while len(self._recent) > 256:
@@ -187,7 +194,7 @@ class PgInbox:
         )  # fmt: skip
         self._unbounded_bytes += len(body)
         if (
-            self._adds % 20 == 0
+            self._adds % self._trim_every == 0
             or self.max_messages < 20
             or self._unbounded_bytes >= self.max_bytes // 20
         ):
