@@ -178,7 +178,12 @@ def supervise(config: Config, workers: int, command: list[str], banner: str) -> 
         )
         return 2
     if config.server.port == 0:
-        print("--workers needs a fixed --port: workers share one port", file=sys.stderr)
+        print(
+            f"refusing --workers {workers} with port 0: the workers share one port, which "
+            "must be known before they start.\n  fix: pass --port (or set server.port) to a "
+            "port other than 0, or run one worker",
+            file=sys.stderr,
+        )
         return 2
     server = config.server
     if (taken := _port_free(server.host, server.port)) is not None:

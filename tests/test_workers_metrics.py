@@ -130,3 +130,16 @@ def test_workers_metrics_port_in_use_is_named_up_front(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert f"the metrics port 127.0.0.1:{taken} is in use" in result.stderr
     assert "--metrics-port" in result.stderr and "database" not in result.stderr
+
+
+def test_workers_with_port_0_are_refused_with_the_fix(tmp_path: Path) -> None:
+    """--workers 2 --port 0 is refused before any worker starts, naming the fix."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"store": {"url": "postgresql://postgres@127.0.0.1:5432/test"}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "otp_service", "serve", "--config", str(config), "--workers", "2",
+         "--port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "port 0" in result.stderr and "fix: pass --port" in result.stderr

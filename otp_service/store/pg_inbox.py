@@ -43,19 +43,22 @@ WITH added AS (
 )
 SELECT pg_notify($7, $8) FROM added
 """
-# Keep the newest max_messages ($1) holding at most max_bytes ($3), the newest always; one
-# statement drops the rest and announces each. (octet_length of a compressed body is read from
-# its header, not by decompressing it.)
+# Keep the newest max_messages ($1) holding at most max_bytes ($3), the newest always (the
+# running size only grows from the newest back, so what is kept is the newest few); one
+# statement drops the rest and announces them, 200 ids a notification (a notification each
+# cost every listening worker a wake-up per message). (octet_length of a compressed body is
+# read from its header, not by decompressing it.)
 _TRIM = """
-WITH ranked AS (
-  SELECT seq, row_number() OVER newest AS n, sum(octet_length(body)) OVER newest AS total
-  FROM captured WINDOW newest AS (ORDER BY seq DESC)
+WITH kept AS (  -- the newest max_messages with their running size: read by the index, no more
+  SELECT seq, sum(octet_length(body)) OVER (ORDER BY seq DESC) AS total
+  FROM captured ORDER BY seq DESC LIMIT $1
+), edge AS (
+  SELECT coalesce(min(seq) FILTER (WHERE total <= $3), max(seq)) AS seq FROM kept
 ), dropped AS (
-  DELETE FROM captured c USING ranked r
-  WHERE c.seq = r.seq AND r.n > 1 AND (r.n > $1 OR r.total > $3)
-  RETURNING c.id
+  DELETE FROM captured WHERE seq < (SELECT seq FROM edge) RETURNING id
 )
-SELECT pg_notify($2, json_build_object('kind', 'deleted', 'id', id)::text) FROM dropped
+SELECT pg_notify($2, json_build_object('kind', 'deleted', 'ids', json_agg(id))::text)
+FROM (SELECT id, (row_number() OVER ()) / 200 AS part FROM dropped) d GROUP BY part
 """
 
 
@@ -146,6 +149,13 @@ class PgInbox:
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         event = json.loads(payload)
+        if "ids" not in event:
+            self._heard_event(event)
+        elif self._readers:  # the trim: many deleted at once, one event each for the readers
+            for each in event["ids"]:
+                self._heard_event({"kind": event["kind"], "id": each})
+
+    def _heard_event(self, event: dict[str, Any]) -> None:
         if event["kind"] == "added":
             self._wake_all()
         if self._readers:
