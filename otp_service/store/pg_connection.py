@@ -103,6 +103,9 @@ class PgConnection:
         self._lost = False  # the last query failed for want of a connection
         self.dedupe_secret = b""
         self.on_connect: list[Callable[[asyncpg.Pool], Awaitable[None]]] = []
+        # Queued statements that have a form taking each parameter as an array (one element per
+        # write, in order): several of them in one batch are one statement, not one each.
+        self.bulk: dict[str, str] = {}
 
     # -- plumbing
 
@@ -255,6 +258,8 @@ class PgConnection:
             for sql, rows in _grouped(batch, self.BARRIERS):
                 if len(rows) == 1:
                     await conn.execute(sql, *rows[0])
+                elif (many := self.bulk.get(sql)) is not None:
+                    await conn.execute(many, *[list(column) for column in zip(*rows, strict=True)])
                 else:
                     await conn.executemany(sql, rows)
         return [None] * len(batch)

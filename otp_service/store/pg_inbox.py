@@ -43,6 +43,16 @@ WITH added AS (
 )
 SELECT pg_notify($7, $8) FROM added
 """
+# _ADD for many messages in one statement (each parameter an array, one element a message).
+_ADD_MANY = """
+WITH added AS (
+  INSERT INTO captured (id, channel, recipient, type, body, created_at)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[])
+  ON CONFLICT (id) DO NOTHING RETURNING id
+)
+SELECT pg_notify(($7::text[])[1], p.payload)
+FROM added JOIN unnest($1::text[], $8::text[]) AS p(id, payload) USING (id)
+"""
 # Keep the newest max_messages ($1) holding at most max_bytes ($3), the newest always (the
 # running size only grows from the newest back, so what is kept is the newest few); one
 # statement drops the rest and announces them, 200 ids a notification (a notification each
@@ -113,6 +123,7 @@ class PgInbox:
         # every 20), so it costs a few rows per message, not fifty; the inbox may hold that
         # many more for a moment (and a twentieth of max_bytes more).
         self._trim_every = max(20, max_messages // 10)
+        store.bulk[_ADD] = _ADD_MANY
         store.on_connect.append(self._start)
 
     # -- listening
@@ -193,6 +204,7 @@ class PgInbox:
         # notification goes out when it commits. The bounds are applied every tenth of
         # max_messages added, and whenever a twentieth of max_bytes came in since the last time.
         self._adds += 1
+        number = self._adds  # this add's own number: others change _adds while it waits
         self._recent[message.id] = message
         while len(self._recent) > 256:
             self._recent.popitem(last=False)
@@ -204,7 +216,7 @@ class PgInbox:
         )  # fmt: skip
         self._unbounded_bytes += len(body)
         if (
-            self._adds % self._trim_every == 0
+            number % self._trim_every == 0
             or self.max_messages < 20
             or self._unbounded_bytes >= self.max_bytes // 20
         ):

@@ -94,6 +94,22 @@ UPDATE messages SET status = $2, provider = $3, last_error = $4, body = NULL, le
        attempts = attempts + CASE WHEN $7::text IS NULL THEN 0 ELSE 1 END
 WHERE id = $1
 """
+# _FINISH for many messages in one statement: each parameter an array, one element a message.
+_FINISH_MANY = """
+WITH f AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
+                       $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[])
+    AS f(id, status, provider, error, finished, at, tried, outcome, failure, provider_id)
+), a AS (
+  INSERT INTO attempts (message_id, at, provider, outcome, error, provider_id)
+  SELECT id, at, tried, outcome, failure, provider_id FROM f WHERE tried IS NOT NULL
+)
+UPDATE messages m SET status = f.status, provider = f.provider, last_error = f.error,
+       body = NULL, lease_until = NULL, lease_owner = NULL, finished_at = f.finished,
+       attempt_started_at = NULL, attempt_provider = NULL,
+       attempts = m.attempts + CASE WHEN f.tried IS NULL THEN 0 ELSE 1 END
+FROM f WHERE m.id = f.id
+"""
 _RETRY = (
     "UPDATE messages SET next_attempt_at = $2, last_error = $3, lease_until = NULL, "
     "lease_owner = NULL, attempt_started_at = NULL, attempt_provider = NULL "
@@ -136,6 +152,7 @@ class PostgresStore(PgConnection):
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
         self._accepts: WriteBatch[_AcceptArgs] = WriteBatch(self._accept_batch)
+        self.bulk[_FINISH] = _FINISH_MANY
         self._trimmed_at = 0.0
         self._trimming: asyncio.Task[None] | None = None
 
