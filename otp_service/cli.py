@@ -80,7 +80,7 @@ def _print_problems(error: ConfigError) -> None:
 
 
 def _inherited(fd: int | None) -> socket.socket | None:
-    """A listening socket the supervisor bound and handed down (``--metrics-fd``/``--smtp-fd``)."""
+    """A listening socket bound by the supervisor (``--metrics-fd``, ``--intake-fd``)."""
     return None if fd is None else socket.socket(fileno=fd)
 
 
@@ -89,11 +89,11 @@ async def _serve(
     access_log: bool,
     worker: bool = False,
     metrics_fd: int | None = None,
-    smtp_fd: int | None = None,
+    intake_fd: int | None = None,
 ) -> None:
     app = create_app(config)
     if (intake := app[SERVICES].intake) is not None:
-        intake.sock = _inherited(smtp_fd)
+        intake.sock = _inherited(intake_fd)
     grace = config.delivery.shutdown_grace_seconds
     runner = web.AppRunner(
         app,
@@ -176,14 +176,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(
             _serve(
                 config, args.access_log, worker=args.worker,
-                metrics_fd=args.metrics_fd, smtp_fd=args.smtp_fd,
+                metrics_fd=args.metrics_fd, intake_fd=args.intake_fd,
             )
         )  # fmt: skip
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             fix = (
                 "stop what holds the port or choose another (--port / server.port, "
-                "--metrics-port / server.metrics_port, capture.smtp.port)"
+                "--metrics-port / server.metrics_port, the SMTP intake's port)"
             )
         else:
             fix = "check the database is reachable" if config.store.url else _STORE_PATH_FIX
@@ -461,7 +461,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="processes sharing the port (needs store.url: PostgreSQL)")  # fmt: skip
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--metrics-fd", type=int, help=argparse.SUPPRESS)  # from the supervisor
-    serve.add_argument("--smtp-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--intake-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     def message_args(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ stop the supervisor with exit code 1 rather than restart forever.
 
 Listeners that must exist once per replica are the supervisor's: it binds the metrics port
 (``--metrics-port``) and the SMTP intake (``capture.smtp``) itself, before any worker starts,
-and hands each worker the listening socket (``--metrics-fd``, ``--smtp-fd``): one listener,
+and hands each worker the listening socket (``--metrics-fd``, ``--intake-fd``): one listener,
 whichever worker accepts a connection. A port already in use is reported as that, up front.
 Metrics: every worker writes to one folder (``PROMETHEUS_MULTIPROC_DIR``, made here and removed
 at exit), so a scrape answered by any worker shows the sum over all of them
@@ -204,9 +204,9 @@ def supervise(config: Config, workers: int, command: list[str], banner: str) -> 
             try:
                 listeners.append(_bind(smtp.host, smtp.port))
             except OSError as exc:
-                fix = "stop what holds it, or choose another capture.smtp.port"
+                fix = "stop what holds it, or choose another port for the SMTP intake"
                 return _cannot_bind("the SMTP intake", smtp.host, smtp.port, exc, fix)
-            options += ["--smtp-fd", str(listeners[-1].fileno())]
+            options += ["--intake-fd", str(listeners[-1].fileno())]
         folder = tempfile.mkdtemp(prefix="otp-service-metrics-")
         try:
             env = os.environ | {MULTIPROC_ENV: folder}
