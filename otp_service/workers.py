@@ -166,6 +166,15 @@ def _cannot_bind(what: str, host: str, port: int, exc: OSError, fix: str) -> int
     return 1
 
 
+def _metrics_folder() -> str | None:
+    """A new folder for the workers' metrics files: in the temporary folder, else in $HOME (a
+    read-only container whose only writable place is its volume)."""
+    for where in (None, os.environ.get("HOME")):
+        with contextlib.suppress(OSError):
+            return tempfile.mkdtemp(prefix="otp-service-metrics-", dir=where)
+    return None
+
+
 def supervise(config: Config, workers: int, command: list[str], banner: str) -> int:
     """``serve --workers N``: refused with SQLite or without a fixed port, else supervised."""
     if not config.store.url:
@@ -207,7 +216,15 @@ def supervise(config: Config, workers: int, command: list[str], banner: str) -> 
                 fix = "stop what holds it, or choose another port for the SMTP intake"
                 return _cannot_bind("the SMTP intake", smtp.host, smtp.port, exc, fix)
             options += ["--intake-fd", str(listeners[-1].fileno())]
-        folder = tempfile.mkdtemp(prefix="otp-service-metrics-")
+        folder = _metrics_folder()
+        if folder is None:
+            print(
+                "cannot start: no writable folder for the workers' metrics files (TMPDIR, "
+                "/tmp and $HOME are read-only)\n  fix: set TMPDIR to a writable folder "
+                "(in Docker with --read-only: a tmpfs, or the volume)",
+                file=sys.stderr,
+            )
+            return 1
         try:
             env = os.environ | {MULTIPROC_ENV: folder}
             print(f"{banner}\n    workers: {workers} (store: {config.store.shown})", flush=True)
