@@ -77,10 +77,22 @@ async def test_workers_metrics_sum_every_worker_on_both_ports_after_a_kill(
                     assert response.status in (200, 202), await response.text()
                     sent.append((await response.json())["id"])
 
+        async def delivered(count: int) -> None:
+            """Wait until the scrape counts ``count`` emails sent (each finished and stored:
+            a worker killed now cannot take a count with it or leave a message to resend)."""
+            for _ in range(200):
+                text = await scrape(http, f"http://127.0.0.1:{metrics_port}/metrics")
+                sent_ = samples(text, "otp_messages_total").get('{channel="email",status="sent"}')
+                if sent_ == count:
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"never counted {count} emails sent: {sent_}")
+
         await service.ready(http)
         await wait_for(lambda: len(service.workers()) == 2, 30, "two workers")
         assert listeners(metrics_port) == 1
         await burst(0, 20)
+        await delivered(20)
         victim = service.workers()[0]
         os.kill(victim, signal.SIGKILL)
         await wait_for(lambda: victim not in service.workers(), 10, "the worker to die")
@@ -90,15 +102,8 @@ async def test_workers_metrics_sum_every_worker_on_both_ports_after_a_kill(
         wanted = {message_id(i) for i in sent}
         await wait_for(lambda: wanted <= {r["message_id"] for r in sink.events()}, 30, "mail")
 
+        await delivered(len(sent))  # counted once each, whichever worker delivered them
         urls = [f"{service.url}/metrics", f"http://127.0.0.1:{metrics_port}/metrics"]
-        # Delivered messages are counted once each, whichever worker delivered them (mail can
-        # arrive a moment before its worker counts it).
-        for _ in range(100):
-            text = await scrape(http, urls[1])
-            counted = samples(text, "otp_messages_total").get('{channel="email",status="sent"}')
-            if counted == len(sent):
-                break
-            await asyncio.sleep(0.1)
         for url in urls:
             for _ in range(6):  # connections spread over the workers: several scrapes
                 async with aiohttp.ClientSession() as fresh:  # a new connection each time
