@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -71,10 +72,25 @@ class Supervised(ServiceProcess):
     async def ready(self, http: aiohttp.ClientSession, seconds: float = 90) -> dict[str, Any]:
         return await super().ready(http, seconds)  # N workers take longer to start than one
 
+    def metrics_folders(self) -> set[str]:
+        """The workers' metrics folder (the supervisor removes it, unless it is killed)."""
+        found = set()
+        for pid in self.workers():
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            found |= {e.split(b"=", 1)[1].decode() for e in environ
+                      if e.startswith(b"PROMETHEUS_MULTIPROC_DIR=")}  # fmt: skip
+        return found
+
     def kill(self) -> None:
         if self.process.poll() is None:
+            folders = self.metrics_folders()
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
         self.log.close()
 
 
