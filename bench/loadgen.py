@@ -153,6 +153,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # Everything else on the machine (other people's tests, the SMTP sink, the kernel's
         # share not charged to a process), in % of one CPU; and CPU time the hypervisor kept.
         "other_cpu_pct": max(0.0, 100 * other / elapsed),
+        "machine_cpu_pct": 100 * machine_busy / elapsed,  # the whole machine, of 100% per CPU
         "steal_pct": 100 * (machine1[2] - machine0[2]) / elapsed,
     }
 

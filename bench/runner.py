@@ -21,12 +21,13 @@ from typing import Any
 from bench.common import loadavg, version
 from bench.harness import Bench
 from bench.report import markdown
-from bench.scenarios import Scenario, capture, cpu, delay, limits, replicas, sms, smtp
+from bench.scenarios import Scenario, capture, cpu, delay, limits, replicas, sms, smtp, workers
 
 # The parts of the benchmark, in the order they run and are reported. A new scenario is a
 # module in bench/scenarios/ with a SCENARIO, listed here (see bench/README.md).
 SCENARIOS: list[Scenario] = [capture.SCENARIO, smtp.SCENARIO, sms.SCENARIO, limits.SCENARIO,
-                              replicas.SCENARIO, delay.SCENARIO, cpu.SCENARIO]  # fmt: skip
+                              replicas.SCENARIO, delay.SCENARIO, cpu.SCENARIO,
+                              workers.SCENARIO]  # fmt: skip
 
 
 def parse_args(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -77,8 +79,21 @@ def _print_problems(error: ConfigError) -> None:
         print(f"  - {problem.path}: {problem.problem}\n      fix: {problem.fix}", file=sys.stderr)
 
 
-async def _serve(config: Config, access_log: bool, worker: bool = False) -> None:
+def _inherited(fd: int | None) -> socket.socket | None:
+    """A listening socket bound by the supervisor (``--metrics-fd``, ``--intake-fd``)."""
+    return None if fd is None else socket.socket(fileno=fd)
+
+
+async def _serve(
+    config: Config,
+    access_log: bool,
+    worker: bool = False,
+    metrics_fd: int | None = None,
+    intake_fd: int | None = None,
+) -> None:
     app = create_app(config)
+    if (intake := app[SERVICES].intake) is not None:
+        intake.sock = _inherited(intake_fd)
     grace = config.delivery.shutdown_grace_seconds
     runner = web.AppRunner(
         app,
@@ -104,8 +119,11 @@ async def _serve(config: Config, access_log: bool, worker: bool = False) -> None
         scraper = web.AppRunner(create_metrics_app(app[SERVICES]), access_log=None)
         await scraper.setup()
         runners.insert(0, scraper)
-        metrics_host = config.server.metrics_host or config.server.host
-        await web.TCPSite(scraper, metrics_host, metrics_port).start()
+        if (shared := _inherited(metrics_fd)) is not None:  # the supervisor's one listener
+            await web.SockSite(scraper, shared).start()
+        else:
+            metrics_host = config.server.metrics_host or config.server.host
+            await web.TCPSite(scraper, metrics_host, metrics_port).start()
     for problem in warnings(config):
         logs.event(
             log, logging.WARNING, "config warning", path=problem.path, problem=problem.problem
@@ -156,16 +174,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return _supervise(config, args)
     try:
-        asyncio.run(_serve(config, args.access_log, worker=args.worker))
-    except (OSError, sqlite3.Error) as exc:
-        fix = "the database is reachable" if config.store.url else "store.path is writable"
+        asyncio.run(
+            _serve(
+                config, args.access_log, worker=args.worker,
+                metrics_fd=args.metrics_fd, intake_fd=args.intake_fd,
+            )
+        )  # fmt: skip
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            fix = (
+                "stop what holds the port or choose another (--port / server.port, "
+                "--metrics-port / server.metrics_port, the SMTP intake's port)"
+            )
+        else:
+            fix = "check the database is reachable" if config.store.url else _STORE_PATH_FIX
         print(
             f"cannot start: {exc}\n  (outbox: {config.store.shown}; listening: "
-            f"{server.host}:{server.port})\n  fix: check {fix} and the port is free",
+            f"{server.host}:{server.port})\n  fix: {fix}",
+            file=sys.stderr,
+        )
+        return 1
+    except sqlite3.Error as exc:
+        print(
+            f"cannot start: {exc}\n  (outbox: {config.store.shown})\n  fix: {_STORE_PATH_FIX}",
             file=sys.stderr,
         )
         return 1
     return 0
+
+
+_STORE_PATH_FIX = "check store.path is writable (and not held by another otp-service)"
 
 
 def _supervise(config: Config, args: argparse.Namespace) -> int:
@@ -423,6 +461,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_whole(1), default=1,
                        help="processes sharing the port (needs store.url: PostgreSQL)")  # fmt: skip
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--metrics-fd", type=int, help=argparse.SUPPRESS)  # from the supervisor
+    serve.add_argument("--intake-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     def message_args(p: argparse.ArgumentParser) -> None:

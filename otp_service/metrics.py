@@ -1,13 +1,25 @@
 """What operators measure, exposed in Prometheus' text format at ``GET /metrics``.
 
 One :class:`Metrics` per application, each with its own registry (no module-level collectors),
-so several apps or worker processes never share or double-register series. No label holds a
-recipient, a code or a token: labels are channels, usage types from a fixed list, HTTP
-statuses, provider names, outcomes and limit rules, all bounded.
+so several apps never share or double-register series. No label holds a recipient, a code or a
+token: labels are channels, usage types from a fixed list, HTTP statuses, provider names,
+outcomes and limit rules, all bounded.
+
+**Several workers, one view.** Under ``serve --workers N`` the supervisor gives every worker
+the same folder in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode): each
+process writes its values to memory-mapped files of its own there, and :meth:`Metrics.render`,
+in whichever worker answers the scrape, sums the files of every worker, live or dead. So a
+counter never goes back when a worker dies or is restarted (the dead worker's file still
+counts; the supervisor calls ``mark_process_dead``, which drops only its *live* gauges). Each
+gauge says how it combines: the outbox backlog is read from the shared store and the most
+recent reading wins (``livemostrecent``: once, not once per worker); ``otp_outbox_in_flight``
+sums the live workers; a provider's up/down is its most recent attempt in any worker. With one
+process (no folder) it is a plain registry, as before.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -22,6 +34,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import __version__
 
@@ -57,6 +70,9 @@ USAGE_TYPES = frozenset(
 )
 SUCCESS = frozenset({"sent", "captured"})
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Set by the supervisor of ``serve --workers N`` for its workers (read by prometheus-client when
+# it is imported): the folder of every worker's metric files.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # An attempt takes from well under a millisecond (capture) to the 30 s attempt timeout.
 _ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # From the provider's accept to the handset's receipt: seconds for most, minutes for a few.
@@ -117,17 +133,20 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        # Read from the store, which every worker shares: the latest reading of any worker.
         self.pending = Gauge(
-            "otp_outbox_pending", "Accepted messages not yet in a final state.", registry=r
-        )
+            "otp_outbox_pending", "Accepted messages not yet in a final state.",
+            registry=r, multiprocess_mode="livemostrecent",
+        )  # fmt: skip
         self.oldest_pending = Gauge(
             "otp_outbox_oldest_pending_seconds",
             "Age of the oldest message not yet in a final state (0 when none).",
-            registry=r,
-        )
+            registry=r, multiprocess_mode="livemostrecent",
+        )  # fmt: skip
         self.in_flight = Gauge(
-            "otp_outbox_in_flight", "Messages this process is delivering right now.", registry=r
-        )
+            "otp_outbox_in_flight", "Messages being delivered right now (all workers).",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
         self.limit_refusals = Counter(
             "otp_limit_refusals",
             "Requests refused by an abuse limit, by rule (per_recipient, per_ip, per_sms_prefix).",
@@ -147,6 +166,7 @@ class Metrics:
             "1 when the provider's last delivery attempt succeeded, 0 when it failed.",
             ["provider"],
             registry=r,
+            multiprocess_mode="livemostrecent",
         )
         self.receipts = Counter(
             "otp_sms_receipts",
@@ -176,21 +196,30 @@ class Metrics:
             ["provider", "outcome"],
             registry=r,
         )
-        Info("otp_build", "The running otp-service.", registry=r).info(
-            {"version": __version__, "python": platform.python_version()}
-        )
+        # Per process and the same in each (not kept in the multiprocess files): rendered from
+        # this registry of its own besides the files.
+        self.own = CollectorRegistry()
+        build = Info("otp_build", "The running otp-service.", registry=self.own)
+        build.info({"version": __version__, "python": platform.python_version()})
+        if r is not self.own:
+            r.register(build)
+        self._refresh: list[tuple[Gauge, Callable[[], float]]] = []
         for channel in ("email", "sms"):  # the final-state series exist from the start
             for status in ("sent", "captured", "failed", "expired"):
                 self.messages.labels(channel, status)
         self.providers: dict[str, ProviderState] = {}
 
     def logto_templates(self, read: Callable[[], float]) -> None:
-        """Export whether Logto's email templates are usable (``read()``: 1 or 0)."""
-        Gauge(
+        """Export whether Logto's email templates are usable (``read()``: 1 or 0), read again
+        at every scrape (a value, not a function: a function is not kept in the worker files)."""
+        gauge = Gauge(
             "otp_logto_templates_up",
             "1 when the email templates kept in Logto were read and compiled.",
             registry=self.registry,
-        ).set_function(read)
+            multiprocess_mode="livemostrecent",
+        )
+        gauge.set(read())
+        self._refresh.append((gauge, read))
 
     def request(self, channel: str, usage_type: str | None, status: int) -> None:
         self.requests.labels(channel, usage_label(usage_type), str(status)).inc()
@@ -240,5 +269,13 @@ class Metrics:
         self.in_flight.set(in_flight)
 
     def render(self) -> bytes:
-        """The text exposition of every collector."""
-        return generate_latest(self.registry)
+        """The text exposition of every collector: of this process, or, under ``--workers``,
+        summed over every worker of this replica (see the module)."""
+        for gauge, read in self._refresh:
+            gauge.set(read())
+        folder = os.environ.get(MULTIPROC_ENV)
+        if not folder:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, folder)  # type: ignore[no-untyped-call]
+        return generate_latest(merged) + generate_latest(self.own)

@@ -229,9 +229,12 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
     sms = {name: FACTORIES[name](config, inbox) for name in sorted(config.sms.provider_names)}
     library = library or build_library(config)
     composer = Composer(library, config.sms)
+    # Provider rates hold across every process sharing the store (PostgreSQL); with SQLite there
+    # is one process and they are paced in its memory.
     dispatcher = Dispatcher(
-        email, sms, config.sms, dict(config.limits.provider_rate), config.delivery.timeout_seconds
-    )
+        email, sms, config.sms, dict(config.limits.provider_rate), config.delivery.timeout_seconds,
+        shared=counters if config.store.url else None,
+    )  # fmt: skip
     metrics = Metrics()
     # Both decided here: in capture mode for tests they are off unless the config says on.
     delivery = replace(config.delivery, dedupe=config.dedupe_on)

@@ -48,7 +48,7 @@ def test_bench_options_select_the_parts() -> None:
     """Without --only every default scenario runs in order (the ten-minute limits flood and the
     stores-and-workers comparison only when asked for); --only and --skip-* narrow it down."""
     names = [scenario.name for scenario in runner.SCENARIOS]
-    assert names == ["capture", "email", "sms", "limits", "replicas", "delay", "cpu"]
+    assert names == ["capture", "email", "sms", "limits", "replicas", "delay", "cpu", "workers"]
     assert runner.selected(runner.parse_args([])) == ["capture", "email", "sms"]
     assert runner.selected(runner.parse_args(["--only", "limits"])) == ["limits"]
     assert runner.selected(runner.parse_args(["--only", "replicas"])) == ["replicas"]

@@ -149,3 +149,32 @@ def test_batched_writes_group_per_statement_and_never_cross_a_lease_renewal() ->
     assert _grouped(batch) == [
         ("add", [(1,), (3,), (6,)]), ("finish", [(2,), (5,), (7,)]), ("renew", [(4,)])
     ]  # fmt: skip
+
+
+async def test_postgres_finishes_and_captures_written_together_in_one_statement_each(
+    replicas: list[PostgresStore],
+) -> None:
+    """Thirty messages finished at once (some with an attempt, some without) and captured at
+    once are written as one statement per kind (the batch's array form): each message gets
+    its own status, attempts and captured row, as when written one by one."""
+    from otp_service.store.pg_inbox import PgInbox
+
+    store = replicas[0]
+    inbox = PgInbox(store, max_messages=1000)
+    messages = [make_message(to=f"user{n}@example.com") for n in range(30)]
+    for message in messages:
+        await accept(store, message)
+    now = time.time()
+    await asyncio.gather(
+        *(store.finish(m.id, "captured", "capture", None,
+                       Attempt(now, "capture", "captured", None, f"p{n}") if n % 2 else None)
+          for n, m in enumerate(messages)),
+        *(inbox.add(m) for m in messages),
+    )  # fmt: skip
+    for n, message in enumerate(messages):
+        status = await store.status(message.id)
+        assert status is not None and status.status == "captured"
+        assert [a.provider_id for a in status.attempts] == ([f"p{n}"] if n % 2 else [])
+        captured = await inbox.get(message.id)
+        assert captured is not None and captured.to == message.to
+    await inbox.close()

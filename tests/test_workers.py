@@ -21,32 +21,10 @@ from .support import ROOT
 from .support.fakes import started
 from .support.fakes.aliyun import FakeAliyun
 from .support.pg_cluster import PgCluster
-from .support.processes import HTTP_TIMEOUT, Processes, ServiceProcess, message_id, wait_for
-from .support.replicas import email, replica_config
+from .support.processes import HTTP_TIMEOUT, Processes, message_id, wait_for
+from .support.replicas import Supervised, email, replica_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
-
-class Supervised(ServiceProcess):
-    """``otp-service serve --workers N`` in its own process group (killed whole at the end)."""
-
-    def __init__(self, config: Path, workers: int, log: Path) -> None:
-        super().__init__(config, log, "--workers", str(workers), new_session=True)
-
-    def workers(self) -> list[int]:
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
-        ).stdout
-        return [int(pid) for pid in out.split()]
-
-    async def ready(self, http: aiohttp.ClientSession, seconds: float = 90) -> dict[str, Any]:
-        return await super().ready(http, seconds)  # N workers take longer to start than one
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        self.log.close()
 
 
 @pytest.fixture

@@ -36,8 +36,8 @@ def refusals(config: Config) -> list[ConfigProblem]:
                 "(server.allow_unauthenticated: true) if a proxy guards it",
             )
         )
-    store = config.store.path
-    if store != ":memory:" and not _writable_folder(store):
+    store = config.store.path  # only when it is the store: store.url selects PostgreSQL
+    if not config.store.url and store != ":memory:" and not _writable_folder(store):
         problems.append(
             ConfigProblem(
                 "store.path",

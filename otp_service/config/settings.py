@@ -350,7 +350,7 @@ class LimitsConfig:
         default=6, minimum=1, maximum=15,
     )  # fmt: skip
     provider_rate: tuple[tuple[str, float], ...] = setting(
-        "sends per second, per provider",
+        "sends per second, per provider, for the whole service (every worker and replica)",
         default=(), read=_rates,
         schema={"type": "object", "additionalProperties": False, "properties": {
             name: {"type": "number", "minimum": 0.1} for name in names()}},

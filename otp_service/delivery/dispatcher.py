@@ -4,7 +4,8 @@ Email has one provider. SMS follows the first matching ``sms.routes`` rule: a tr
 (including a provider's rate limit) moves the message to the next provider; a permanent failure,
 or an unknown outcome that could turn a resend into a duplicate text, stops at once. Retrying a
 round later, with backoff, is the outbox's job. ``limits.provider_rate`` paces each provider to
-its throughput.
+its throughput (:mod:`.pacing`: in this process with SQLite, across every worker and replica
+sharing a PostgreSQL store).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ..errors import (
 )
 from ..message.compose import Message
 from ..providers.base import Provider, SendResult
+from ..store import CounterStore
+from .pacing import Pacer, pacer
 
 StartHook = Callable[[str], Awaitable[None]]
 # on_attempt(provider, outcome, seconds, error): awaited after every attempt at a provider.
@@ -36,21 +39,6 @@ def outcome_of(error: ProviderError) -> str:
     return "transient" if error.transient else "permanent"
 
 
-class Pacer:
-    """Spaces sends to at most ``rate`` per second (a provider's throughput limit)."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
-        self.next_at = 0.0
-
-    async def wait(self) -> None:
-        now = time.monotonic()
-        slot = max(now, self.next_at)
-        self.next_at = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-
 class Dispatcher:
     """Chooses the providers of a message and walks them until one delivers."""
 
@@ -61,12 +49,16 @@ class Dispatcher:
         sms_config: SmsConfig,
         provider_rate: Mapping[str, float] | None = None,
         timeout: float = 30.0,
+        shared: CounterStore | None = None,
     ) -> None:
         self.timeout = timeout
         self.email = email
         self.sms = dict(sms)
         self.sms_config = sms_config
-        self.pacers = {name: Pacer(rate) for name, rate in (provider_rate or {}).items()}
+        self.shared = shared  # the counters every process shares, or None (one process)
+        self.pacers: dict[str, Pacer] = {
+            name: pacer(name, rate, shared) for name, rate in (provider_rate or {}).items()
+        }
 
     def plan(self, message: Message) -> list[Provider]:
         """The providers to try, in failover order."""

@@ -46,7 +46,8 @@ from ..store.receipts import (
     Receipt,
     ReceiptTarget,
 )
-from .dispatcher import Dispatcher, Pacer, outcome_of
+from .dispatcher import Dispatcher, outcome_of
+from .pacing import pacer
 
 log = logging.getLogger("otp_service.receipts")
 CAPTURE = "capture"
@@ -88,7 +89,8 @@ class ReceiptDesk:
         self._polled_at = 0.0
         self._poll: asyncio.Task[None] | None = None
         self._cursor: dict[str, float] = {}
-        self._pacer = Pacer(sms.receipt_query_rate)
+        # A per-account limit: counted across every process sharing the store, as provider rates.
+        self._pacer = pacer("receipt_queries", sms.receipt_query_rate, dispatcher.shared)
 
     @property
     def keeps_bodies(self) -> bool:

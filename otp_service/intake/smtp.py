@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email import policy
@@ -313,6 +314,9 @@ class SmtpIntake:
         self.handler = _Handler(inbox)
         self.budget = _Budget(config)
         self._server: asyncio.Server | None = None
+        # A listening socket to serve instead of binding (``serve --workers``: the supervisor's
+        # one listener, shared by every worker).
+        self.sock: socket.socket | None = None
 
     def _protocol(self) -> asyncio.Protocol:
         if self.budget.connections >= self.config.max_connections:
@@ -322,7 +326,12 @@ class SmtpIntake:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, self.config.host, self.config.port)
+        if self.sock is not None:
+            self._server = await loop.create_server(self._protocol, sock=self.sock)
+        else:
+            self._server = await loop.create_server(
+                self._protocol, self.config.host, self.config.port
+            )
         log.info("SMTP intake listening on %s:%d", self.config.host, self.port)
 
     @property

@@ -224,6 +224,45 @@ BEGIN
     VALUES (p_id, p_channel, p_to, p_type, 'queued', p_body, p_dedupe, p_now, p_expires, p_now,
             p_lease, p_owner);
   RETURN QUERY SELECT p_id, true, 'queued'::text, NULL::text;
+""",
+    ),
+    (
+        7,
+        "captured messages unlogged; a batch of accepts without keys inserted in one statement",
+        """
+-- The capture inbox holds what tests and laptops read back, never what must be delivered:
+-- losing it in a PostgreSQL crash (an unlogged table is emptied then) is harmless, and its
+-- bodies no longer go through the WAL. The outbox (messages, attempts, idempotency) and the
+-- limit counters stay logged.
+ALTER TABLE captured SET UNLOGGED;
+
+-- accept_messages, unchanged in meaning: a batch in which no message has an idempotency key
+-- or a dedupe key (nothing to look up) is one INSERT of every row instead of one function
+-- call per message; any other batch goes message by message as before.
+CREATE OR REPLACE FUNCTION accept_messages(
+  p_id text[], p_channel text[], p_to text[], p_type text[], p_body text[], p_dedupe text[],
+  p_now double precision[], p_expires double precision[], p_lease double precision[],
+  p_owner text, p_key text[]
+) RETURNS TABLE (r_ord integer, r_id text, r_created boolean, r_status text, r_provider text)
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM unnest(p_key, p_dedupe) AS k(key, dedupe)
+             WHERE k.key IS NOT NULL OR k.dedupe IS NOT NULL) THEN
+    FOR i IN 1 .. coalesce(array_length(p_id, 1), 0) LOOP
+      RETURN QUERY SELECT i, a.r_id, a.r_created, a.r_status, a.r_provider
+        FROM accept_message(p_id[i], p_channel[i], p_to[i], p_type[i], p_body[i], p_dedupe[i],
+                            p_now[i], p_expires[i], p_lease[i], p_owner, p_key[i]) a;
+    END LOOP;
+    RETURN;
+  END IF;
+  INSERT INTO messages (id, channel, recipient, type, status, body, created_at, expires_at,
+                        next_attempt_at, lease_until, lease_owner)
+    SELECT m.id, m.channel, m.recipient, m.type, 'queued', m.body, m.now, m.expires, m.now,
+           m.lease, p_owner
+    FROM unnest(p_id, p_channel, p_to, p_type, p_body, p_now, p_expires, p_lease)
+      AS m(id, channel, recipient, type, body, now, expires, lease);
+  RETURN QUERY SELECT m.ord::integer, m.id, true, 'queued'::text, NULL::text
+    FROM unnest(p_id) WITH ORDINALITY AS m(id, ord);
 END
 $$;
 """,

@@ -103,6 +103,9 @@ class PgConnection:
         self._lost = False  # the last query failed for want of a connection
         self.dedupe_secret = b""
         self.on_connect: list[Callable[[asyncpg.Pool], Awaitable[None]]] = []
+        # Queued statements that have a form taking each parameter as an array (one element per
+        # write, in order): several of them in one batch are one statement, not one each.
+        self.bulk: dict[str, str] = {}
 
     # -- plumbing
 
@@ -251,13 +254,25 @@ class PgConnection:
         await self._writes.put((sql, args))
 
     async def _commit(self, batch: list[Write]) -> list[None]:
-        async with self.connection() as conn, conn.transaction():
-            for sql, rows in _grouped(batch, self.BARRIERS):
-                if len(rows) == 1:
-                    await conn.execute(sql, *rows[0])
-                else:
-                    await conn.executemany(sql, rows)
+        groups = _grouped(batch, self.BARRIERS)
+        async with self.connection() as conn:
+            if len(groups) == 1 and (len(groups[0][1]) == 1 or groups[0][0] in self.bulk):
+                await self._run(conn, *groups[0])  # one statement: atomic, no BEGIN/COMMIT
+            else:
+                async with conn.transaction():
+                    for sql, rows in groups:
+                        await self._run(conn, sql, rows)
         return [None] * len(batch)
+
+    async def _run(self, conn: asyncpg.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """One group of a batch: one statement (a single write, or the array form of many
+        writes: :attr:`bulk`), else pipelined."""
+        if len(rows) == 1:
+            await conn.execute(sql, *rows[0])
+        elif (many := self.bulk.get(sql)) is not None:
+            await conn.execute(many, *[list(column) for column in zip(*rows, strict=True)])
+        else:
+            await conn.executemany(sql, rows)
 
     async def drop_schema(self) -> None:
         """Remove every table of this store (tests; an operator uninstalling)."""

@@ -2,7 +2,10 @@
 
 Captured messages are rows of ``captured`` beside the outbox, bounded like the memory inbox:
 at most ``max_messages`` and ``max_bytes`` (of stored JSON), the oldest dropped first, the newest
-always kept. The inbox trims itself as it adds (no other port's purge touches it).
+always kept. The inbox trims itself as it adds (no other port's purge touches it), every tenth
+of ``max_messages`` added or twentieth of ``max_bytes``, so between two trims it may hold that
+much more. The table is unlogged (migration 7): a PostgreSQL crash empties it, which a test
+inbox can afford, and its bodies cost no WAL.
 Every change is announced with ``NOTIFY`` in the transaction that makes it; each
 replica listens on a connection of its own and wakes its waiters (``latest?wait=``) and its live
 readers from there, so a message captured on one replica wakes a waiter on another without
@@ -40,19 +43,32 @@ WITH added AS (
 )
 SELECT pg_notify($7, $8) FROM added
 """
-# Keep the newest max_messages ($1) holding at most max_bytes ($3), the newest always; one
-# statement drops the rest and announces each. (octet_length of a compressed body is read from
-# its header, not by decompressing it.)
-_TRIM = """
-WITH ranked AS (
-  SELECT seq, row_number() OVER newest AS n, sum(octet_length(body)) OVER newest AS total
-  FROM captured WINDOW newest AS (ORDER BY seq DESC)
-), dropped AS (
-  DELETE FROM captured c USING ranked r
-  WHERE c.seq = r.seq AND r.n > 1 AND (r.n > $1 OR r.total > $3)
-  RETURNING c.id
+# _ADD for many messages in one statement (each parameter an array, one element a message).
+_ADD_MANY = """
+WITH added AS (
+  INSERT INTO captured (id, channel, recipient, type, body, created_at)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[])
+  ON CONFLICT (id) DO NOTHING RETURNING id
 )
-SELECT pg_notify($2, json_build_object('kind', 'deleted', 'id', id)::text) FROM dropped
+SELECT pg_notify(($7::text[])[1], p.payload)
+FROM added JOIN unnest($1::text[], $8::text[]) AS p(id, payload) USING (id)
+"""
+# Keep the newest max_messages ($1) holding at most max_bytes ($3), the newest always (the
+# running size only grows from the newest back, so what is kept is the newest few); one
+# statement drops the rest and announces them, 200 ids a notification (a notification each
+# cost every listening worker a wake-up per message). (octet_length of a compressed body is
+# read from its header, not by decompressing it.)
+_TRIM = """
+WITH kept AS (  -- the newest max_messages with their running size: read by the index, no more
+  SELECT seq, sum(octet_length(body)) OVER (ORDER BY seq DESC) AS total
+  FROM captured ORDER BY seq DESC LIMIT $1
+), edge AS (
+  SELECT coalesce(min(seq) FILTER (WHERE total <= $3), max(seq)) AS seq FROM kept
+), dropped AS (
+  DELETE FROM captured WHERE seq < (SELECT seq FROM edge) RETURNING id
+)
+SELECT pg_notify($2, json_build_object('kind', 'deleted', 'ids', json_agg(id))::text)
+FROM (SELECT id, (row_number() OVER ()) / 200 AS part FROM dropped) d GROUP BY part
 """
 
 
@@ -104,6 +120,11 @@ class PgInbox:
         self._publishing: set[asyncio.Task[None]] = set()
         self._recent: OrderedDict[str, Message] = OrderedDict()  # added here, for live readers
         self._adds = 0
+        # The trim reads every kept row: run it every tenth of max_messages added (at least
+        # every 20), so it costs a few rows per message, not fifty; the inbox may hold that
+        # many more for a moment (and a twentieth of max_bytes more).
+        self._trim_every = max(20, max_messages // 10)
+        store.bulk[_ADD] = _ADD_MANY
         store.on_connect.append(self._start)
 
     # -- listening
@@ -140,6 +161,13 @@ class PgInbox:
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         event = json.loads(payload)
+        if "ids" not in event:
+            self._heard_event(event)
+        elif self._readers:  # the trim: many deleted at once, one event each for the readers
+            for each in event["ids"]:
+                self._heard_event({"kind": event["kind"], "id": each})
+
+    def _heard_event(self, event: dict[str, Any]) -> None:
         if event["kind"] == "added":
             self._wake_all()
         if self._readers:
@@ -174,9 +202,10 @@ class PgInbox:
 
     async def add(self, message: Message) -> None:
         # Written with the outbox's bookkeeping batch (one transaction for a burst); the
-        # notification goes out when it commits. The bounds are applied every few adds, and
-        # whenever a twentieth of max_bytes came in since the last time.
+        # notification goes out when it commits. The bounds are applied every tenth of
+        # max_messages added, and whenever a twentieth of max_bytes came in since the last time.
         self._adds += 1
+        number = self._adds  # this add's own number: others change _adds while it waits
         self._recent[message.id] = message
         while len(self._recent) > 256:
             self._recent.popitem(last=False)
@@ -188,7 +217,7 @@ class PgInbox:
         )  # fmt: skip
         self._unbounded_bytes += len(body)
         if (
-            self._adds % 20 == 0
+            number % self._trim_every == 0
             or self.max_messages < 20
             or self._unbounded_bytes >= self.max_bytes // 20
         ):

@@ -96,6 +96,22 @@ UPDATE messages SET status = $2, provider = $3, last_error = $4,
        attempts = attempts + CASE WHEN $7::text IS NULL THEN 0 ELSE 1 END
 WHERE id = $1
 """
+# _FINISH for many messages in one statement: each parameter an array, one element a message.
+_FINISH_MANY = """
+WITH f AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
+                       $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[])
+    AS f(id, status, provider, error, finished, at, tried, outcome, failure, provider_id)
+), a AS (
+  INSERT INTO attempts (message_id, at, provider, outcome, error, provider_id)
+  SELECT id, at, tried, outcome, failure, provider_id FROM f WHERE tried IS NOT NULL
+)
+UPDATE messages m SET status = f.status, provider = f.provider, last_error = f.error,
+       body = NULL, lease_until = NULL, lease_owner = NULL, finished_at = f.finished,
+       attempt_started_at = NULL, attempt_provider = NULL,
+       attempts = m.attempts + CASE WHEN f.tried IS NULL THEN 0 ELSE 1 END
+FROM f WHERE m.id = f.id
+"""
 _RETRY = (
     "UPDATE messages SET next_attempt_at = $2, last_error = $3, lease_until = NULL, "
     "lease_owner = NULL, attempt_started_at = NULL, attempt_provider = NULL "
@@ -112,13 +128,18 @@ _ACCEPT_MANY = (
 )
 # id, channel, to, type, body, dedupe key, created, expires, lease until, idempotency key
 _AcceptArgs = tuple[str, str, str, str, str, str | None, float, float, float, str | None]
-# GCRA in one statement (the rule of otp_service.store.counters.gcra): allowed when
-# max(tat, now) + interval - now <= window; a refused event is not counted.
+# GCRA in one statement and one round trip (the rule of otp_service.store.counters.gcra):
+# allowed when max(tat, now) + interval - now <= window; a refused event is not counted. The
+# first column is the new TAT when allowed (else NULL), the second the TAT before (to compute
+# when a refused event would be allowed).
 _HIT = """
-INSERT INTO limit_counters AS c (key, tat) VALUES ($1, $2::float8 + $3::float8)
-ON CONFLICT (key) DO UPDATE SET tat = GREATEST(c.tat, $2) + $3
-WHERE GREATEST(c.tat, $2) + $3 - $2 <= $4::float8 + 1e-9
-RETURNING tat
+WITH before AS (SELECT tat FROM limit_counters WHERE key = $1), counted AS (
+  INSERT INTO limit_counters AS c (key, tat) VALUES ($1, $2::float8 + $3::float8)
+  ON CONFLICT (key) DO UPDATE SET tat = GREATEST(c.tat, $2) + $3
+  WHERE GREATEST(c.tat, $2) + $3 - $2 <= $4::float8 + 1e-9
+  RETURNING tat
+)
+SELECT (SELECT tat FROM counted), (SELECT tat FROM before)
 """
 _TRIM_COUNTERS = "DELETE FROM limit_counters WHERE tat < $1"
 # Idempotency-Keys held before their request counts its limits (see OutboxStore.hold_key).
@@ -150,6 +171,7 @@ class PostgresStore(PgReceipts):
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
         self._accepts: WriteBatch[_AcceptArgs] = WriteBatch(self._accept_batch)
+        self.bulk[_FINISH] = _FINISH_MANY
         self._trimmed_at = 0.0
         self._trimming: asyncio.Task[None] | None = None
 
@@ -338,10 +360,10 @@ class PostgresStore(PgReceipts):
                 self._trimming = asyncio.get_running_loop().create_task(self._trim_counters(clock))
         interval = window / limit
         stored = self._counter_key(key)
-        if await self.query("fetchval", _HIT, stored, now, interval, window) is not None:
+        counted, before = await self.query("fetchrow", _HIT, stored, now, interval, window)
+        if counted is not None:
             return None
-        tat = await self.query("fetchval", "SELECT tat FROM limit_counters WHERE key = $1", stored)
-        return max(float(tat or now), now) + interval - window - now
+        return max(max(float(before or now), now) + interval - window - now, 0.0)
 
     async def reset_counters(self, keys: Sequence[str] | None) -> None:
         """Forget the counts of ``keys`` (of every key when None)."""

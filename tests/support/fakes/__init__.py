@@ -22,6 +22,7 @@ import collections
 import contextlib
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -41,6 +42,7 @@ class Recorded:
     form: dict[str, str]  # the decoded form body (empty for other bodies)
     headers: dict[str, str]  # names as sent; a repeated header keeps its last value
     body: bytes
+    at: float = field(default_factory=time.time)  # when it arrived (unix time)
 
     def header(self, name: str) -> str | None:
         """A header value, whatever the case of its name."""
