@@ -28,6 +28,12 @@ from .support import ROOT
 SECRET = "Sup3rS3cretPw"
 
 
+def test_migrations_are_numbered_one_to_latest_in_order() -> None:
+    """Migrations run in order and each once: numbered 1..LATEST without a gap (a gap would let
+    a database reach a later version and never get the missing one)."""
+    assert [version for version, _, _ in MIGRATIONS] == list(range(1, LATEST + 1))
+
+
 def test_store_url_selects_postgresql_with_defaults() -> None:
     """store.url picks PostgreSQL with the default schema and pool size; no url: SQLite."""
     store = parse_config({"store": {"url": "postgresql://otp:pw@db:5432/logto"}}).store

@@ -165,7 +165,7 @@ CREATE INDEX limit_counters_tat ON limit_counters (tat);
 """,
     ),
     (
-        5,
+        4,
         "delivery receipts per attempt, found by the provider's message id; one resend",
         """
 ALTER TABLE attempts ADD COLUMN receipt text;
@@ -180,7 +180,7 @@ CREATE INDEX attempts_awaiting ON attempts (at)
 """,
     ),
     (
-        6,
+        5,
         "an Idempotency-Key is held before limits are counted: accept keeps the holder's key",
         """
 -- A request holds its Idempotency-Key (a row in idempotency, committed at once) before its
@@ -224,10 +224,12 @@ BEGIN
     VALUES (p_id, p_channel, p_to, p_type, 'queued', p_body, p_dedupe, p_now, p_expires, p_now,
             p_lease, p_owner);
   RETURN QUERY SELECT p_id, true, 'queued'::text, NULL::text;
+END
+$$;
 """,
     ),
     (
-        7,
+        6,
         "captured messages unlogged; a batch of accepts without keys inserted in one statement",
         """
 -- The capture inbox holds what tests and laptops read back, never what must be delivered:

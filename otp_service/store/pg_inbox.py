@@ -4,7 +4,7 @@ Captured messages are rows of ``captured`` beside the outbox, bounded like the m
 at most ``max_messages`` and ``max_bytes`` (of stored JSON), the oldest dropped first, the newest
 always kept. The inbox trims itself as it adds (no other port's purge touches it), every tenth
 of ``max_messages`` added or twentieth of ``max_bytes``, so between two trims it may hold that
-much more. The table is unlogged (migration 7): a PostgreSQL crash empties it, which a test
+much more. The table is unlogged (migration 6): a PostgreSQL crash empties it, which a test
 inbox can afford, and its bodies cost no WAL.
 Every change is announced with ``NOTIFY`` in the transaction that makes it; each
 replica listens on a connection of its own and wakes its waiters (``latest?wait=``) and its live

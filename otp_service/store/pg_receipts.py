@@ -1,5 +1,5 @@
 """The PostgreSQL store's delivery receipts (the rule is :mod:`.receipts`'; the columns come
-with migration 5): the same statements as SQLite's, each one round trip, the state moved up in
+with migration 4): the same statements as SQLite's, each one round trip, the state moved up in
 one conditional ``UPDATE`` so replicas taking receipts of one message at once agree."""
 
 from __future__ import annotations

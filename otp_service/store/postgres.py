@@ -100,14 +100,15 @@ WHERE id = $1
 _FINISH_MANY = """
 WITH f AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
-                       $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[])
-    AS f(id, status, provider, error, finished, at, tried, outcome, failure, provider_id)
+                       $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[],
+                       $11::boolean[])
+    AS f(id, status, provider, error, finished, at, tried, outcome, failure, provider_id, keep)
 ), a AS (
   INSERT INTO attempts (message_id, at, provider, outcome, error, provider_id)
   SELECT id, at, tried, outcome, failure, provider_id FROM f WHERE tried IS NOT NULL
 )
 UPDATE messages m SET status = f.status, provider = f.provider, last_error = f.error,
-       body = NULL, lease_until = NULL, lease_owner = NULL, finished_at = f.finished,
+       body = CASE WHEN f.keep THEN m.body END, lease_until = NULL, lease_owner = NULL, finished_at = f.finished,
        attempt_started_at = NULL, attempt_provider = NULL,
        attempts = m.attempts + CASE WHEN f.tried IS NULL THEN 0 ELSE 1 END
 FROM f WHERE m.id = f.id
