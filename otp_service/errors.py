@@ -28,7 +28,8 @@ into its answer in one table (:mod:`otp_service.http.answers`). Pure helpers (``
     │   └── SchemaTooNewError       the database was migrated by a newer otp-service
     └── ProviderError               a provider did not deliver
         ├── PermanentProviderError  refused for good, retrying cannot help (502)
-        │   └── OutcomeUnknownError  sent, no answer: answered as unknown, never retried (502)
+        │   ├── OutcomeUnknownError  sent, no answer: answered as unknown, never retried (502)
+        │   └── AccountRefusedError  refused by this provider's account: the next one is tried
         └── TransientProviderError  may work later (503); ``retry_after`` when known
             └── RateLimitedError    the provider's own rate limit (429)
 """
@@ -271,10 +272,12 @@ class ProviderError(OtpServiceError):
     ``detail`` is the provider's own explanation for the operator (already free of secrets;
     stored with the attempt and logged); ``reason`` is the short plain version a caller gets in
     the error body, which Logto shows on its sign-in page: no raw reply, host or address.
-    ``transient`` says whether a later attempt could succeed.
+    ``transient`` says whether a later attempt could succeed; ``failover`` whether the route's
+    next provider may still deliver it now (nothing went out).
     """
 
     transient = False
+    failover = False
 
     def __init__(
         self,
@@ -314,6 +317,7 @@ class TransientProviderError(ProviderError):
     code = "provider_unavailable"
     status = 503
     transient = True
+    failover = True
 
 
 class OutcomeUnknownError(PermanentProviderError):
@@ -321,6 +325,16 @@ class OutcomeUnknownError(PermanentProviderError):
     timeout): the message may have gone out, so it is neither retried nor failed over."""
 
     code = "provider_outcome_unknown"
+
+
+class AccountRefusedError(PermanentProviderError):
+    """This provider's account refuses the message for a reason of its own (a destination
+    region not enabled, a trial account's unverified number, no credit left): retrying it will
+    not help, but another provider's account may deliver it, so the route's next provider is
+    tried. Only for refusals the provider documents as being about the account, never about
+    the number or the text (those would fail everywhere)."""
+
+    failover = True
 
 
 class EarlierFailure(OtpServiceError):

@@ -19,6 +19,7 @@ import pytest
 from otp_service.config import TemplatesConfig, parse_config
 from otp_service.config.sms import Endpoint
 from otp_service.errors import (
+    AccountRefusedError,
     OutcomeUnknownError,
     PermanentProviderError,
     ProviderError,
@@ -186,15 +187,25 @@ async def test_vonage_status_1_is_rate_limited(
 
 
 @pytest.mark.parametrize(
-    ("status", "text"), [("2", "Missing to param"), ("9", "Quota Exceeded - rejected")]
+    ("status", "text", "kind"),
+    [
+        ("2", "Missing to param", PermanentProviderError),
+        ("9", "Quota Exceeded - rejected", AccountRefusedError),
+    ],
 )
 async def test_vonage_refusal_is_permanent_with_vonage_text(
-    make_vonage: MakeVonage, fake_vonage: FakeVonage, status: str, text: str
+    make_vonage: MakeVonage,
+    fake_vonage: FakeVonage,
+    status: str,
+    text: str,
+    kind: type[PermanentProviderError],
 ) -> None:
-    """Statuses 2 and 9 are permanent 502s that keep Vonage's status and error text."""
+    """Statuses 2 and 9 are permanent 502s that keep Vonage's status and error text; 9 (no
+    credit) is this account's refusal, which lets the next provider try."""
     fake_vonage.reply_next(vonage_status(status, text))
     error = await send_error(make_vonage(), compose("+33612345678"))
-    assert type(error) is PermanentProviderError and not error.transient
+    assert type(error) is kind and not error.transient
+    assert error.failover == (kind is AccountRefusedError)
     assert error.status == 502 and error.code == "provider_rejected"
     assert f"status {status}" in error.message and text in error.message
 

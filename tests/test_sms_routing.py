@@ -136,14 +136,35 @@ async def test_aliyun_permanent_error_is_502_without_failover(
 async def test_vonage_permanent_error_is_502_without_failover(
     service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
 ) -> None:
-    """Vonage first and refusing for good (quota): 502 with Vonage's text, Aliyun unused."""
+    """Vonage first and refusing the message for good (not its account: an invalid message):
+    502 with Vonage's text, Aliyun unused."""
     routes = [{"prefixes": ["+86"], "providers": ["vonage", "aliyun"]}]
     client = await service(sms_config(fake_vonage, fake_aliyun, routes=routes))
-    fake_vonage.reply_next(vonage_status("9", "Quota Exceeded - rejected"))
+    fake_vonage.reply_next(vonage_status("6", "Invalid Message"))
     status, body, _, _ = await send(client, CHINA)
     assert status == 502 and body["error"]["code"] == "provider_rejected"
-    assert "Quota Exceeded - rejected" in body["error"]["message"]
+    assert "Invalid Message" in body["error"]["message"]
     assert len(fake_vonage.sms) == 1 and fake_aliyun.requests == []
+
+
+@pytest.mark.parametrize(
+    "code", ["isv.AMOUNT_NOT_ENOUGH", "isv.OUT_OF_SERVICE", "isv.DAY_LIMIT_CONTROL"]
+)
+async def test_aliyun_account_refusal_fails_over_to_vonage(
+    service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun, code: str
+) -> None:
+    """Aliyun refusing for its account (no balance, suspended, its own daily cap): Vonage,
+    next on the +86 route, delivers; the attempt keeps Aliyun's code."""
+    client = await service(sms_config(fake_vonage, fake_aliyun))
+    fake_aliyun.reply_next(aliyun_business(code, "refused for this account"))
+    status, body, _, _ = await send(client, CHINA)
+    assert status == 200 and body["provider"] == "vonage"
+    assert (len(fake_aliyun.sms), len(fake_vonage.sms)) == (1, 1)
+    record = await (await client.get(f"/v1/messages/{body['id']}")).json()
+    assert [(a["provider"], a["outcome"]) for a in record["attempts"]] == [
+        ("aliyun", "permanent"), ("vonage", "sent"),
+    ]  # fmt: skip
+    assert code in record["attempts"][0]["error"]
 
 
 async def test_every_provider_unavailable_retried_next_round(

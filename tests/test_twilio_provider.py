@@ -21,6 +21,7 @@ from twilio.request_validator import RequestValidator
 from otp_service.config import TemplatesConfig, parse_config
 from otp_service.config.sms import Endpoint
 from otp_service.errors import (
+    AccountRefusedError,
     OutcomeUnknownError,
     PermanentProviderError,
     ProviderError,
@@ -181,8 +182,8 @@ async def test_twilio_region_in_environment_does_not_move_the_endpoint(
         (20503, TransientProviderError, "temporarily unavailable"),
         (21611, TransientProviderError, "queue"),
         (21211, PermanentProviderError, "invalid 'To' phone number"),
-        (21408, PermanentProviderError, "region is not enabled"),
-        (21608, PermanentProviderError, "trial account"),
+        (21408, AccountRefusedError, "region is not enabled"),
+        (21608, AccountRefusedError, "trial account"),
         (21610, PermanentProviderError, "unsubscribed"),
         (21612, PermanentProviderError, "not reachable by SMS"),
         (21614, PermanentProviderError, "not a mobile number"),
@@ -195,8 +196,9 @@ async def test_twilio_error_code_classified_with_its_meaning(
     kind: type[ProviderError],
     meaning: str,
 ) -> None:
-    """Each Twilio error code is transient, rate limited or permanent as it means; the caller's
-    reason names the code and its meaning (never the number), the detail keeps Twilio's text."""
+    """Each Twilio error code is transient, rate limited, permanent or this account's refusal
+    (the next provider may try) as it means; the caller's reason names the code and its meaning
+    (never the number), the detail keeps Twilio's text."""
     fake_twilio.reply_next(twilio_error(code))
     error = await send_error(make_twilio(), compose(FRANCE))
     assert type(error) is kind and error.provider == "twilio"

@@ -105,8 +105,6 @@ def failed_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     ("code", "meaning"),
     [
         (21211, "invalid 'To' phone number"),
-        (21408, "region is not enabled"),
-        (21608, "trial account: the 'To' number is not verified"),
         (21610, "the recipient unsubscribed"),
     ],
 )
@@ -136,6 +134,99 @@ async def test_twilio_permanent_error_is_502_with_reason_in_answer_status_api_an
     [attempt] = found["attempts"]
     assert (attempt["provider"], attempt["outcome"]) == ("twilio", "permanent")
     assert f"error {code}" in attempt["error"] and meaning in attempt["error"]
+
+
+ACCOUNT_REFUSALS = [
+    (21408, "region is not enabled"),
+    (21608, "trial account: the 'To' number is not verified"),
+]
+
+
+@pytest.mark.parametrize(("code", "meaning"), ACCOUNT_REFUSALS)
+async def test_twilio_account_refusal_fails_over_to_vonage(
+    service: ClientFactory,
+    fake_twilio: FakeTwilio,
+    fake_vonage: FakeVonage,
+    code: int,
+    meaning: str,
+) -> None:
+    """A refusal by this Twilio account alone (Geo permissions, trial) is permanent for Twilio
+    but the next provider, Vonage, delivers; the attempt keeps Twilio's code and meaning."""
+    client = await service(sms_config(fake_twilio, fake_vonage))
+    fake_twilio.reply_next(twilio_error(code))
+    status, body, _ = await send(client, US)
+    assert status == 200 and body["provider"] == "vonage"
+    assert len(fake_twilio.sms) == 1 and fake_twilio.created == []
+    [form] = fake_vonage.sms
+    assert form["to"] == US.lstrip("+") and CODE in form["text"]
+    attempts = (await record(client, body["id"]))["attempts"]
+    assert [(a["provider"], a["outcome"]) for a in attempts] == [
+        ("twilio", "permanent"), ("vonage", "sent"),
+    ]  # fmt: skip
+    assert f"error {code}" in attempts[0]["error"] and meaning in attempts[0]["error"]
+
+
+@pytest.mark.parametrize(("code", "meaning"), ACCOUNT_REFUSALS)
+async def test_twilio_account_refusal_alone_is_502_not_retried(
+    service: ClientFactory, fake_twilio: FakeTwilio, code: int, meaning: str
+) -> None:
+    """Twilio the only provider: its account refusal fails the message at once (502
+    provider_rejected with Twilio's code and meaning), asked once, never retried."""
+    client = await service(twilio_only(fake_twilio))
+    fake_twilio.reply_next(twilio_error(code))
+    status, body, text = await send(client, US)
+    assert status == 502 and body["error"]["code"] == "provider_rejected"
+    assert f"error {code}" in body["error"]["message"] and meaning in body["error"]["message"]
+    assert CODE not in text and "5550143" not in text
+    assert len(fake_twilio.sms) == 1  # a transient failure would have been retried by now
+
+
+async def test_account_refusal_after_a_transient_failure_is_retried_next_round(
+    service: ClientFactory, fake_twilio: FakeTwilio, fake_vonage: FakeVonage
+) -> None:
+    """Vonage failing transiently, then Twilio refusing for its account: the message is not
+    failed (Vonage may work later); the next round's Vonage delivers, one text in all."""
+    client = await service(sms_config(fake_twilio, fake_vonage))
+    fake_vonage.reply_next(vonage_http(500))
+    fake_twilio.reply_next(twilio_error(21608))
+    status, body, _ = await send(client, FRANCE)
+    assert status == 200 and body["provider"] == "vonage"
+    assert (len(fake_vonage.sms), len(fake_twilio.sms), fake_twilio.created) == (2, 1, [])
+    attempts = (await record(client, body["id"]))["attempts"]
+    assert [(a["provider"], a["outcome"]) for a in attempts] == [
+        ("vonage", "transient"), ("twilio", "permanent"), ("vonage", "sent"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "text"),
+    [
+        ("8", "Account suspended"),
+        ("9", "Quota Exceeded - rejected"),
+        ("29", "Non White-listed Destination - rejected"),
+    ],
+    ids=["suspended", "no-credit", "demo-destination"],
+)
+async def test_vonage_account_refusal_fails_over_to_twilio(
+    service: ClientFactory,
+    fake_twilio: FakeTwilio,
+    fake_vonage: FakeVonage,
+    status: str,
+    text: str,
+) -> None:
+    """Vonage refusing for its account (suspended, no credit, a demo account's destination):
+    Twilio, next on the route, delivers; the attempt keeps Vonage's status and text."""
+    client = await service(sms_config(fake_twilio, fake_vonage))
+    fake_vonage.reply_next(vonage_status(status, text))
+    answer, body, _ = await send(client, FRANCE)
+    assert answer == 200 and body["provider"] == "twilio"
+    [created] = fake_twilio.created
+    assert created.form["To"] == FRANCE and CODE in created.form["Body"]
+    attempts = (await record(client, body["id"]))["attempts"]
+    assert [(a["provider"], a["outcome"]) for a in attempts] == [
+        ("vonage", "permanent"), ("twilio", "sent"),
+    ]  # fmt: skip
+    assert f"status {status}" in attempts[0]["error"] and text in attempts[0]["error"]
 
 
 async def test_twilio_rate_limit_retried_then_delivered(

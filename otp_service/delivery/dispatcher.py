@@ -1,8 +1,11 @@
 """Delivery: walk a message's providers once, in order, and report how it went.
 
 Email has one provider. SMS follows the first matching ``sms.routes`` rule: a transient failure
-(including a provider's rate limit) moves the message to the next provider; a permanent failure,
-or an unknown outcome that could turn a resend into a duplicate text, stops at once. Retrying a
+(including a provider's rate limit) or a refusal by that provider's account alone
+(:class:`~otp_service.errors.AccountRefusedError`: nothing went out) moves the message to the
+next provider; a permanent failure, or an unknown outcome that could turn a resend into a
+duplicate text, stops at once. When no provider delivered, a transient failure among them makes
+the outbox retry later; only account refusals fail the message. Retrying a
 round later, with backoff, is the outbox's job. ``limits.provider_rate`` paces each provider to
 its throughput (:mod:`.pacing`: in this process with SQLite, across every worker and replica
 sharing a PostgreSQL store).
@@ -86,7 +89,8 @@ class Dispatcher:
         Each attempt is bounded by ``timeout``: an SMS that gets no answer in time is an
         unknown outcome (it may have gone out), an email a transient failure.
         """
-        last: TransientProviderError | None = None
+        retry: TransientProviderError | None = None  # a later round may deliver
+        refused: ProviderError | None = None  # an account refusal: only another provider may
         plan = [p for p in self.plan(message) if p.name not in skip]
         if not plan:
             raise PermanentProviderError("none", "no provider left to try")
@@ -113,16 +117,20 @@ class Dispatcher:
                     await on_attempt(
                         provider.name, outcome_of(exc), time.perf_counter() - started, exc
                     )
-                if not isinstance(exc, TransientProviderError):
+                if not exc.failover:
                     raise
-                last = exc
+                if isinstance(exc, TransientProviderError):
+                    retry = exc
+                else:
+                    refused = exc
                 continue
             if on_attempt is not None:
                 seconds = time.perf_counter() - started
                 await on_attempt(result.provider, result.status, seconds, None)
             return result
-        assert last is not None
-        raise last
+        error = retry or refused
+        assert error is not None
+        raise error
 
     async def close(self) -> None:
         for provider in {id(p): p for p in (self.email, *self.sms.values())}.values():

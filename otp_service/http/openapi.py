@@ -3,18 +3,26 @@
 One entry per route of :func:`otp_service.http.app.create_app`; ``tests/test_openapi.py`` fails
 when a route has no entry (or an entry no route), and runs schemathesis against the running
 service from this document. Adding an endpoint: add its operation to :data:`PATHS`, reusing
-the schemas (:mod:`.openapi_schemas`) and the error responses below.
+the schemas (:mod:`.openapi_schemas`) and the error responses below. The hook routes exist only
+for configured systems: :func:`document` adds theirs (:func:`hook_paths`, from
+:mod:`.openapi_hooks`), each with the system's own security schemes.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 from .. import __version__
+from ..intake.hook import Hook
+from ..message.compose import Channel
+from .openapi_hooks import HOOK_DOCS
 from .openapi_schemas import SCHEMAS, Schema, ref
 
 JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+_STR: Schema = {"type": "string"}
 
 
 _ERROR_TEXT = {
@@ -282,10 +290,75 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 
-def document() -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document (a fresh copy); every operation may answer 421 (a Host
-    the service is not reached by: :mod:`.hosts`)."""
-    paths = copy.deepcopy(PATHS)
+_HOOK_ERRORS = (400, 401, 403, 409, 413, 415, 422, 429, 502, 503)
+_HOOK_401 = "unauthorized: the request does not carry this system's credentials (intakes.<system>)"
+# Supabase Auth hears every refusal inside a 200 (its error object), but 401 and a 503 with
+# Retry-After (docs/intakes.md).
+_SUPABASE_ANSWER: Schema = {
+    "type": "object",
+    "description": "{} when taken; else Auth's error object (http_code: the status its client "
+    "hears) with our stable code",
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["http_code", "message"],
+            "properties": {"http_code": {"type": "integer"}, "code": _STR, "message": _STR},
+        }
+    },
+}
+
+
+def _hook_operation(hook: Hook, channel: Channel) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The operation of ``POST /v1/hooks/<hook>/<channel>``, and the security schemes it names."""
+    doc = HOOK_DOCS[hook.name]
+    schemes, security = doc.security(hook)
+    body = {"schema": doc.bodies[channel]}
+    content = {JSON: body, **({FORM: body} if doc.form_encoded else {})}
+    if hook.name == "supabase":
+        responses = {
+            "200": ok(_SUPABASE_ANSWER, "taken, or refused (the error object)"),
+            **errors(401, 503),
+        }
+    else:
+        answered = {"content": {JSON: {"schema": ref("SendAnswer")}}}
+        responses = {
+            "200": {"description": "delivered (sent or captured)", **answered},
+            "202": {"description": "stored; still being delivered (queued)", **answered},
+            "204": {"description": "taken, nothing to send"},
+            **errors(*_HOOK_ERRORS),
+        }
+    responses["401"] = {**responses["401"], "description": _HOOK_401}
+    operation = {
+        "operationId": f"hook_{hook.name}_{channel}",
+        "summary": doc.summary,
+        "description": "Authenticated by the system's own credentials, not auth.tokens: no "
+        "scope applies. Only configured systems have routes; any other /v1/hooks/ path "
+        "answers 404.",
+        "security": security,
+        "requestBody": {"required": True, "content": content},
+        "responses": responses,
+    }
+    return operation, schemes
+
+
+def hook_paths(hooks: Sequence[Hook]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The operations of the configured hooks' routes (:mod:`.hooks`), and their schemes."""
+    paths: dict[str, Any] = {}
+    schemes: dict[str, Any] = {}
+    for hook in hooks:
+        for channel in hook.channels:
+            operation, named = _hook_operation(hook, channel)
+            paths[f"/v1/hooks/{hook.name}/{channel}"] = {"post": operation}
+            schemes.update(named)
+    return paths, schemes
+
+
+def document(hooks: Sequence[Hook] = ()) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document (a fresh copy), with the routes of the configured
+    ``hooks``; every operation may answer 421 (a Host the service is not reached by:
+    :mod:`.hosts`)."""
+    added, hook_schemes = hook_paths(hooks)
+    paths = {**copy.deepcopy(PATHS), **added}
     for operations in paths.values():
         for operation in operations.values():
             operation["responses"].update(errors(421))
@@ -300,7 +373,14 @@ def document() -> dict[str, Any]:
             "paths": paths,
             "components": {
                 "schemas": SCHEMAS,
-                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                "securitySchemes": {
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "a token of auth.tokens",
+                    },
+                    **hook_schemes,
+                },
             },
             "security": _AUTH,
         }

@@ -14,9 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
+from ..intake.registry import configured
 from ..metrics import CONTENT_TYPE
 from ..store import StoreUnavailable
-from .context import SERVICES, AppServices, authorize
+from .context import CONFIG, SERVICES, AppServices, authorize
 from .openapi import document
 
 log = logging.getLogger("otp_service.web")
@@ -77,7 +78,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def openapi_json(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 document of this API (no token: it holds no data)."""
-    return web.json_response(document())
+    return web.json_response(document(configured(request.app[CONFIG].intakes)))
 
 
 def create_metrics_app(services: AppServices) -> web.Application:

@@ -1,14 +1,15 @@
 """What every identity system's hook is: a pure translator between its wire contract and the send
 path. (Logto's own contract is the house one, in :mod:`otp_service.http.app`.)
 
-Adding a system (say ``acme``) is three pieces and one registration line:
+Adding a system (say ``acme``) is these pieces and one registration line:
 
 1. its settings: a ``@section`` class in :mod:`otp_service.config.intakes` (or a module of its
    own under ``config/``) and one field for it on
    :class:`~otp_service.config.intakes.IntakesConfig` (None = off: its routes answer 404);
 2. ``intake/acme.py``: a subclass of :class:`Hook` and a ``build(intakes) -> Hook | None``
    that returns None when the section is not configured;
-3. one line in :mod:`.registry` (``"acme": acme.build``).
+3. one line in :mod:`.registry` (``"acme": acme.build``);
+4. its OpenAPI entry (body summary, security schemes) in :mod:`otp_service.http.openapi_hooks`.
 
 A :class:`Hook` never touches the HTTP layer, the store or the providers. The route
 (:mod:`otp_service.http.hooks`: ``POST /v1/hooks/<name>/<channel>`` for each of its

@@ -26,6 +26,7 @@ from Tea.exceptions import TeaException, UnretryableException
 from ..config.aliyun import AliyunConfig
 from ..config.sms import Endpoint
 from ..errors import (
+    AccountRefusedError,
     OutcomeUnknownError,
     PermanentProviderError,
     ProviderError,
@@ -49,6 +50,14 @@ _CHINA_STRICT = re.compile(r"^(?:\+86|0086|86)1\d{10}$")
 _RATE_LIMIT_CODES = {"isv.BUSINESS_LIMIT_CONTROL", "Throttling", "Throttling.User"}
 # Codes that a later attempt may clear (Aliyun's own hiccups).
 _TRANSIENT_CODES = {"isp.SYSTEM_ERROR", "isp.RAM_PERMISSION_DENY", "ServiceUnavailable"}
+# Refusals by this Aliyun account alone (no balance, service suspended for it, the daily or
+# monthly cap set in its console): another provider's account may deliver, so the next is tried.
+_ACCOUNT_CODES = {
+    "isv.AMOUNT_NOT_ENOUGH",
+    "isv.OUT_OF_SERVICE",
+    "isv.DAY_LIMIT_CONTROL",
+    "isv.MONTH_LIMIT_CONTROL",
+}
 
 
 def is_mainland(message: Message, strict: bool) -> bool:
@@ -86,6 +95,8 @@ def classify(exc: Exception) -> ProviderError:
     if isinstance(exc, api_errors.ClientException):
         if exc.code in _RATE_LIMIT_CODES or getattr(exc, "status_code", None) == 429:
             return RateLimitedError(NAME, f"throttled: {exc.code}")
+        if exc.code in _ACCOUNT_CODES:
+            return AccountRefusedError(NAME, f"{exc.code}: {exc.message}"[:240])
         return PermanentProviderError(NAME, f"{exc.code}: {exc.message}"[:240])
     if isinstance(exc, UnretryableException):
         inner = getattr(exc, "inner_exception", None)
@@ -120,6 +131,8 @@ def _business_error(code: str, text: str) -> ProviderError:
         return RateLimitedError(NAME, detail)
     if code in _TRANSIENT_CODES:
         return TransientProviderError(NAME, detail)
+    if code in _ACCOUNT_CODES:
+        return AccountRefusedError(NAME, detail)
     return PermanentProviderError(NAME, detail)
 
 

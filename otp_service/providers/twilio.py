@@ -39,6 +39,7 @@ from twilio.rest import Client
 from ..config.sms import Endpoint
 from ..config.twilio import DEFAULT_HOST, TwilioConfig
 from ..errors import (
+    AccountRefusedError,
     OutcomeUnknownError,
     PermanentProviderError,
     ProviderError,
@@ -77,6 +78,9 @@ PERMANENT = {
     21614: "the 'To' number is not a mobile number",
     21617: "the message body is over 1600 characters",
 }
+# Refusals by this Twilio account alone (its Geo permissions, its trial status): nothing went
+# out and another provider's account may deliver the message, so the route's next one is tried.
+ACCOUNT_REFUSALS = {21408, 21608}
 # Digits that may be a phone number in Twilio's text: kept out of what a caller reads.
 _NUMBER = re.compile(r"\+?\d[\d ()-]{5,}\d")
 
@@ -98,8 +102,8 @@ def classify_rest(status: int, code: int | None, text: str) -> ProviderError:
         return RateLimitedError(NAME, detail[:240], reason=reason)
     if code in TRANSIENT or status >= 500:
         return TransientProviderError(NAME, detail[:240], reason=reason)
-    if code in PERMANENT:
-        return PermanentProviderError(NAME, detail[:240], reason=reason)
+    if code in ACCOUNT_REFUSALS:
+        return AccountRefusedError(NAME, detail[:240], reason=reason)
     return PermanentProviderError(NAME, detail[:240], reason=reason)
 
 

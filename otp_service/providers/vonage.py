@@ -24,6 +24,7 @@ from vonage_sms import PartialFailureError, SmsError, SmsMessage
 from ..config.sms import Endpoint
 from ..config.vonage import VonageConfig
 from ..errors import (
+    AccountRefusedError,
     OutcomeUnknownError,
     PermanentProviderError,
     ProviderError,
@@ -42,6 +43,9 @@ NAME = "vonage"
 DEFAULT_HOST = "rest.nexmo.com"
 # https://developer.vonage.com/en/messaging/sms/guides/troubleshooting-sms#sms-api-error-codes
 _TRANSIENT_STATUS = {"1": "throttled", "5": "internal error at Vonage"}
+# Refusals by this Vonage account alone (8: suspended, 9: no credit left, 29: a demo account's
+# destination not on its list): another provider's account may deliver, so the next is tried.
+_ACCOUNT_STATUS = {"8", "9", "29"}
 _STATUS = re.compile(r"error code (\d+): ?(.*)", re.S)
 
 
@@ -63,6 +67,8 @@ def classify(exc: Exception) -> ProviderError:
             return RateLimitedError(NAME, detail)
         if status in _TRANSIENT_STATUS:
             return TransientProviderError(NAME, detail)
+        if status in _ACCOUNT_STATUS:
+            return AccountRefusedError(NAME, detail)
         return PermanentProviderError(NAME, detail)
     if isinstance(exc, http_errors.AuthenticationError | http_errors.ForbiddenError):
         return PermanentProviderError(NAME, "authentication failed: check apiKey and apiSecret")
