@@ -108,7 +108,8 @@ WITH f AS (
   SELECT id, at, tried, outcome, failure, provider_id FROM f WHERE tried IS NOT NULL
 )
 UPDATE messages m SET status = f.status, provider = f.provider, last_error = f.error,
-       body = CASE WHEN f.keep THEN m.body END, lease_until = NULL, lease_owner = NULL, finished_at = f.finished,
+       body = CASE WHEN f.keep THEN m.body END, lease_until = NULL, lease_owner = NULL,
+       finished_at = f.finished,
        attempt_started_at = NULL, attempt_provider = NULL,
        attempts = m.attempts + CASE WHEN f.tried IS NULL THEN 0 ELSE 1 END
 FROM f WHERE m.id = f.id
