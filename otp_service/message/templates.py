@@ -59,6 +59,7 @@ from .sources import (
 
 log = logging.getLogger("otp_service.templates")
 GENERIC = "Generic"
+_RESOLVED_MAX = 512  # (channel, type, languages) whose templates are kept worked out
 _ALIASES = {"Test": GENERIC}  # older Logto versions send Test for the connector's test button
 # Usage types of other identity systems' hooks (otp_service/intake/) whose text no Generic
 # template can stand in for: a notice without a code, a text sent as is, an invitation or an
@@ -225,6 +226,9 @@ class TemplateLibrary:
         self.bundled = Directory(bundled, "templates", [bundled]) if config.bundled else None
         self.logto = LogtoSource()
         self._render_failures: set[tuple[str, str]] = set()  # Logto templates warned about
+        # (channel, type, locale, uiLocales) -> its candidates, for one set of Logto's templates
+        self._resolved: dict[tuple[Any, ...], list[Any]] = {}
+        self._resolved_for: object = None
         problems = [
             *(self.operator.problems if self.operator else []),
             *self.connector.problems,
@@ -277,6 +281,24 @@ class TemplateLibrary:
                     yield hit[0], "bundled", hit[1]
                     break
 
+    def _resolve(self, channel: str, usage: str, payload: Mapping[str, Any]) -> list[Any]:
+        """:meth:`_candidates` for this request's type and languages, worked out once per
+        (channel, type, ``locale``, ``uiLocales``) while Logto's set is the same: the other
+        sources do not change while the service runs. Bounded: the languages are the caller's."""
+        locale, ui_locales = payload.get("locale"), payload.get("uiLocales")
+        if not (isinstance(locale, str | None) and isinstance(ui_locales, str | None)):
+            return list(self._candidates(channel, usage, self._chain(payload)))
+        current = self.logto.current  # one read: a refresh swaps it whole
+        if current is not self._resolved_for or len(self._resolved) >= _RESOLVED_MAX:
+            self._resolved, self._resolved_for = {}, current
+        key = (channel, usage, locale, ui_locales)
+        found = self._resolved.get(key)
+        if found is None:
+            found = self._resolved[key] = list(
+                self._candidates(channel, usage, self._chain(payload))
+            )
+        return found
+
     def _skip(self, usage: str, error: TemplateRenderError) -> None:
         """Log (once per template) that one of Logto's templates failed: the next source is
         used."""
@@ -318,7 +340,7 @@ class TemplateLibrary:
         """Subject, text and HTML for ``usage``; 422 when no template exists, or when the one
         chosen fails to render (one of Logto's is skipped for the next source instead)."""
         context = self._context(usage, payload)
-        for locale, source, templates in self._candidates("email", usage, self._chain(payload)):
+        for locale, source, templates in self._resolve("email", usage, payload):
             try:
                 return replace(self._email(locale, templates, context), source=source)
             except TemplateRenderError as exc:
@@ -338,7 +360,7 @@ class TemplateLibrary:
 
     def render_sms(self, usage: str, payload: Mapping[str, Any]) -> SmsContent:
         """The SMS text for ``usage``; 422 when no template exists or it fails to render."""
-        found = next(self._candidates("sms", usage, self._chain(payload)), None)
+        found = next(iter(self._resolve("sms", usage, payload)), None)
         if found is None:
             raise TemplateNotFoundError("sms", usage)
         locale, source, template = found
