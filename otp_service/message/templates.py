@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -309,7 +309,9 @@ class TemplateLibrary:
                 template=error.template, locale=error.locale, type=usage, error=error.detail,
             )  # fmt: skip
 
-    def _email(self, locale: str, t: EmailSet, ctx: dict[str, Any]) -> EmailContent:
+    def _email(
+        self, locale: str, t: EmailSet, ctx: dict[str, Any], source: str = ""
+    ) -> EmailContent:
         subject = _header(t.subject, ctx, "subject", locale) or ""
         html = _render(t.html, ctx, locale, "email") if t.html is not None else None
         text = (
@@ -334,7 +336,7 @@ class TemplateLibrary:
                     locale=locale or "(no language)",
                     detail=_masked(f"renders to {value!r}: {exc}", ctx),
                 ) from exc
-        return EmailContent(subject, text + "\n", html, locale, "", reply_to, send_from)
+        return EmailContent(subject, text + "\n", html, locale, source, reply_to, send_from)
 
     def render_email(self, usage: str, payload: Mapping[str, Any]) -> EmailContent:
         """Subject, text and HTML for ``usage``; 422 when no template exists, or when the one
@@ -342,7 +344,7 @@ class TemplateLibrary:
         context = self._context(usage, payload)
         for locale, source, templates in self._resolve("email", usage, payload):
             try:
-                return replace(self._email(locale, templates, context), source=source)
+                return self._email(locale, templates, context, source)
             except TemplateRenderError as exc:
                 if source != "logto":
                     raise
