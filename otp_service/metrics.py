@@ -24,6 +24,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -208,6 +209,16 @@ class Metrics:
             for status in ("sent", "captured", "failed", "expired"):
                 self.messages.labels(channel, status)
         self.providers: dict[str, ProviderState] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}  # see _child
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once: labels() checks and locks on every call,
+        a measurable cost per request. The label values come from small fixed sets."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def logto_templates(self, read: Callable[[], float]) -> None:
         """Export whether Logto's email templates are usable (``read()``: 1 or 0), read again
@@ -222,7 +233,7 @@ class Metrics:
         self._refresh.append((gauge, read))
 
     def request(self, channel: str, usage_type: str | None, status: int) -> None:
-        self.requests.labels(channel, usage_label(usage_type), str(status)).inc()
+        self._child(self.requests, channel, usage_label(usage_type), str(status)).inc()
 
     def intake_request(
         self, intake: str, channel: str, usage_type: str | None, status: int
@@ -231,13 +242,13 @@ class Metrics:
 
     def attempt(self, channel: str, provider: str, outcome: str, seconds: float) -> None:
         """One attempt at ``provider``; also its up/down state and its last outcome."""
-        self.attempts.labels(channel, provider, outcome).inc()
-        self.attempt_seconds.labels(channel, provider).observe(seconds)
-        self.provider_up.labels(provider).set(1 if outcome in SUCCESS else 0)
+        self._child(self.attempts, channel, provider, outcome).inc()
+        self._child(self.attempt_seconds, channel, provider).observe(seconds)
+        self._child(self.provider_up, provider).set(1 if outcome in SUCCESS else 0)
         self.providers[provider] = ProviderState(outcome, time.time())
 
     def finished(self, channel: str, status: str) -> None:
-        self.messages.labels(channel, status).inc()
+        self._child(self.messages, channel, status).inc()
 
     def recovered(self, provider: str | None) -> None:
         """An SMS recovered as an unknown outcome (it also counts as a failed message)."""

@@ -230,6 +230,17 @@ async def test_host_allowed_hosts_adds_names_ports_and_subdomains(service: Clien
         assert response.status == 200
 
 
+async def test_host_verdicts_stay_right_past_the_kept_ones(service: ClientFactory) -> None:
+    """Each Host keeps its verdict when asked again, also after more distinct values than the
+    policy keeps (a caller cycling through names)."""
+    client = await service({"server": {"allowed_hosts": ["otp.example.com"]}})
+    names = [f"n{i}.evil.example" for i in range(150)]
+    for host, expected in [*((n, 421) for n in names), ("otp.example.com", 200),
+                           *((n, 421) for n in names[:3]), ("otp.example.com", 200)]:  # fmt: skip
+        async with client.get("/healthz", headers={"Host": host}) as response:
+            assert response.status == expected, host
+
+
 async def test_host_of_public_url_is_answered(service: ClientFactory) -> None:
     """The host of server.public_url (where providers call back with receipts) is answered
     without being listed again in allowed_hosts; other names stay refused."""

@@ -393,3 +393,21 @@ def test_render_command_uses_logto_templates(fake_logto: FakeLogto, tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert "Locale:  fr [logto]" in done.stdout and "Subject: Logto fr" in done.stdout
     assert "Code : 135790" in done.stdout
+
+
+async def test_logto_refresh_after_a_render_changes_the_template_chosen(
+    fake_logto: FakeLogto,
+) -> None:
+    """A language's template added or removed in Logto is chosen, or no longer, by the next
+    render, though that type and language were rendered before (their choice is kept)."""
+    fake_logto.set_templates(logto_row("fr", "SignIn", "fr SignIn", "f"))
+    library, sync = await synced(fake_logto)
+    payload = {"code": "1", "locale": "en"}
+    assert library.render_email("SignIn", payload).source == "bundled"
+    fake_logto.set_templates(logto_row("en", "SignIn", "en SignIn", "e"))
+    await sync.refresh()
+    assert library.render_email("SignIn", payload).subject == "en SignIn"
+    fake_logto.set_templates()
+    await sync.refresh()
+    assert library.render_email("SignIn", payload).source == "bundled"
+    await sync.stop()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 
 from ..config import DeliveryConfig
 from ..errors import RateLimitedRequest, RequestError, ShuttingDownError, StoreError
@@ -87,11 +86,9 @@ class SendPath:
             error = ShuttingDownError(self.shutdown_retry_after)
             return Outcome(channel, "refused", type=request.type, error=error)
         try:
-            message = self.composer.compose(channel, request)
+            message = self.composer.compose(channel, request, request_id.get())
         except RequestError as exc:
             return Outcome(channel, "refused", type=request.type, error=exc)
-        if (rid := request_id.get()) is not None:
-            message = replace(message, request_id=rid)  # kept with the message for its retries
         key = f"{channel}:{idempotency_key}" if idempotency_key else None
         # A key, when given, decides alone; delivery.dedupe: false leaves only keys.
         store = self.outbox.store

@@ -39,6 +39,8 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 WILDCARDS = ("0.0.0.0", "::", "")  # noqa: S104 (names, not a bind)
 # Names no one can register in the public DNS, accepted when listening beyond loopback.
 PRIVATE_SUFFIXES = (".internal", ".svc", ".svc.cluster.local")
+_CACHED_HOSTS = 64  # Host values whose verdict is kept
+_CACHED_HOST_CHARS = 260
 
 
 def split_host(value: str) -> tuple[str, int | None] | None:
@@ -98,11 +100,24 @@ class HostPolicy:
                 self.suffixes.append(entry[1:])
             elif entry != "*" and (parsed := split_host(entry)) is not None:
                 self.exact.add(parsed)
+        # The verdict per Host value: clients send the same few, and parsing one as an address
+        # costs more than the rest of the check. Bounded (the values are the caller's).
+        self._verdicts: dict[str, bool] = {}
 
     def allows(self, value: str) -> bool:
         """Whether a request with ``Host: value`` is answered."""
         if self.any:
             return True
+        verdict = self._verdicts.get(value)
+        if verdict is None:
+            verdict = self._allows(value)
+            if len(value) <= _CACHED_HOST_CHARS:
+                if len(self._verdicts) >= _CACHED_HOSTS:
+                    self._verdicts.clear()
+                self._verdicts[value] = verdict
+        return verdict
+
+    def _allows(self, value: str) -> bool:
         parsed = split_host(value)
         if parsed is None:
             return False

@@ -137,8 +137,11 @@ class Composer:
         self.library = library
         self.sms = sms or SmsConfig()
 
-    def compose(self, channel: Channel, request: SendRequest) -> Message:
-        """Validate the recipient, render the templates, and build the message."""
+    def compose(
+        self, channel: Channel, request: SendRequest, request_id: str | None = None
+    ) -> Message:
+        """Validate the recipient, render the templates, and build the message (``request_id``:
+        the HTTP request's, kept with the message for the logs of its retries)."""
         payload = request.payload
         message_id = new_message_id()
         code, link = _text(payload.get("code")), _text(payload.get("link"))
@@ -164,6 +167,7 @@ class Composer:
                 send_from=email.send_from,
                 ip=request.ip,
                 source=request.source,
+                request_id=request_id,
             )
         try:
             parsed = parse_phone(request.to, self.sms.default_region)  # parsed once, used twice
@@ -196,4 +200,5 @@ class Composer:
             raw_to=request.to,
             params={k: v for k, v in payload.items() if k != "locale"},
             source=request.source,
+            request_id=request_id,
         )

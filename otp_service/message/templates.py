@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from .sources import (
 
 log = logging.getLogger("otp_service.templates")
 GENERIC = "Generic"
+_RESOLVED_MAX = 512  # (channel, type, languages) whose templates are kept worked out
 _ALIASES = {"Test": GENERIC}  # older Logto versions send Test for the connector's test button
 # Usage types of other identity systems' hooks (otp_service/intake/) whose text no Generic
 # template can stand in for: a notice without a code, a text sent as is, an invitation or an
@@ -225,6 +226,9 @@ class TemplateLibrary:
         self.bundled = Directory(bundled, "templates", [bundled]) if config.bundled else None
         self.logto = LogtoSource()
         self._render_failures: set[tuple[str, str]] = set()  # Logto templates warned about
+        # (channel, type, locale, uiLocales) -> its candidates, for one set of Logto's templates
+        self._resolved: dict[tuple[Any, ...], list[Any]] = {}
+        self._resolved_for: object = None
         problems = [
             *(self.operator.problems if self.operator else []),
             *self.connector.problems,
@@ -277,6 +281,24 @@ class TemplateLibrary:
                     yield hit[0], "bundled", hit[1]
                     break
 
+    def _resolve(self, channel: str, usage: str, payload: Mapping[str, Any]) -> list[Any]:
+        """:meth:`_candidates` for this request's type and languages, worked out once per
+        (channel, type, ``locale``, ``uiLocales``) while Logto's set is the same: the other
+        sources do not change while the service runs. Bounded: the languages are the caller's."""
+        locale, ui_locales = payload.get("locale"), payload.get("uiLocales")
+        if not (isinstance(locale, str | None) and isinstance(ui_locales, str | None)):
+            return list(self._candidates(channel, usage, self._chain(payload)))
+        current = self.logto.current  # one read: a refresh swaps it whole
+        if current is not self._resolved_for or len(self._resolved) >= _RESOLVED_MAX:
+            self._resolved, self._resolved_for = {}, current
+        key = (channel, usage, locale, ui_locales)
+        found = self._resolved.get(key)
+        if found is None:
+            found = self._resolved[key] = list(
+                self._candidates(channel, usage, self._chain(payload))
+            )
+        return found
+
     def _skip(self, usage: str, error: TemplateRenderError) -> None:
         """Log (once per template) that one of Logto's templates failed: the next source is
         used."""
@@ -287,7 +309,9 @@ class TemplateLibrary:
                 template=error.template, locale=error.locale, type=usage, error=error.detail,
             )  # fmt: skip
 
-    def _email(self, locale: str, t: EmailSet, ctx: dict[str, Any]) -> EmailContent:
+    def _email(
+        self, locale: str, t: EmailSet, ctx: dict[str, Any], source: str = ""
+    ) -> EmailContent:
         subject = _header(t.subject, ctx, "subject", locale) or ""
         html = _render(t.html, ctx, locale, "email") if t.html is not None else None
         text = (
@@ -312,15 +336,15 @@ class TemplateLibrary:
                     locale=locale or "(no language)",
                     detail=_masked(f"renders to {value!r}: {exc}", ctx),
                 ) from exc
-        return EmailContent(subject, text + "\n", html, locale, "", reply_to, send_from)
+        return EmailContent(subject, text + "\n", html, locale, source, reply_to, send_from)
 
     def render_email(self, usage: str, payload: Mapping[str, Any]) -> EmailContent:
         """Subject, text and HTML for ``usage``; 422 when no template exists, or when the one
         chosen fails to render (one of Logto's is skipped for the next source instead)."""
         context = self._context(usage, payload)
-        for locale, source, templates in self._candidates("email", usage, self._chain(payload)):
+        for locale, source, templates in self._resolve("email", usage, payload):
             try:
-                return replace(self._email(locale, templates, context), source=source)
+                return self._email(locale, templates, context, source)
             except TemplateRenderError as exc:
                 if source != "logto":
                     raise
@@ -338,7 +362,7 @@ class TemplateLibrary:
 
     def render_sms(self, usage: str, payload: Mapping[str, Any]) -> SmsContent:
         """The SMS text for ``usage``; 422 when no template exists or it fails to render."""
-        found = next(self._candidates("sms", usage, self._chain(payload)), None)
+        found = next(iter(self._resolve("sms", usage, payload)), None)
         if found is None:
             raise TemplateNotFoundError("sms", usage)
         locale, source, template = found

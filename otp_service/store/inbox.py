@@ -176,6 +176,8 @@ class Readers:
             self._readers.discard(reader)
 
     def publish(self, event: InboxEvent) -> None:
+        if not self._readers:  # the common case: nobody is watching, nothing to measure
+            return
         size = event_size(event)
         for reader in list(self._readers):
             behind = reader.queue.qsize() >= self.queue_size
