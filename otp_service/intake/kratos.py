@@ -33,7 +33,7 @@ from ..config.intakes import IntakesConfig, KratosIntakeConfig
 from ..errors import RequestError
 from ..text.codes import find_code
 from ..text.sanitize import has_control
-from .hook import Delivery, Hook, Inbound, Translated
+from .hook import Delivery, Hook, Inbound, Translated, obj_field
 
 Channel = Literal["email", "sms"]
 _LINK = re.compile(r"^https?://\S+$", re.IGNORECASE)
@@ -123,15 +123,6 @@ def _text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def _object(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = data.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise RequestError("invalid_request", f"'{key}' must be an object")
-    return value
-
-
 def code_in_body(body: str | None) -> str | None:
     """The code in Kratos's rendered text: its origin-bound last line (``@domain #123456``), a
     ``#123456`` line, else the likeliest code in the text."""
@@ -198,7 +189,7 @@ def translate(channel: Channel, data: Any) -> Translated:
             "wrong_channel",
             f"this is a Kratos {sent_as} message: send it to /v1/hooks/kratos/{sent_as}",
         )
-    tdata = _object(data, "template_data")
+    tdata = obj_field(data, "template_data")
     # The full context and the default body both have recipient; the default body adds "to"
     # and the codes and links at the top level.
     to = _text(data.get("recipient")) or _text(tdata.get("to")) or _text(data.get("to"))
@@ -221,8 +212,8 @@ def translate(channel: Channel, data: Any) -> Translated:
             raise RequestError(
                 "missing_code", f"no code in this Kratos {template_type} message", 422
             )
-    identity = _object(tdata, "identity")
-    transient = _object(tdata, "transient_payload")
+    identity = obj_field(tdata, "identity")
+    transient = obj_field(tdata, "transient_payload")
     payload: dict[str, Any] = {
         "user": _user(identity),
         "kratos": {

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from ..config.intakes import IntakesConfig, ZitadelIntakeConfig
 from ..errors import RequestError
 from ..text.sanitize import has_control
-from .hook import Delivery, Hook, Inbound, Translated
+from .hook import Delivery, Hook, Inbound, Translated, obj_field, text_field
 
 Channel = Literal["email", "sms"]
 MESSAGE = "Message"  # the usage type whose templates send a text as is (``message``, ``subject``)
@@ -133,29 +133,11 @@ def verify_signature(header: str | None, body: bytes, keys: Sequence[str], now: 
         raise _unauthorized("invalid_signature", "the ZITADEL-Signature does not match the body")
 
 
-def _object(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = data.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise RequestError("invalid_request", f"'{key}' must be an object")
-    return value
-
-
-def _string(data: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = data.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise RequestError("invalid_request", f"'{where}.{key}' must be a string")
-    return value
-
-
 def template_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """ZITADEL's ``templateData`` pieces with their current names (any case accepted), strings
     and ``includeFooter`` only."""
     pieces: dict[str, Any] = {}
-    for key, value in _object(data, "templateData").items():
+    for key, value in obj_field(data, "templateData").items():
         name = _TEMPLATE_KEYS.get(str(key).lower())
         if name is None:
             continue
@@ -215,14 +197,14 @@ def translate(channel: Channel, data: Any, *, relay_sms_text: bool = True) -> Tr
     ``unknown_event_type`` for an event type we do not know that carries no code."""
     if not isinstance(data, Mapping):
         raise RequestError("invalid_request", "the body must be a JSON object")
-    context = _object(data, "contextInfo")
-    args = _object(data, "args")
+    context = obj_field(data, "contextInfo")
+    args = obj_field(data, "args")
     pieces = template_data(data)
     field_name = "recipientEmailAddress" if channel == "email" else "recipientPhoneNumber"
-    to = _string(context, field_name, "contextInfo")
+    to = text_field(context, field_name, "contextInfo.")
     if to is None:
         raise RequestError("missing_field", f"'contextInfo.{field_name}' is required")
-    event_type = _string(context, "eventType", "contextInfo")
+    event_type = text_field(context, "eventType", "contextInfo.")
     if event_type is None:
         raise RequestError("missing_field", "'contextInfo.eventType' is required")
     code = _code(args)
