@@ -144,7 +144,7 @@ def test_translate_code_types(
 ) -> None:
     """Each ``*_valid`` code type: its usage type and its code from template_data."""
     got = kratos.translate(message_type, full(template_type, message_type, **data))
-    assert (got.type, got.payload["code"], got.template_type) == (usage, code, template_type)
+    assert (got.type, got.payload["code"], got.kind) == (usage, code, template_type)
     assert got.to == ("ada@example.com" if message_type == "email" else "+4915112345678")
 
 
@@ -469,7 +469,7 @@ def test_replay_key_is_the_code_not_the_wording() -> None:
     other = full("login_code_valid", login_code="654321")
 
     def key(body: dict[str, Any]) -> str | bytes:
-        return kratos.replay_key(kratos.translate("email", body), json.dumps(body).encode())
+        return kratos.translate("email", body).replay_key(json.dumps(body).encode())
 
     assert key(first) == key(resent) != key(other)
     notice = full("recovery_invalid")

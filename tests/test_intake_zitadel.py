@@ -171,7 +171,7 @@ def test_signature_within_five_minutes_verifies() -> None:
 def test_translate_sms_relays_zitadels_text() -> None:
     """SMS: the phone number from contextInfo, the code from args, ZITADEL's text as is."""
     got = zitadel.translate("sms", sms_body())
-    assert (got.to, got.type, got.event_type) == ("+41791234567", "Message",
+    assert (got.to, got.type, got.kind) == ("+41791234567", "Message",
                                                   "session.otp.sms.challenged")  # fmt: skip
     text = "Your one-time password is 482913. Use it within the next 5 minutes."
     assert got.payload["message"] == text
@@ -310,7 +310,7 @@ def test_replay_key_is_the_code_not_the_wording() -> None:
 
     def key(body: dict[str, Any]) -> str | bytes:
         channel: Any = "sms" if "recipientPhoneNumber" in body["contextInfo"] else "email"
-        return zitadel.replay_key(zitadel.translate(channel, body), json.dumps(body).encode())
+        return zitadel.translate(channel, body).replay_key(json.dumps(body).encode())
 
     assert key(first) == key(retry) != key(other)
     notice = email_body("user.human.password.changed")

@@ -9,12 +9,15 @@ format, sign name and template code are what otp-service's own composer makes of
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +123,110 @@ class Meter:
         self.machine1 = machine_cpu()
         fake1 = proc_cpu_seconds(self.fake_pid) if self.fake_pid else None
         self.fake = sum(fake1) - sum(self.fake0) if fake1 and self.fake0 else None
+
+
+class Refused(Exception):
+    """An SDK call that returned an error answer instead of raising: counted under its text."""
+
+
+def _count_error(errors: Counter[str], exc: Exception) -> None:
+    errors[str(exc) if isinstance(exc, Refused) else f"{type(exc).__name__}: {exc}"[:200]] += 1
+
+
+def _measured(
+    args: argparse.Namespace,
+    meter: Meter,
+    latencies: list[float],
+    errors: Counter[str],
+    warm_errors: int,
+) -> dict[str, Any]:
+    result = sdk_result(
+        latencies, errors, meter.elapsed, meter.own, meter.fake,
+        (meter.machine0, meter.machine1), args.concurrency, args.warmup,
+    )  # fmt: skip
+    result["warmup_errors"] = warm_errors
+    return result
+
+
+def drive_threads(
+    args: argparse.Namespace, prepare: Callable[[int], Callable[[], object]]
+) -> dict[str, Any]:
+    """A synchronous SDK's run: ``--warmup`` calls, then ``--count`` measured ones (each part
+    within ``--seconds``), made by ``--concurrency`` threads sharing one client. ``prepare(seq)``
+    gives the call for message ``seq``; the call alone is timed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    errors: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def run(first: int, count: int, seconds: float, latencies: list[float] | None) -> None:
+        numbers = iter(range(first, first + count))
+        deadline = time.perf_counter() + seconds
+
+        def worker() -> None:
+            while time.perf_counter() < deadline:
+                with lock:
+                    seq = next(numbers, None)
+                if seq is None:
+                    return
+                call = prepare(seq)
+                started = time.perf_counter()
+                try:
+                    call()
+                except Exception as exc:
+                    _count_error(errors, exc)
+                if latencies is not None:
+                    latencies.append(time.perf_counter() - started)
+
+        if args.concurrency == 1:
+            worker()
+            return
+        with ThreadPoolExecutor(args.concurrency, thread_name_prefix="sdk") as pool:
+            for future in [pool.submit(worker) for _ in range(args.concurrency)]:
+                future.result()
+
+    run(args.seq, args.warmup, args.seconds, None)
+    warm_errors = sum(errors.values())
+    errors.clear()
+    latencies: list[float] = []
+    with Meter(args.fake_pid) as meter:
+        run(args.seq + args.warmup, args.count, args.seconds, latencies)
+    return _measured(args, meter, latencies, errors, warm_errors)
+
+
+async def drive_async(
+    args: argparse.Namespace, prepare: Callable[[int], Awaitable[object]]
+) -> dict[str, Any]:
+    """An async SDK's run: ``--warmup`` calls, then ``--count`` measured ones (each part within
+    ``--seconds``), gathered under a semaphore of ``--concurrency``. ``prepare(seq)`` gives the
+    awaitable for message ``seq``; awaiting it alone is timed."""
+    errors: Counter[str] = Counter()
+    gate = asyncio.Semaphore(args.concurrency)
+
+    async def one(seq: int, deadline: float, latencies: list[float] | None) -> None:
+        async with gate:
+            if time.perf_counter() >= deadline:
+                return
+            call = prepare(seq)
+            started = time.perf_counter()
+            try:
+                await call
+            except Exception as exc:
+                _count_error(errors, exc)
+            if latencies is not None:
+                latencies.append(time.perf_counter() - started)
+
+    async def run(first: int, count: int, latencies: list[float] | None) -> None:
+        deadline = time.perf_counter() + args.seconds
+        await asyncio.gather(*(one(first + i, deadline, latencies) for i in range(count)))
+
+    await run(args.seq, args.warmup, None)
+    warm_errors = sum(errors.values())
+    errors.clear()
+    latencies: list[float] = []
+    with Meter(args.fake_pid) as meter:
+        await run(args.seq + args.warmup, args.count, latencies)
+    return _measured(args, meter, latencies, errors, warm_errors)
 
 
 def child_args(provider: str, argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:

@@ -11,18 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
-from collections import Counter
+from collections.abc import Awaitable
 from typing import Any
 
 from bench.common import phone_digits
 from bench.scenarios.sdk import (
     SMS_TIMEOUT_SECONDS,
-    Meter,
+    Refused,
     child_args,
+    drive_async,
     logto_connector,
     report,
-    sdk_result,
     sms_message,
 )
 
@@ -47,46 +46,24 @@ async def measure(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, A
     )
     runtime = RuntimeOptions(autoretry=False)
     template = sms_message("aliyun", 0)
-    errors: Counter[str] = Counter()
-    gate = asyncio.Semaphore(args.concurrency)
 
-    async def one(seq: int, deadline: float, latencies: list[float] | None) -> None:
-        async with gate:
-            if time.perf_counter() >= deadline:
-                return
-            request = sms_models.SendSmsRequest(
+    async def send(request: Any) -> None:
+        response = await client.send_sms_with_options_async(request, runtime)
+        if response.body is None or response.body.code != "OK":
+            code = response.body.code if response.body is not None else "empty"
+            raise Refused(f"business error {code}")
+
+    def prepare(seq: int) -> Awaitable[None]:
+        return send(
+            sms_models.SendSmsRequest(
                 phone_numbers=phone_digits("sms-aliyun", seq)[2:],  # mainland: without 86
                 sign_name=template["sign_name"],
                 template_code=template["template_code"],
                 template_param=template["template_param"],
             )
-            started = time.perf_counter()
-            try:
-                response = await client.send_sms_with_options_async(request, runtime)
-                if response.body is None or response.body.code != "OK":
-                    code = response.body.code if response.body is not None else "empty"
-                    errors[f"business error {code}"] += 1
-            except Exception as exc:
-                errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
-            if latencies is not None:
-                latencies.append(time.perf_counter() - started)
+        )
 
-    async def run(first: int, count: int, latencies: list[float] | None) -> None:
-        deadline = time.perf_counter() + args.seconds
-        await asyncio.gather(*(one(first + i, deadline, latencies) for i in range(count)))
-
-    await run(args.seq, args.warmup, None)
-    warm_errors = sum(errors.values())
-    errors.clear()
-    latencies: list[float] = []
-    with Meter(args.fake_pid) as meter:
-        await run(args.seq + args.warmup, args.count, latencies)
-    result = sdk_result(
-        latencies, errors, meter.elapsed, meter.own, meter.fake,
-        (meter.machine0, meter.machine1), args.concurrency, args.warmup,
-    )  # fmt: skip
-    result["warmup_errors"] = warm_errors
-    return result
+    return await drive_async(args, prepare)
 
 
 def main(argv: list[str] | None = None) -> int:

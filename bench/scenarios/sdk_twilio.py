@@ -17,30 +17,18 @@ import argparse
 import asyncio
 import ssl
 import sys
-import threading
-import time
-from collections import Counter
 from typing import Any
 
 from bench.common import phone_digits
 from bench.scenarios.sdk import (
     SMS_TIMEOUT_SECONDS,
-    Meter,
     child_args,
+    drive_async,
+    drive_threads,
     logto_connector,
     report,
-    sdk_result,
     sms_message,
 )
-
-
-def _finish(
-    args: argparse.Namespace, latencies: list[float], errors: Counter[str], meter: Meter
-) -> dict[str, Any]:
-    return sdk_result(
-        latencies, errors, meter.elapsed, meter.own, meter.fake,
-        (meter.machine0, meter.machine1), args.concurrency, args.warmup,
-    )  # fmt: skip
 
 
 async def measure_aiohttp(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
@@ -60,45 +48,21 @@ async def measure_aiohttp(args: argparse.Namespace, info: dict[str, Any]) -> dic
     client = Client(connector["accountSID"], connector["authToken"], http_client=http)
     client.api.base_url = info["url"]
     template = sms_message("twilio", 0)
-    errors: Counter[str] = Counter()
-    gate = asyncio.Semaphore(args.concurrency)
 
-    async def one(seq: int, deadline: float, latencies: list[float] | None) -> None:
-        async with gate:
-            if time.perf_counter() >= deadline:
-                return
-            started = time.perf_counter()
-            try:
-                await client.messages.create_async(
-                    to="+" + phone_digits("sms-twilio", seq),
-                    messaging_service_sid=template["messaging_service_sid"],
-                    body=template["body"],
-                )
-            except Exception as exc:
-                errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
-            if latencies is not None:
-                latencies.append(time.perf_counter() - started)
+    async def send(seq: int) -> None:
+        await client.messages.create_async(
+            to="+" + phone_digits("sms-twilio", seq),
+            messaging_service_sid=template["messaging_service_sid"],
+            body=template["body"],
+        )
 
-    async def run(first: int, count: int, latencies: list[float] | None) -> None:
-        deadline = time.perf_counter() + args.seconds
-        await asyncio.gather(*(one(first + i, deadline, latencies) for i in range(count)))
-
-    await run(args.seq, args.warmup, None)
-    warm_errors = sum(errors.values())
-    errors.clear()
-    latencies: list[float] = []
-    with Meter(args.fake_pid) as meter:
-        await run(args.seq + args.warmup, args.count, latencies)
+    result = await drive_async(args, send)
     await http.close()
-    result = _finish(args, latencies, errors, meter)
-    result["warmup_errors"] = warm_errors
     return result
 
 
 def measure_threads(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
     """The SDK's requests client: one client; ``concurrency`` threads share it."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from requests.adapters import HTTPAdapter
     from twilio.http.http_client import TwilioHttpClient
     from twilio.rest import Client
@@ -110,47 +74,15 @@ def measure_threads(args: argparse.Namespace, info: dict[str, Any]) -> dict[str,
     client = Client(connector["accountSID"], connector["authToken"], http_client=http)
     client.api.base_url = info["url"]
     template = sms_message("twilio", 0)
-    errors: Counter[str] = Counter()
-    lock = threading.Lock()
 
-    def run(first: int, count: int, seconds: float, latencies: list[float] | None) -> None:
-        numbers = iter(range(first, first + count))
-        deadline = time.perf_counter() + seconds
+    def send(seq: int) -> None:
+        client.messages.create(
+            to="+" + phone_digits("sms-twilio", seq),
+            messaging_service_sid=template["messaging_service_sid"],
+            body=template["body"],
+        )
 
-        def worker() -> None:
-            while time.perf_counter() < deadline:
-                with lock:
-                    seq = next(numbers, None)
-                if seq is None:
-                    return
-                started = time.perf_counter()
-                try:
-                    client.messages.create(
-                        to="+" + phone_digits("sms-twilio", seq),
-                        messaging_service_sid=template["messaging_service_sid"],
-                        body=template["body"],
-                    )
-                except Exception as exc:
-                    errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
-                if latencies is not None:
-                    latencies.append(time.perf_counter() - started)
-
-        if args.concurrency == 1:
-            worker()
-            return
-        with ThreadPoolExecutor(args.concurrency, thread_name_prefix="sdk") as pool:
-            for future in [pool.submit(worker) for _ in range(args.concurrency)]:
-                future.result()
-
-    run(args.seq, args.warmup, args.seconds, None)
-    warm_errors = sum(errors.values())
-    errors.clear()
-    latencies: list[float] = []
-    with Meter(args.fake_pid) as meter:
-        run(args.seq + args.warmup, args.count, args.seconds, latencies)
-    result = _finish(args, latencies, errors, meter)
-    result["warmup_errors"] = warm_errors
-    return result
+    return drive_threads(args, lambda seq: lambda: send(seq))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,19 +12,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
-import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from bench.common import phone_digits
 from bench.scenarios.sdk import (
     SMS_TIMEOUT_SECONDS,
-    Meter,
     child_args,
+    drive_threads,
     logto_connector,
     report,
-    sdk_result,
     sms_message,
 )
 
@@ -32,7 +30,6 @@ from bench.scenarios.sdk import (
 def measure(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
     """Vonage's synchronous SDK: one client; ``concurrency`` threads share it."""
     import logging
-    from concurrent.futures import ThreadPoolExecutor
 
     from vonage import Auth, HttpClientOptions, Vonage
     from vonage_sms import SmsMessage
@@ -55,48 +52,14 @@ def measure(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
         HttpClientOptions(rest_host=info["host"], timeout=SMS_TIMEOUT_SECONDS),
     )
     template = sms_message("vonage", 0)
-    errors: Counter[str] = Counter()
-    lock = threading.Lock()
 
-    def run(first: int, count: int, seconds: float, latencies: list[float] | None) -> None:
-        numbers = iter(range(first, first + count))
-        deadline = time.perf_counter() + seconds
+    def prepare(seq: int) -> Callable[[], object]:
+        to = phone_digits("sms-vonage", seq)
+        return lambda: client.sms.send(
+            SmsMessage(to=to, from_=template["from"], text=template["text"])
+        )
 
-        def worker() -> None:
-            while time.perf_counter() < deadline:
-                with lock:
-                    seq = next(numbers, None)
-                if seq is None:
-                    return
-                to = phone_digits("sms-vonage", seq)
-                started = time.perf_counter()
-                try:
-                    client.sms.send(
-                        SmsMessage(to=to, from_=template["from"], text=template["text"])
-                    )
-                except Exception as exc:
-                    errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
-                if latencies is not None:
-                    latencies.append(time.perf_counter() - started)
-
-        if args.concurrency == 1:
-            worker()
-            return
-        with ThreadPoolExecutor(args.concurrency, thread_name_prefix="sdk") as pool:
-            for future in [pool.submit(worker) for _ in range(args.concurrency)]:
-                future.result()
-
-    run(args.seq, args.warmup, args.seconds, None)
-    warm_errors = sum(errors.values())
-    errors.clear()
-    latencies: list[float] = []
-    with Meter(args.fake_pid) as meter:
-        run(args.seq + args.warmup, args.count, args.seconds, latencies)
-    result = sdk_result(
-        latencies, errors, meter.elapsed, meter.own, meter.fake,
-        (meter.machine0, meter.machine1), args.concurrency, args.warmup,
-    )  # fmt: skip
-    result["warmup_errors"] = warm_errors
+    result = drive_threads(args, prepare)
     result["discarded_connections"] = sum(discarded.values())
     return result
 

@@ -36,6 +36,7 @@ from ..providers.base import SendResult
 from ..retry import Backoff, backoff_delay, retry
 from ..store import Accepted, Attempt, OutboxStore, StoreUnavailable
 from .dispatcher import Dispatcher
+from .drain import drain
 from .expiry import expired_error, expiry_reason, record_expired
 from .outcome import Outcome
 from .receipts import ReceiptDesk
@@ -83,15 +84,8 @@ class Outbox:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-                log.warning(
-                    "shutdown: %d message(s) left in the outbox for the next start", len(pending)
-                )
+        if left := await drain(self._tasks, grace_seconds):
+            log.warning("shutdown: %d message(s) left in the outbox for the next start", left)
         if self.receipts is not None:
             await self.receipts.stop(grace_seconds)
         await self.dispatcher.close()

@@ -47,6 +47,7 @@ from ..store.receipts import (
     ReceiptTarget,
 )
 from .dispatcher import Dispatcher, outcome_of
+from .drain import drain
 from .pacing import pacer
 
 log = logging.getLogger("otp_service.receipts")
@@ -282,12 +283,7 @@ class ReceiptDesk:
         """Give resends under way ``grace_seconds``, stop polling."""
         if self._poll is not None:
             self._poll.cancel()
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        await drain(self._tasks, grace_seconds)
 
 
 def delivery_of(status: StoredStatus, horizon_seconds: float, now: float) -> dict[str, Any] | None:

@@ -67,6 +67,34 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Translated:
+    """A system's request as the send path takes it, for a system whose requests carry no id:
+    ``kind`` is the system's own name for the message (Kratos's ``template_type``, ZITADEL's
+    event type), which with the recipient and the code makes a re-sent request the same one."""
+
+    channel: Channel
+    to: str
+    type: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    ttl: float | None = None  # the code's lifetime (seconds), when the system says it
+    kind: str = ""
+
+    def replay_key(self, body: bytes) -> str | bytes:
+        """What makes a re-sent request the same one: the same code for the same recipient and
+        kind, whatever the system re-rendered around it; for a message without a code, the same
+        body."""
+        code = self.payload.get("code")
+        if code is None:
+            return body_key(body)
+        return "\0".join((self.channel, self.to, self.kind, str(code)))
+
+    def delivery(self, source: str, body: bytes) -> Delivery:
+        """The one delivery this request asks for, sent in the name of hook ``source``."""
+        request = SendRequest(self.to, self.type, self.payload, ttl=self.ttl, source=source)
+        return Delivery(self.channel, request, self.replay_key(body))
+
+
+@dataclass(frozen=True)
 class Verdict:
     """How the house table (:mod:`otp_service.http.answers`) answers one outcome: its status,
     and for a refusal or failure the error code, message and ``Retry-After`` seconds."""

@@ -26,16 +26,14 @@ import binascii
 import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Literal
 
 from ..config.intakes import IntakesConfig, KratosIntakeConfig
 from ..errors import RequestError
-from ..message.compose import SendRequest
 from ..text.codes import find_code
 from ..text.sanitize import has_control
-from .hook import Delivery, Hook, Inbound, body_key
+from .hook import Delivery, Hook, Inbound, Translated, obj_field
 
 Channel = Literal["email", "sms"]
 _LINK = re.compile(r"^https?://\S+$", re.IGNORECASE)
@@ -72,18 +70,6 @@ TEMPLATE_TYPES: Mapping[str, tuple[str, str | None, str | None]] = {
 new type may carry a code we would not find, and a wrong message is worse than none."""
 # Where an identity keeps its language: Ory's docs use traits.language for translated templates.
 LOCALE_TRAITS = ("language", "locale", "lang", "preferred_language")
-
-
-@dataclass(frozen=True)
-class Translated:
-    """A Kratos request as the send path takes it."""
-
-    channel: Channel
-    to: str
-    type: str
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    template_type: str = ""
-    ttl: float | None = None  # the code's lifetime (seconds), from expires_in_minutes
 
 
 def _unauthorized(message: str) -> RequestError:
@@ -133,26 +119,8 @@ def check_api_key(
         raise _unauthorized(f"missing or invalid {what}")
 
 
-def replay_key(got: Translated, body: bytes) -> str | bytes:
-    """What makes a re-sent courier message the same one (Kratos sends no id): the same code
-    for the same recipient and template type; for a message without a code, the same body."""
-    code = got.payload.get("code")
-    if code is None:
-        return body_key(body)
-    return "\0".join((got.channel, got.to, got.template_type, str(code)))
-
-
 def _text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def _object(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = data.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise RequestError("invalid_request", f"'{key}' must be an object")
-    return value
 
 
 def code_in_body(body: str | None) -> str | None:
@@ -221,7 +189,7 @@ def translate(channel: Channel, data: Any) -> Translated:
             "wrong_channel",
             f"this is a Kratos {sent_as} message: send it to /v1/hooks/kratos/{sent_as}",
         )
-    tdata = _object(data, "template_data")
+    tdata = obj_field(data, "template_data")
     # The full context and the default body both have recipient; the default body adds "to"
     # and the codes and links at the top level.
     to = _text(data.get("recipient")) or _text(tdata.get("to")) or _text(data.get("to"))
@@ -244,8 +212,8 @@ def translate(channel: Channel, data: Any) -> Translated:
             raise RequestError(
                 "missing_code", f"no code in this Kratos {template_type} message", 422
             )
-    identity = _object(tdata, "identity")
-    transient = _object(tdata, "transient_payload")
+    identity = obj_field(tdata, "identity")
+    transient = obj_field(tdata, "transient_payload")
     payload: dict[str, Any] = {
         "user": _user(identity),
         "kratos": {
@@ -276,14 +244,14 @@ def translate(channel: Channel, data: Any) -> Translated:
     if isinstance(minutes, int) and not isinstance(minutes, bool) and 0 < minutes <= 1440:
         payload["ttl_minutes"] = minutes  # the text says what Kratos's code allows
         ttl = minutes * 60.0
-    return Translated(channel, to, usage, payload, template_type, ttl)
+    return Translated(channel, to, usage, payload, ttl, kind=template_type)
 
 
 class KratosHook(Hook):
     """``POST /v1/hooks/kratos/{email,sms}``: the courier's HTTP email delivery and its ``sms``
     channel. Any 2xx is "sent" to Kratos and anything else is queued again (up to
     ``courier.message_retries``), so the house answers suit it; a re-sent message is
-    recognised by :func:`replay_key`."""
+    recognised by :meth:`.hook.Translated.replay_key`."""
 
     name = "kratos"
     wait_seconds = 8.0  # well inside Kratos's HTTP client timeout
@@ -302,9 +270,7 @@ class KratosHook(Hook):
             raise _unauthorized("no Kratos credentials are configured")
 
     def parse(self, channel: Channel, data: Any, inbound: Inbound) -> list[Delivery]:
-        got = translate(channel, data)
-        request = SendRequest(got.to, got.type, got.payload, ttl=got.ttl, source=self.name)
-        return [Delivery(channel, request, replay_key(got, inbound.body))]
+        return [translate(channel, data).delivery(self.name, inbound.body)]
 
 
 def build(intakes: IntakesConfig) -> KratosHook | None:

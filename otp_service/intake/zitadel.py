@@ -19,7 +19,7 @@ and ``user_phone.go``, ``channels/webhook/channel.go``, ``pkg/actions/signing.go
 
 The signing key is used as its UTF-8 bytes (not decoded). ZITADEL sends no request id and
 retries a failed delivery with the same code, so a retry is recognised by its recipient, event
-type and code or, for a notice without a code, by its body (:func:`replay_key`).
+type and code or, for a notice without a code, by its body (:meth:`.hook.Translated.replay_key`).
 """
 
 from __future__ import annotations
@@ -28,14 +28,12 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..config.intakes import IntakesConfig, ZitadelIntakeConfig
 from ..errors import RequestError
-from ..message.compose import SendRequest
 from ..text.sanitize import has_control
-from .hook import Delivery, Hook, Inbound, body_key
+from .hook import Delivery, Hook, Inbound, Translated, obj_field, text_field
 
 Channel = Literal["email", "sms"]
 MESSAGE = "Message"  # the usage type whose templates send a text as is (``message``, ``subject``)
@@ -79,18 +77,6 @@ TEMPLATE_KEYS = (
     "includeFooter", "footerText",
 )  # fmt: skip
 _TEMPLATE_KEYS = {key.lower(): key for key in TEMPLATE_KEYS}
-
-
-@dataclass(frozen=True)
-class Translated:
-    """A ZITADEL request as the send path takes it."""
-
-    channel: Channel
-    to: str
-    type: str
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    ttl: float | None = None  # the code's lifetime (seconds), when ZITADEL says it
-    event_type: str = ""
 
 
 def _unauthorized(code: str, message: str) -> RequestError:
@@ -147,39 +133,11 @@ def verify_signature(header: str | None, body: bytes, keys: Sequence[str], now: 
         raise _unauthorized("invalid_signature", "the ZITADEL-Signature does not match the body")
 
 
-def replay_key(got: Translated, body: bytes) -> str | bytes:
-    """What makes a retried ZITADEL request the same one (it sends no request id): the same
-    code for the same recipient and event, whatever ZITADEL re-rendered around it; for a
-    message without a code, the same body."""
-    code = got.payload.get("code")
-    if code is None:
-        return body_key(body)
-    return "\0".join((got.channel, got.to, got.event_type, str(code)))
-
-
-def _object(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = data.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise RequestError("invalid_request", f"'{key}' must be an object")
-    return value
-
-
-def _string(data: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = data.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise RequestError("invalid_request", f"'{where}.{key}' must be a string")
-    return value
-
-
 def template_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """ZITADEL's ``templateData`` pieces with their current names (any case accepted), strings
     and ``includeFooter`` only."""
     pieces: dict[str, Any] = {}
-    for key, value in _object(data, "templateData").items():
+    for key, value in obj_field(data, "templateData").items():
         name = _TEMPLATE_KEYS.get(str(key).lower())
         if name is None:
             continue
@@ -239,14 +197,14 @@ def translate(channel: Channel, data: Any, *, relay_sms_text: bool = True) -> Tr
     ``unknown_event_type`` for an event type we do not know that carries no code."""
     if not isinstance(data, Mapping):
         raise RequestError("invalid_request", "the body must be a JSON object")
-    context = _object(data, "contextInfo")
-    args = _object(data, "args")
+    context = obj_field(data, "contextInfo")
+    args = obj_field(data, "args")
     pieces = template_data(data)
     field_name = "recipientEmailAddress" if channel == "email" else "recipientPhoneNumber"
-    to = _string(context, field_name, "contextInfo")
+    to = text_field(context, field_name, "contextInfo.")
     if to is None:
         raise RequestError("missing_field", f"'contextInfo.{field_name}' is required")
-    event_type = _string(context, "eventType", "contextInfo")
+    event_type = text_field(context, "eventType", "contextInfo.")
     if event_type is None:
         raise RequestError("missing_field", "'contextInfo.eventType' is required")
     code = _code(args)
@@ -282,7 +240,7 @@ def translate(channel: Channel, data: Any, *, relay_sms_text: bool = True) -> Tr
         if channel == "email":
             payload["subject"] = pieces.get("subject") or pieces.get("title") or None
         usage = MESSAGE
-    return Translated(channel, to, usage, payload, ttl, event_type)
+    return Translated(channel, to, usage, payload, ttl, kind=event_type)
 
 
 def _expiry(args: Mapping[str, Any]) -> float | None:
@@ -297,7 +255,7 @@ def _expiry(args: Mapping[str, Any]) -> float | None:
 class ZitadelHook(Hook):
     """``POST /v1/hooks/zitadel/{email,sms}``: ZITADEL's HTTP providers. Any 2xx is "sent" to
     ZITADEL and anything else is retried, so the house answers suit it; a retry is recognised by
-    :func:`replay_key`."""
+    :meth:`.hook.Translated.replay_key`."""
 
     name = "zitadel"
     wait_seconds = 4.0  # ZITADEL gives up on a provider after 5 s, then retries
@@ -311,8 +269,7 @@ class ZitadelHook(Hook):
 
     def parse(self, channel: Channel, data: Any, inbound: Inbound) -> list[Delivery]:
         got = translate(channel, data, relay_sms_text=self.relay_sms_text)
-        request = SendRequest(got.to, got.type, got.payload, ttl=got.ttl, source=self.name)
-        return [Delivery(channel, request, replay_key(got, inbound.body))]
+        return [got.delivery(self.name, inbound.body)]
 
 
 def build(intakes: IntakesConfig) -> ZitadelHook | None:

@@ -13,6 +13,8 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from alibabacloud_dysmsapi20170525 import models as sms_models
@@ -172,33 +174,31 @@ class AliyunProvider:
             template_code=template.china if mainland else template.overseas,
             template_param=json.dumps(dict(message.params), ensure_ascii=False),
         )
-        try:
-            async with self.slots:
-                response = await self.client.send_sms_with_options_async(request, self.runtime)
-        except Exception as exc:
-            raise classify(exc) from exc
-        body = response.body
-        if body is None or body.code != "OK":
-            code = body.code if body is not None else "empty"
-            raise _business_error(str(code), str(body.message if body is not None else ""))
+        body = await self._ask(self.client.send_sms_with_options_async, request)
         return SendResult(self.name, "sent", body.biz_id)
 
     async def query_receipt(self, provider_id: str, to: str, sent_at: float) -> Receipt | None:
         """Ask QuerySendDetails about one message; None while Aliyun has no record of it.
         Raises a ProviderError, as :meth:`send` does."""
         request = query_request(provider_id, to, sent_at)
+        body = await self._ask(self.client.query_send_details_with_options_async, request)
+        return from_query(provider_id, to, body)
+
+    async def _ask(
+        self, call: Callable[[Any, RuntimeOptions], Awaitable[Any]], request: Any
+    ) -> Any:
+        """One API call under the account's slots: the body of an ``OK`` answer, else the
+        :class:`ProviderError` the failure or the business code means."""
         try:
             async with self.slots:
-                response = await self.client.query_send_details_with_options_async(
-                    request, self.runtime
-                )
+                response = await call(request, self.runtime)
         except Exception as exc:
             raise classify(exc) from exc
         body = response.body
         if body is None or body.code != "OK":
             code = body.code if body is not None else "empty"
             raise _business_error(str(code), str(body.message if body is not None else ""))
-        return from_query(provider_id, to, body)
+        return body
 
     async def close(self) -> None:
         return None
