@@ -392,7 +392,7 @@ async def attack_connections(
             _, writer = await asyncio.open_connection("127.0.0.1", target.port)
             held.append(writer)
             while not stop.is_set():  # dropped after the head timeout: come back
-                writer.write(b"POST /v1/email HTTP/1.1\r\nHost: x\r\n")
+                writer.write(b"POST /v1/email HTTP/1.1\r\nHost: 127.0.0.1\r\n")
                 with contextlib.suppress(OSError, ConnectionError):
                     while not stop.is_set():
                         writer.write(b"a")
@@ -404,7 +404,7 @@ async def attack_connections(
         with contextlib.suppress(OSError, ConnectionError):
             reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
             held.append(writer)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             await writer.drain()
             await asyncio.wait_for(reader.read(4096), 10)
             await stop.wait()

@@ -156,9 +156,11 @@ class ServiceProcess:
         assert code is not None
         return code
 
-    def log_text(self) -> str:
+    def log_text(self, tail: int | None = 3000) -> str:
+        """The log's last ``tail`` characters (for a failure message), or all of it (None)."""
         self.log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return text if tail is None else text[-tail:]
 
     def stop(self) -> None:
         if self.process.poll() is None:
