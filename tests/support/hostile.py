@@ -291,6 +291,7 @@ async def attack_data_hang(target: Target, extra: dict[str, Any], clients: int =
     chunk = line * 1024  # 1 MiB
 
     async def one() -> str:
+        writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", target.smtp_port)
             await reader.readline()
@@ -306,10 +307,12 @@ async def attack_data_hang(target: Target, extra: dict[str, Any], clients: int =
             writer.write(b"Subject: x\r\n")
             with contextlib.suppress(TimeoutError):
                 answer = await asyncio.wait_for(reader.readline(), 1)
-            writer.close()
             return answer[:3].decode(errors="replace") or "none"
         except (OSError, TimeoutError) as exc:
             return type(exc).__name__
+        finally:  # refused mid-DATA too: no socket left for the garbage collector to warn about
+            if writer is not None:
+                writer.close()
 
     answers = await asyncio.gather(*(one() for _ in range(clients)))
     extra["peak_during_mib"] = round(target.peak_mib, 1)
@@ -399,6 +402,7 @@ async def attack_connections(
                         await writer.drain()
                         await asyncio.sleep(0.5)
                 _, writer = await asyncio.open_connection("127.0.0.1", target.port)
+                held.append(writer)  # closed at the end like the first (no socket left behind)
 
     async def idle_one() -> None:
         with contextlib.suppress(OSError, ConnectionError):
