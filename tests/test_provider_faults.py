@@ -25,7 +25,7 @@ fake_vonage = vonage_fakes.fake_vonage
 fake_aliyun = aliyun_fakes.fake_aliyun
 
 CHINA = "+8613800138000"
-FAST = {"wait_seconds": 1, "retry_delay_seconds": 0.05, "backoff_max_seconds": 0.3,
+FAST = {"wait_seconds": 10, "retry_delay_seconds": 0.05, "backoff_max_seconds": 0.3,
         "poll_seconds": 0.05, "timeout_seconds": 5}  # fmt: skip
 TEMPLATES = [
     {"usageType": usage, "contentType": "text/plain", "subject": "Code",

@@ -32,6 +32,10 @@ fake_vonage = vonage_fakes.fake_vonage
 fake_aliyun = aliyun_fakes.fake_aliyun
 
 CODE = "482913"
+# How long a send waits for its outcome: generous, since a send answers as soon as it is known
+# (a loaded CI machine took over 1 s for a failover); tests of a 202 set QUEUED_WAIT.
+SETTLED_WAIT = 10
+QUEUED_WAIT = 1
 CHINA = "+8613800138000"
 FRANCE = "+33612345678"
 
@@ -48,8 +52,28 @@ def sms_config(vonage: FakeVonage, aliyun: FakeAliyun, **sms: Any) -> dict[str, 
             {"providers": ["vonage"]},
         ],
     }
-    delivery = {"retry_delay_seconds": 0.01, "wait_seconds": 1}
+    delivery = {"retry_delay_seconds": 0.01, "wait_seconds": SETTLED_WAIT}
     return {"sms": section | sms, "delivery": delivery}
+
+
+def queued_config(vonage: FakeVonage, aliyun: FakeAliyun, **sms: Any) -> dict[str, Any]:
+    """``sms_config`` with a short wait, for a send that must answer 202 queued."""
+    config = sms_config(vonage, aliyun, **sms)
+    config["delivery"]["wait_seconds"] = QUEUED_WAIT
+    return config
+
+
+async def attempts_when(client: Any, message_id: str, count: int) -> list[dict[str, Any]]:
+    """The message's attempts once at least ``count`` are recorded (a 202 answers when the
+    wait ends, which on a loaded machine can come before the failover's attempt)."""
+    deadline = asyncio.get_running_loop().time() + SETTLED_WAIT
+    while True:
+        record = await (await client.get(f"/v1/messages/{message_id}")).json()
+        attempts: list[dict[str, Any]] = record["attempts"]
+        if len(attempts) >= count:
+            return attempts
+        assert asyncio.get_running_loop().time() < deadline, f"only {len(attempts)} attempts"
+        await asyncio.sleep(0.05)
 
 
 async def send(
@@ -187,28 +211,29 @@ async def test_every_provider_down_answers_202_queued(
     service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
 ) -> None:
     """Providers failing for longer than the request waits: 202 queued, the message stays ours."""
-    client = await service(sms_config(fake_vonage, fake_aliyun))
+    client = await service(queued_config(fake_vonage, fake_aliyun))
     fake_aliyun.reply_next(*[aliyun_error(503, "ServiceUnavailable", "down")] * 50)
     fake_vonage.reply_next(*[vonage_http(500)] * 50)
     status, body, _, text = await send(client, CHINA)
     assert status == 202 and body["status"] == "queued" and CODE not in text
+    attempts = await attempts_when(client, body["id"], 4)
+    assert {a["outcome"] for a in attempts} == {"transient"}
     record = await (await client.get(f"/v1/messages/{body['id']}")).json()
-    assert record["status"] == "queued" and len(record["attempts"]) >= 4
-    assert {a["outcome"] for a in record["attempts"]} == {"transient"}
+    assert record["status"] == "queued"
 
 
 async def test_provider_retry_after_is_honoured(
     service: ClientFactory, fake_vonage: FakeVonage, fake_aliyun: FakeAliyun
 ) -> None:
     """Aliyun's rate limit then Vonage's HTTP 429 Retry-After 7: no new attempt before 7 s."""
-    client = await service(sms_config(fake_vonage, fake_aliyun))
+    client = await service(queued_config(fake_vonage, fake_aliyun))
     fake_aliyun.reply_next(aliyun_business("isv.BUSINESS_LIMIT_CONTROL"))
     fake_vonage.reply_next(vonage_http(429, retry_after="7"))
     status, body, _, _ = await send(client, CHINA)
     assert status == 202 and body["status"] == "queued"
+    attempts = await attempts_when(client, body["id"], 2)
     assert (len(fake_aliyun.sms), len(fake_vonage.sms)) == (1, 1)
-    record = await (await client.get(f"/v1/messages/{body['id']}")).json()
-    assert "BUSINESS_LIMIT_CONTROL" in record["attempts"][0]["error"]
+    assert "BUSINESS_LIMIT_CONTROL" in attempts[0]["error"]
 
 
 async def test_aliyun_throttling_retry_after_is_honoured(
@@ -216,11 +241,12 @@ async def test_aliyun_throttling_retry_after_is_honoured(
 ) -> None:
     """Vonage throttled (status 1) then Aliyun's x-acs-retry-after 3 s: queued, not hammered."""
     routes = [{"prefixes": ["+86"], "providers": ["vonage", "aliyun"]}]
-    client = await service(sms_config(fake_vonage, fake_aliyun, routes=routes))
+    client = await service(queued_config(fake_vonage, fake_aliyun, routes=routes))
     fake_vonage.reply_next(vonage_status("1"))
     fake_aliyun.reply_next(aliyun_throttled(3000))
     status, body, _, _ = await send(client, CHINA)
     assert status == 202 and body["status"] == "queued"
+    await attempts_when(client, body["id"], 2)
     assert (len(fake_vonage.sms), len(fake_aliyun.sms)) == (1, 1)
 
 

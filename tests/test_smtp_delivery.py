@@ -97,7 +97,7 @@ def make_config(smtp: dict[str, Any], **pool: Any) -> dict[str, Any]:
     """The service config: email through ``smtp``, a quick retry, a short overall timeout."""
     return {
         "email": {"provider": "smtp", "smtp": smtp, "pool": pool or {"size": 4}},
-        "delivery": {"retry_delay_seconds": 0.01, "timeout_seconds": 5, "wait_seconds": 1},
+        "delivery": {"retry_delay_seconds": 0.01, "timeout_seconds": 5, "wait_seconds": 10},
         "templates": {"bundled": False},  # the connector's templates suffice; compiling is slow
     }
 
@@ -723,11 +723,17 @@ async def test_connection_refused_is_transient_and_answers_202_queued(
     with pytest.raises(TransientProviderError, match="connection failed"):
         await sender.send()
 
-    client = await service(make_config(smtp_json(port)))
+    config = make_config(smtp_json(port))
+    config["delivery"]["wait_seconds"] = 1
+    client = await service(config)
     response = await client.post("/v1/email", json=signin())
     body = await response.json()
     assert response.status == 202 and body["status"] == "queued"
-    status = await (await client.get(f"/v1/messages/{body['id']}")).json()
+    for _ in range(200):  # the 202 can come before the first attempt is recorded
+        status = await (await client.get(f"/v1/messages/{body['id']}")).json()
+        if status["attempts"]:
+            break
+        await asyncio.sleep(0.05)
     assert status["status"] == "queued" and status["attempts"]
     assert {a["outcome"] for a in status["attempts"]} == {"transient"}
 
