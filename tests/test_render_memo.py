@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from otp_service.config import TemplatesConfig
-from otp_service.message.memo import MAX_ENTRIES, TRIAL_MISSES, RenderMemo, memoisable
+from otp_service.message.memo import (
+    MAX_ENTRIES,
+    MAX_KEY_CHARS,
+    TRIAL_MISSES,
+    RenderMemo,
+    memoisable,
+)
 from otp_service.message.templates import TemplateLibrary
 from otp_service.text.sanitize import json_problem, json_text_may_hold_problem
 
@@ -153,6 +159,14 @@ def test_the_memo_is_bounded() -> None:
         payload = {"code": "123", "locale": "en", "application": {"displayName": f"App {number}"}}
         assert f"App {number}" in library.render_email("SignIn", payload).text
     assert len(memo._entries) <= 8 < MAX_ENTRIES
+
+
+def test_a_large_context_is_not_kept() -> None:
+    """A payload whose context is over MAX_KEY_CHARS renders as before, and is not kept."""
+    library = _library()
+    big = {"code": "123", "locale": "en", "extra": "x" * MAX_KEY_CHARS}
+    fresh = _library(memo=False).render_email("SignIn", big)
+    assert library.render_email("SignIn", big) == fresh and not library.memo._entries
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,8 @@ It does so only where that is provably the same output:
 - the joined output is byte-identical to a real render of the request that made the entry
   (checked for every new entry; a template failing it is never memoised again).
 
-Bounded: :data:`MAX_ENTRIES` entries, least recently used first out; a template whose entries are
+Bounded: :data:`MAX_ENTRIES` entries, least recently used first out, keyed by contexts of at
+most :data:`MAX_KEY_CHARS` of JSON; a template whose entries are
 seldom reused (every request brings another context) stops being memoised after
 :data:`TRIAL_MISSES`, so it never costs two renders for long.
 """
@@ -41,6 +42,7 @@ from .placeholders import FUNCTION
 
 VARYING = ("code", "link")  # what changes from one request to the next for the same template
 MAX_ENTRIES = 256
+MAX_KEY_CHARS = 4096  # a context larger than this (a usual one is under 1 KB) is not memoised
 TRIAL_MISSES = 64  # new entries a template may make before its reuse is judged
 _ALLOWED_ABOVE = (nodes.Template, nodes.Block, nodes.If, nodes.Output)
 
@@ -253,6 +255,8 @@ class RenderMemo:
         except (TypeError, ValueError):
             kept = None
         if frozen is None or kept is None:  # not a JSON value: not keyed
+            return template.render(context)
+        if len(frozen) + len(kept) > MAX_KEY_CHARS:  # the memo's memory stays small
             return template.render(context)
         key = (template, tuple(values), frozen, kept)
         pieces = self._entries.get(key)
