@@ -159,11 +159,13 @@ def _export(bench: Bench, ref: str) -> dict[str, str]:
     """otp_service and templates as of ``ref``, first on PYTHONPATH: the environment to use."""
     target = bench.workdir / f"before-{ref.replace('/', '_')}"
     if not target.exists():
+        # The first commits had no top-level templates folder: export what the ref has.
+        listed = subprocess.run(
+            ["git", "ls-tree", "--name-only", ref, "otp_service", "templates"],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        ).stdout.split()  # fmt: skip
         with tempfile.TemporaryFile() as archive:
-            subprocess.run(
-                ["git", "archive", ref, "otp_service", "templates"], stdout=archive,
-                check=True, cwd=ROOT,
-            )  # fmt: skip
+            subprocess.run(["git", "archive", ref, *listed], stdout=archive, check=True, cwd=ROOT)
             archive.seek(0)
             with tarfile.open(fileobj=archive) as tar:
                 tar.extractall(target, filter="data")
