@@ -264,3 +264,19 @@ def test_tls_context_verifies_as_the_default_context_does(
         expected.set_ciphers(tls["ciphers"])
     assert isinstance(ours, ResumingContext)
     assert settings(ours) == settings(expected)
+
+
+async def test_burst_of_new_connections_all_resume_the_saved_session(
+    smtp_servers: ServerFactory, mailers: Callable[..., Mailer]
+) -> None:
+    """After one message, a burst that opens three more connections resumes on all three:
+    a resumed connection keeps the saved session, which later ones resume again."""
+    server = smtp_servers(implicit_tls=True)
+    mailer = mailers(connector(server.port, secure=True))
+    await mailer.send("ana@example.com")
+    await asyncio.gather(*(mailer.send(f"user{i}@example.com") for i in range(4)))
+    await asyncio.gather(*(mailer.send(f"more{i}@example.com") for i in range(4)))
+
+    assert len(server.messages) == 9
+    assert [c.tls_resumed for c in server.connections] == [False, True, True, True]
+    assert mailer.pool.resumed == 3

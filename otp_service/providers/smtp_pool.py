@@ -81,12 +81,23 @@ class ResumingContext(ssl.SSLContext):
 
         Call it after the server's first reply over TLS: a TLS 1.3 server sends its session
         ticket after the handshake, so a session taken at the handshake cannot be resumed.
+        A connection that resumed the saved session leaves it in place while it is less than
+        half its lifetime old: reading a session copies it (about 0.1 ms, CPython serialises
+        it with the peer's certificates), which would eat most of what resuming saves.
         """
         if ssl_object is None or ssl_object.server_side:
             return
+        name = ssl_object.server_hostname
+        saved = self._sessions.get(name)
+        if (
+            saved is not None
+            and ssl_object.session_reused
+            and time.time() < saved.time + saved.timeout / 2
+        ):
+            return
         session = ssl_object.session
         if session is not None and (session.has_ticket or session.id):
-            self._sessions[ssl_object.server_hostname] = session
+            self._sessions[name] = session
 
 
 def _client_context(cafile: str | None, cadata: str | None) -> ResumingContext:
@@ -242,7 +253,6 @@ class SmtpPool:
         self.opened += 1
         if ssl_object is not None and ssl_object.session_reused:
             self.resumed += 1
-        self.context.remember(ssl_object)  # has its ticket if a reply came over TLS (AUTH)
         return smtp
 
     @staticmethod
@@ -325,7 +335,8 @@ class SmtpPool:
                 raise
             keep = True
             if not reused and smtp.is_connected:
-                # The server has answered over TLS by now: a TLS 1.3 ticket has arrived.
+                # A new connection's session, once the server answered over TLS: a TLS 1.3
+                # ticket comes after the handshake (and AUTH is not always there to wait for).
                 self.context.remember(self._ssl_object(smtp))
         finally:
             await asyncio.shield(self._release(smtp, keep))
