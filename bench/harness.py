@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -109,6 +112,25 @@ class Bench:
                 f"the service's check-config refused {', '.join(sorted(refused))}: "
                 "run without (" + "; ".join(done.stderr.strip().splitlines()[1:3]) + ")"
             )
+
+    def ref_env(self, ref: str) -> dict[str, str]:
+        """The environment that runs otp-service as of git ``ref``: its ``otp_service`` and
+        ``templates`` extracted once into the bench's folder, first on PYTHONPATH (for a
+        before/after in one run)."""
+        target = self.workdir / f"before-{ref.replace('/', '_')}"
+        if not target.exists():
+            # The first commits (6b54b96) had no top-level templates folder: what the ref has.
+            listed = subprocess.run(
+                ["git", "ls-tree", "--name-only", ref, "otp_service", "templates"],
+                capture_output=True, text=True, check=True, cwd=ROOT,
+            ).stdout.split()  # fmt: skip
+            with tempfile.TemporaryFile() as archive:
+                git = ["git", "archive", ref, *listed]
+                subprocess.run(git, stdout=archive, check=True, cwd=ROOT)
+                archive.seek(0)
+                with tarfile.open(fileobj=archive) as tar:
+                    tar.extractall(target, filter="data")
+        return {**os.environ, "PYTHONPATH": str(target)}
 
     def start_service(
         self,

@@ -7,7 +7,8 @@ the load generator at ``--cpu-concurrency`` (20) for ``--duration`` seconds or `
 Reported: each process's CPU time per request (its CPU, children included, over the requests
 it answered) and the ratio service ÷ reference per round, with the load average when each
 run started: the machine may be shared, so the ratio, measured seconds apart, is the figure
-to read. Target: at most 3 times.
+to read. Target: at most 3 times. ``--cpu-before REF`` also runs otp-service as of git ``REF``
+in each round, alternating which of the two goes first: a before/after from one run.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--cpu-concurrency", type=int, default=20,
         help="cpu: concurrency of each run (default 20)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cpu-before", metavar="REF",
+        help="cpu: also measure otp-service as of this git ref in each round (before/after)",
     )  # fmt: skip
 
 
@@ -71,7 +76,20 @@ def _measure(bench: Bench, service: Service) -> Run:
     return run
 
 
+def _service(bench: Bench, name: str, env: dict[str, str] | None, profile: bool) -> Run:
+    service = bench.start_service(name, {"capture": {"max_messages": 1000}}, "WARNING", env=env)
+    try:
+        spy = profile_start(bench, service.proc.pid, name) if profile else None
+        own = _measure(bench, service)
+        own["profile"] = profile_report(bench, spy, name)
+    finally:
+        bench.stop(service.proc)
+    return own
+
+
 def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
+    before = bench.args.cpu_before
+    env = bench.ref_env(before) if before else None
     rounds = []
     for number in range(bench.args.cpu_rounds):
         reference = _reference(bench)
@@ -79,17 +97,15 @@ def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
             ref = _measure(bench, reference)
         finally:
             bench.stop(reference.proc)
-        name = f"cpu-service-{number}"
-        service = bench.start_service(name, {"capture": {"max_messages": 1000}}, "WARNING")
-        try:
-            spy = profile_start(bench, service.proc.pid, name) if number == 0 else None
-            own = _measure(bench, service)
-            own["profile"] = profile_report(bench, spy, name)
-        finally:
-            bench.stop(service.proc)
-        ratio = own["cpu_ms"] / ref["cpu_ms"] if own["cpu_ms"] and ref["cpu_ms"] else None
-        rounds.append({"reference": ref, "service": own, "ratio": ratio})
-    return {"rounds": rounds, "concurrency": bench.args.cpu_concurrency}
+        item: dict[str, Any] = {"reference": ref}
+        # Alternated: before first in odd rounds, after first in even ones.
+        order = [("before", env), ("service", None)] if before else [("service", None)]
+        for slug, environment in order if number % 2 == 0 else order[::-1]:
+            own = _service(bench, f"cpu-{slug}-{number}", environment, number == 0)
+            ratio = own["cpu_ms"] / ref["cpu_ms"] if own["cpu_ms"] and ref["cpu_ms"] else None
+            item[slug], item[f"{slug}_ratio"] = own, ratio
+        rounds.append(item)
+    return {"rounds": rounds, "concurrency": bench.args.cpu_concurrency, "before": before}
 
 
 def section(result: dict[str, Any]) -> list[str]:
@@ -106,12 +122,17 @@ def section(result: dict[str, Any]) -> list[str]:
         "| --: | --: | --: | --: | --: | --: | --- |",
     ]
     for number, item in enumerate(result["rounds"], 1):
-        ref, own, ratio = item["reference"], item["service"], item["ratio"]
-        lines.append(
-            f"| {number} | {_ms(ref['cpu_ms'])} | {_ms(own['cpu_ms'])} | "
-            f"{f'{ratio:.2f}' if ratio else 'n/a'} | {ref['rps']:,.0f} | {own['rps']:,.0f} | "
-            f"{ref['loadavg']}; {own['loadavg']} |"
-        )
+        ref = item["reference"]
+        for slug in ("before", "service"):
+            if slug not in item:
+                continue
+            own, ratio = item[slug], item[f"{slug}_ratio"]
+            label = f"{number}, before ({result['before']})" if slug == "before" else f"{number}"
+            lines.append(
+                f"| {label} | {_ms(ref['cpu_ms'])} | {_ms(own['cpu_ms'])} | "
+                f"{f'{ratio:.2f}' if ratio else 'n/a'} | {ref['rps']:,.0f} | {own['rps']:,.0f} "
+                f"| {ref['loadavg']}; {own['loadavg']} |"
+            )
     lines += ["", f"Target: service ÷ reference ≤ {CPU_RATIO_TARGET:g}.", ""]
     return lines
 
@@ -123,6 +144,8 @@ def _ms(value: float | None) -> str:
 def runs(result: dict[str, Any]) -> Iterator[tuple[str, Run]]:
     for number, item in enumerate(result["rounds"], 1):
         yield f"cpu reference {number}", item["reference"]
+        if "before" in item:
+            yield f"cpu before {number}", item["before"]
         yield f"cpu service {number}", item["service"]
 
 

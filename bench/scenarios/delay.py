@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -155,23 +152,6 @@ def _logto(bench: Bench, connector: dict[str, Any], concurrency: int, probe: Pro
     return result
 
 
-def _export(bench: Bench, ref: str) -> dict[str, str]:
-    """otp_service and templates as of ``ref``, first on PYTHONPATH: the environment to use."""
-    target = bench.workdir / f"before-{ref.replace('/', '_')}"
-    if not target.exists():
-        # The first commits had no top-level templates folder: export what the ref has.
-        listed = subprocess.run(
-            ["git", "ls-tree", "--name-only", ref, "otp_service", "templates"],
-            capture_output=True, text=True, check=True, cwd=ROOT,
-        ).stdout.split()  # fmt: skip
-        with tempfile.TemporaryFile() as archive:
-            subprocess.run(["git", "archive", ref, *listed], stdout=archive, check=True, cwd=ROOT)
-            archive.seek(0)
-            with tarfile.open(fileobj=archive) as tar:
-                tar.extractall(target, filter="data")
-    return {**os.environ, "PYTHONPATH": str(target)}
-
-
 def _service(
     bench: Bench, name: str, connector: dict[str, Any], env: dict[str, str] | None, probe: Probe
 ) -> dict[str, Run]:
@@ -206,7 +186,7 @@ def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
     ca_pem = Path(info["ca_file"]).read_text()
     versions: list[tuple[str, dict[str, str] | None]] = [("service", None)]
     if args.delay_before:
-        versions.insert(0, (f"before ({args.delay_before})", _export(bench, args.delay_before)))
+        versions.insert(0, (f"before ({args.delay_before})", bench.ref_env(args.delay_before)))
     rows: list[dict[str, Any]] = []
     proxies: list[dict[str, Any] | None] = []
     try:

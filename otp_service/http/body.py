@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import RequestError
-from ..text.sanitize import json_problem
+from ..text.sanitize import json_problem, json_text_may_hold_problem
 from .context import CONFIG
 
 
@@ -23,6 +23,8 @@ async def read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise RequestError("payload_too_large", f"the body exceeds {limit} bytes", 413)
     try:
+        if request.content.is_eof():  # all of it is here already (the usual small body)
+            return await request.read()
         async with asyncio.timeout(request.app[CONFIG].server.header_timeout_seconds):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -35,11 +37,12 @@ def decode_json(body: bytes, charset: str | None) -> Any:
     """``body`` as JSON: 400 ``invalid_json``, or ``invalid_request`` for text that cannot be
     taken (a lone surrogate, absurd nesting)."""
     try:
-        data = json.loads(body.decode(charset or "utf-8"))
+        text = body.decode(charset or "utf-8")
+        data = json.loads(text)
     except (ValueError, LookupError, RecursionError):  # RecursionError: absurdly deep nesting
         raise RequestError("invalid_json", "the body is not valid JSON") from None
     # Checked before anything is composed or stored: such text fails wherever it goes next.
-    if (problem := json_problem(data)) is not None:
+    if json_text_may_hold_problem(text) and (problem := json_problem(data)) is not None:
         raise RequestError("invalid_request", f"the body cannot be accepted: {problem}")
     return data
 

@@ -47,6 +47,7 @@ from ..text.addresses import parse_mailbox
 from ..text.htmltext import html_to_text
 from ..text.sanitize import has_control
 from .branding import branding
+from .memo import RenderMemo
 from .sources import (
     Budgeted,
     Connector,
@@ -175,11 +176,21 @@ def _name(template: Template | EmailSet) -> str:
     return template.filename or template.name or "<template>"
 
 
-def _render(template: Template, context: Mapping[str, Any], locale: str, channel: str) -> str:
-    """``template`` rendered; a failure is a :class:`TemplateRenderError` naming it."""
+def _render(
+    template: Template,
+    context: Mapping[str, Any],
+    locale: str,
+    channel: str,
+    memo: RenderMemo | None = None,
+    frozen: str | None = None,
+) -> str:
+    """``template`` rendered (through ``memo`` when given, ``frozen`` its key of ``context``);
+    a failure is a :class:`TemplateRenderError` naming it."""
     try:
         if isinstance(template.environment, Budgeted):  # one of Logto's
             return budgeted_render(template, context)
+        if memo is not None:
+            return memo.render(template, context, frozen)
         return template.render(context)
     except Exception as exc:  # TemplateError, or e.g. a division by zero inside one
         raise TemplateRenderError(
@@ -191,11 +202,16 @@ def _render(template: Template, context: Mapping[str, Any], locale: str, channel
 
 
 def _header(
-    template: Template | None, context: Mapping[str, Any], what: str, locale: str
+    template: Template | None,
+    context: Mapping[str, Any],
+    what: str,
+    locale: str,
+    memo: RenderMemo | None = None,
+    frozen: str | None = None,
 ) -> str | None:
     if template is None:
         return None
-    value = _render(template, context, locale, "email").strip()
+    value = _render(template, context, locale, "email", memo, frozen).strip()
     if has_control(value):
         raise RequestError(
             "invalid_header_value", f"a payload value would put a control character in the {what}"
@@ -229,6 +245,7 @@ class TemplateLibrary:
         # (channel, type, locale, uiLocales) -> its candidates, for one set of Logto's templates
         self._resolved: dict[tuple[Any, ...], list[Any]] = {}
         self._resolved_for: object = None
+        self.memo = RenderMemo()  # the configured sources' renders, reused across requests
         problems = [
             *(self.operator.problems if self.operator else []),
             *self.connector.problems,
@@ -310,17 +327,20 @@ class TemplateLibrary:
             )  # fmt: skip
 
     def _email(
-        self, locale: str, t: EmailSet, ctx: dict[str, Any], source: str = ""
+        self, locale: str, t: EmailSet, ctx: dict[str, Any], source: str = "", *, reuse: bool = True
     ) -> EmailContent:
-        subject = _header(t.subject, ctx, "subject", locale) or ""
-        html = _render(t.html, ctx, locale, "email") if t.html is not None else None
+        """``reuse``: through the render memo (the start-up checks' sample renders are not)."""
+        memo = self.memo if reuse else None
+        frozen = memo.freeze(ctx) if memo is not None else None
+        subject = _header(t.subject, ctx, "subject", locale, memo, frozen) or ""
+        html = _render(t.html, ctx, locale, "email", memo, frozen) if t.html is not None else None
         text = (
-            _render(t.text, ctx, locale, "email").strip()
+            _render(t.text, ctx, locale, "email", memo, frozen).strip()
             if t.text is not None
             else html_to_text(html or "")
         )
-        reply_to = _header(t.reply_to, ctx, "Reply-To", locale)
-        send_from = _header(t.send_from, ctx, "From", locale)
+        reply_to = _header(t.reply_to, ctx, "Reply-To", locale, memo, frozen)
+        send_from = _header(t.send_from, ctx, "From", locale, memo, frozen)
         for what, value, template in (
             ("replyTo", reply_to, t.reply_to),
             ("sendFrom", send_from, t.send_from),
@@ -366,7 +386,8 @@ class TemplateLibrary:
         if found is None:
             raise TemplateNotFoundError("sms", usage)
         locale, source, template = found
-        text = _render(template, self._context(usage, payload), locale, "SMS").strip()
+        context = self._context(usage, payload)
+        text = _render(template, context, locale, "SMS", self.memo).strip()
         return SmsContent(text=text, locale=locale, source=source)
 
     def _templates(self, *, logto: bool) -> Iterator[tuple[str, str, str, EmailSet | Template]]:
@@ -397,7 +418,7 @@ class TemplateLibrary:
             context = self._context(usage, {**sample, "locale": locale or "en"})
             try:
                 if isinstance(template, EmailSet):
-                    self._email(locale, template, context)
+                    self._email(locale, template, context, reuse=False)
                 else:
                     _render(template, context, locale, channel)
             except TemplateRenderError as exc:

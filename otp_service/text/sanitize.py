@@ -44,6 +44,19 @@ def json_problem(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
     return None
 
 
+# How a lone surrogate gets into decoded JSON: a \\u escape of one, or one in the text itself
+# (a charset such as unicode_escape can make one). A valid pair matches too: the walk decides.
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+
+
+def json_text_may_hold_problem(text: str, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """False when ``text`` (JSON) cannot decode to anything :func:`json_problem` refuses: no
+    escaped surrogate, and too few brackets to nest ``max_depth`` deep (each level opens one).
+    A cheap look at the text that spares the walk of the usual small body."""
+    brackets = text.count("{") + text.count("[")
+    return brackets >= max_depth or _ESCAPED_SURROGATE.search(text) is not None
+
+
 def clean_display_name(value: str) -> str:
     """A display name safe for a From/Reply-To header, as Logto's SMTP connector cleans it."""
     return strip_control(value).replace("<", "").replace(">", "").strip()
