@@ -232,11 +232,14 @@ def _trips(run: Run, rtt: float) -> str:
 def section(result: dict[str, Any]) -> list[str]:
     rows = result["rows"]
     labels = list(rows[0]["versions"]) if rows else []
+    sink = result.get("sink") or {}
     lines = [
         "## SMTP over network distance (STARTTLS + AUTH on the sink)",
         "",
         f"Delay: {result['delay']}; sink: aiosmtpd with STARTTLS and AUTH required, PIPELINING "
-        f"advertised (counted {(result.get('sink') or {}).get('messages', 'n/a')} messages). "
+        f"advertised (counted {sink.get('messages', 'n/a')} messages on "
+        f"{sink.get('connections', 'n/a')} connections, {sink.get('resumed', 'n/a')} of which "
+        "resumed an earlier TLS session). "
         "C=1: p50 from request to the sink's acceptance, in ms and in round trips (÷ RTT), "
         "and the round trips per message the proxy counted (one per TCP connection, one each "
         "time the client spoke after the server; the service's 3 warm-up messages and its "
