@@ -56,7 +56,7 @@ class ResumingContext(ssl.SSLContext):
     full handshake with the usual verification (``session_reused`` tells which).
     """
 
-    def __init__(self, protocol: int = ssl.PROTOCOL_TLS_CLIENT) -> None:
+    def __init__(self, protocol: int) -> None:  # protocol: taken by SSLContext.__new__
         super().__init__()
         self._sessions: dict[str | None, ssl.SSLSession] = {}
 
