@@ -69,7 +69,9 @@ class Bench:
     workdir: Path
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
     seq: int = 0  # the next request number: every request goes to a new recipient
-    rejected_keys: set[str] = field(default_factory=set)  # config keys check-config refused
+    # config keys check-config refused, per version of the code (its PYTHONPATH, "" for ours):
+    # an old ref's refusal must not drop store.path or limits for the current service
+    rejected_keys: dict[str, set[str]] = field(default_factory=dict)
     config_notes: list[str] = field(default_factory=list)
 
     def take_seq(self, count: int) -> int:
@@ -90,8 +92,9 @@ class Bench:
         if not self.args.keep_limits:
             extra["limits"] = {"enabled": False}
         path = self.workdir / f"{name}.json"
+        rejected = self.rejected_keys.setdefault((env or {}).get("PYTHONPATH", ""), set())
         while True:
-            full = {k: v for k, v in extra.items() if k not in self.rejected_keys} | config
+            full = {k: v for k, v in extra.items() if k not in rejected} | config
             path.write_text(json.dumps(full, indent=2))
             done = subprocess.run(
                 [sys.executable, "-m", "otp_service", "check-config", str(path)],
@@ -102,12 +105,12 @@ class Bench:
                 return path
             problems = re.findall(r"^\s*- ([^:\s]+):", done.stderr, re.M)
             refused = {
-                key for key in extra if key not in self.rejected_keys
+                key for key in extra if key not in rejected
                 and any(p == key or p.startswith(f"{key}.") for p in problems)
             }  # fmt: skip
             if not refused:
                 raise RuntimeError(f"check-config refused {path}:\n{done.stderr[-3000:]}")
-            self.rejected_keys |= refused
+            rejected |= refused
             self.config_notes.append(
                 f"the service's check-config refused {', '.join(sorted(refused))}: "
                 "run without (" + "; ".join(done.stderr.strip().splitlines()[1:3]) + ")"
@@ -119,11 +122,14 @@ class Bench:
         before/after in one run)."""
         target = self.workdir / f"before-{ref.replace('/', '_')}"
         if not target.exists():
+            # The first commits (6b54b96) had no top-level templates folder: what the ref has.
+            listed = subprocess.run(
+                ["git", "ls-tree", "--name-only", ref, "otp_service", "templates"],
+                capture_output=True, text=True, check=True, cwd=ROOT,
+            ).stdout.split()  # fmt: skip
             with tempfile.TemporaryFile() as archive:
-                subprocess.run(
-                    ["git", "archive", ref, "otp_service", "templates"], stdout=archive,
-                    check=True, cwd=ROOT,
-                )  # fmt: skip
+                git = ["git", "archive", ref, *listed]
+                subprocess.run(git, stdout=archive, check=True, cwd=ROOT)
                 archive.seek(0)
                 with tarfile.open(fileobj=archive) as tar:
                     tar.extractall(target, filter="data")

@@ -7,7 +7,8 @@ pipelined commands work; ``--no-pipelining`` leaves it out); every message is co
 discarded. Postfix's ``smtp-sink`` does neither STARTTLS nor AUTH, so it cannot stand in here.
 
 It writes ``{"port", "pid", "ca_file"}`` to ``--port-file`` once listening, and on SIGTERM
-prints ``{"messages": N, "connections": N}``.
+prints ``{"messages": N, "connections": N, "resumed": N}`` (resumed: connections whose TLS
+handshake resumed an earlier session).
 """
 
 from __future__ import annotations
@@ -32,11 +33,16 @@ class _Sink:
         self.pipelining = pipelining
         self.messages = 0
         self.connections = 0
+        self.resumed = 0  # connections whose TLS handshake resumed an earlier session
 
     async def handle_EHLO(
         self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        tls = server.transport.get_extra_info("ssl_object") if server.transport else None
+        if tls is not None and tls.session_reused and not getattr(session, "counted", False):
+            session.counted = True  # the first EHLO after STARTTLS: the handshake is over
+            self.resumed += 1
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
@@ -82,7 +88,8 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     server.close()
-    print(json.dumps({"messages": sink.messages, "connections": sink.connections}), flush=True)
+    counts = {"messages": sink.messages, "connections": sink.connections, "resumed": sink.resumed}
+    print(json.dumps(counts), flush=True)
 
 
 def main() -> None:

@@ -232,11 +232,14 @@ def _trips(run: Run, rtt: float) -> str:
 def section(result: dict[str, Any]) -> list[str]:
     rows = result["rows"]
     labels = list(rows[0]["versions"]) if rows else []
+    sink = result.get("sink") or {}
     lines = [
         "## SMTP over network distance (STARTTLS + AUTH on the sink)",
         "",
         f"Delay: {result['delay']}; sink: aiosmtpd with STARTTLS and AUTH required, PIPELINING "
-        f"advertised (counted {(result.get('sink') or {}).get('messages', 'n/a')} messages). "
+        f"advertised (counted {sink.get('messages', 'n/a')} messages on "
+        f"{sink.get('connections', 'n/a')} connections, {sink.get('resumed', 'n/a')} of which "
+        "resumed an earlier TLS session). "
         "C=1: p50 from request to the sink's acceptance, in ms and in round trips (÷ RTT), "
         "and the round trips per message the proxy counted (one per TCP connection, one each "
         "time the client spoke after the server; the service's 3 warm-up messages and its "
@@ -269,6 +272,7 @@ def section(result: dict[str, Any]) -> list[str]:
         cells.append(f"{ratio:.1f}x" if ratio else "n/a")
         cells.append(service.get("c20", {}).get("loadavg", "n/a") if service else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _cpu_table(rows, labels)
     errors = sum(run.get("errors", 0) for row in rows for run in _all_runs(row))
     lines += [
         "",
@@ -276,6 +280,36 @@ def section(result: dict[str, Any]) -> list[str]:
         f"{LOGTO_RATIO_TARGET:g}x Logto's connector. Errors in all runs: {errors}.",
         "",
     ]
+    return lines
+
+
+def _cpu_per_message(run: Run, key: str) -> float | None:
+    """Milliseconds of one process's CPU per message (``key``: its CPU % over the run)."""
+    pct, done = run.get(key), run.get("requests", 0) - run.get("errors", 0)
+    return pct * run["seconds"] * 10 / done if pct is not None and done > 0 else None
+
+
+def _cpu_table(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """C=20 CPU per message of Logto's Node process and of each service: unlike messages/s,
+    it hardly depends on what else the machine runs, so a shared machine can compare it."""
+    lines = [
+        "",
+        "C=20, CPU per message (ms; Logto: its Node process, the service: its process; the "
+        "sink and the proxy not included):",
+        "",
+        "| RTT | Logto | " + " | ".join(labels) + " | Logto ÷ service |",
+        "| --: |" + " --: |" * (len(labels) + 2),
+    ]
+    for row in rows:
+        logto = _cpu_per_message(row["logto"]["c20"], "loadgen_cpu_pct")
+        ours = [_cpu_per_message(row["versions"][label]["c20"], "service_cpu_pct")
+                for label in labels]  # fmt: skip
+        service = ours[labels.index("service")] if "service" in labels else None
+        cells = [f"{row['rtt_ms']:g} ms"] + [
+            f"{value:.2f}" if value is not None else "n/a" for value in [logto, *ours]
+        ]
+        cells.append(f"{logto / service:.1f}x" if logto and service else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

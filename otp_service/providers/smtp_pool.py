@@ -9,6 +9,10 @@ row, then they are replaced: servers count such commands). A connection the serv
 replaced. When the server refuses a new connection (a 421 greeting, a refused or reset TCP
 connection) while others are open, it has said how many it takes: the ceiling drops to the
 connections open for ``limit_backoff_seconds``, and the message waits for one of those.
+
+A new connection resumes the TLS session of an earlier one to the same server name when the
+server allows it (session tickets or ids): an abbreviated handshake, no certificate to send
+and verify again (:class:`ResumingContext`).
 """
 
 from __future__ import annotations
@@ -39,12 +43,85 @@ class StartTlsUnavailable(Exception):
     """``requireTLS`` is set but the server does not offer STARTTLS."""
 
 
-def tls_context(config: SmtpConfig) -> ssl.SSLContext:
+class ResumingContext(ssl.SSLContext):
+    """A client context that offers each new connection the TLS session last saved for its
+    server name, so the server may resume it instead of a full handshake.
+
+    asyncio's TLS layer, which aiosmtplib uses for implicit TLS and STARTTLS alike, makes each
+    connection's TLS object with ``context.wrap_bio(...)`` and has no way to pass a saved
+    session; this override sets it on the new object before the handshake. A session is only
+    offered to the exact ``server_hostname`` it was saved for: resuming skips the certificate
+    check, which the saved session passed for that name, with this context's trust settings.
+    Python refuses a session from another context. The server decides: it resumes, or runs a
+    full handshake with the usual verification (``session_reused`` tells which).
+    """
+
+    def __init__(self, protocol: int) -> None:  # protocol: taken by SSLContext.__new__
+        super().__init__()
+        self._sessions: dict[str | None, ssl.SSLSession] = {}
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        ssl_object = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        if session is None and not server_side:
+            # Keyed by the object's own (IDNA-encoded) name, as remember() saved it.
+            saved = self._sessions.get(ssl_object.server_hostname)
+            if saved is not None:
+                ssl_object.session = saved
+        return ssl_object
+
+    def remember(self, ssl_object: ssl.SSLObject | None) -> None:
+        """Save a connection's session for the next connection to the same server name.
+
+        Call it after the server's first reply over TLS: a TLS 1.3 server sends its session
+        ticket after the handshake, so a session taken at the handshake cannot be resumed.
+        A connection that resumed the saved session leaves it in place while it is less than
+        half its lifetime old: reading a session copies it (about 0.1 ms, CPython serialises
+        it with the peer's certificates), which would eat most of what resuming saves.
+        """
+        if ssl_object is None or ssl_object.server_side:
+            return
+        name = ssl_object.server_hostname
+        saved = self._sessions.get(name)
+        if (
+            saved is not None
+            and ssl_object.session_reused
+            and time.time() < saved.time + saved.timeout / 2
+        ):
+            return
+        session = ssl_object.session
+        if session is not None and (session.has_ticket or session.id):
+            self._sessions[name] = session
+
+
+def _client_context(cafile: str | None, cadata: str | None) -> ResumingContext:
+    """What ``ssl.create_default_context(cafile=..., cadata=...)`` returns, as a
+    :class:`ResumingContext`: its protocol, flags, options and verification settings, and the
+    same trust loaded the same way (tests/test_smtp_tls_sessions.py compares the two)."""
+    reference = ssl.create_default_context(cafile=cafile, cadata=cadata)
+    context = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.options = reference.options
+    context.verify_flags = reference.verify_flags
+    context.verify_mode = reference.verify_mode
+    context.check_hostname = reference.check_hostname
+    context.keylog_filename = reference.keylog_filename
+    if cafile or cadata:
+        context.load_verify_locations(cafile=cafile, cadata=cadata)
+    else:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    return context
+
+
+def tls_context(config: SmtpConfig) -> ResumingContext:
     """An SSL context honouring the connector's ``tls`` options (raises ``ssl.SSLError``)."""
     tls = config.tls
-    context = ssl.create_default_context(
-        cafile=tls.ca_file, cadata="\n".join(tls.ca) if tls.ca else None
-    )
+    context = _client_context(tls.ca_file, "\n".join(tls.ca) if tls.ca else None)
     if not tls.reject_unauthorized:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -96,6 +173,7 @@ class SmtpPool:
         self._closed = False
         self.opened = 0  # connections opened over the pool's life, for tests and metrics
         self.limited = 0  # times the server's refusal lowered the ceiling
+        self.resumed = 0  # connections that resumed an earlier one's TLS session
 
     @property
     def ceiling(self) -> int:
@@ -168,12 +246,19 @@ class SmtpPool:
                     await smtp.auth_xoauth2(auth.user, auth.access_token or "")
                 else:
                     await smtp.login(auth.user, auth.password or "")
-
+            ssl_object = self._ssl_object(smtp)
         except BaseException:
             smtp.close()
             raise
         self.opened += 1
+        if ssl_object is not None and ssl_object.session_reused:
+            self.resumed += 1
         return smtp
+
+    @staticmethod
+    def _ssl_object(smtp: PipeliningSMTP) -> ssl.SSLObject | None:
+        ssl_object = smtp.get_transport_info("ssl_object")
+        return ssl_object if isinstance(ssl_object, ssl.SSLObject) else None
 
     def _take_idle(self) -> PipeliningSMTP | None:
         while self._idle:
@@ -249,6 +334,10 @@ class SmtpPool:
                 keep = _refusal(exc)  # the send reset the envelope (RSET) or closed it
                 raise
             keep = True
+            if not reused and smtp.is_connected:
+                # A new connection's session, once the server answered over TLS: a TLS 1.3
+                # ticket comes after the handshake (and AUTH is not always there to wait for).
+                self.context.remember(self._ssl_object(smtp))
         finally:
             await asyncio.shield(self._release(smtp, keep))
 

@@ -67,6 +67,7 @@ class Connection:
 
     number: int
     tls: bool = False  # implicit TLS, or upgraded with STARTTLS
+    tls_resumed: bool = False  # the TLS handshake resumed an earlier session (seen at EHLO)
     ehlo: list[str] = field(default_factory=list)  # the names the client gave in EHLO/HELO
     commands: list[str] = field(default_factory=list)  # "EHLO", "STARTTLS", "AUTH LOGIN", ...
     users: list[str] = field(default_factory=list)  # users that authenticated successfully
@@ -169,6 +170,9 @@ class _Handler:
         if smtp.record is not None:
             smtp.record.commands.append("EHLO")
             smtp.record.ehlo.append(hostname)
+            ssl_object = smtp.transport.get_extra_info("ssl_object") if smtp.transport else None
+            if ssl_object is not None:  # the handshake is over once the client speaks again
+                smtp.record.tls_resumed = ssl_object.session_reused
         session.host_name = hostname
         if self.server.pipelining:  # aiosmtpd reads commands line by line: pipelining works
             responses.insert(-1, "250-PIPELINING")
