@@ -95,16 +95,22 @@ async def make_vonage(fake_vonage: FakeVonage) -> AsyncIterator[MakeVonage]:
 
 
 @pytest.fixture
-def make_aliyun(fake_aliyun: FakeAliyun) -> MakeAliyun:
-    """Build AliyunProviders aimed at the fake, from Logto's Aliyun JSON (overridable)."""
+async def make_aliyun(fake_aliyun: FakeAliyun) -> AsyncIterator[MakeAliyun]:
+    """Build AliyunProviders aimed at the fake, from Logto's Aliyun JSON (overridable); all
+    closed after."""
+    made: list[AliyunProvider] = []
 
     def make(endpoint: dict[str, Any] | None = None, **json_overrides: Any) -> AliyunProvider:
         data = logto_aliyun_json(**json_overrides)
         config = parse_config({"sms": {"provider": "aliyun", "aliyun": data}}).sms.aliyun
         assert config is not None
-        return AliyunProvider(config, Endpoint(**(fake_aliyun.endpoint() | (endpoint or {}))))
+        endpoint = fake_aliyun.endpoint() | (endpoint or {})
+        made.append(AliyunProvider(config, Endpoint(**endpoint)))
+        return made[-1]
 
-    return make
+    yield make
+    for provider in made:
+        await provider.close()
 
 
 async def send_error(provider: VonageProvider | AliyunProvider, message: Message) -> ProviderError:
@@ -312,6 +318,17 @@ async def test_aliyun_accepted_returns_provider_and_biz_id(
     assert authorization.startswith("ACS3-HMAC-SHA256 Credential=LTAI5tTestKeyId,")
     assert ALIYUN["accessKeySecret"] not in json.dumps(request.headers) + str(request.query)
     assert request.query["SignName"] == "阿克米"
+
+
+async def test_aliyun_calls_share_one_kept_alive_connection(
+    make_aliyun: MakeAliyun, fake_aliyun: FakeAliyun
+) -> None:
+    """SMS after SMS go over one connection (the SDK alone opens and closes one per call)."""
+    provider = make_aliyun()
+    for number in ("+8613800138000", "+8613800138001", "+8613800138002"):
+        await provider.send(compose(number))
+    peers = {request.peer for request in fake_aliyun.requests}
+    assert len(fake_aliyun.sms) == 3 and len(peers) == 1 and None not in peers
 
 
 @pytest.mark.parametrize(
