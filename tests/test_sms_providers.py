@@ -11,7 +11,7 @@ import base64
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -31,7 +31,7 @@ from otp_service.message.templates import TemplateLibrary
 from otp_service.providers.aliyun import AliyunProvider
 from otp_service.providers.vonage import VonageProvider
 
-from .support.fakes import DROP, Reply
+from .support.fakes import DROP, Reply, started
 from .support.fakes import aliyun as aliyun_fakes
 from .support.fakes import vonage as vonage_fakes
 from .support.fakes.aliyun import (
@@ -329,6 +329,34 @@ async def test_aliyun_calls_share_one_kept_alive_connection(
         await provider.send(compose(number))
     peers = {request.peer for request in fake_aliyun.requests}
     assert len(fake_aliyun.sms) == 3 and len(peers) == 1 and None not in peers
+
+
+@pytest.fixture
+def fake_aliyun_tls() -> Iterator[FakeAliyun]:
+    """A :class:`FakeAliyun` on https, with the test CA's certificate."""
+    with started(lambda: FakeAliyun(tls=True)) as server:
+        yield server
+
+
+async def test_aliyun_over_https_trusts_the_endpoint_ca_file(
+    fake_aliyun_tls: FakeAliyun,
+) -> None:
+    """Over https the endpoint's ca_file is trusted (one connection for two SMS); without it
+    the test CA's certificate is refused: permanent, nothing posted."""
+    config = parse_config({"sms": {"provider": "aliyun", "aliyun": ALIYUN}}).sms.aliyun
+    assert config is not None
+    trusting = AliyunProvider(config, Endpoint(**fake_aliyun_tls.endpoint()))
+    untrusting = AliyunProvider(config, Endpoint(**fake_aliyun_tls.endpoint() | {"ca_file": None}))
+    try:
+        await trusting.send(compose("+8613800138000"))
+        await trusting.send(compose("+8613800138001"))
+        assert len({request.peer for request in fake_aliyun_tls.requests}) == 1
+        error = await send_error(untrusting, compose("+8613800138002"))
+    finally:
+        await trusting.close()
+        await untrusting.close()
+    assert type(error) is PermanentProviderError and "TLS" in error.message
+    assert len(fake_aliyun_tls.sms) == 2
 
 
 @pytest.mark.parametrize(
