@@ -13,6 +13,8 @@ import aiohttp
 
 from ..config.sms import Endpoint
 
+KEEPALIVE_SECONDS = 10.0
+
 
 class EndpointSession:
     """At most ``concurrency`` connections to ``endpoint``; ``timeout_seconds`` to connect and
@@ -38,7 +40,11 @@ class EndpointSession:
             context.load_verify_locations(self.cafile)
         timeout = self.endpoint.timeout_seconds
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.concurrency, ssl=context),
+            # An idle connection is closed by us after 10 s, before the 15 s idle timeout of many
+            # load balancers could close it just as a request goes out (outcome unknown).
+            connector=aiohttp.TCPConnector(
+                limit=self.concurrency, ssl=context, keepalive_timeout=KEEPALIVE_SECONDS
+            ),
             timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),
             trust_env=False,
         )
