@@ -143,6 +143,17 @@ async def test_vonage_accepted_returns_provider_and_message_id(
     assert CODE in request.form["text"]
 
 
+async def test_vonage_calls_share_one_kept_alive_connection(
+    make_vonage: MakeVonage, fake_vonage: FakeVonage
+) -> None:
+    """SMS after SMS go over one TLS connection, each POSTed once."""
+    provider = make_vonage()
+    for number in ("+33612345678", "+33612345679", "+33612345670"):
+        await provider.send(compose(number))
+    peers = {request.peer for request in fake_vonage.requests}
+    assert len(fake_vonage.sms) == 3 and len(peers) == 1 and None not in peers
+
+
 async def test_vonage_chinese_text_sent_as_unicode_intact(
     make_vonage: MakeVonage, fake_vonage: FakeVonage
 ) -> None:
