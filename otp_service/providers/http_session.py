@@ -33,7 +33,7 @@ class EndpointSession:
         if self.session is not None and not self.session.closed:
             return self.session
         context: ssl.SSLContext | bool = self.endpoint.protocol == "https"
-        if context and self.endpoint.ca_file:  # that CA alone, as for Vonage's requests
+        if context and self.endpoint.ca_file:  # that CA alone, as requests trusted it
             context = ssl.create_default_context(cafile=self.endpoint.ca_file)
         elif context and self.cafile:
             context = ssl.create_default_context()

@@ -10,15 +10,15 @@ provider id; errors are ``{"code", "message", "more_info", "status"}``:
 https://www.twilio.com/docs/usage/twilios-response#response-formats-exceptions).
 
 Why the SDK's async path (``create_async`` on its ``AsyncTwilioHttpClient``, aiohttp) rather
-than its ``requests`` client on a thread pool, as for Vonage: against the same local fake, at
-50 calls at once, the async client spent about a third of the CPU per message in the SDK's
-process (0.7-1.0 ms against 2.0-2.6 ms, three runs) while messages per second were a draw on a
-busy 2-CPU machine (161-311 against 177-238); once the CPU is the limit, CPU per message is
-throughput, and no thread is held per call in flight (docs/sms.md, "Twilio"; ``python -m bench
---only sms`` measures both again). Its ``request`` is ours (:class:`_Transport`): one
-``aiohttp.ClientSession`` whose connector bounds connections, with the endpoint's timeouts and
-CA, the credentials as a plain header, and never a replayed POST (the SDK's retrying client,
-``max_retries``, stays off: our dispatcher decides what is retried).
+than its ``requests`` client on a thread pool (as Vonage's SDK once ran here): against the same
+local fake, at 50 calls at once, the async client spent about a third of the CPU per message in
+the SDK's process (0.7-1.0 ms against 2.0-2.6 ms, three runs) while messages per second were a
+draw on a busy 2-CPU machine (161-311 against 177-238); once the CPU is the limit, CPU per
+message is throughput, and no thread is held per call in flight (docs/sms.md, "Twilio";
+``python -m bench --only sms`` measures both again). Its ``request`` is ours
+(:class:`_Transport`): one ``aiohttp.ClientSession`` whose connector bounds connections, with the
+endpoint's timeouts and CA, the credentials as a plain header, and never a replayed POST (the
+SDK's retrying client, ``max_retries``, stays off: our dispatcher decides what is retried).
 """
 
 from __future__ import annotations
