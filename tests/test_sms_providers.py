@@ -342,6 +342,34 @@ async def test_aliyun_calls_share_one_kept_alive_connection(
     assert len(fake_aliyun.sms) == 3 and len(peers) == 1 and None not in peers
 
 
+async def test_aliyun_sdk_called_outside_the_provider_keeps_its_own_transport(
+    make_aliyun: MakeAliyun, fake_aliyun: FakeAliyun
+) -> None:
+    """The provider's pool serves only its own calls: the SDK used directly in the same process
+    still sends (on a connection of its own), and the provider's next SMS reuses its pool."""
+    from alibabacloud_dysmsapi20170525 import models as sms_models
+    from alibabacloud_dysmsapi20170525.client import Client
+    from alibabacloud_tea_openapi import utils_models as open_api_models
+    from darabonba.runtime import RuntimeOptions
+
+    provider = make_aliyun()
+    await provider.send(compose("+8613800138000"))
+    client = Client(
+        open_api_models.Config(
+            access_key_id="LTAI5tOtherKey", access_key_secret="other", endpoint=fake_aliyun.host,
+            protocol="http",
+        )
+    )  # fmt: skip
+    request = sms_models.SendSmsRequest(
+        phone_numbers="13800138001", sign_name="x", template_code="SMS_1", template_param="{}"
+    )
+    answer = await client.send_sms_with_options_async(request, RuntimeOptions(autoretry=False))
+    await provider.send(compose("+8613800138002"))
+    assert answer.body.code == "OK"
+    first, direct, last = fake_aliyun.requests
+    assert first.peer == last.peer != direct.peer
+
+
 @pytest.fixture
 def fake_aliyun_tls() -> Iterator[FakeAliyun]:
     """A :class:`FakeAliyun` on https, with the test CA's certificate."""
