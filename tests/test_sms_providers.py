@@ -11,7 +11,7 @@ import base64
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -31,7 +31,7 @@ from otp_service.message.templates import TemplateLibrary
 from otp_service.providers.aliyun import AliyunProvider
 from otp_service.providers.vonage import VonageProvider
 
-from .support.fakes import DROP, Reply
+from .support.fakes import DROP, Reply, started
 from .support.fakes import aliyun as aliyun_fakes
 from .support.fakes import vonage as vonage_fakes
 from .support.fakes.aliyun import (
@@ -95,16 +95,22 @@ async def make_vonage(fake_vonage: FakeVonage) -> AsyncIterator[MakeVonage]:
 
 
 @pytest.fixture
-def make_aliyun(fake_aliyun: FakeAliyun) -> MakeAliyun:
-    """Build AliyunProviders aimed at the fake, from Logto's Aliyun JSON (overridable)."""
+async def make_aliyun(fake_aliyun: FakeAliyun) -> AsyncIterator[MakeAliyun]:
+    """Build AliyunProviders aimed at the fake, from Logto's Aliyun JSON (overridable); all
+    closed after."""
+    made: list[AliyunProvider] = []
 
     def make(endpoint: dict[str, Any] | None = None, **json_overrides: Any) -> AliyunProvider:
         data = logto_aliyun_json(**json_overrides)
         config = parse_config({"sms": {"provider": "aliyun", "aliyun": data}}).sms.aliyun
         assert config is not None
-        return AliyunProvider(config, Endpoint(**(fake_aliyun.endpoint() | (endpoint or {}))))
+        endpoint = fake_aliyun.endpoint() | (endpoint or {})
+        made.append(AliyunProvider(config, Endpoint(**endpoint)))
+        return made[-1]
 
-    return make
+    yield make
+    for provider in made:
+        await provider.close()
 
 
 async def send_error(provider: VonageProvider | AliyunProvider, message: Message) -> ProviderError:
@@ -135,6 +141,17 @@ async def test_vonage_accepted_returns_provider_and_message_id(
     assert request.form["from"] == "Acme" and request.form["to"] == "33612345678"
     assert basic_auth(request) == ("a1b2c3d4", "VonageS3cretValue")
     assert CODE in request.form["text"]
+
+
+async def test_vonage_calls_share_one_kept_alive_connection(
+    make_vonage: MakeVonage, fake_vonage: FakeVonage
+) -> None:
+    """SMS after SMS go over one TLS connection, each POSTed once."""
+    provider = make_vonage()
+    for number in ("+33612345678", "+33612345679", "+33612345670"):
+        await provider.send(compose(number))
+    peers = {request.peer for request in fake_vonage.requests}
+    assert len(fake_vonage.sms) == 3 and len(peers) == 1 and None not in peers
 
 
 async def test_vonage_chinese_text_sent_as_unicode_intact(
@@ -312,6 +329,73 @@ async def test_aliyun_accepted_returns_provider_and_biz_id(
     assert authorization.startswith("ACS3-HMAC-SHA256 Credential=LTAI5tTestKeyId,")
     assert ALIYUN["accessKeySecret"] not in json.dumps(request.headers) + str(request.query)
     assert request.query["SignName"] == "阿克米"
+
+
+async def test_aliyun_calls_share_one_kept_alive_connection(
+    make_aliyun: MakeAliyun, fake_aliyun: FakeAliyun
+) -> None:
+    """SMS after SMS go over one connection (the SDK alone opens and closes one per call)."""
+    provider = make_aliyun()
+    for number in ("+8613800138000", "+8613800138001", "+8613800138002"):
+        await provider.send(compose(number))
+    peers = {request.peer for request in fake_aliyun.requests}
+    assert len(fake_aliyun.sms) == 3 and len(peers) == 1 and None not in peers
+
+
+async def test_aliyun_sdk_called_outside_the_provider_keeps_its_own_transport(
+    make_aliyun: MakeAliyun, fake_aliyun: FakeAliyun
+) -> None:
+    """The provider's pool serves only its own calls: the SDK used directly in the same process
+    still sends (on a connection of its own), and the provider's next SMS reuses its pool."""
+    from alibabacloud_dysmsapi20170525 import models as sms_models
+    from alibabacloud_dysmsapi20170525.client import Client
+    from alibabacloud_tea_openapi import utils_models as open_api_models
+    from darabonba.runtime import RuntimeOptions
+
+    provider = make_aliyun()
+    await provider.send(compose("+8613800138000"))
+    client = Client(
+        open_api_models.Config(
+            access_key_id="LTAI5tOtherKey", access_key_secret="other", endpoint=fake_aliyun.host,
+            protocol="http",
+        )
+    )  # fmt: skip
+    request = sms_models.SendSmsRequest(
+        phone_numbers="13800138001", sign_name="x", template_code="SMS_1", template_param="{}"
+    )
+    answer = await client.send_sms_with_options_async(request, RuntimeOptions(autoretry=False))
+    await provider.send(compose("+8613800138002"))
+    assert answer.body.code == "OK"
+    first, direct, last = fake_aliyun.requests
+    assert first.peer == last.peer != direct.peer
+
+
+@pytest.fixture
+def fake_aliyun_tls() -> Iterator[FakeAliyun]:
+    """A :class:`FakeAliyun` on https, with the test CA's certificate."""
+    with started(lambda: FakeAliyun(tls=True)) as server:
+        yield server
+
+
+async def test_aliyun_over_https_trusts_the_endpoint_ca_file(
+    fake_aliyun_tls: FakeAliyun,
+) -> None:
+    """Over https the endpoint's ca_file is trusted (one connection for two SMS); without it
+    the test CA's certificate is refused: permanent, nothing posted."""
+    config = parse_config({"sms": {"provider": "aliyun", "aliyun": ALIYUN}}).sms.aliyun
+    assert config is not None
+    trusting = AliyunProvider(config, Endpoint(**fake_aliyun_tls.endpoint()))
+    untrusting = AliyunProvider(config, Endpoint(**fake_aliyun_tls.endpoint() | {"ca_file": None}))
+    try:
+        await trusting.send(compose("+8613800138000"))
+        await trusting.send(compose("+8613800138001"))
+        assert len({request.peer for request in fake_aliyun_tls.requests}) == 1
+        error = await send_error(untrusting, compose("+8613800138002"))
+    finally:
+        await trusting.close()
+        await untrusting.close()
+    assert type(error) is PermanentProviderError and "TLS" in error.message
+    assert len(fake_aliyun_tls.sms) == 2
 
 
 @pytest.mark.parametrize(

@@ -6,18 +6,22 @@ aiohttp as the service uses it and requests on threads) and (b) the service conf
 Logto's connector JSON and ``sms.endpoints`` at the fake, both at concurrency 1 and
 --sms-concurrency; and once, (h) the service capturing SMS: the HTTP and composing floor.
 Each fake runs in its own process (``python -m tests.support.fakes.serve``) and counts what it got.
+``--sms-before REF`` adds (b) for otp-service as of git ``REF`` (started just before the current
+one, against the same fake), for a before/after in one run; ``--sms-providers`` picks providers.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from bench import table
-from bench.common import proc_memory_kib
+from bench.common import loadavg, proc_memory_kib
 from bench.harness import Bench, Fake
 from bench.profiling import profile_report, profile_start
 from bench.scenarios import Run, Scenario
+from bench.scenarios.delay import _export as export_ref
 from bench.scenarios.sdk import SMS_PROVIDERS, SMS_TIMEOUT_SECONDS, logto_connector, sdk_baseline
 
 SMS_TARGET_RATIO = 0.70
@@ -27,6 +31,17 @@ SDK_LABEL = {
     "aliyun": "Aliyun SDK (async)",
     TWILIO: "Twilio SDK (aiohttp client)",
 }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sms-providers", default=",".join(SMS_PROVIDERS), metavar="NAME,...",
+        help=f"SMS: the providers to run (default {','.join(SMS_PROVIDERS)})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sms-before", metavar="REF",
+        help="SMS: also run (b) with otp-service as of this git ref, for before/after",
+    )  # fmt: skip
 
 
 def sms_service_config(provider: str, fake: Fake | None) -> dict[str, Any]:
@@ -66,6 +81,50 @@ def sms_floor(bench: Bench) -> dict[str, Any]:
     return {"sequential": runs[0], "concurrent": runs[1]}
 
 
+def service_runs(
+    bench: Bench, fake: Fake, version: str, env: dict[str, str] | None
+) -> list[dict[str, Any]]:
+    """(b) at 1 and C: a service (``env``: another version of it) against ``fake``; the last
+    run carries the service's memory under "rss"."""
+    args, provider = bench.args, fake.provider
+    slug = f"sms-{provider}" if version == "service" else f"sms-{provider}-{version}"
+    service = bench.start_service(slug, sms_service_config(provider, fake), "WARNING", env=env)
+    try:
+        runs = []
+        for concurrency in (1, args.sms_concurrency):
+            name = f"{slug}-c{concurrency}"
+            spy = profile_start(bench, service.proc.pid, name)
+            run = bench.loadgen(
+                service, requests=args.sms_messages, seconds=args.sms_duration,
+                concurrency=concurrency, warmup=min(args.sms_warmup, args.sms_messages),
+                expect="sent", path="/v1/sms", kind=f"sms-{provider}", fake_pid=fake.proc.pid,
+            )  # fmt: skip
+            run["profile"] = profile_report(bench, spy, name)
+            run["loadavg"] = loadavg()
+            runs.append(run)
+        runs[-1]["rss"] = proc_memory_kib(service.proc.pid)
+        if service.proc.poll() is not None:
+            raise RuntimeError(f"the service died during the run:\n{service.log_tail()}")
+    finally:
+        bench.stop(service.proc)
+    return runs
+
+
+def ratio(b: dict[str, Any], a: dict[str, Any]) -> float | None:
+    return b["rps"] / a["rps"] if a["rps"] else None
+
+
+def before_keys(ref: str, runs: list[Run], baseline: list[Run]) -> dict[str, Any]:
+    """The --sms-before runs and their ratios, in the provider's result."""
+    return {
+        "before_ref": ref,
+        "before_sequential": runs[0],
+        "before_concurrent": runs[1],
+        "before_ratio_sequential": ratio(runs[0], baseline[0]),
+        "before_ratio_concurrent": ratio(runs[1], baseline[1]),
+    }
+
+
 def sms_provider_phase(bench: Bench, provider: str) -> dict[str, Any]:
     """(a) the bare SDK, (b) the service, both at 1 and C, against one fake of ``provider``."""
     args = bench.args
@@ -78,37 +137,22 @@ def sms_provider_phase(bench: Bench, provider: str) -> dict[str, Any]:
             if provider == TWILIO
             else []
         )
-        service = bench.start_service(
-            f"sms-{provider}", sms_service_config(provider, fake), "WARNING"
-        )
-        try:
-            runs = []
-            for concurrency in (1, args.sms_concurrency):
-                name = f"sms-{provider}-c{concurrency}"
-                spy = profile_start(bench, service.proc.pid, name)
-                run = bench.loadgen(
-                    service, requests=args.sms_messages, seconds=args.sms_duration,
-                    concurrency=concurrency, warmup=min(args.sms_warmup, args.sms_messages),
-                    expect="sent", path="/v1/sms", kind=f"sms-{provider}",
-                    fake_pid=fake.proc.pid,
-                )  # fmt: skip
-                run["profile"] = profile_report(bench, spy, name)
-                runs.append(run)
-            rss = proc_memory_kib(service.proc.pid)
-            if service.proc.poll() is not None:
-                raise RuntimeError(f"the service died during the run:\n{service.log_tail()}")
-        finally:
-            bench.stop(service.proc)
+        versions: dict[str, list[dict[str, Any]]] = {}
+        rss: dict[str, int] = {}
+        before = args.sms_before
+        for version in (["before"] if before else []) + ["service"]:
+            versions[version] = service_runs(
+                bench, fake, version, export_ref(bench, before) if version == "before" else None
+            )
+            rss = versions[version][-1].pop("rss")
     finally:
         bench.stop(fake.proc)
+    runs = versions["service"]
     received = fake.received()
     sent_ok = sum(
         r["requests"] + r["warmup_requests"] - r["errors"] - r.get("warmup_errors", 0)
-        for r in (*baseline, *threads, *runs)
+        for r in (*baseline, *threads, *(r for v in versions.values() for r in v))
     )
-
-    def ratio(b: dict[str, Any], a: dict[str, Any]) -> float | None:
-        return b["rps"] / a["rps"] if a["rps"] else None
 
     return {
         "provider": provider,
@@ -123,6 +167,7 @@ def sms_provider_phase(bench: Bench, provider: str) -> dict[str, Any]:
             if threads
             else {}
         ),
+        **(before_keys(before, versions["before"], baseline) if before else {}),
         "fake_received": received["sms"] if received else None,
         "messages_sent_ok": sent_ok,
         "rss_end_kib": rss.get("VmRSS"),
@@ -135,7 +180,11 @@ def sms_phase(bench: Bench) -> dict[str, Any]:
 
     return {
         "floor": sms_floor(bench),
-        "providers": [sms_provider_phase(bench, provider) for provider in SMS_PROVIDERS],
+        "providers": [
+            sms_provider_phase(bench, provider)
+            for provider in SMS_PROVIDERS
+            if provider in bench.args.sms_providers.split(",")
+        ],
         "vonage_concurrency": SmsConfig().vonage_concurrency,
         "timeout_seconds": SMS_TIMEOUT_SECONDS,
     }
@@ -221,6 +270,12 @@ def sms_rows(sms: dict[str, Any]) -> list[str]:
                     f"{name} (a') bare SDK, requests client on threads",
                     p[f"baseline_threads_{key}"],
                 )
+        for key in ("sequential", "concurrent") if "before_ref" in p else ():
+            row(
+                f"{name} (b) service as of `{p['before_ref']}` (before)",
+                p[f"before_{key}"],
+                table.verdict(p[f"before_ratio_{key}"], SMS_TARGET_RATIO),
+            )
         for key in ("sequential", "concurrent"):
             row(
                 f"{name} (b) service → {name} fake, HTTP end to end",
@@ -262,7 +317,7 @@ def runs(sms: dict[str, Any]) -> Iterator[tuple[str, Run]]:
         for key in (
             "baseline_sequential", "baseline_concurrent",
             "baseline_threads_sequential", "baseline_threads_concurrent",
-            "service_sequential", "service_concurrent",
+            "before_sequential", "before_concurrent", "service_sequential", "service_concurrent",
         ):  # fmt: skip
             if key in p:
                 yield f"sms {p['provider']} {key}", p[key]
@@ -278,6 +333,7 @@ SCENARIO = Scenario(
     run=run,
     help="SMS end to end, Vonage, Aliyun and Twilio fakes",
     skip_flag="skip_sms",
+    add_arguments=add_arguments,
     section=section,
     memory_rows=memory_rows,
     runs=runs,

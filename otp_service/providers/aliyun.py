@@ -5,23 +5,40 @@ The text lives at Aliyun under a template code; we send ``PhoneNumbers``, ``Sign
 Business errors come back as HTTP 200 with ``Code != "OK"``. The SDK's own retries sleep with a
 blocking ``time.sleep``: they stay off, our dispatcher decides.
 API: https://help.aliyun.com/document_detail/419273.html
+
+The SDK's async transport (darabonba's ``DaraCore.async_do_action``) opens a new
+``aiohttp.ClientSession`` and connector for every call, and over https builds a new SSL context
+loading the whole CA bundle: every SMS paid a TCP (and TLS) handshake and its teardown, on the
+event loop that also serves HTTP. The SDK builds and signs the request, parses the answer and
+raises its errors; the request itself is sent by :class:`_Pool`, one session per provider with
+keep-alive connections, bounded like the calls (``sms.aliyun_concurrency``). The SDK offers no
+seam for it, so :class:`_PooledCore` takes the SDK's name ``DaraCore`` in
+``alibabacloud_tea_openapi.client`` and hands the calls our :meth:`AliyunProvider._ask` makes to
+that provider's pool (a context variable); any other call keeps the SDK's own transport.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import certifi
 from alibabacloud_dysmsapi20170525 import models as sms_models
 from alibabacloud_dysmsapi20170525.client import Client
+from alibabacloud_tea_openapi import client as openapi_client
 from alibabacloud_tea_openapi import exceptions as api_errors
 from alibabacloud_tea_openapi import utils_models as open_api_models
+from darabonba.core import DaraCore
 from darabonba.exceptions import RetryError
+from darabonba.request import DaraRequest
+from darabonba.response import DaraResponse
 from darabonba.runtime import RuntimeOptions
 from Tea.exceptions import TeaException, UnretryableException
 
@@ -39,6 +56,7 @@ from ..message.compose import Message
 from ..store.receipts import Receipt
 from .aliyun_receipts import from_query, query_request
 from .base import SendResult
+from .http_session import EndpointSession
 
 # darabonba logs every request line (TemplateParam, so the code) at DEBUG to its own stderr
 # handler as soon as the environment has DEBUG set: keep that logger quiet.
@@ -138,15 +156,71 @@ def _business_error(code: str, text: str) -> ProviderError:
     return PermanentProviderError(NAME, detail)
 
 
+class _Pool:
+    """A provider's keep-alive connections (over https without ``ca_file``, the system's CAs and
+    certifi's, as the SDK trusts), with the proxy the SDK would take from the environment."""
+
+    def __init__(self, endpoint: Endpoint, concurrency: int) -> None:
+        self.session = EndpointSession(endpoint, concurrency, certifi.where())
+        https = endpoint.protocol == "https"
+        names = ("HTTPS_PROXY", "https_proxy") if https else ("HTTP_PROXY", "http_proxy")
+        self.proxy = next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+    async def send(self, request: DaraRequest) -> DaraResponse:
+        """What ``DaraCore.async_do_action`` does, on this pool: the answer read whole, an
+        ``OSError`` (refused, TLS, timeouts) raised as the SDK's ``RetryError``."""
+        body = request.body
+        data = body.encode() if isinstance(body, str) else body or b""
+        response = DaraResponse()
+        try:
+            async with self.session.get().request(
+                request.method, DaraCore.compose_url(request), data=data,
+                headers=request.headers, proxy=self.proxy,
+            ) as answer:  # fmt: skip
+                response.body = await answer.read()
+                response.headers = {k.lower(): v for k, v in answer.headers.items()}
+                response.status_code = answer.status
+                response.status_message = answer.reason
+                response.response = answer
+        except OSError as exc:
+            raise RetryError(str(exc)) from exc
+        return response
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+_POOL: contextvars.ContextVar[_Pool | None] = contextvars.ContextVar("aliyun_pool", default=None)
+
+
+class _PooledCore(DaraCore):  # type: ignore[misc]  # the SDK is untyped
+    """The SDK's ``DaraCore``, sending the calls made under :data:`_POOL` through that pool."""
+
+    @staticmethod
+    async def async_do_action(
+        request: DaraRequest, runtime_option: dict[str, Any] | None = None
+    ) -> DaraResponse:
+        pool = _POOL.get()
+        body = request.body
+        if pool is None or not (body is None or isinstance(body, bytes | str)):
+            return await DaraCore.async_do_action(request, runtime_option)
+        return await pool.send(request)
+
+
+openapi_client.DaraCore = _PooledCore
+
+
 class AliyunProvider:
-    """Sends SMS through Aliyun's SendSms; one SDK client for the service's life."""
+    """Sends SMS through Aliyun's SendSms; one SDK client and one connection pool for the
+    service's life."""
 
     name = NAME
 
     def __init__(self, config: AliyunConfig, endpoint: Endpoint, concurrency: int = 32) -> None:
         self.config = config
-        # The SDK opens a connection per call: bound how many a burst can open at once.
+        # Calls at once, each on a connection of the pool's (which keeps as many).
         self.slots = asyncio.Semaphore(concurrency)
+        self.pool = _Pool(endpoint, concurrency)
         timeout_ms = int(endpoint.timeout_seconds * 1000)
         self.client = Client(
             open_api_models.Config(
@@ -189,11 +263,14 @@ class AliyunProvider:
     ) -> Any:
         """One API call under the account's slots: the body of an ``OK`` answer, else the
         :class:`ProviderError` the failure or the business code means."""
+        token = _POOL.set(self.pool)
         try:
             async with self.slots:
                 response = await call(request, self.runtime)
         except Exception as exc:
             raise classify(exc) from exc
+        finally:
+            _POOL.reset(token)
         body = response.body
         if body is None or body.code != "OK":
             code = body.code if body is not None else "empty"
@@ -201,4 +278,4 @@ class AliyunProvider:
         return body
 
     async def close(self) -> None:
-        return None
+        await self.pool.close()

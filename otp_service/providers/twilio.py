@@ -10,15 +10,15 @@ provider id; errors are ``{"code", "message", "more_info", "status"}``:
 https://www.twilio.com/docs/usage/twilios-response#response-formats-exceptions).
 
 Why the SDK's async path (``create_async`` on its ``AsyncTwilioHttpClient``, aiohttp) rather
-than its ``requests`` client on a thread pool, as for Vonage: against the same local fake, at
-50 calls at once, the async client spent about a third of the CPU per message in the SDK's
-process (0.7-1.0 ms against 2.0-2.6 ms, three runs) while messages per second were a draw on a
-busy 2-CPU machine (161-311 against 177-238); once the CPU is the limit, CPU per message is
-throughput, and no thread is held per call in flight (docs/sms.md, "Twilio"; ``python -m bench
---only sms`` measures both again). Its ``request`` is ours (:class:`_Transport`): one
-``aiohttp.ClientSession`` whose connector bounds connections, with the endpoint's timeouts and
-CA, the credentials as a plain header, and never a replayed POST (the SDK's retrying client,
-``max_retries``, stays off: our dispatcher decides what is retried).
+than its ``requests`` client on a thread pool (as Vonage's SDK once ran here): against the same
+local fake, at 50 calls at once, the async client spent about a third of the CPU per message in
+the SDK's process (0.7-1.0 ms against 2.0-2.6 ms, three runs) while messages per second were a
+draw on a busy 2-CPU machine (161-311 against 177-238); once the CPU is the limit, CPU per
+message is throughput, and no thread is held per call in flight (docs/sms.md, "Twilio";
+``python -m bench --only sms`` measures both again). Its ``request`` is ours
+(:class:`_Transport`): one ``aiohttp.ClientSession`` whose connector bounds connections, with the
+endpoint's timeouts and CA, the credentials as a plain header, and never a replayed POST (the
+SDK's retrying client, ``max_retries``, stays off: our dispatcher decides what is retried).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import asyncio
 import base64
 import logging
 import re
-import ssl
 
 import aiohttp
 from twilio.base import values
@@ -48,6 +47,7 @@ from ..errors import (
 )
 from ..message.compose import Message
 from .base import SendResult
+from .http_session import EndpointSession
 
 # At INFO the SDK logs each request's URL (the Account SID) and headers: keep it quiet.
 logging.getLogger("twilio").setLevel(logging.WARNING)
@@ -150,23 +150,7 @@ class _Transport(AsyncTwilioHttpClient):  # type: ignore[misc]  # the SDK is unt
 
     def __init__(self, endpoint: Endpoint, concurrency: int) -> None:
         super().__init__(pool_connections=False)  # a session belongs to a running loop: later
-        self.endpoint = endpoint
-        self.concurrency = concurrency
-        self.session: aiohttp.ClientSession | None = None
-
-    def _open(self) -> aiohttp.ClientSession:
-        if self.session is not None and not self.session.closed:
-            return self.session
-        context: ssl.SSLContext | bool = True
-        if self.endpoint.ca_file:
-            context = ssl.create_default_context(cafile=self.endpoint.ca_file)
-        timeout = self.endpoint.timeout_seconds
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.concurrency, ssl=context),
-            timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),
-            trust_env=False,
-        )
-        return self.session
+        self.pool = EndpointSession(endpoint, concurrency)
 
     async def request(
         self,
@@ -183,19 +167,14 @@ class _Transport(AsyncTwilioHttpClient):  # type: ignore[misc]  # the SDK is unt
         if auth is not None:
             pair = f"{auth[0]}:{auth[1]}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
-        async with self._open().request(
+        async with self.pool.get().request(
             method.upper(), url, params=params, data=data, headers=headers,
             allow_redirects=allow_redirects,
         ) as response:  # fmt: skip
             return Response(response.status, await response.text(), response.headers)
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
-            # A connection closed earlier (a read timeout) may still be in its TLS shutdown:
-            # give it a moment, so its socket is closed before the loop ends (aiohttp's advice).
-            await asyncio.sleep(0.1)
+        await self.pool.close()
 
 
 class TwilioProvider:

@@ -43,6 +43,7 @@ class Recorded:
     headers: dict[str, str]  # names as sent; a repeated header keeps its last value
     body: bytes
     at: float = field(default_factory=time.time)  # when it arrived (unix time)
+    peer: tuple[str, int] | None = None  # the client's address: one per connection
 
     def header(self, name: str) -> str | None:
         """A header value, whatever the case of its name."""
@@ -143,6 +144,7 @@ class FakeServer:
             form=form,
             headers=dict(request.headers),
             body=body,
+            peer=request.transport.get_extra_info("peername") if request.transport else None,
         )
         with self.lock:
             self._requests.append(recorded)

@@ -37,6 +37,7 @@ import pytest
 from aiohttp import web
 
 from . import DROP, FakeServer, Recorded, Reply, started
+from .vonage import _ca_file, _server_context
 
 __all__ = [
     "DROP",
@@ -111,10 +112,13 @@ def _beijing(moment: datetime | None = None) -> str:
 
 class FakeAliyun(FakeServer):
     """Aliyun's ``SendSms`` and ``QuerySendDetails`` on ``http://127.0.0.1:port/``, recording
-    each request."""
+    each request; ``tls``: on ``https://``, with the certificate of the Vonage fake's test CA
+    (:attr:`ca_file`), as the real API is reached."""
 
-    def __init__(self, *, port: int = 0) -> None:
-        super().__init__(port=port)
+    def __init__(self, *, port: int = 0, tls: bool = False) -> None:
+        super().__init__(port=port, ssl_context=_server_context() if tls else None)
+        self.scheme = "https" if tls else "http"
+        self.ca_file = _ca_file() if tls else None
         self.records: dict[str, dict[str, Any]] = {}  # BizId -> its SmsSendDetailDTO
 
     def routes(self) -> list[web.RouteDef]:
@@ -220,7 +224,8 @@ class FakeAliyun(FakeServer):
 
     def endpoint(self, timeout_seconds: float = 1) -> dict[str, Any]:
         """The ``sms.endpoints.aliyun`` config that points the service at this fake."""
-        return {"host": self.host, "protocol": "http", "timeout_seconds": timeout_seconds}
+        endpoint = {"host": self.host, "protocol": self.scheme, "timeout_seconds": timeout_seconds}
+        return endpoint | ({"ca_file": self.ca_file} if self.ca_file else {})
 
 
 def logto_aliyun_json(**overrides: Any) -> dict[str, Any]:
