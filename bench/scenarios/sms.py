@@ -21,7 +21,6 @@ from bench.common import loadavg, proc_memory_kib
 from bench.harness import Bench, Fake
 from bench.profiling import profile_report, profile_start
 from bench.scenarios import Run, Scenario
-from bench.scenarios.delay import _export as export_ref
 from bench.scenarios.sdk import SMS_PROVIDERS, SMS_TIMEOUT_SECONDS, logto_connector, sdk_baseline
 
 SMS_TARGET_RATIO = 0.70
@@ -142,7 +141,7 @@ def sms_provider_phase(bench: Bench, provider: str) -> dict[str, Any]:
         before = args.sms_before
         for version in (["before"] if before else []) + ["service"]:
             versions[version] = service_runs(
-                bench, fake, version, export_ref(bench, before) if version == "before" else None
+                bench, fake, version, bench.ref_env(before) if version == "before" else None
             )
             rss = versions[version][-1].pop("rss")
     finally:
