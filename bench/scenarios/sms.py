@@ -23,7 +23,7 @@ from bench.profiling import profile_report, profile_start
 from bench.scenarios import Run, Scenario
 from bench.scenarios.sdk import SMS_PROVIDERS, SMS_TIMEOUT_SECONDS, logto_connector, sdk_baseline
 
-SMS_TARGET_RATIO = 0.70
+SMS_TARGET_RATIO = 0.80  # at concurrency 50; at 1 it is a latency budget (see bench/README)
 TWILIO = "twilio"
 SDK_LABEL = {
     "vonage": "Vonage SDK (sync, threads)",
@@ -204,8 +204,8 @@ def section(sms: dict[str, Any]) -> list[str]:
         "connector JSON and `sms.endpoints` at the fake, `--log-level WARNING`, driven with "
         "`POST /v1/sms` (Logto's HTTP SMS body) by the load generator; each answer comes after "
         f"the fake accepted the message. Service defaults otherwise (`sms.vonage_concurrency` "
-        f"{sms['vonage_concurrency']}). Target: (b)/(a) >= {SMS_TARGET_RATIO:.0%} at each "
-        "concurrency.",
+        f"{sms['vonage_concurrency']}). Target: (b)/(a) >= {SMS_TARGET_RATIO:.0%} at "
+        "concurrency 50 (at 1 the ceiling below bounds it).",
         "- 'fake CPU' is the provider fake's process (an aiohttp server; TLS for Vonage).",
     ]
     for p in sms["providers"]:
