@@ -13,37 +13,18 @@ from typing import Any
 
 import pytest
 
-from otp_service.config import parse_config
-from otp_service.message.compose import parse_request
-from otp_service.providers.smtp import SmtpProvider
-from otp_service.services import build_services
-
+from .support.mailer import TEMPLATES, Mailer
 from .support.smtp_limit import ConnectionLimit
 from .support.smtp_server import RecordingSMTPServer, ServerFactory
 
-TEMPLATES = [
-    {"usageType": usage, "contentType": "text/plain", "subject": "Code", "content": "{{code}}"}
-    for usage in ("SignIn", "Register", "ForgotPassword", "Generic")
-]
 
-
-class Mailer:
-    """The service's composer and SMTP provider for one server and pool settings."""
-
-    def __init__(self, port: int, **pool: Any) -> None:
-        connector = {
-            "host": "127.0.0.1", "port": port, "fromEmail": "no-reply@acme.example",
-            "name": "otp.test.example", "templates": TEMPLATES, "socketTimeout": 5000,
-        }  # fmt: skip
-        email = {"provider": "smtp", "smtp": connector, "pool": pool}
-        services = build_services(parse_config({"email": email, "templates": {"bundled": False}}))
-        provider = services.dispatcher.email
-        assert isinstance(provider, SmtpProvider)
-        self.provider, self.composer, self.pool = provider, services.composer, provider.pool
-
-    async def send(self, to: str) -> None:
-        request = parse_request({"to": to, "type": "SignIn", "payload": {"code": "482913"}})
-        await self.provider.send(self.composer.compose("email", request))
+def mailer_for(port: int, **pool: Any) -> Mailer:
+    """A :class:`Mailer` for the server on ``port`` with these pool settings."""
+    connector = {
+        "host": "127.0.0.1", "port": port, "fromEmail": "no-reply@acme.example",
+        "name": "otp.test.example", "templates": TEMPLATES, "socketTimeout": 5000,
+    }  # fmt: skip
+    return Mailer(connector, pool)
 
 
 @pytest.fixture
@@ -51,7 +32,7 @@ async def mailers(smtp_servers: ServerFactory) -> AsyncIterator[Callable[..., Ma
     made: list[Mailer] = []
 
     def make(port: int, **pool: Any) -> Mailer:
-        made.append(Mailer(port, **pool))
+        made.append(mailer_for(port, **pool))
         return made[-1]
 
     yield make

@@ -21,18 +21,12 @@ import trustme
 
 from otp_service.config import parse_config
 from otp_service.config.smtp import SmtpConfig
-from otp_service.message.compose import parse_request
-from otp_service.providers.smtp import SmtpProvider
 from otp_service.providers.smtp_pool import ResumingContext, tls_context
-from otp_service.services import build_services
 
+from .support.mailer import TEMPLATES, Mailer
 from .support.smtp_server import ServerFactory, ca_pem
 
 USER, PASSWORD = "otp-mailer", "pw-Secr3t-5f2a9c"
-TEMPLATES = [
-    {"usageType": usage, "contentType": "text/plain", "subject": "Code", "content": "{{code}}"}
-    for usage in ("SignIn", "Register", "ForgotPassword", "Generic")
-]
 VERSIONS = pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
 
 
@@ -44,21 +38,6 @@ def connector(port: int, **overrides: Any) -> dict[str, Any]:
     }  # fmt: skip
     data.update(overrides)
     return data
-
-
-class Mailer:
-    """The service's composer and SMTP provider for one connector JSON."""
-
-    def __init__(self, smtp: dict[str, Any]) -> None:
-        email = {"provider": "smtp", "smtp": smtp, "pool": {"size": 4}}
-        services = build_services(parse_config({"email": email, "templates": {"bundled": False}}))
-        provider = services.dispatcher.email
-        assert isinstance(provider, SmtpProvider)
-        self.provider, self.composer, self.pool = provider, services.composer, provider.pool
-
-    async def send(self, to: str) -> None:
-        request = parse_request({"to": to, "type": "SignIn", "payload": {"code": "482913"}})
-        await self.provider.send(self.composer.compose("email", request))
 
 
 @pytest.fixture
