@@ -163,7 +163,8 @@ async def test_saved_session_does_not_spare_another_server_verification(
 
     impostor = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     trustme.CA().issue_cert("127.0.0.1").configure_cert(impostor)
-    banner = lambda: _Banner()  # noqa: E731
+    accepted: list[asyncio.BaseTransport] = []
+    banner = lambda: _Banner(accepted)  # noqa: E731
     listener = await asyncio.get_running_loop().create_server(banner, "127.0.0.1", 0, ssl=impostor)
     try:
         port = listener.sockets[0].getsockname()[1]
@@ -174,15 +175,22 @@ async def test_saved_session_does_not_spare_another_server_verification(
             await stranger.connect()
         assert isinstance(failed.value.__cause__, ssl.SSLCertVerificationError)
     finally:
+        for transport in accepted:  # the server's side of the refused handshake
+            transport.abort()
         listener.close()
         await listener.wait_closed()
+        await asyncio.sleep(0.05)  # closing transports close a few loop iterations later
 
 
 class _Banner(asyncio.Protocol):
     """An SMTP greeting and nothing more (the client never gets past the handshake)."""
 
+    def __init__(self, accepted: list[asyncio.BaseTransport]) -> None:
+        self.accepted = accepted
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
+        self.accepted.append(transport)
         transport.write(b"220 impostor.example ESMTP\r\n")
 
 
