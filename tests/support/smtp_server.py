@@ -152,6 +152,7 @@ class _Handler:
                 tls=transport.get_extra_info("ssl_object") is not None,
             )
             server.connections.append(record)
+            server.sessions.append(smtp)
             server.live.add(smtp)
             server.peak_open = max(server.peak_open, len(server.live))
         return record
@@ -334,6 +335,10 @@ class RecordingSMTPServer:
         self.messages: list[Received] = []
         self.auth_attempts: list[tuple[str, str, bool]] = []
         self.live: set[_RecordingSMTP] = set()
+        # Every session of the running controller, its own start-up check's included: all their
+        # transports are closed before its loop is (one left open is a ResourceWarning whenever
+        # the garbage collector finds its StreamWriter, in whichever test runs then).
+        self.sessions: list[_RecordingSMTP] = []
         self.peak_open = 0
         self._script: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)
         self._controller: _Controller | None = None
@@ -422,11 +427,30 @@ class RecordingSMTPServer:
 
         asyncio.run_coroutine_threadsafe(close_all(), controller.loop).result(timeout=5)
 
+    def _close_leftovers(self) -> None:
+        """Close any transport of any session still open (the controller's own start-up
+        check, one past STARTTLS whose plain transport lingers), in the server's loop."""
+        controller = self._controller
+        if controller is None:
+            return
+
+        async def close_rest() -> None:
+            with self.lock:
+                sessions, self.sessions = list(self.sessions), []
+            for smtp in sessions:
+                for transport in (smtp.transport, getattr(smtp, "_original_transport", None)):
+                    if transport is not None and not transport.is_closing():
+                        transport.close()
+            await asyncio.sleep(0.01)  # let the closes run before the loop stops
+
+        asyncio.run_coroutine_threadsafe(close_rest(), controller.loop).result(timeout=5)
+
     def stop(self) -> None:
         """Close every connection and stop listening; :meth:`start` listens again."""
         if self._controller is None:
             return
         self.disconnect_all()
+        self._close_leftovers()
         self._controller.stop()
         self._controller = None
 
