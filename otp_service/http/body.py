@@ -19,13 +19,14 @@ def is_json(request: web.Request) -> bool:
 
 async def read_body(request: web.Request) -> bytes:
     """The raw body: 413 past ``server.max_body_bytes``, 408 when it trickles in too slowly."""
-    limit = request.app[CONFIG].server.max_body_bytes
+    server = request.app[CONFIG].server
+    limit = server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise RequestError("payload_too_large", f"the body exceeds {limit} bytes", 413)
+    # A body already all here (the usual small one) is read without arming a timer.
+    arrived = request.content.is_eof()
     try:
-        if request.content.is_eof():  # all of it is here already (the usual small body)
-            return await request.read()
-        async with asyncio.timeout(request.app[CONFIG].server.header_timeout_seconds):
+        async with asyncio.timeout(None if arrived else server.header_timeout_seconds):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise RequestError("payload_too_large", f"the body exceeds {limit} bytes", 413) from None

@@ -47,10 +47,6 @@ TRIAL_MISSES = 64  # new entries a template may make before its reuse is judged
 _ALLOWED_ABOVE = (nodes.Template, nodes.Block, nodes.If, nodes.Output)
 
 
-class _Unsafe(Exception):
-    """The template uses a varying value in a way a stand-in would not reproduce."""
-
-
 def _children(node: nodes.Node) -> Iterator[tuple[nodes.Node, str]]:
     for field in node.fields:
         value = getattr(node, field, None)
@@ -59,7 +55,8 @@ def _children(node: nodes.Node) -> Iterator[tuple[nodes.Node, str]]:
                 yield child, field
 
 
-def _is_plain_output(node: nodes.Node, parent: nodes.Node | None, field: str) -> bool:
+def _is_plain_output(parent: nodes.Node | None, field: str) -> bool:
+    """Whether a node under ``parent``'s ``field`` is printed as it is (``{{ ... }}``)."""
     return isinstance(parent, nodes.Output) and field == "nodes"
 
 
@@ -77,7 +74,7 @@ class _Scan:
         parent, field = above[-1] if above else (None, "")
         if isinstance(node, nodes.Name) and node.name in VARYING:
             self._name(node, above)
-        elif isinstance(node, nodes.Call) and not _is_plain_output(node, parent, field):
+        elif isinstance(node, nodes.Call) and not _is_plain_output(parent, field):
             target = node.node
             if isinstance(target, nodes.Getattr) and isinstance(target.node, nodes.Name):
                 if target.node.name == "self":
@@ -103,8 +100,8 @@ class _Scan:
                 return
             chain = chain[:-1]
             parent, field = chain[-1]
-            kind = "output" if isinstance(parent, nodes.Output) and field == "nodes" else ""
-        elif isinstance(parent, nodes.Output) and field == "nodes":
+            kind = "output" if _is_plain_output(parent, field) else ""
+        elif _is_plain_output(parent, field):
             kind = "output"
         else:  # a test: only its truthiness counts (`if code`, `if link and ...`, `not code`)
             while isinstance(parent, nodes.And | nodes.Or | nodes.Not):

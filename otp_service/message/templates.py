@@ -329,8 +329,10 @@ class TemplateLibrary:
     def _email(
         self, locale: str, t: EmailSet, ctx: dict[str, Any], source: str = "", *, reuse: bool = True
     ) -> EmailContent:
-        """``reuse``: through the render memo (the start-up checks' sample renders are not)."""
-        memo = self.memo if reuse else None
+        """``reuse``: through the render memo (the start-up checks' sample renders are not, nor
+        Logto's templates, which render within their budget)."""
+        from_logto = isinstance(t.subject.environment, Budgeted)
+        memo = self.memo if reuse and not from_logto else None
         frozen = memo.freeze(ctx) if memo is not None else None
         subject = _header(t.subject, ctx, "subject", locale, memo, frozen) or ""
         html = _render(t.html, ctx, locale, "email", memo, frozen) if t.html is not None else None
