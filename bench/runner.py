@@ -117,6 +117,12 @@ def parse_args(
         "the concurrent SMS (b) runs; raw stacks go to DIR (numbers from a profiled run are "
         "lower)",
     )
+    parser.add_argument(
+        "--before",
+        metavar="REF",
+        help="also run otp-service as of this git ref, back to back with the current code "
+        "(capture, email, sms, delay, cpu): a before/after from one run",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     for scenario in scenarios:
         if scenario.add_arguments is not None:

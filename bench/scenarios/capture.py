@@ -2,7 +2,9 @@
 
 Three services: ``--log-level WARNING`` with the outbox in memory, the same with the outbox on
 disk (what users run), and the default INFO logging (unless --skip-info). When the SMTP part
-runs too, a concurrency-1 run on the disk one: the HTTP floor under SMTP run (b).
+runs too, a concurrency-1 run on the disk one: the HTTP floor under SMTP run (b). With
+``--before REF``, the disk WARNING run of otp-service as of git ``REF`` just before the current
+one: a before/after from one run.
 """
 
 from __future__ import annotations
@@ -23,18 +25,24 @@ DURABLE_TARGET_RPS = 1000.0  # capture mode with the SQLite outbox on disk
 
 
 def capture_phase(
-    bench: Bench, log_level: str, profile: bool, sequential: bool = False, memory: bool = False
+    bench: Bench,
+    log_level: str,
+    profile: bool,
+    sequential: bool = False,
+    memory: bool = False,
+    before: str | None = None,
 ) -> dict[str, Any]:
     """One capture-mode service; with ``sequential``, also a concurrency-1 run afterwards (the
     HTTP floor under SMTP run (b)), measured after the memory reading. ``memory`` keeps the
     outbox in an in-memory SQLite database: the same code path without the disk, to show what
-    durability costs."""
+    durability costs. ``before``: otp-service as of that git ref instead of the current code."""
     args = bench.args
     config: dict[str, Any] = {"capture": {"max_messages": 1000}}
     if memory:
         config["store"] = {"path": ":memory:"}
-    name = f"capture-{log_level.lower()}{'-memory' if memory else ''}"
-    service = bench.start_service(name, config, log_level)
+    name = f"capture-{log_level.lower()}{'-memory' if memory else ''}{'-before' if before else ''}"
+    env = bench.ref_env(before) if before else None
+    service = bench.start_service(name, config, log_level, env=env)
     try:
         time.sleep(0.3)
         rss_start = proc_memory_kib(service.proc.pid)
@@ -47,6 +55,7 @@ def capture_phase(
         rss_end = proc_memory_kib(service.proc.pid)
         result["log_level"] = log_level
         result["store"] = "memory" if memory else "file"
+        result["before"] = before
         result["rss_start_kib"] = rss_start.get("VmRSS")
         result["rss_end_kib"] = rss_end.get("VmRSS")
         result["rss_peak_kib"] = rss_end.get("VmHWM")
@@ -63,9 +72,12 @@ def capture_phase(
 
 
 def run(bench: Bench, parts: Sequence[str]) -> list[dict[str, Any]]:
-    """The in-memory and on-disk WARNING services, then the INFO one."""
+    """The in-memory and on-disk WARNING services (the latter as of --before first), then the
+    INFO one."""
+    before = bench.args.before
     results = [
         capture_phase(bench, "WARNING", profile=False, memory=True),
+        *([capture_phase(bench, "WARNING", profile=False, before=before)] if before else []),
         capture_phase(bench, "WARNING", profile=True, sequential="email" in parts),
     ]
     if not bench.args.skip_info:
@@ -77,6 +89,11 @@ def summary(runs: list[dict[str, Any]]) -> list[str]:
     return [f"- capture body: `{json.dumps(request_body('email', 0))}`"] if runs else []
 
 
+def _version(run: dict[str, Any]) -> str:
+    """``, before (REF)`` for a run of otp-service as of --before, else nothing."""
+    return f", before ({run['before']})" if run.get("before") else ""
+
+
 def table_rows(runs: list[dict[str, Any]]) -> list[str]:
     lines = []
     for run in runs:
@@ -86,7 +103,7 @@ def table_rows(runs: list[dict[str, Any]]) -> list[str]:
         outbox = "outbox in memory (no disk)" if memory else "SQLite outbox on disk"
         lines.append(
             table.row(
-                f"capture, --log-level {run['log_level']}, {outbox}",
+                f"capture, --log-level {run['log_level']}, {outbox}{_version(run)}",
                 run,
                 f">= {target:,.0f} req/s: {passed}",
             )
@@ -103,7 +120,11 @@ def table_rows(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def notes(runs: list[dict[str, Any]]) -> list[str]:
-    by_store = {run.get("store"): run for run in runs if run["log_level"] == "WARNING"}
+    by_store = {
+        run.get("store"): run
+        for run in runs
+        if run["log_level"] == "WARNING" and not run.get("before")
+    }
     if not {"memory", "file"} <= by_store.keys():
         return []
     added = (by_store["file"]["p99_ms"] or 0) - (by_store["memory"]["p99_ms"] or 0)
@@ -112,7 +133,8 @@ def notes(runs: list[dict[str, Any]]) -> list[str]:
 
 def memory_rows(runs: list[dict[str, Any]]) -> list[str]:
     return [
-        f"| capture, --log-level {run['log_level']}, outbox {run.get('store', 'file')}, after "
+        f"| capture, --log-level {run['log_level']}, outbox {run.get('store', 'file')}"
+        f"{_version(run)}, after "
         f"{run['requests'] + run['warmup_requests']:,} requests (inbox bounded at 1000) "
         f"| {table.mib(run['rss_start_kib'])} "
         f"| {table.mib(run['rss_end_kib'])} | {table.mib(run['rss_peak_kib'])} |"

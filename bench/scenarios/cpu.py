@@ -7,7 +7,7 @@ the load generator at ``--cpu-concurrency`` (20) for ``--duration`` seconds or `
 Reported: each process's CPU time per request (its CPU, children included, over the requests
 it answered) and the ratio service ÷ reference per round, with the load average when each
 run started: the machine may be shared, so the ratio, measured seconds apart, is the figure
-to read. Target: at most 3 times. ``--cpu-before REF`` also runs otp-service as of git ``REF``
+to read. Target: at most 3 times. ``--before REF`` also runs otp-service as of git ``REF``
 in each round, alternating which of the two goes first: a before/after from one run.
 """
 
@@ -35,10 +35,6 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--cpu-concurrency", type=int, default=20,
         help="cpu: concurrency of each run (default 20)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--cpu-before", metavar="REF",
-        help="cpu: also measure otp-service as of this git ref in each round (before/after)",
     )  # fmt: skip
 
 
@@ -88,7 +84,7 @@ def _service(bench: Bench, name: str, env: dict[str, str] | None, profile: bool)
 
 
 def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
-    before = bench.args.cpu_before
+    before = bench.args.before
     env = bench.ref_env(before) if before else None
     rounds = []
     for number in range(bench.args.cpu_rounds):

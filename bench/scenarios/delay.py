@@ -8,7 +8,7 @@ the SMTP traffic only. Per round-trip time, in one run:
   Logto core calls it: a new nodemailer transport per message) at concurrency 1 and 20;
 - otp-service (``POST /v1/email``, each answer after the sink accepted the message) at
   concurrency 1 after a warm-up (its connection is warm) and at concurrency 20;
-- with ``--delay-before REF``, the same for otp-service as of git ``REF`` (its ``otp_service``
+- with ``--before REF``, the same for otp-service as of git ``REF`` (its ``otp_service``
   and ``templates`` exported into the bench's folder and put first on ``PYTHONPATH``).
 
 Reported: latency at concurrency 1 in milliseconds and in round trips (p50 ÷ RTT), and
@@ -56,10 +56,6 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--delay-messages", type=int, default=400,
         help="delay: at most this many messages per run (default 400)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--delay-before", metavar="REF",
-        help="delay: also run otp-service as of this git ref (e.g. main), for before/after",
     )  # fmt: skip
 
 
@@ -185,8 +181,8 @@ def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
     sink, info = _start(bench, "bench.tls_sink", "tls-sink")
     ca_pem = Path(info["ca_file"]).read_text()
     versions: list[tuple[str, dict[str, str] | None]] = [("service", None)]
-    if args.delay_before:
-        versions.insert(0, (f"before ({args.delay_before})", bench.ref_env(args.delay_before)))
+    if args.before:
+        versions.insert(0, (f"before ({args.before})", bench.ref_env(args.before)))
     rows: list[dict[str, Any]] = []
     proxies: list[dict[str, Any] | None] = []
     try:

@@ -6,7 +6,7 @@ aiohttp as the service uses it and requests on threads) and (b) the service conf
 Logto's connector JSON and ``sms.endpoints`` at the fake, both at concurrency 1 and
 --sms-concurrency; and once, (h) the service capturing SMS: the HTTP and composing floor.
 Each fake runs in its own process (``python -m tests.support.fakes.serve``) and counts what it got.
-``--sms-before REF`` adds (b) for otp-service as of git ``REF`` (started just before the current
+``--before REF`` adds (b) for otp-service as of git ``REF`` (started just before the current
 one, against the same fake), for a before/after in one run; ``--sms-providers`` picks providers.
 """
 
@@ -36,10 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sms-providers", default=",".join(SMS_PROVIDERS), metavar="NAME,...",
         help=f"SMS: the providers to run (default {','.join(SMS_PROVIDERS)})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--sms-before", metavar="REF",
-        help="SMS: also run (b) with otp-service as of this git ref, for before/after",
     )  # fmt: skip
 
 
@@ -114,7 +110,7 @@ def ratio(b: dict[str, Any], a: dict[str, Any]) -> float | None:
 
 
 def before_keys(ref: str, runs: list[Run], baseline: list[Run]) -> dict[str, Any]:
-    """The --sms-before runs and their ratios, in the provider's result."""
+    """The --before runs and their ratios, in the provider's result."""
     return {
         "before_ref": ref,
         "before_sequential": runs[0],
@@ -138,7 +134,7 @@ def sms_provider_phase(bench: Bench, provider: str) -> dict[str, Any]:
         )
         versions: dict[str, list[dict[str, Any]]] = {}
         rss: dict[str, int] = {}
-        before = args.sms_before
+        before = args.before
         for version in (["before"] if before else []) + ["service"]:
             versions[version] = service_runs(
                 bench, fake, version, bench.ref_env(before) if version == "before" else None

@@ -150,6 +150,33 @@ def _baseline_mail(
     return mail, sender(message, smtp).address, message.to, len(mail), make
 
 
+def _service_runs(
+    bench: Bench, connector: dict[str, Any], version: str, before: str | None
+) -> tuple[Run, Run, dict[str, int]]:
+    """(b) and (c) against one service (``version`` "before": otp-service as of git ``before``)
+    and its memory after them."""
+    args = bench.args
+    env = bench.ref_env(before) if version == "before" and before else None
+    name = f"smtp-{version}"
+    service = bench.start_service(
+        name, {"email": {"provider": "smtp", "smtp": connector}}, "WARNING", env=env
+    )
+    try:
+        spy = profile_start(bench, service.proc.pid, name) if env is None else None
+        sequential = bench.loadgen(
+            service, requests=args.smtp_messages, seconds=args.smtp_duration,
+            concurrency=1, warmup=20, expect="sent",
+        )  # fmt: skip
+        sequential["profile"] = profile_report(bench, spy, name)
+        concurrent = bench.loadgen(
+            service, requests=args.smtp_messages, seconds=args.smtp_duration,
+            concurrency=args.smtp_concurrency, warmup=100, expect="sent",
+        )  # fmt: skip
+        return sequential, concurrent, proc_memory_kib(service.proc.pid)
+    finally:
+        bench.stop(service.proc)
+
+
 def smtp_phase(bench: Bench) -> dict[str, Any]:
     from otp_service.config import PoolConfig
 
@@ -169,35 +196,24 @@ def smtp_phase(bench: Bench) -> dict[str, Any]:
                 port, mail, envelope_from, to, args.smtp_messages, args.smtp_duration, make
             )
         )
-        service = bench.start_service(
-            "smtp", {"email": {"provider": "smtp", "smtp": connector}}, "WARNING"
-        )
-        try:
-            spy = profile_start(bench, service.proc.pid, "smtp-sequential")
-            sequential = bench.loadgen(
-                service, requests=args.smtp_messages, seconds=args.smtp_duration,
-                concurrency=1, warmup=20, expect="sent",
-            )  # fmt: skip
-            sequential["profile"] = profile_report(bench, spy, "smtp-sequential")
-            concurrent = bench.loadgen(
-                service, requests=args.smtp_messages, seconds=args.smtp_duration,
-                concurrency=args.smtp_concurrency, warmup=100, expect="sent",
-            )  # fmt: skip
-            rss = proc_memory_kib(service.proc.pid)
-        finally:
-            bench.stop(service.proc)
+        before = args.before
+        versions = {
+            version: _service_runs(bench, connector, version, before)
+            for version in (["before"] if before else []) + ["service"]
+        }
     finally:
         bench.stop(sink)
+    sequential, concurrent, rss = versions["service"]
     accepted = None
     counters = re.findall(r"mesg=(\d+)", sink_out.read_text(errors="replace"))
     if counters:
         accepted = int(counters[-1])
+    served = [run for seq, conc, _ in versions.values() for run in (seq, conc)]
     sent = (
         2 + baseline["requests"] + baseline_built["requests"] - baseline_built["errors"]
-        + sequential["requests"] + sequential["warmup_requests"]
-        + concurrent["requests"] + concurrent["warmup_requests"]
-        - baseline["errors"] - sequential["errors"] - sequential["warmup_errors"]
-        - concurrent["errors"] - concurrent["warmup_errors"]
+        - baseline["errors"]
+        + sum(r["requests"] + r["warmup_requests"] - r["errors"] - r["warmup_errors"]
+              for r in served)
     )  # fmt: skip
     return {
         "sink": label,
@@ -208,10 +224,25 @@ def smtp_phase(bench: Bench) -> dict[str, Any]:
         "service_sequential": sequential,
         "service_concurrent": concurrent,
         "ratio": sequential["rps"] / baseline["rps"] if baseline["rps"] else None,
+        **_before_keys(before, versions),
         "sink_accepted": accepted,
         "messages_sent_ok": sent,
         "rss_end_kib": rss.get("VmRSS"),
         "rss_peak_kib": rss.get("VmHWM"),
+    }
+
+
+def _before_keys(
+    before: str | None, versions: dict[str, tuple[Run, Run, dict[str, int]]]
+) -> dict[str, Any]:
+    """The --before runs, in the result."""
+    if not before:
+        return {}
+    sequential, concurrent, _ = versions["before"]
+    return {
+        "before_ref": before,
+        "before_sequential": sequential,
+        "before_concurrent": concurrent,
     }
 
 
@@ -225,13 +256,21 @@ def summary(smtp: dict[str, Any]) -> list[str]:
 
 
 def table_rows(smtp: dict[str, Any]) -> list[str]:
-    return [
+    rows = [
         table.row("(a) bare aiosmtplib, 1 reused connection, sequential", smtp["baseline"]),
         table.row(
             "(a2) as (a), but each message composed and built by otp_service "
             "(compose + mime.build_email)",
             smtp["baseline_built"],
         ),
+    ]
+    if "before_ref" in smtp:
+        rows += [
+            table.row(f"(b) as of {smtp['before_ref']} (before)", smtp["before_sequential"]),
+            table.row(f"(c) as of {smtp['before_ref']} (before)", smtp["before_concurrent"]),
+        ]
+    return [
+        *rows,
         table.row(
             "(b) service → SMTP, HTTP end to end, sequential",
             smtp["service_sequential"],
@@ -252,8 +291,12 @@ def memory_rows(smtp: dict[str, Any]) -> list[str]:
 
 
 def runs(smtp: dict[str, Any]) -> Iterator[tuple[str, Run]]:
-    for key in ("baseline", "baseline_built", "service_sequential", "service_concurrent"):
-        yield key, smtp[key]
+    for key in (
+        "baseline", "baseline_built", "before_sequential", "before_concurrent",
+        "service_sequential", "service_concurrent",
+    ):  # fmt: skip
+        if key in smtp:
+            yield key, smtp[key]
 
 
 def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ our ``aiohttp`` session (:class:`~.http_session.EndpointSession`), on the event 
 Twilio. The SDK's own transport is synchronous ``requests``, which we ran on a thread pool: at 50
 SMS at once into the local fake the service spent 1.5 ms of CPU per SMS on the core that also
 serves HTTP and managed 609-635 SMS/s (the bare SDK on 50 threads: 842-926); through ``aiohttp``
-0.77 ms and 1,255-1,316 SMS/s (``python -m bench --only sms --sms-before a0e80fd``, and three
+0.77 ms and 1,255-1,316 SMS/s (``python -m bench --only sms --before a0e80fd``, and three
 alternated rounds). The SDK's transport also replays a POST by itself (docs/providers.md,
 "Vonage"); ours sends one POST per call, and a lost answer is an unknown outcome, never resent.
 Wire format: https://developer.vonage.com/en/api/sms
