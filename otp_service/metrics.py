@@ -67,6 +67,7 @@ USAGE_TYPES = frozenset(
         "IdentityUnlinked",
         "MfaFactorEnrolled",
         "MfaFactorUnenrolled",
+        "UnknownAccount",
     }
 )
 SUCCESS = frozenset({"sent", "captured"})

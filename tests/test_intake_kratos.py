@@ -17,6 +17,8 @@ import pytest
 from otp_service.config import parse_config
 from otp_service.errors import ConfigError, RequestError
 from otp_service.intake import kratos
+from otp_service.message.templates import NO_GENERIC
+from otp_service.metrics import usage_label
 
 from .support.command import Service
 from .support.fakes.vonage import FakeVonage, logto_vonage_json
@@ -515,3 +517,13 @@ async def test_kratos_requests_are_counted_by_intake(service: ClientFactory) -> 
     text = await (await client.get("/metrics")).text()
     assert 'channel="email",intake="kratos",status="200",type="SignIn"} 1.0' in text
     assert 'channel="email",intake="kratos",status="401",type="none"} 1.0' in text
+    # a *_invalid notice is counted under its own usage type, not "other"
+    await client.post("/v1/hooks/kratos/email", json=full("recovery_invalid"), headers=BASIC)
+    text = await (await client.get("/metrics")).text()
+    assert 'channel="email",intake="kratos",status="200",type="UnknownAccount"} 1.0' in text
+
+
+def test_every_hook_usage_type_has_its_own_metric_label() -> None:
+    """The hooks' usage types (those that skip the Generic steps) are labelled by name, never
+    folded into ``other``."""
+    assert {usage_label(t) for t in NO_GENERIC} == set(NO_GENERIC)
