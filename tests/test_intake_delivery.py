@@ -122,8 +122,8 @@ def test_hooks_deliver_over_smtp_and_sms_from_a_real_process(
 
 
 def test_hooks_land_in_the_inbox_of_a_real_process(tmp_path: Path, services: list[Service]) -> None:
-    """In capture mode each hook's message is read back with ``latest?to=`` and names its
-    source; a retry of the Supabase call (new webhook-id, same uuid) is captured once."""
+    """In capture mode each hook's message (Supabase, generic, Authentik with basic auth) is read
+    back with ``latest?to=`` and names its source; a retry of the Supabase call (new webhook-id, same uuid) is captured once."""
     service = Service(tmp_path, {"intakes": INTAKES})
     services.append(service)
     base = f"{service.base}/v1/hooks"
@@ -133,6 +133,19 @@ def test_hooks_land_in_the_inbox_of_a_real_process(tmp_path: Path, services: lis
     assert post(f"{base}/supabase/email", raw, sb.sign(raw)) == (200, {})  # Auth's retry
     generic = json.dumps({"to": "+41791234567", "message": "Your code is 314159"}).encode()
     assert post(f"{base}/generic/sms", generic, bearer(GENERIC_TOKEN))[0] == 200
+    authentik = json.dumps(
+        {
+            "From": "",
+            "To": "+41791234568",
+            "Body": "394817",
+            "Message": "Use this code to authenticate in authentik: 394817",
+        }
+    )
+    basic = base64.b64encode(f"authentik:{AUTHENTIK_TOKEN}".encode()).decode()
+    status, _ = post(
+        f"{base}/authentik/sms", authentik.encode(), {"Authorization": f"Basic {basic}"}
+    )
+    assert status == 200
 
     status, _, data = http("GET", f"{service.base}/v1/messages/latest?to=ada@example.com")
     message = json.loads(data)
@@ -142,6 +155,9 @@ def test_hooks_land_in_the_inbox_of_a_real_process(tmp_path: Path, services: lis
     )
     status, _, data = http("GET", f"{service.base}/v1/messages/latest?to=%2B41791234567")
     assert json.loads(data)["code"] == "314159" and json.loads(data)["source"] == "generic"
+    status, _, data = http("GET", f"{service.base}/v1/messages/latest?to=%2B41791234568")
+    assert (status, json.loads(data)["code"], json.loads(data)["source"]) == (
+        200, "394817", "authentik")  # fmt: skip
     _, _, data = http("GET", f"{service.base}/v1/messages?to=ada@example.com")
     assert len(json.loads(data)["messages"]) == 1
 

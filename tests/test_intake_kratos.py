@@ -20,7 +20,7 @@ from otp_service.intake import kratos
 from otp_service.message.templates import NO_GENERIC
 from otp_service.metrics import usage_label
 
-from .support.command import Service
+from .support.command import Service, http
 from .support.fakes.vonage import FakeVonage, logto_vonage_json
 from .support.processes import TEMPLATES
 from .support.service import ClientFactory
@@ -414,6 +414,28 @@ def post(url: str, body: Any, headers: dict[str, str]) -> tuple[int, dict[str, A
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.slow
+def test_kratos_lands_in_the_inbox_of_a_real_process(
+    tmp_path: Path, services: list[Service]
+) -> None:
+    """``otp-service serve`` in capture mode (its defaults) with intakes.kratos: a login code
+    email (whole context) and a recovery code SMS (``verification_code``) are read back with
+    ``latest?to=``, with their code and source."""
+    service = Service(tmp_path, CONFIG)
+    services.append(service)
+    sends = (
+        ("email", full("login_code_valid", login_code="123456")),
+        ("sms", full("recovery_code_valid", "sms", verification_code="456789")),
+    )
+    for channel, body in sends:
+        status, answer = post(f"{service.base}/v1/hooks/kratos/{channel}", body, BASIC)
+        assert status == 200, answer
+    for to, code in (("ada@example.com", "123456"), ("%2B4915112345678", "456789")):
+        status, _, data = http("GET", f"{service.base}/v1/messages/latest?to={to}")
+        message = json.loads(data)
+        assert (status, message["code"], message["source"]) == (200, code, "kratos")
 
 
 @pytest.mark.slow

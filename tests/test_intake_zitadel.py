@@ -17,7 +17,7 @@ from otp_service.errors import ConfigError, RequestError
 from otp_service.intake import zitadel
 from otp_service.message.templates import TemplateLibrary
 
-from .support.command import Service
+from .support.command import Service, http
 from .support.fakes.vonage import FakeVonage, logto_vonage_json
 from .support.processes import TEMPLATES
 from .support.service import ClientFactory
@@ -538,6 +538,26 @@ def test_zitadel_process_delivers_once_to_smtp_and_vonage(
         mail = smtp_server.messages[0]
         assert mail.rcpt_tos == ["ada@example.com"]
         assert "482913" in mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_zitadel_lands_in_the_inbox_of_a_real_process(
+    tmp_path: Path, services: list[Service]
+) -> None:
+    """``otp-service serve`` in capture mode (its defaults) with intakes.zitadel: ZITADEL's
+    signed SMS and email are read back with ``latest?to=``, with their code and source."""
+    service = Service(tmp_path, CONFIG)
+    services.append(service)
+    for channel, body in (("sms", sms_body()), ("email", email_body())):
+        request = signed(body)
+        status, answer = post_raw(
+            f"{service.base}/v1/hooks/zitadel/{channel}", request["data"], request["headers"]
+        )
+        assert status == 200, answer
+    for to in ("%2B41791234567", "ada@example.com"):
+        status, _, data = http("GET", f"{service.base}/v1/messages/latest?to={to}")
+        message = json.loads(data)
+        assert (status, message["code"], message["source"]) == (200, "482913", "zitadel")
 
 
 def test_relayed_text_never_becomes_a_connectors_generic_template() -> None:
