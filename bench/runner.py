@@ -121,7 +121,7 @@ def parse_args(
         "--before",
         metavar="REF",
         help="also run otp-service as of this git ref, back to back with the current code "
-        "(capture, email, sms, delay, cpu): a before/after from one run",
+        "(capture, email, sms, delay, cpu, workers): a before/after from one run",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     for scenario in scenarios:

@@ -7,7 +7,8 @@ WAL writer, checkpointer) is ours and its CPU, read from /proc, is PostgreSQL's 
 Runs alternate 1 worker, 2 workers, ``--workers-rounds`` times (A/B back to back: a machine
 shared with other jobs drifts), each on a fresh schema, capture (``POST /v1/email``, limits
 off). Targets (issue 17): service CPU per message with 2 workers at most 1.1x that with 1;
-the machine at least 185% busy (of 200%) with 2.
+the machine at least 185% busy (of 200%) with 2. ``--before REF`` adds, in each round, a
+1-worker run of otp-service as of git ``REF`` (PostgreSQL's CPU per message before/after).
 """
 
 from __future__ import annotations
@@ -54,16 +55,18 @@ def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
         cluster.init()
         cluster.start()
         postmaster = _postmaster(cluster.data)
+        versions = [("before", 1), ("service", 1), ("service", 2)]
         for round_ in range(max(1, args.workers_rounds)):
-            for workers in (1, 2):
-                name = f"workers-{workers}w-{round_ + 1}"
+            for version, workers in versions if args.before else versions[1:]:
+                env = bench.ref_env(args.before) if version == "before" else None
+                name = f"workers-{version}-{workers}w-{round_ + 1}"
                 config = {
                     "capture": {"max_messages": 1000},
-                    "store": {"url": cluster.url, "schema": f"bench_{round_}_{workers}",
+                    "store": {"url": cluster.url, "schema": f"bench_{round_}_{version}_{workers}",
                               "pool_size": 10},
                 }  # fmt: skip
                 extra = ["--workers", str(workers)] if workers > 1 else []
-                service = bench.start_service(name, config, "WARNING", extra_args=extra)
+                service = bench.start_service(name, config, "WARNING", extra_args=extra, env=env)
                 load = loadavg()
                 try:
                     result = bench.loadgen(
@@ -74,7 +77,8 @@ def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
                 finally:
                     bench.stop(service.proc)
                 result |= {"workers": workers, "round": round_ + 1, "loadavg": load,
-                           "postgres_cpu_pct": result.get("fake_cpu_pct")}  # fmt: skip
+                           "postgres_cpu_pct": result.get("fake_cpu_pct"),
+                           "before": args.before if version == "before" else None}  # fmt: skip
                 result["service_ms"] = per_message(result, "service_cpu_pct")
                 result["postgres_ms"] = per_message(result, "postgres_cpu_pct")
                 runs.append(result)
@@ -98,13 +102,15 @@ def section(results: dict[str, Any]) -> list[str]:
         "|---|--:|--:|--:|--:|--:|--:|--:|---|",
     ]  # fmt: skip
     for r in results["runs"]:
+        version = f" (before, {r['before']})" if r.get("before") else ""
         lines.append(
-            f"| {r['round']} | {r['workers']} | {table.num(r['rps'])} "
+            f"| {r['round']} | {r['workers']}{version} | {table.num(r['rps'])} "
             f"| {table.pct(r.get('service_cpu_pct'))} | {table.num(r['service_ms'], 3)} "
             f"| {table.pct(r.get('postgres_cpu_pct'))} | {table.num(r['postgres_ms'], 3)} "
             f"| {table.pct(r.get('machine_cpu_pct'))} | {r['loadavg']} |"
         )
-    one = [r for r in results["runs"] if r["workers"] == 1]
+    before = [r for r in results["runs"] if r.get("before")]
+    one = [r for r in results["runs"] if r["workers"] == 1 and not r.get("before")]
     two = [r for r in results["runs"] if r["workers"] == 2]
     s1, s2 = _median(one, "service_ms"), _median(two, "service_ms")
     ratio = s2 / s1 if s1 and s2 else None
@@ -121,12 +127,19 @@ def section(results: dict[str, Any]) -> list[str]:
         f"{table.num(_median(one, 'postgres_ms'), 3)}"
         f" ms, 2 workers {table.num(_median(two, 'postgres_ms'), 3)} ms",
     ]
+    if before:
+        lines.append(
+            f"- PostgreSQL CPU per message, 1 worker, before ({before[0]['before']}, medians): "
+            f"{table.num(_median(before, 'postgres_ms'), 3)} ms; the service's "
+            f"{table.num(_median(before, 'service_ms'), 3)} ms"
+        )
     return lines
 
 
 def runs(results: dict[str, Any]) -> Iterator[tuple[str, Run]]:
     for r in results.get("runs", []):
-        yield f"workers {r['workers']} (round {r['round']})", r
+        before = " before" if r.get("before") else ""
+        yield f"workers {r['workers']}{before} (round {r['round']})", r
 
 
 SCENARIO = Scenario(
