@@ -16,8 +16,11 @@ import aiohttp
 import pytest
 
 from otp_service.cli import _parser
+from otp_service.config import parse_config
+from otp_service.config.checks import refusals
 
 from .support.command import BIN
+from .support.ports import free_port
 from .support.processes import HTTP_TIMEOUT, ServiceProcess
 from .support.service import ClientFactory
 
@@ -253,3 +256,51 @@ async def test_send_server_and_latest_work_with_scoped_tokens(tmp_path: Path) ->
         assert (found.returncode, found.stdout) == (0, "112358\n"), found.stderr
     finally:
         service.stop()
+
+
+@pytest.mark.slow
+def test_one_port_for_two_listeners_is_refused_by_serve_and_check_config(tmp_path: Path) -> None:
+    """One process, --metrics-port equal to --port (or capture.smtp.port equal to server.port):
+    serve refuses it up front naming the port to change, not "stop what holds the port" after
+    the second bind failed; check-config reports the same problem."""
+    port = str(free_port())
+    served = run("serve", "--config", str(service_config(tmp_path)), "--port", port,
+                 "--metrics-port", port)  # fmt: skip
+    assert served.returncode == 1, served.stderr
+    assert f"- server.metrics_port: is {port}, as server.port is" in served.stderr
+    assert "fix: choose another port for /metrics (--metrics-port" in served.stderr
+    assert "stop what holds" not in served.stderr
+    config = service_config(
+        tmp_path, server={"port": int(port)}, capture={"smtp": {"port": int(port)}}
+    )
+    for command in (("serve", "--config", str(config)), ("check-config", str(config))):
+        refused = run(*command)
+        assert refused.returncode == 1, refused.stderr
+        assert f"- capture.smtp.port: is {port}, as server.port is" in refused.stderr
+        assert "fix: choose another port for the SMTP intake" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "clash"),
+    [
+        ("127.0.0.1", "127.0.0.1", True),
+        ("127.0.0.1", "127.0.0.2", False),
+        ("0.0.0.0", "127.0.0.2", True),
+        ("::", "127.0.0.1", True),  # the HTTP listener on :: takes IPv4 too
+        ("::1", "127.0.0.1", False),
+        ("0.0.0.0", "::1", False),
+        ("localhost", "127.0.0.1", True),
+        ("otp.internal", "0.0.0.0", True),
+        ("otp.internal", "10.0.0.1", False),  # not resolved: the bind says, if it clashes
+    ],
+)
+def test_listeners_clash_on_one_port_only_on_overlapping_addresses(
+    first: str, second: str, clash: bool
+) -> None:
+    """The metrics listener on the HTTP port is refused only where the kernel would refuse the
+    second bind; a port of 0 (any free one) never clashes."""
+    tokens = {"auth": {"tokens": [TOKEN]}}
+    server = {"host": first, "port": 8787, "metrics_port": 8787, "metrics_host": second}
+    assert bool(refusals(parse_config(tokens | {"server": server}))) is clash
+    free = {"host": first, "port": 0, "metrics_port": 0, "metrics_host": second}
+    assert refusals(parse_config(tokens | {"server": free})) == []

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from .support.mailer import TEMPLATES, Mailer
-from .support.smtp_limit import ConnectionLimit
+from .support.smtp_limit import ConnectionLimit, Mode
 from .support.smtp_server import RecordingSMTPServer, ServerFactory
 
 
@@ -116,4 +116,28 @@ async def test_pool_lowers_ceiling_when_server_turns_connections_away(
         assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(
             f"user{i}@example.com" for i in range(8)
         )
+        await mailer.provider.close()
+
+
+@pytest.mark.parametrize("mode", ["reset", "refuse"])
+async def test_pool_lowers_ceiling_when_server_resets_or_refuses_new_connections(
+    smtp_servers: ServerFactory, mailers: Callable[..., Mailer], mode: Mode
+) -> None:
+    """A server that resets new TCP connections past two (or stops listening, so the kernel
+    refuses them) while two are open: the pool caps itself at the two it has, and every
+    message goes out over them, each once."""
+    server: RecordingSMTPServer = smtp_servers(pipelining=True)
+    async with ConnectionLimit(server.port, limit=2, mode=mode) as front:
+        mailer = mailers(front.port, size=6)
+        recipients = [f"user{i}@example.com" for i in range(12)]
+
+        await asyncio.gather(*(mailer.send(to) for to in recipients))
+
+        if mode == "refuse":
+            assert front.not_listening >= 1
+        else:
+            assert front.turned_away >= 1
+        assert mailer.pool.limited >= 1
+        assert mailer.pool.ceiling <= 2 and server.peak_open <= 2
+        assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(recipients)
         await mailer.provider.close()

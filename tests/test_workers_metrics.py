@@ -148,3 +148,37 @@ def test_workers_with_port_0_are_refused_with_the_fix(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "port 0" in result.stderr and "fix: pass --port" in result.stderr
+
+
+@pytest.mark.parametrize("clash", ["metrics", "intake-http", "intake-metrics"])
+def test_workers_on_one_port_twice_are_refused_before_any_starts(
+    tmp_path: Path, clash: str
+) -> None:
+    """--metrics-port equal to --port, or capture.smtp on the HTTP or the metrics port (on an
+    address that covers the other's), under --workers 2: refused at once with the fix, no
+    worker started (the workers used to fail to bind, be started again and again, and exit 1
+    only after seconds of that)."""
+    port, other = free_port(), free_port()
+    config: dict[str, object] = {"store": {"url": "postgresql://postgres@127.0.0.1:5432/test"}}
+    options = ["--port", str(port)]
+    if clash == "metrics":
+        options += ["--metrics-port", str(port)]
+        path, fix = "server.metrics_port", "--metrics-port or server.metrics_port"
+    elif clash == "intake-http":
+        config["capture"] = {"smtp": {"port": port}}
+        path, fix = "capture.smtp.port", "another port for the SMTP intake (capture.smtp.port)"
+    else:  # the metrics listener on every IPv4 address covers the intake's 127.0.0.1
+        config["server"] = {"metrics_port": other, "metrics_host": "0.0.0.0"}
+        config["capture"] = {"smtp": {"port": other, "host": "127.0.0.1"}}
+        path, fix = "capture.smtp.port", "or addresses that do not overlap"
+    file = tmp_path / "config.json"
+    file.write_text(json.dumps(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "otp_service", "serve", "--config", str(file), "--workers", "2",
+         *options],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert f"- {path}: is " in result.stderr and "cannot both listen" in result.stderr
+    assert fix in result.stderr
+    assert "supervisor" not in result.stderr + result.stdout  # no worker was started

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -45,7 +46,75 @@ def refusals(config: Config) -> list[ConfigProblem]:
                 "point store.path at a writable folder (in Docker: the mounted volume)",
             )
         )
+    return problems + _port_clashes(config)
+
+
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _addresses(host: str) -> set[_Address] | None:
+    """What binding ``host`` takes: "" and "::" every address, "0.0.0.0" every IPv4 one;
+    None for a name other than localhost (not resolved here)."""
+    name = host.strip("[]").lower()
+    if name in ("", "localhost"):
+        return {ipaddress.ip_address("::" if name == "" else "127.0.0.1"),
+                ipaddress.ip_address("::1")}  # fmt: skip
+    try:
+        return {ipaddress.ip_address(name)}
+    except ValueError:
+        return None
+
+
+def _covers(a: _Address, b: _Address) -> bool:
+    # "::" without IPV6_V6ONLY (the HTTP listener, the workers' shared sockets) takes IPv4 too
+    return a == b or (a.is_unspecified and (a.version == 6 or b.version == 4))
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether listening on ``a`` and on ``b`` with one port would clash."""
+    if a.strip("[]").lower() == b.strip("[]").lower():
+        return True
+    first, second = _addresses(a), _addresses(b)
+    if first is None or second is None:  # a name: it clashes with a wildcard address
+        known = first or second or set()
+        return any(address.is_unspecified for address in known)
+    return any(_covers(x, y) or _covers(y, x) for x in first for y in second)
+
+
+def _port_clashes(config: Config) -> list[ConfigProblem]:
+    """Two of this service's listeners on one port: the second could not bind (and under
+    ``--workers`` the workers would keep failing to start)."""
+    server = config.server
+    listeners = [("server.port", "the HTTP service", server.host, server.port, "--port")]
+    if server.metrics_port is not None:
+        host = server.metrics_host or server.host
+        listeners.append(
+            ("server.metrics_port", "/metrics", host, server.metrics_port, "--metrics-port")
+        )
+    if (smtp := config.capture.smtp) is not None:
+        listeners.append(("capture.smtp.port", "the SMTP intake", smtp.host, smtp.port, ""))
+    problems = []
+    for i, (path, what, host, port, option) in enumerate(listeners):
+        for first_path, first, first_host, first_port, _ in listeners[:i]:
+            if port == 0 or port != first_port or not _overlap(host, first_host):
+                continue
+            fix = f"choose another port for {what} ({option + ' or ' if option else ''}{path})"
+            if host != first_host:
+                fix += ", or addresses that do not overlap (:: covers every address, 0.0.0.0 "
+                fix += "every IPv4 one)"
+            problems.append(
+                ConfigProblem(
+                    path,
+                    f"is {port}, as {first_path} is: {what} on {_shown(host, port)} and {first} "
+                    f"on {_shown(first_host, port)} cannot both listen",
+                    fix,
+                )
+            )
     return problems
+
+
+def _shown(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def warnings(config: Config) -> list[ConfigProblem]:
