@@ -419,8 +419,9 @@ def _seconds(text: str) -> float:
 
 
 DESCRIPTION = """\
-One-time codes for Logto's HTTP email and SMS connectors: serve them, send or render one,
-read the latest captured code, check a config file, migrate the PostgreSQL schema.
+One-time codes for Logto's HTTP email and SMS connectors (and other identity systems' hooks):
+serve them, send or render one, read the latest captured code, check a config file or describe
+it (its JSON Schema or reference), migrate the PostgreSQL schema.
 Run "otp-service COMMAND --help" for a command's options.
 """
 

@@ -373,9 +373,11 @@ def test_check_config_online_lists_templates_per_language(
 def test_check_config_online_wrong_secret_fails_without_echoing_it(
     fake_logto: FakeLogto, tmp_path: Path
 ) -> None:
-    """Refused credentials exit 1 with the reason, never the secret."""
+    """Refused credentials exit 1 with the reason, never the secret; the hint names the
+    endpoint too (an admin console's URL is the usual mistake)."""
     done = check_online(fake_logto, tmp_path, app_secret="NotTheS3cret")
     assert done.returncode == 1 and "invalid_client" in done.stderr
+    assert "templates.logto.endpoint (Logto's core endpoint" in done.stderr
     assert "NotTheS3cret" not in done.stdout + done.stderr
 
 

@@ -36,8 +36,9 @@ _URL = {"type": "string", "format": "uri"}
 @section
 class LogtoConfig:
     endpoint: str = setting(
-        "the Logto instance, e.g. https://auth.example.com",
-        read=_url, schema=_URL, fix="set it to your Logto URL",
+        "Logto's core endpoint (the tenant's, where users sign in, e.g. "
+        "https://auth.example.com), not the admin console's",
+        read=_url, schema=_URL, fix="set it to your Logto core endpoint",
     )  # fmt: skip
     app_id: str = setting("a machine-to-machine app's id", fix=_APP)
     app_secret: str = setting("that app's secret", secret=True, fix=_APP)

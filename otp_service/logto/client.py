@@ -136,7 +136,8 @@ class LogtoClient:
             shown = error if isinstance(error, str) and _OAUTH_ERROR.match(error) else "refused"
             raise LogtoApiError(
                 f"Logto refused the app's credentials (HTTP {status}, {shown}): check "
-                "templates.logto.app_id, app_secret and resource",
+                "templates.logto.endpoint (Logto's core endpoint, not the admin console's), "
+                "app_id, app_secret and resource",
                 refused=True,
             )
         token, lifetime = body.get("access_token"), body.get("expires_in")
