@@ -14,7 +14,6 @@ from pathlib import Path
 
 from otp_service.config import parse_config, registry
 from otp_service.errors import ConfigError
-from otp_service.services import FACTORIES
 
 PACKAGE = Path(__file__).resolve().parent.parent / "otp_service"
 # capture is the inbox itself, a concept the whole package speaks of (the capture inbox, the
@@ -24,9 +23,9 @@ CHANNELS = {"email", "sms"}
 
 
 def allowed(path: Path, name: str) -> bool:
-    """The registry, the wiring, the provider's own modules and its connector model."""
+    """The registry, the provider's own modules and its connector model."""
     rel = path.relative_to(PACKAGE).as_posix()
-    return rel in ("config/registry.py", "services.py", f"config/{name}.py") or bool(
+    return rel in ("config/registry.py", f"config/{name}.py") or bool(
         re.fullmatch(rf"providers/{name}(_\w+)?\.py", rel)
     )
 
@@ -54,7 +53,8 @@ def mentions(path: Path, name: str) -> list[str]:
 
 
 def test_no_file_but_the_registry_names_a_provider() -> None:
-    """Outside the registry, the wiring and a provider's own modules, no file names it."""
+    """Outside the registry and a provider's own modules, no file names it (the wiring
+    builds each from its registry entry)."""
     found = [
         f"{provider.name}: {where}"
         for provider in CHECKED
@@ -76,8 +76,17 @@ def test_the_scan_finds_a_hard_coded_name(tmp_path: Path) -> None:
 
 
 def test_every_registered_provider_has_a_factory() -> None:
-    """The wiring builds exactly the registered providers (a new entry needs its factory)."""
-    assert set(FACTORIES) == {p.name for p in registry.PROVIDERS}
+    """Each entry names its factory (and its receipt reader's, when it has receipts) in the
+    provider's own modules, where the wiring finds it."""
+    for p in registry.PROVIDERS:
+        paths = [p.build] + ([p.receipts] if p.receipts is not None else [])
+        for path in paths:
+            module = path.partition(":")[0]
+            assert re.fullmatch(rf"otp_service\.providers\.{p.name}(_\w+)?", module), path
+            assert callable(registry.load(path)), path
+    assert {p.name for p in registry.PROVIDERS if p.calls_back} <= {
+        p.name for p in registry.PROVIDERS if p.receipts is not None
+    }
 
 
 def test_a_registered_provider_is_a_choice_everywhere_it_belongs() -> None:

@@ -1,21 +1,26 @@
 """The providers otp-service can deliver through: one entry each, the only list of their names.
 
-An entry says which channels the provider serves and which section of the config file holds
-its settings (``<channel>.<name>``: Logto's connector JSON for that provider, modelled in its
-own module of this package). The provider's code loads only when a config uses it: its factory
-is in ``services.py`` (the wiring), keyed by the same name. Adding a provider is its module
-under ``providers/``, its connector model here in ``config/``, one entry below and its factory.
+An entry says which channels the provider serves, which section of the config file holds its
+settings (``<channel>.<name>``: Logto's connector JSON for that provider, modelled in its own
+module of this package, ``config/<name>.py``) and where its code is: the dotted path of its
+factory (``build``, in ``providers/<name>.py``) and, for a provider with delivery receipts, of
+its receipt reader's (``providers/<name>_receipts.py``). That code is imported only when a
+config uses the provider (the SMS SDKs alone weigh ~40 MB of memory); the wiring
+(``services.py``) builds every provider from its entry and names none. Adding a provider is
+its modules under ``providers/``, its connector model here in ``config/`` and one entry below
+(``tests/test_registry.py`` proves no other file names it).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from .aliyun import AliyunConfig
 from .fields import Fields, read_optional
-from .smtp import SmtpConfig
+from .smtp import EmailTemplate, SmtpConfig
 from .twilio import TwilioConfig
 from .vonage import VonageConfig
 
@@ -25,42 +30,74 @@ DEFAULT = "capture"  # the provider of a channel the config names none for: the 
 
 @dataclass(frozen=True)
 class Registered:
-    """One provider: its name in the config file and its place in it."""
+    """One provider: its name in the config file, its place in it and where its code is."""
 
     name: str
     title: str  # as people write it: "Vonage"
     channels: tuple[Channel, ...]
     model: type | None = None  # the settings at <channel>.<name> (Logto's connector JSON)
+    # "module:function": its factory, (Config, Inbox) -> Provider, imported when configured.
+    build: str = ""
+    # "module:function": its receipt reader's factory, Config -> ReceiptReader, when it has one.
+    receipts: str | None = None
     captures: bool = False  # keeps messages in the inbox instead of sending them
     endpoint: bool = False  # sms.endpoints.<name>: where its API lives (a region, a fake)
     concurrency: tuple[int, int] | None = None  # sms.<name>_concurrency: (default, maximum)
     # The SMS texts its connector JSON carries, (usage type, template), when it carries any.
     texts: Callable[[Any], Sequence[tuple[str, str]]] | None = None
+    # The email templates its connector JSON carries, when it carries any.
+    mails: Callable[[Any], Sequence[EmailTemplate]] | None = None
     calls_back: bool = False  # posts delivery receipts to server.public_url's /v1/receipts/<name>
     # Given its settings, whether its receipts would be taken unsigned (anyone could post one).
     unsigned_receipts: Callable[[Any], bool] | None = None
 
 
 PROVIDERS = (
-    Registered("capture", "the capture inbox", ("email", "sms"), captures=True),
-    Registered("smtp", "SMTP", ("email",), SmtpConfig),
+    Registered(
+        "capture",
+        "the capture inbox",
+        ("email", "sms"),
+        captures=True,
+        build="otp_service.providers.capture:build",
+    ),
+    Registered(
+        "smtp",
+        "SMTP",
+        ("email",),
+        SmtpConfig,
+        build="otp_service.providers.smtp:build",
+        mails=SmtpConfig.email_templates,
+    ),
     Registered(
         "vonage",
         "Vonage",
         ("sms",),
         VonageConfig,
+        build="otp_service.providers.vonage:build",
+        receipts="otp_service.providers.vonage_receipts:build",
         endpoint=True,
         concurrency=(16, 256),
         texts=VonageConfig.text_templates,
         calls_back=True,
         unsigned_receipts=VonageConfig.receipts_unsigned,
     ),
-    Registered("aliyun", "Aliyun", ("sms",), AliyunConfig, endpoint=True, concurrency=(32, 1024)),
+    Registered(
+        "aliyun",
+        "Aliyun",
+        ("sms",),
+        AliyunConfig,
+        build="otp_service.providers.aliyun:build",
+        receipts="otp_service.providers.aliyun_receipts:build",
+        endpoint=True,
+        concurrency=(32, 1024),
+    ),
     Registered(
         "twilio",
         "Twilio",
         ("sms",),
         TwilioConfig,
+        build="otp_service.providers.twilio:build",
+        receipts="otp_service.providers.twilio_receipts:build",
         endpoint=True,
         concurrency=(32, 1024),
         texts=TwilioConfig.text_templates,
@@ -68,6 +105,12 @@ PROVIDERS = (
     ),
 )
 BY_NAME = {p.name: p for p in PROVIDERS}
+
+
+def load(path: str) -> Any:
+    """What a ``module:name`` path of an entry names, its module imported now."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def on(channel: Channel) -> tuple[Registered, ...]:

@@ -101,6 +101,10 @@ class ServerConfig:
         schema={"type": "array", "items": {"type": "string", "minLength": 1}},
     )  # fmt: skip
 
+    def receipt_url(self, provider: str) -> str | None:
+        """Where ``provider`` posts its delivery receipts, when ``public_url`` is set."""
+        return None if self.public_url is None else f"{self.public_url}/v1/receipts/{provider}"
+
 
 # What a token may do: send (the send routes and intakes), read (messages, their status, the
 # inbox and its stream, metrics), admin (deletes and counter resets).
