@@ -63,7 +63,7 @@ def test_openapi_documents_every_route_and_only_routes(config: dict[str, Any]) -
 def test_openapi_hook_routes_name_their_systems_schemes() -> None:
     """Each hook operation has its system's body and security schemes (defined, never the
     auth.tokens bearer: no scope applies) and documents 401 and 503."""
-    assert set(INTAKES) == set(BUILDERS)  # a new system gets its entry in openapi_hooks
+    assert set(INTAKES) == set(BUILDERS)  # a new system documents its routes (Hook.doc)
     served = document(configured(parse_config({"intakes": INTAKES}).intakes))
     schemes = served["components"]["securitySchemes"]
     hooks = {p: ops["post"] for p, ops in served["paths"].items() if p.startswith("/v1/hooks/")}

@@ -20,6 +20,7 @@ from typing import Any
 from ..config.intakes import AuthentikIntakeConfig, IntakesConfig
 from ..errors import RequestError
 from ..message.compose import Channel, SendRequest
+from .doc import STR, HookDoc, obj
 from .hook import Delivery, Hook, Inbound, bearer_or_basic, body_key, check_tokens, text_field
 
 USAGE = "MfaVerification"
@@ -28,6 +29,23 @@ USAGE = "MfaVerification"
 class AuthentikHook(Hook):
     name = "authentik"
     channels = ("sms",)
+    doc = HookDoc(
+        "Authentik's generic SMS provider (docs/intakes.md)",
+        {"sms": obj(["To", "Body"], From=STR, To=STR, Body=STR, Message=STR)},
+        {
+            "authentik_bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "a token of intakes.authentik.tokens (auth type bearer)",
+            },
+            "authentik_basic": {
+                "type": "http",
+                "scheme": "basic",
+                "description": "any user, a token of intakes.authentik.tokens as the "
+                "password (auth type basic)",
+            },
+        },
+    )
 
     def __init__(self, config: AuthentikIntakeConfig) -> None:
         self.tokens = config.tokens

@@ -9,7 +9,8 @@ Adding a system (say ``acme``) is these pieces and one registration line:
 2. ``intake/acme.py``: a subclass of :class:`Hook` and a ``build(intakes) -> Hook | None``
    that returns None when the section is not configured;
 3. one line in :mod:`.registry` (``"acme": acme.build``);
-4. its OpenAPI entry (body summary, security schemes) in :mod:`otp_service.http.openapi_hooks`.
+4. its OpenAPI entry: the class's ``doc`` (:class:`~.doc.HookDoc`: summary, bodies, security
+   schemes), which ``tests/test_openapi.py`` requires of every registered system.
 
 A :class:`Hook` never touches the HTTP layer, the store or the providers. The route
 (:mod:`otp_service.http.hooks`: ``POST /v1/hooks/<name>/<channel>`` for each of its
@@ -46,6 +47,7 @@ from typing import Any, ClassVar
 from ..delivery.outcome import Outcome
 from ..errors import RequestError, UnauthorizedError
 from ..message.compose import Channel, SendRequest
+from .doc import HookDoc, Schemes
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,11 @@ class Hook:
     # the message accepted (queued).
     wait_seconds: ClassVar[float | None] = None
     form_encoded: ClassVar[bool] = False  # also accept application/x-www-form-urlencoded
+    doc: ClassVar[HookDoc]  # what the OpenAPI document says of its routes (:mod:`.doc`)
+
+    def schemes(self) -> Schemes:
+        """The OpenAPI security schemes it authenticates with: any one of them will do."""
+        return dict(self.doc.schemes)
 
     def verify(self, inbound: Inbound, now: float) -> None:
         """Raise a 401 :class:`RequestError` unless the request is from the system."""
