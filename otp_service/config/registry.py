@@ -1,14 +1,21 @@
-"""The providers otp-service can deliver through: one entry each, the only list of their names.
+"""The providers otp-service delivers through and the identity systems whose hooks it takes: one
+entry each, the only list of their names.
 
-An entry says which channels the provider serves, which section of the config file holds its
+A provider's entry says which channels it serves, which section of the config file holds its
 settings (``<channel>.<name>``: Logto's connector JSON for that provider, modelled in its own
 module of this package, ``config/<name>.py``) and where its code is: the dotted path of its
 factory (``build``, in ``providers/<name>.py``) and, for a provider with delivery receipts, of
 its receipt reader's (``providers/<name>_receipts.py``). That code is imported only when a
 config uses the provider (the SMS SDKs alone weigh ~40 MB of memory); the wiring
 (``services.py``) builds every provider from its entry and names none. Adding a provider is
-its modules under ``providers/``, its connector model here in ``config/`` and one entry below
-(``tests/test_registry.py`` proves no other file names it).
+its modules under ``providers/``, its connector model here in ``config/`` and one entry below.
+
+An intake's entry (an identity system's hook) says where its settings are (``intakes.<name>``,
+modelled in ``config/<name>.py``) and which :class:`~otp_service.intake.hook.Hook` serves it
+(``intake/<name>.py``), built with those settings when they are present. Adding one is those two
+modules and one entry in :data:`INTAKES`.
+
+``tests/test_registry.py`` proves no other file names a provider or an intake.
 """
 
 from __future__ import annotations
@@ -19,10 +26,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .aliyun import AliyunConfig
+from .authentik import AuthentikIntakeConfig
 from .fields import Fields, read_optional
+from .generic import GenericIntakeConfig
+from .kratos import KratosIntakeConfig
 from .smtp import EmailTemplate, SmtpConfig
+from .supabase import SupabaseIntakeConfig
 from .twilio import TwilioConfig
 from .vonage import VonageConfig
+from .zitadel import ZitadelIntakeConfig
 
 Channel = Literal["email", "sms"]
 DEFAULT = "capture"  # the provider of a channel the config names none for: the inbox
@@ -158,3 +170,75 @@ def require_sections(f: Fields, channel: Channel, used: Set[str]) -> None:
                 f"{uses} uses {p.name}: paste Logto's {p.title} connector JSON under "
                 f"{channel}.{p.name}",
             )
+
+
+# -- intakes: the identity systems' hooks
+
+
+@dataclass(frozen=True)
+class Intake:
+    """One identity system's hook: its section ``intakes.<name>`` and the hook it turns on."""
+
+    name: str  # in the config file and the routes: /v1/hooks/<name>/<channel>
+    model: type  # the settings at intakes.<name> (off unless present)
+    help: str  # what the section turns on, as the reference says it
+    # "module:class": its Hook, built with its settings (imported when first configured).
+    hook: str
+    # Takes any caller's JSON: where the other hooks send a caller whose shape they cannot read.
+    fallback: bool = False
+
+
+INTAKES = (
+    Intake(
+        "supabase",
+        SupabaseIntakeConfig,
+        "Supabase Auth's hooks: POST /v1/hooks/supabase/email and /sms (off unless set)",
+        "otp_service.intake.supabase:SupabaseHook",
+    ),
+    Intake(
+        "authentik",
+        AuthentikIntakeConfig,
+        "Authentik's generic SMS provider: POST /v1/hooks/authentik/sms (off unless set)",
+        "otp_service.intake.authentik:AuthentikHook",
+    ),
+    Intake(
+        "generic",
+        GenericIntakeConfig,
+        "any caller: POST /v1/hooks/generic/email and /sms (off unless set)",
+        "otp_service.intake.generic:GenericHook",
+        fallback=True,
+    ),
+    Intake(
+        "zitadel",
+        ZitadelIntakeConfig,
+        "ZITADEL's HTTP providers: POST /v1/hooks/zitadel/email and /sms (off unless set)",
+        "otp_service.intake.zitadel:ZitadelHook",
+    ),
+    Intake(
+        "kratos",
+        KratosIntakeConfig,
+        "Ory Kratos's courier: POST /v1/hooks/kratos/email and /sms (off unless set)",
+        "otp_service.intake.kratos:KratosHook",
+    ),
+)
+INTAKE = {i.name: i for i in INTAKES}
+
+
+def intake_names() -> tuple[str, ...]:
+    return tuple(INTAKE)
+
+
+def fallback_intake() -> str:
+    """The intake that takes any caller's JSON (the one entry with ``fallback``)."""
+    return next(i.name for i in INTAKES if i.fallback)
+
+
+def read_intakes(f: Fields) -> tuple[tuple[str, Any], ...]:
+    """Each intake section present under ``f`` (the ``intakes`` object), read by its model."""
+    found = ((i.name, read_optional(i.model, f, i.name)) for i in INTAKES)
+    return tuple((name, section) for name, section in found if section is not None)
+
+
+def intakes_schema() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each intake section, by key."""
+    return {i.name: {"$ref": i.model, "description": i.help} for i in INTAKES}

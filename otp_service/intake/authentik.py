@@ -17,13 +17,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.intakes import AuthentikIntakeConfig, IntakesConfig
+from ..config.authentik import AuthentikIntakeConfig
+from ..config.registry import fallback_intake
 from ..errors import RequestError
 from ..message.compose import Channel, SendRequest
 from .doc import STR, HookDoc, obj
 from .hook import Delivery, Hook, Inbound, bearer_or_basic, body_key, check_tokens, text_field
 
 USAGE = "MfaVerification"
+# A mapping that sends a whole text in Body belongs on the hook that takes any caller's JSON.
+_OTHER_SHAPES = f"send other shapes to /v1/hooks/{fallback_intake()}/sms"
 
 
 class AuthentikHook(Hook):
@@ -63,14 +66,6 @@ class AuthentikHook(Hook):
         if code is None:
             raise RequestError("missing_field", "'Body' (the code) is required")
         if not code.isascii() or not code.isalnum() or len(code) > 32:
-            # A mapping that sends a whole text in Body belongs on the generic hook.
-            raise RequestError(
-                "invalid_request",
-                "'Body' must be the code alone; send other shapes to /v1/hooks/generic/sms",
-            )
+            raise RequestError("invalid_request", f"'Body' must be the code alone; {_OTHER_SHAPES}")
         request = SendRequest(to=to, type=USAGE, payload={"code": code}, source=self.name)
         return [Delivery(channel, request, body_key(inbound.body))]
-
-
-def build(intakes: IntakesConfig) -> AuthentikHook | None:
-    return AuthentikHook(intakes.authentik) if intakes.authentik is not None else None

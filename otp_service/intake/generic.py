@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.intakes import GenericIntakeConfig, IntakesConfig
+from ..config.generic import GenericIntakeConfig
 from ..errors import RequestError
 from ..message.compose import Channel, SendRequest, parse_request
 from ..text.codes import find_code
@@ -99,7 +99,3 @@ class GenericHook(Hook):
 
 def _sourced(request: SendRequest) -> SendRequest:
     return SendRequest(request.to, request.type, request.payload, source=GenericHook.name)
-
-
-def build(intakes: IntakesConfig) -> GenericHook | None:
-    return GenericHook(intakes.generic) if intakes.generic is not None else None

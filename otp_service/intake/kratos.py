@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Literal
 
-from ..config.intakes import IntakesConfig, KratosIntakeConfig
+from ..config.kratos import KratosIntakeConfig
 from ..errors import RequestError
 from ..text.codes import find_code
 from ..text.sanitize import has_control
@@ -309,7 +309,3 @@ class KratosHook(Hook):
 
     def parse(self, channel: Channel, data: Any, inbound: Inbound) -> list[Delivery]:
         return [translate(channel, data).delivery(self.name, inbound.body)]
-
-
-def build(intakes: IntakesConfig) -> KratosHook | None:
-    return KratosHook(intakes.kratos) if intakes.kratos is not None else None

@@ -42,7 +42,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from ..config.intakes import IntakesConfig, SupabaseIntakeConfig, whsec_key
+from ..config.supabase import SupabaseIntakeConfig, whsec_key
 from ..errors import RequestError
 from ..message.compose import Channel, SendRequest
 from .doc import OBJ, STR, Answer, HookDoc, Schema, obj
@@ -351,7 +351,3 @@ def _payload(user: Mapping[str, Any]) -> dict[str, Any]:
         "primaryPhone": user.get("phone"),
     }
     return payload
-
-
-def build(intakes: IntakesConfig) -> SupabaseHook | None:
-    return SupabaseHook(intakes.supabase) if intakes.supabase is not None else None

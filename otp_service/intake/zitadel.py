@@ -30,7 +30,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from ..config.intakes import IntakesConfig, ZitadelIntakeConfig
+from ..config.zitadel import ZitadelIntakeConfig
 from ..errors import RequestError
 from ..text.sanitize import has_control
 from .doc import OBJ, STR, HookDoc, obj
@@ -298,7 +298,3 @@ class ZitadelHook(Hook):
     def parse(self, channel: Channel, data: Any, inbound: Inbound) -> list[Delivery]:
         got = translate(channel, data, relay_sms_text=self.relay_sms_text)
         return [got.delivery(self.name, inbound.body)]
-
-
-def build(intakes: IntakesConfig) -> ZitadelHook | None:
-    return ZitadelHook(intakes.zitadel) if intakes.zitadel is not None else None
