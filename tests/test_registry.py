@@ -55,12 +55,18 @@ def _imported(node: ast.AST) -> list[list[str]]:
 
 
 def mentions(
-    path: Path, name: str, *, owners: set[str] = CHANNELS, imports: bool = False
+    path: Path,
+    name: str,
+    *,
+    owners: set[str] = CHANNELS,
+    imports: bool = False,
+    any_case: bool = False,
 ) -> list[str]:
-    """Where ``path`` names ``name``: in a string (as a word, or for a name in :data:`WORDS`
-    as a name: alone, ``intakes.<name>``, ``hooks/<name>``), as an attribute of a config
-    object in ``owners`` (``config.sms.vonage``, ``config.intakes.kratos``), or with
-    ``imports`` by importing a package module called ``name``."""
+    """Where ``path`` names ``name``: in a string (as a word, in any case with ``any_case``;
+    for a name in :data:`WORDS` only as a name: alone, ``intakes.<name>``, ``hooks/<name>``),
+    as an attribute of a config object in ``owners`` (``config.sms.vonage``,
+    ``config.intakes.kratos``), or with ``imports`` by importing a package module called
+    ``name``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     docstrings = {
         id(node.body[0].value)
@@ -71,7 +77,8 @@ def mentions(
     if name in WORDS:
         word = re.compile(rf"^{name}$|intakes\.{name}(?![A-Za-z0-9_])|hooks/{name}(?![\w-])")
     else:
-        word = re.compile(rf"(?<![A-Za-z0-9_]){name}(?![A-Za-z0-9_])")
+        flags = re.IGNORECASE if any_case else 0
+        word = re.compile(rf"(?<![A-Za-z0-9_]){name}(?![A-Za-z0-9_])", flags)
     module = re.compile(rf"{name}(_\w+)?")
     found = []
     for node in ast.walk(tree):
@@ -103,15 +110,16 @@ def test_no_file_but_the_registry_names_a_provider() -> None:
 
 
 def test_no_file_but_the_registry_names_an_intake() -> None:
-    """Outside the registry, an intake's hook module and its config model, no file names it or
-    imports them: the routes, the OpenAPI document, the config section and the banner are
-    built from the registry entry and the hook."""
+    """Outside the registry, an intake's hook module and its config model, no file names it (in
+    any case: "ZITADEL" too) or imports them: the routes, the OpenAPI document, the config
+    section and the banner are built from the registry entry and the hook. (Providers are
+    looked for in lower case only: SMTP is also the protocol the SMTP intake speaks.)"""
     found = [
         f"{intake.name}: {where}"
         for intake in registry.INTAKES
         for path in sorted(PACKAGE.rglob("*.py"))
         if not allowed_for_intake(path, intake.name)
-        for where in mentions(path, intake.name, owners={"intakes"}, imports=True)
+        for where in mentions(path, intake.name, owners={"intakes"}, imports=True, any_case=True)
     ]
     assert found == []
 
@@ -134,9 +142,9 @@ def test_the_scan_finds_a_hard_coded_intake(tmp_path: Path) -> None:
         '"""Docs may say kratos."""\nfrom ..intake.kratos import KratosHook\n'
         "from ..intake import kratos\nimport otp_service.config.kratos\n"
         'from aiosmtpd import kratos_like\nDOC = {"kratos": "/v1/hooks/kratos/sms"}\n'
-        "x = config.intakes.kratos\n"
+        'x = config.intakes.kratos\nERROR = "no Kratos credentials"\n'
     )
-    assert len(mentions(sample, "kratos", owners={"intakes"}, imports=True)) == 6
+    assert len(mentions(sample, "kratos", owners={"intakes"}, imports=True, any_case=True)) == 7
     generic = tmp_path / "generic.py"
     generic.write_text(
         'A = "a generic SMS provider"\nB = "generic"\nC = "see intakes.generic.tokens"\n'

@@ -180,6 +180,7 @@ class Intake:
     """One identity system's hook: its section ``intakes.<name>`` and the hook it turns on."""
 
     name: str  # in the config file and the routes: /v1/hooks/<name>/<channel>
+    title: str  # as people write it: "ZITADEL"
     model: type  # the settings at intakes.<name> (off unless present)
     help: str  # what the section turns on, as the reference says it
     # "module:class": its Hook, built with its settings (imported when first configured).
@@ -191,18 +192,21 @@ class Intake:
 INTAKES = (
     Intake(
         "supabase",
+        "Supabase",
         SupabaseIntakeConfig,
         "Supabase Auth's hooks: POST /v1/hooks/supabase/email and /sms (off unless set)",
         "otp_service.intake.supabase:SupabaseHook",
     ),
     Intake(
         "authentik",
+        "Authentik",
         AuthentikIntakeConfig,
         "Authentik's generic SMS provider: POST /v1/hooks/authentik/sms (off unless set)",
         "otp_service.intake.authentik:AuthentikHook",
     ),
     Intake(
         "generic",
+        "the generic hook",
         GenericIntakeConfig,
         "any caller: POST /v1/hooks/generic/email and /sms (off unless set)",
         "otp_service.intake.generic:GenericHook",
@@ -210,12 +214,14 @@ INTAKES = (
     ),
     Intake(
         "zitadel",
+        "ZITADEL",
         ZitadelIntakeConfig,
         "ZITADEL's HTTP providers: POST /v1/hooks/zitadel/email and /sms (off unless set)",
         "otp_service.intake.zitadel:ZitadelHook",
     ),
     Intake(
         "kratos",
+        "Ory Kratos",
         KratosIntakeConfig,
         "Ory Kratos's courier: POST /v1/hooks/kratos/email and /sms (off unless set)",
         "otp_service.intake.kratos:KratosHook",

@@ -28,6 +28,7 @@ from .logto import LogtoConfig
 from .registry import (
     BY_NAME,
     DEFAULT,
+    INTAKES,
     names,
     read_sections,
     require_sections,
@@ -376,7 +377,8 @@ class Config:
     store: StoreConfig = setting("the outbox: SQLite or PostgreSQL", factory=StoreConfig)
     limits: LimitsConfig = setting("abuse limits and provider rates", default=LimitsConfig())
     intakes: IntakesConfig = setting(
-        "hooks other identity systems call (Supabase, Authentik, ...)", default=IntakesConfig()
+        f"hooks other identity systems call ({', '.join(i.title for i in INTAKES[:2])}, ...)",
+        default=IntakesConfig(),
     )
 
     @property
