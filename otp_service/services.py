@@ -6,10 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from .config import Config, registry
-from .config.aliyun import AliyunConfig
-from .config.smtp import SmtpConfig
-from .config.twilio import TwilioConfig
-from .config.vonage import VonageConfig
 from .delivery.dispatcher import Dispatcher
 from .delivery.limits import Limiter
 from .delivery.outbox import Outbox
@@ -21,124 +17,45 @@ from .message.compose import Composer
 from .message.templates import TemplateLibrary
 from .metrics import Metrics
 from .providers.base import Provider, ReceiptReader
-from .providers.capture import CaptureProvider
 from .store import CounterStore, Inbox, MemoryInbox, OutboxStore, SqliteStore
 
 ProviderFactory = Callable[[Config, Inbox], Provider]
+ReceiptFactory = Callable[[Config], ReceiptReader]
 
 
-# Provider modules are imported when configured: the SMS SDKs alone weigh ~40 MB of memory.
-def _smtp(config: Config, inbox: Inbox) -> Provider:
-    from .providers.smtp import SmtpProvider
-
-    smtp = config.email.section(SmtpConfig)
-    assert smtp is not None  # guaranteed by config validation
-    return SmtpProvider(smtp, config.email.pool, config.delivery.timeout_seconds)
+def build_provider(config: Config, name: str, inbox: Inbox) -> Provider:
+    """Provider ``name`` built by the factory its registry entry names (its module imported
+    only now: the SMS SDKs alone weigh ~40 MB of memory)."""
+    factory: ProviderFactory = registry.load(registry.BY_NAME[name].build)
+    return factory(config, inbox)
 
 
-def _vonage(config: Config, inbox: Inbox) -> Provider:
-    from .providers.vonage import VonageProvider
-
-    vonage = config.sms.section(VonageConfig)
-    assert vonage is not None  # guaranteed by config validation
-    callback = receipt_url(config, "vonage")
-    return VonageProvider(
-        vonage, config.sms.endpoint("vonage"), config.sms.calls_at_once("vonage"), callback
-    )
-
-
-def _aliyun(config: Config, inbox: Inbox) -> Provider:
-    from .providers.aliyun import AliyunProvider
-
-    aliyun = config.sms.section(AliyunConfig)
-    assert aliyun is not None  # guaranteed by config validation
-    return AliyunProvider(aliyun, config.sms.endpoint("aliyun"), config.sms.calls_at_once("aliyun"))
-
-
-def _twilio(config: Config, inbox: Inbox) -> Provider:
-    from .providers.twilio import TwilioProvider
-
-    twilio = config.sms.section(TwilioConfig)
-    assert twilio is not None  # guaranteed by config validation
-    # Where Twilio posts each message's status: no StatusCallback without server.public_url.
-    return TwilioProvider(
-        twilio,
-        config.sms.endpoint("twilio"),
-        config.sms.calls_at_once("twilio"),
-        status_callback=receipt_url(config, "twilio"),
-    )
-
-
-def _capture(config: Config, inbox: Inbox) -> Provider:
-    return CaptureProvider(inbox)
-
-
-def receipt_url(config: Config, provider: str) -> str | None:
-    """Where ``provider`` posts its delivery receipts, when ``server.public_url`` is set."""
-    base = config.server.public_url
-    return None if base is None else f"{base}/v1/receipts/{provider}"
-
-
-# Each provider of config/registry.py, built: adding a provider is its module, its entry
-# there and its factory here.
-FACTORIES: dict[str, ProviderFactory] = {
-    "capture": _capture,
-    "smtp": _smtp,
-    "vonage": _vonage,
-    "aliyun": _aliyun,
-    "twilio": _twilio,
-}
-
-
-# The receipt readers of providers that call us back (/v1/receipts/<name>), built when the
-# provider is configured (modules imported then, as the providers' own).
-def _vonage_receipts(config: Config) -> ReceiptReader:
-    from .providers.vonage_receipts import VonageReceipts
-
-    vonage = config.sms.section(VonageConfig)
-    assert vonage is not None
-    return VonageReceipts(vonage)
-
-
-def _twilio_receipts(config: Config) -> ReceiptReader:
-    from .providers.twilio_receipts import TwilioReceipts
-
-    twilio = config.sms.section(TwilioConfig)
-    assert twilio is not None
-    return TwilioReceipts(twilio)
-
-
-def _aliyun_receipts(config: Config) -> ReceiptReader:
-    from .providers.aliyun_receipts import AliyunReports
-
-    aliyun = config.sms.section(AliyunConfig)
-    assert aliyun is not None
-    return AliyunReports(aliyun)
-
-
-RECEIPT_READERS: dict[str, Callable[[Config], ReceiptReader]] = {
-    "vonage": _vonage_receipts,
-    "twilio": _twilio_receipts,
-    "aliyun": _aliyun_receipts,
-}
+def build_receipt_readers(config: Config) -> dict[str, ReceiptReader]:
+    """The receipt readers of the configured SMS providers that have one, by provider name."""
+    readers: dict[str, ReceiptReader] = {}
+    for name in sorted(config.sms.provider_names):
+        if (path := registry.BY_NAME[name].receipts) is not None:
+            factory: ReceiptFactory = registry.load(path)
+            readers[name] = factory(config)
+    return readers
 
 
 def build_library(config: Config) -> TemplateLibrary:
-    """All templates compiled; raises ConfigError for a broken one."""
-    smtp = config.email.section(SmtpConfig)
-    carried = [
+    """All templates compiled; raises ConfigError for a broken one. A provider's connector JSON
+    may carry templates (its registry entry says how to read them): the first one found serves."""
+    mails = [
+        (f"email.{name}.templates", entry.mails(section))
+        for name, section in config.email.sections
+        if (entry := registry.BY_NAME[name]).mails is not None
+    ]
+    texts = [
         (f"sms.{name}.templates", entry.texts(section))
         for name, section in config.sms.sections
         if (entry := registry.BY_NAME[name]).texts is not None
     ]
-    sms_at, texts = carried[0] if carried else ("", ())
-    return TemplateLibrary(
-        config.templates,
-        smtp.templates if smtp is not None else (),
-        texts,
-        email_at="email.smtp.templates",
-        sms_at=sms_at,
-    )
+    email_at, email = mails[0] if mails else ("", ())
+    sms_at, sms = texts[0] if texts else ("", ())
+    return TemplateLibrary(config.templates, email, sms, email_at=email_at, sms_at=sms_at)
 
 
 @dataclass
@@ -225,8 +142,8 @@ def build_store(config: Config) -> tuple[OutboxStore, CounterStore, Inbox]:
 
 def build_services(config: Config, library: TemplateLibrary | None = None) -> Services:
     store, counters, inbox = build_store(config)
-    email = FACTORIES[config.email.provider](config, inbox)
-    sms = {name: FACTORIES[name](config, inbox) for name in sorted(config.sms.provider_names)}
+    email = build_provider(config, config.email.provider, inbox)
+    sms = {name: build_provider(config, name, inbox) for name in sorted(config.sms.provider_names)}
     library = library or build_library(config)
     composer = Composer(library, config.sms)
     # Provider rates hold across every process sharing the store (PostgreSQL); with SQLite there
@@ -248,11 +165,7 @@ def build_services(config: Config, library: TemplateLibrary | None = None) -> Se
         logto = TemplateSync(config.templates.logto, library.use_logto)
         metrics.logto_templates(lambda: float(logto.up))
     intake = SmtpIntake(config.capture.smtp, inbox) if config.capture.smtp is not None else None
-    readers = {
-        name: RECEIPT_READERS[name](config)
-        for name in sorted(config.sms.provider_names)
-        if name in RECEIPT_READERS
-    }
+    readers = build_receipt_readers(config)
     return Services(
         config, inbox, composer, dispatcher, store, limiter, outbox, metrics, sender, logto, intake,
         readers,

@@ -12,7 +12,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from otp_service.config import parse_config
-from otp_service.config.intakes import whsec_key
+from otp_service.config.supabase import whsec_key
 from otp_service.errors import ConfigError
 from otp_service.http.app import SERVICES
 from otp_service.intake.supabase import EMAIL_TYPES, signature, verify

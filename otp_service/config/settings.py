@@ -28,6 +28,7 @@ from .logto import LogtoConfig
 from .registry import (
     BY_NAME,
     DEFAULT,
+    INTAKES,
     names,
     read_sections,
     require_sections,
@@ -100,6 +101,10 @@ class ServerConfig:
         default=(), read=lambda f, d: _allowed_hosts(f, d),
         schema={"type": "array", "items": {"type": "string", "minLength": 1}},
     )  # fmt: skip
+
+    def receipt_url(self, provider: str) -> str | None:
+        """Where ``provider`` posts its delivery receipts, when ``public_url`` is set."""
+        return None if self.public_url is None else f"{self.public_url}/v1/receipts/{provider}"
 
 
 # What a token may do: send (the send routes and intakes), read (messages, their status, the
@@ -372,7 +377,8 @@ class Config:
     store: StoreConfig = setting("the outbox: SQLite or PostgreSQL", factory=StoreConfig)
     limits: LimitsConfig = setting("abuse limits and provider rates", default=LimitsConfig())
     intakes: IntakesConfig = setting(
-        "hooks other identity systems call (Supabase, Authentik, ...)", default=IntakesConfig()
+        f"hooks other identity systems call ({', '.join(i.title for i in INTAKES[:2])}, ...)",
+        default=IntakesConfig(),
     )
 
     @property

@@ -291,6 +291,10 @@ class SmtpConfig:
         """``host:port``, the key of the connection pool."""
         return f"{self.host}:{self.port}"
 
+    def email_templates(self) -> tuple[EmailTemplate, ...]:
+        """The email templates this connector carries."""
+        return self.templates
+
 
 @section
 class PoolConfig:

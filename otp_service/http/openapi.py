@@ -4,8 +4,8 @@ One entry per route of :func:`otp_service.http.app.create_app`; ``tests/test_ope
 when a route has no entry (or an entry no route), and runs schemathesis against the running
 service from this document. Adding an endpoint: add its operation to :data:`PATHS`, reusing
 the schemas (:mod:`.openapi_schemas`) and the error responses below. The hook routes exist only
-for configured systems: :func:`document` adds theirs (:func:`hook_paths`, from
-:mod:`.openapi_hooks`), each with the system's own security schemes.
+for configured systems: :func:`document` adds theirs (:func:`hook_paths`, from each hook's own
+``doc``: :mod:`otp_service.intake.doc`), each with the system's own security schemes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 from .. import __version__
 from ..intake.hook import Hook
 from ..message.compose import Channel
-from .openapi_hooks import HOOK_DOCS
 from .openapi_schemas import SCHEMAS, Schema, ref
 
 JSON = "application/json"
@@ -292,33 +291,17 @@ PATHS: dict[str, dict[str, Any]] = {
 
 _HOOK_ERRORS = (400, 401, 403, 409, 413, 415, 422, 429, 502, 503)
 _HOOK_401 = "unauthorized: the request does not carry this system's credentials (intakes.<system>)"
-# Supabase Auth hears every refusal inside a 200 (its error object), but 401 and a 503 with
-# Retry-After (docs/intakes.md).
-_SUPABASE_ANSWER: Schema = {
-    "type": "object",
-    "description": "{} when taken; else Auth's error object (http_code: the status its client "
-    "hears) with our stable code",
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["http_code", "message"],
-            "properties": {"http_code": {"type": "integer"}, "code": _STR, "message": _STR},
-        }
-    },
-}
 
 
 def _hook_operation(hook: Hook, channel: Channel) -> tuple[dict[str, Any], dict[str, Any]]:
     """The operation of ``POST /v1/hooks/<hook>/<channel>``, and the security schemes it names."""
-    doc = HOOK_DOCS[hook.name]
-    schemes, security = doc.security(hook)
+    doc = hook.doc
+    schemes = hook.schemes()
+    security: list[dict[str, list[str]]] = [{name: []} for name in schemes]  # any one of them
     body = {"schema": doc.bodies[channel]}
-    content = {JSON: body, **({FORM: body} if doc.form_encoded else {})}
-    if hook.name == "supabase":
-        responses = {
-            "200": ok(_SUPABASE_ANSWER, "taken, or refused (the error object)"),
-            **errors(401, 503),
-        }
+    content = {JSON: body, **({FORM: body} if hook.form_encoded else {})}
+    if (answer := doc.answer) is not None:  # the system hears its refusals inside a 200
+        responses = {"200": ok(answer.schema, answer.description), **errors(*answer.errors)}
     else:
         answered = {"content": {JSON: {"schema": ref("SendAnswer")}}}
         responses = {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config.registry import intake_names
+
 Schema = dict[str, Any]
 
 
@@ -72,7 +74,8 @@ SCHEMAS: dict[str, Schema] = {
             "type": {"type": "string"},
             "source": _nullable(
                 "string",
-                description="the system that asked: logto, supabase, generic, ... (SMTP intake)",
+                description="the system that asked: logto (Logto's contract), an intake "
+                f"({', '.join(intake_names())}) or the SMTP intake",
             ),
             "locale": _nullable("string"),
             "subject": _nullable("string"),

@@ -17,17 +17,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.intakes import AuthentikIntakeConfig, IntakesConfig
+from ..config.authentik import AuthentikIntakeConfig
+from ..config.registry import fallback_intake
 from ..errors import RequestError
 from ..message.compose import Channel, SendRequest
+from .doc import STR, HookDoc, obj
 from .hook import Delivery, Hook, Inbound, bearer_or_basic, body_key, check_tokens, text_field
 
 USAGE = "MfaVerification"
+# A mapping that sends a whole text in Body belongs on the hook that takes any caller's JSON.
+_OTHER_SHAPES = f"send other shapes to /v1/hooks/{fallback_intake()}/sms"
 
 
 class AuthentikHook(Hook):
     name = "authentik"
     channels = ("sms",)
+    doc = HookDoc(
+        "Authentik's generic SMS provider (docs/intakes.md)",
+        {"sms": obj(["To", "Body"], From=STR, To=STR, Body=STR, Message=STR)},
+        {
+            "authentik_bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "a token of intakes.authentik.tokens (auth type bearer)",
+            },
+            "authentik_basic": {
+                "type": "http",
+                "scheme": "basic",
+                "description": "any user, a token of intakes.authentik.tokens as the "
+                "password (auth type basic)",
+            },
+        },
+    )
 
     def __init__(self, config: AuthentikIntakeConfig) -> None:
         self.tokens = config.tokens
@@ -45,14 +66,6 @@ class AuthentikHook(Hook):
         if code is None:
             raise RequestError("missing_field", "'Body' (the code) is required")
         if not code.isascii() or not code.isalnum() or len(code) > 32:
-            # A mapping that sends a whole text in Body belongs on the generic hook.
-            raise RequestError(
-                "invalid_request",
-                "'Body' must be the code alone; send other shapes to /v1/hooks/generic/sms",
-            )
+            raise RequestError("invalid_request", f"'Body' must be the code alone; {_OTHER_SHAPES}")
         request = SendRequest(to=to, type=USAGE, payload={"code": code}, source=self.name)
         return [Delivery(channel, request, body_key(inbound.body))]
-
-
-def build(intakes: IntakesConfig) -> AuthentikHook | None:
-    return AuthentikHook(intakes.authentik) if intakes.authentik is not None else None

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.intakes import GenericIntakeConfig, IntakesConfig
+from ..config.generic import GenericIntakeConfig
 from ..errors import RequestError
 from ..message.compose import Channel, SendRequest, parse_request
 from ..text.codes import find_code
 from ..text.sanitize import has_control
+from .doc import STR, HookDoc, obj
 from .hook import Delivery, Hook, Inbound, bearer_or_basic, body_key, check_tokens, text_field
 
 MESSAGE = "Message"  # the usage type whose bundled templates send ``message`` as is
@@ -30,6 +31,28 @@ MESSAGE = "Message"  # the usage type whose bundled templates send ``message`` a
 
 class GenericHook(Hook):
     name = "generic"
+    doc = HookDoc(
+        "The generic hook: {to, code | message, type?, locale?, subject?} (docs/intakes.md)",
+        {
+            channel: obj(
+                ["to"],
+                to=STR,
+                code={"type": ["string", "integer"]},
+                message=STR,
+                type=STR,
+                locale=STR,
+                subject=STR,
+            )
+            for channel in ("email", "sms")
+        },
+        {
+            "generic_bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "a token of intakes.generic.tokens",
+            }
+        },
+    )
 
     def __init__(self, config: GenericIntakeConfig) -> None:
         self.tokens = config.tokens
@@ -76,7 +99,3 @@ class GenericHook(Hook):
 
 def _sourced(request: SendRequest) -> SendRequest:
     return SendRequest(request.to, request.type, request.payload, source=GenericHook.name)
-
-
-def build(intakes: IntakesConfig) -> GenericHook | None:
-    return GenericHook(intakes.generic) if intakes.generic is not None else None

@@ -1,15 +1,18 @@
 """What every identity system's hook is: a pure translator between its wire contract and the send
 path. (Logto's own contract is the house one, in :mod:`otp_service.http.app`.)
 
-Adding a system (say ``acme``) is these pieces and one registration line:
+Adding a system (say ``acme``) is its two modules and one registry entry:
 
-1. its settings: a ``@section`` class in :mod:`otp_service.config.intakes` (or a module of its
-   own under ``config/``) and one field for it on
-   :class:`~otp_service.config.intakes.IntakesConfig` (None = off: its routes answer 404);
-2. ``intake/acme.py``: a subclass of :class:`Hook` and a ``build(intakes) -> Hook | None``
-   that returns None when the section is not configured;
-3. one line in :mod:`.registry` (``"acme": acme.build``);
-4. its OpenAPI entry (body summary, security schemes) in :mod:`otp_service.http.openapi_hooks`.
+1. its settings: a ``@section`` class in ``config/acme.py`` (the ``intakes.acme`` section, off
+   unless present: its routes answer 404);
+2. ``intake/acme.py``: a subclass of :class:`Hook` (``name = "acme"``) whose ``__init__`` takes
+   those settings, with its OpenAPI entry as the class's ``doc`` (:class:`~.doc.HookDoc`:
+   summary, bodies, security schemes; ``tests/test_openapi.py`` requires it);
+3. one ``Intake`` entry in :data:`otp_service.config.registry.INTAKES` naming both (the hook by
+   its dotted path, imported when the section is present).
+
+No other file names a system (``tests/test_registry.py`` fails otherwise): the routes, the
+OpenAPI document, the banner and the config reference all come from the registry and the hook.
 
 A :class:`Hook` never touches the HTTP layer, the store or the providers. The route
 (:mod:`otp_service.http.hooks`: ``POST /v1/hooks/<name>/<channel>`` for each of its
@@ -46,6 +49,7 @@ from typing import Any, ClassVar
 from ..delivery.outcome import Outcome
 from ..errors import RequestError, UnauthorizedError
 from ..message.compose import Channel, SendRequest
+from .doc import HookDoc, Schemes
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,11 @@ class Hook:
     # the message accepted (queued).
     wait_seconds: ClassVar[float | None] = None
     form_encoded: ClassVar[bool] = False  # also accept application/x-www-form-urlencoded
+    doc: ClassVar[HookDoc]  # what the OpenAPI document says of its routes (:mod:`.doc`)
+
+    def schemes(self) -> Schemes:
+        """The OpenAPI security schemes it authenticates with: any one of them will do."""
+        return dict(self.doc.schemes)
 
     def verify(self, inbound: Inbound, now: float) -> None:
         """Raise a 401 :class:`RequestError` unless the request is from the system."""

@@ -29,10 +29,11 @@ from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Literal
 
-from ..config.intakes import IntakesConfig, KratosIntakeConfig
+from ..config.kratos import KratosIntakeConfig
 from ..errors import RequestError
 from ..text.codes import find_code
 from ..text.sanitize import has_control
+from .doc import OBJ, STR, HookDoc, Schemes, obj
 from .hook import Delivery, Hook, Inbound, Translated, obj_field
 
 Channel = Literal["email", "sms"]
@@ -256,9 +257,46 @@ class KratosHook(Hook):
     name = "kratos"
     wait_seconds = 8.0  # well inside Kratos's HTTP client timeout
     form_encoded = True  # request_config.headers Content-Type: application/x-www-form-urlencoded
+    doc = HookDoc(
+        "Ory Kratos's courier, HTTP delivery (docs/intakes.md)",
+        {
+            channel: obj(
+                ["recipient", "template_type"],
+                recipient=STR,
+                template_type=STR,
+                template_data=OBJ,
+                subject=STR,
+                body=STR,
+                message_type=STR,
+            )
+            for channel in ("email", "sms")
+        },
+    )
 
     def __init__(self, config: KratosIntakeConfig) -> None:
         self.config = config
+
+    def schemes(self) -> Schemes:
+        """Basic auth or an API key (header or cookie), as configured; basic auth wins (verify)."""
+        key = self.config.api_key
+        if self.config.basic_auth is None and key is not None:
+            where = "cookie" if key.where == "cookie" else "header"
+            return {
+                "kratos_api_key": {
+                    "type": "apiKey",
+                    "in": where,
+                    "name": key.name,
+                    "description": "intakes.kratos.api_key (Kratos's request_config.auth api_key)",
+                }
+            }
+        return {
+            "kratos_basic": {
+                "type": "http",
+                "scheme": "basic",
+                "description": "intakes.kratos.basic_auth "
+                "(Kratos's request_config.auth basic_auth)",
+            }
+        }
 
     def verify(self, inbound: Inbound, now: float) -> None:
         if (basic := self.config.basic_auth) is not None:
@@ -271,7 +309,3 @@ class KratosHook(Hook):
 
     def parse(self, channel: Channel, data: Any, inbound: Inbound) -> list[Delivery]:
         return [translate(channel, data).delivery(self.name, inbound.body)]
-
-
-def build(intakes: IntakesConfig) -> KratosHook | None:
-    return KratosHook(intakes.kratos) if intakes.kratos is not None else None

@@ -1,23 +1,21 @@
-"""The hooks of other identity systems, by name: one line each (see :mod:`.hook`)."""
+"""The hooks of the configured identity systems, from their registry entries
+(:data:`otp_service.config.registry.INTAKES`): this module names none of them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..config.intakes import IntakesConfig
-from . import authentik, generic, kratos, supabase, zitadel
+from ..config.registry import INTAKE, load
 from .hook import Hook
-
-# name -> build(config.intakes): the hook, or None when its section is not configured.
-BUILDERS: dict[str, Callable[[IntakesConfig], Hook | None]] = {
-    "supabase": supabase.build,
-    "authentik": authentik.build,
-    "generic": generic.build,
-    "zitadel": zitadel.build,
-    "kratos": kratos.build,
-}
 
 
 def configured(intakes: IntakesConfig) -> list[Hook]:
-    """The hooks whose sections are configured, in registration order."""
-    return [hook for build in BUILDERS.values() if (hook := build(intakes)) is not None]
+    """The hooks whose sections are configured, in registration order, each built with its
+    settings (its module imported now)."""
+    hooks = []
+    for name, settings in intakes.sections:
+        build: Callable[[Any], Hook] = load(INTAKE[name].hook)
+        hooks.append(build(settings))
+    return hooks

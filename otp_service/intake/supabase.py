@@ -42,9 +42,10 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from ..config.intakes import IntakesConfig, SupabaseIntakeConfig, whsec_key
+from ..config.supabase import SupabaseIntakeConfig, whsec_key
 from ..errors import RequestError
 from ..message.compose import Channel, SendRequest
+from .doc import OBJ, STR, Answer, HookDoc, Schema, obj
 from .hook import Delivery, Hook, Inbound, Reply, Verdict, body_key, obj_field, text_field, worst
 
 TOLERANCE_SECONDS = 5 * 60  # the Standard Webhooks libraries' window, both ways
@@ -120,9 +121,57 @@ def verify(keys: Sequence[bytes], headers: Mapping[str, str], body: bytes, now: 
         raise unauthorized("invalid_signature", "no webhook-signature matches a configured secret")
 
 
+_USER = obj([], email=STR, new_email=STR, phone=STR, user_metadata=OBJ)
+# Supabase Auth hears every refusal inside a 200 (its error object), but 401 and a 503 with
+# Retry-After (docs/intakes.md).
+_ANSWER: Schema = {
+    "type": "object",
+    "description": "{} when taken; else Auth's error object (http_code: the status its client "
+    "hears) with our stable code",
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["http_code", "message"],
+            "properties": {"http_code": {"type": "integer"}, "code": STR, "message": STR},
+        }
+    },
+}
+
+
 class SupabaseHook(Hook):
     name = "supabase"
     wait_seconds = 3.0  # Auth gives the whole call 5 s
+    doc = HookDoc(
+        "Supabase Auth's Send Email / Send SMS hook (docs/intakes.md)",
+        {
+            "email": obj(
+                ["user", "email_data"],
+                metadata=OBJ,
+                user=_USER,
+                email_data=obj(
+                    ["email_action_type"],
+                    email_action_type=STR,
+                    token=STR,
+                    token_hash=STR,
+                    token_new=STR,
+                    token_hash_new=STR,
+                    redirect_to=STR,
+                    site_url=STR,
+                ),
+            ),
+            "sms": obj(["sms"], metadata=OBJ, user=_USER, sms=obj(["otp"], otp=STR, phone=STR)),
+        },
+        {
+            "supabase_signature": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "webhook-signature",
+                "description": "Standard Webhooks: v1,<base64 HMAC-SHA256> over webhook-id, "
+                "webhook-timestamp and the body, with a secret of intakes.supabase.secrets",
+            }
+        },
+        Answer("taken, or refused (the error object)", _ANSWER, (401, 503)),
+    )
 
     def __init__(self, config: SupabaseIntakeConfig) -> None:
         self.keys = [whsec_key(secret) for secret in config.secrets]
@@ -302,7 +351,3 @@ def _payload(user: Mapping[str, Any]) -> dict[str, Any]:
         "primaryPhone": user.get("phone"),
     }
     return payload
-
-
-def build(intakes: IntakesConfig) -> SupabaseHook | None:
-    return SupabaseHook(intakes.supabase) if intakes.supabase is not None else None

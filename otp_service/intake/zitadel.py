@@ -30,9 +30,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from ..config.intakes import IntakesConfig, ZitadelIntakeConfig
+from ..config.zitadel import ZitadelIntakeConfig
 from ..errors import RequestError
 from ..text.sanitize import has_control
+from .doc import OBJ, STR, HookDoc, obj
 from .hook import Delivery, Hook, Inbound, Translated, obj_field, text_field
 
 Channel = Literal["email", "sms"]
@@ -259,6 +260,33 @@ class ZitadelHook(Hook):
 
     name = "zitadel"
     wait_seconds = 4.0  # ZITADEL gives up on a provider after 5 s, then retries
+    doc = HookDoc(
+        "ZITADEL's HTTP email / HTTP SMS provider (docs/intakes.md)",
+        {
+            channel: obj(
+                ["contextInfo"],
+                contextInfo=obj(
+                    ["eventType"],
+                    eventType=STR,
+                    recipientEmailAddress=STR,
+                    recipientPhoneNumber=STR,
+                    provider=OBJ,
+                ),
+                templateData=OBJ,
+                args=OBJ,
+            )
+            for channel in ("email", "sms")
+        },
+        {
+            "zitadel_signature": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "ZITADEL-Signature",
+                "description": "t=<unix seconds>,v1=<hex HMAC-SHA256> over the body, with a "
+                "key of intakes.zitadel.signing_keys",
+            }
+        },
+    )
 
     def __init__(self, config: ZitadelIntakeConfig) -> None:
         self.keys = config.signing_keys
@@ -270,7 +298,3 @@ class ZitadelHook(Hook):
     def parse(self, channel: Channel, data: Any, inbound: Inbound) -> list[Delivery]:
         got = translate(channel, data, relay_sms_text=self.relay_sms_text)
         return [got.delivery(self.name, inbound.body)]
-
-
-def build(intakes: IntakesConfig) -> ZitadelHook | None:
-    return ZitadelHook(intakes.zitadel) if intakes.zitadel is not None else None

@@ -42,6 +42,7 @@ from darabonba.response import DaraResponse
 from darabonba.runtime import RuntimeOptions
 from Tea.exceptions import TeaException, UnretryableException
 
+from ..config import Config
 from ..config.aliyun import AliyunConfig
 from ..config.sms import Endpoint
 from ..errors import (
@@ -53,6 +54,7 @@ from ..errors import (
     TransientProviderError,
 )
 from ..message.compose import Message
+from ..store.inbox import Inbox
 from ..store.receipts import Receipt
 from .aliyun_receipts import from_query, query_request
 from .base import SendResult
@@ -279,3 +281,10 @@ class AliyunProvider:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+def build(config: Config, inbox: Inbox) -> AliyunProvider:
+    """The provider of its registry entry, from ``sms.aliyun`` (imported when configured)."""
+    aliyun = config.sms.section(AliyunConfig)
+    assert aliyun is not None  # guaranteed by config validation
+    return AliyunProvider(aliyun, config.sms.endpoint(NAME), config.sms.calls_at_once(NAME))

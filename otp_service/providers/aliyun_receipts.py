@@ -22,6 +22,7 @@ from typing import Any
 
 from alibabacloud_dysmsapi20170525 import models as sms_models
 
+from ..config import Config
 from ..config.aliyun import AliyunConfig
 from ..errors import ReceiptRefused
 from ..store.receipts import DELIVERED, PENDING, UNDELIVERED, Receipt
@@ -142,3 +143,10 @@ class AliyunReports:
         if callback.method != "POST":
             raise ReceiptRefused(NAME, "receipt_invalid", "Aliyun posts JSON", status=400)
         return from_push(callback.json)
+
+
+def build(config: Config) -> AliyunReports:
+    """The receipt reader of its registry entry (imported when Aliyun is configured)."""
+    aliyun = config.sms.section(AliyunConfig)
+    assert aliyun is not None
+    return AliyunReports(aliyun)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..config import Config
 from ..message.compose import Message
 from ..store.inbox import Inbox
 from .base import SendResult
@@ -21,3 +22,8 @@ class CaptureProvider:
 
     async def close(self) -> None:
         return None
+
+
+def build(config: Config, inbox: Inbox) -> CaptureProvider:
+    """The provider of its registry entry: messages kept in ``inbox``."""
+    return CaptureProvider(inbox)

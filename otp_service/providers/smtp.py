@@ -12,10 +12,11 @@ import ssl
 
 import aiosmtplib
 
-from ..config import PoolConfig
+from ..config import Config, PoolConfig
 from ..config.smtp import SmtpConfig
 from ..errors import PermanentProviderError, ProviderError, TransientProviderError
 from ..message.compose import Message
+from ..store.inbox import Inbox
 from ..text.sanitize import strip_control
 from .base import SendResult
 from .mime import build_email
@@ -132,3 +133,10 @@ class SmtpProvider:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+def build(config: Config, inbox: Inbox) -> SmtpProvider:
+    """The provider of its registry entry, from ``email.smtp`` (imported when configured)."""
+    smtp = config.email.section(SmtpConfig)
+    assert smtp is not None  # guaranteed by config validation
+    return SmtpProvider(smtp, config.email.pool, config.delivery.timeout_seconds)

@@ -35,6 +35,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from ..config import Config
 from ..config.sms import Endpoint
 from ..config.twilio import DEFAULT_HOST, TwilioConfig
 from ..errors import (
@@ -46,6 +47,7 @@ from ..errors import (
     TransientProviderError,
 )
 from ..message.compose import Message
+from ..store.inbox import Inbox
 from .base import SendResult
 from .http_session import EndpointSession
 
@@ -224,3 +226,16 @@ class TwilioProvider:
 
     async def close(self) -> None:
         await self.http.close()
+
+
+def build(config: Config, inbox: Inbox) -> TwilioProvider:
+    """The provider of its registry entry, from ``sms.twilio`` (imported when configured)."""
+    twilio = config.sms.section(TwilioConfig)
+    assert twilio is not None  # guaranteed by config validation
+    # Where Twilio posts each message's status: no StatusCallback without server.public_url.
+    return TwilioProvider(
+        twilio,
+        config.sms.endpoint(NAME),
+        config.sms.calls_at_once(NAME),
+        status_callback=config.server.receipt_url(NAME),
+    )

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from twilio.request_validator import RequestValidator
 
+from ..config import Config
 from ..config.twilio import TwilioConfig
 from ..errors import ReceiptRefused
 from ..store.receipts import DELIVERED, PENDING, UNDELIVERED, Receipt
@@ -93,3 +94,10 @@ class TwilioReceipts:
             (v for k, v in callback.headers.items() if k.lower() == "x-twilio-signature"), None
         )
         return [read_receipt(callback.url, callback.form, signature, self.config)]
+
+
+def build(config: Config) -> TwilioReceipts:
+    """The receipt reader of its registry entry (imported when Twilio is configured)."""
+    twilio = config.sms.section(TwilioConfig)
+    assert twilio is not None
+    return TwilioReceipts(twilio)

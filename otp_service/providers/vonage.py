@@ -27,6 +27,7 @@ from vonage import Auth, HttpClientOptions, Vonage
 from vonage_http_client import errors as http_errors
 from vonage_sms import PartialFailureError, SmsError, SmsMessage, SmsResponse
 
+from ..config import Config
 from ..config.sms import Endpoint
 from ..config.vonage import VonageConfig
 from ..errors import (
@@ -38,6 +39,7 @@ from ..errors import (
     TransientProviderError,
 )
 from ..message.compose import Message
+from ..store.inbox import Inbox
 from ..text.segments import analyse
 from .base import SendResult
 from .http_session import EndpointSession
@@ -187,3 +189,13 @@ class VonageProvider:
 
     async def close(self) -> None:
         await self.session.close()
+
+
+def build(config: Config, inbox: Inbox) -> VonageProvider:
+    """The provider of its registry entry, from ``sms.vonage`` (imported when configured)."""
+    vonage = config.sms.section(VonageConfig)
+    assert vonage is not None  # guaranteed by config validation
+    callback = config.server.receipt_url(NAME)
+    return VonageProvider(
+        vonage, config.sms.endpoint(NAME), config.sms.calls_at_once(NAME), callback
+    )

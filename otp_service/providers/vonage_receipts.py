@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from vonage import Auth
 
+from ..config import Config
 from ..config.vonage import VonageConfig
 from ..errors import ReceiptRefused
 from ..store.receipts import DELIVERED, PENDING, UNDELIVERED, UNKNOWN, Receipt
@@ -155,3 +156,10 @@ class VonageReceipts:
         else:
             params = dict(callback.form)
         return [read_receipt(params, self.config)]
+
+
+def build(config: Config) -> VonageReceipts:
+    """The receipt reader of its registry entry (imported when Vonage is configured)."""
+    vonage = config.sms.section(VonageConfig)
+    assert vonage is not None
+    return VonageReceipts(vonage)
