@@ -63,7 +63,8 @@ def mentions(
     any_case: bool = False,
 ) -> list[str]:
     """Where ``path`` names ``name``: in a string (as a word, in any case with ``any_case``;
-    for a name in :data:`WORDS` only as a name: alone, ``intakes.<name>``, ``hooks/<name>``),
+    for a name in :data:`WORDS` only as a name: alone, ``intakes.<name>``, ``hooks/<name>``;
+    never as ``capture.<name>``, the SMTP intake's section),
     as an attribute of a config object in ``owners`` (``config.sms.vonage``,
     ``config.intakes.kratos``), or with ``imports`` by importing a package module called
     ``name``."""
@@ -78,7 +79,8 @@ def mentions(
         word = re.compile(rf"^{name}$|intakes\.{name}(?![A-Za-z0-9_])|hooks/{name}(?![\w-])")
     else:
         flags = re.IGNORECASE if any_case else 0
-        word = re.compile(rf"(?<![A-Za-z0-9_]){name}(?![A-Za-z0-9_])", flags)
+        # capture.smtp is the SMTP intake's section (a listener of ours), not the provider
+        word = re.compile(rf"(?<![A-Za-z0-9_])(?<!capture\.){name}(?![A-Za-z0-9_])", flags)
     module = re.compile(rf"{name}(_\w+)?")
     found = []
     for node in ast.walk(tree):
