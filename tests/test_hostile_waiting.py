@@ -6,8 +6,10 @@ the turns a session leaves the event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import socket
 from typing import Any
 
 from otp_service.http.app import SERVICES
@@ -301,3 +303,38 @@ async def test_smtp_pipelined_commands_leave_the_event_loop_its_turns(
     assert counter.count >= 1000
     most = max(later - earlier for earlier, later in itertools.pairwise(seen))
     assert most <= 50, most
+
+
+async def test_smtp_client_that_never_reads_its_answers_loses_its_place(
+    service: ClientFactory,
+) -> None:
+    """A client that sends commands (and messages, so the command cap does not end it) but
+    never reads the answers: once they fill the socket, the session waits to write, and after
+    capture.smtp.idle_seconds it is cut off (a plain close would wait for the client to read,
+    holding its place among max_connections for as long as the client kept the socket)."""
+    _, port = await smtp_intake(service, max_connections=1, idle_seconds=0.5)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    sending: asyncio.Task[None] | None = None
+    cycle = (b"HELP\r\n" * 1000 + b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+             + b"DATA\r\n" + MAIL)  # fmt: skip
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        sending = asyncio.create_task(loop.sock_sendall(sock, b"EHLO a\r\n" + cycle * 80))
+        answer = b""
+        for _ in range(60):  # until the one place is free again
+            await asyncio.sleep(0.5)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            with contextlib.suppress(ConnectionError):
+                answer = await asyncio.wait_for(reader.readline(), 10)
+            writer.close()
+            if answer.startswith(b"220"):
+                break
+        assert answer.startswith(b"220"), answer
+    finally:
+        if sending is not None:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+        sock.close()

@@ -7,7 +7,8 @@ TLS: it is meant for loopback or a private network, like Mailpit and MailDev.
 
 Every client's work is bounded (docs/hostile-input.md): at most ``max_connections`` clients at
 once (beyond, ``421`` and closed, so idle clients cannot take the process's descriptors), each
-disconnected after ``idle_seconds`` of silence; a DATA is read into one buffer and refused with
+disconnected after ``idle_seconds`` of silence (cut off, if its answers are still unsent because
+it does not read them); a DATA is read into one buffer and refused with
 ``552`` as soon as it passes ``max_message_bytes`` (not at its end: nothing past the limit is
 read), and every client's DATA together may hold at most ``max_buffered_bytes`` (beyond,
 ``452``). A message has at most ``max_recipients`` recipients (beyond, ``452 4.5.3`` and the
@@ -258,6 +259,17 @@ class _Session(SMTP):
         if budget.buffered == 0 and budget.released >= TRIM_AFTER_BYTES and _TRIM is not None:
             budget.released = 0
             asyncio.get_running_loop().call_soon(_TRIM, 0)  # once the buffers are freed
+
+    def _timeout_cb(self) -> None:
+        """Idle (or refused) for ``idle_seconds``: closed, unless answers are still waiting to
+        be sent: a client that does not read them would hold ``close()`` (and its place among
+        ``max_connections``) for as long as it keeps its socket open, so it is cut off."""
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
+            log.warning("SMTP intake: a client left its answers unread; disconnected")
+            transport.abort()
+            return
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     async def push(self, status: AnyStr) -> None:
         if self.ending:  # refused: what aiosmtpd still reads is dropped unanswered, and the
