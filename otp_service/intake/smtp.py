@@ -8,15 +8,15 @@ TLS: it is meant for loopback or a private network, like Mailpit and MailDev.
 Every client's work is bounded (docs/hostile-input.md): at most ``max_connections`` clients at
 once (beyond, ``421`` and closed, so idle clients cannot take the process's descriptors), each
 disconnected after ``idle_seconds`` of silence (cut off, if its answers are still unsent because
-it does not read them); a DATA is read into one buffer and refused with
-``552`` as soon as it passes ``max_message_bytes`` (not at its end: nothing past the limit is
-read), and every client's DATA together may hold at most ``max_buffered_bytes`` (beyond,
-``452``). A message has at most ``max_recipients`` recipients (beyond, ``452 4.5.3`` and the
-session goes on), and a client gets at most :data:`COMMANDS_WITHOUT_MESSAGE` answers (plus one
-per recipient) between two captured messages (beyond, ``421`` and closed), so a NOOP flood
-ends. A session lets the event loop serve the others every :data:`YIELD_EVERY` answers: it
-otherwise answers every command already buffered (one read of up to 256 KiB: 40,000 NOOPs) in
-one go, and a send waited for it (6.4 s).
+it does not read them); a DATA is read into one buffer and refused with ``552`` as soon as it
+passes ``max_message_bytes`` (not at its end: nothing past the limit is read), and every
+client's DATA together may hold at most ``max_buffered_bytes`` (beyond, ``452``). A message has
+at most ``max_recipients`` recipients (beyond, ``452 4.5.3`` and the session goes on), and a
+client gets at most :data:`COMMANDS_WITHOUT_MESSAGE` answers (plus one per recipient) between
+two captured messages (beyond, ``421`` and closed), so a NOOP flood ends. A session lets the
+event loop serve the others every :data:`YIELD_EVERY` answers: it otherwise answers every
+command already buffered (one read of up to 256 KiB: 40,000 NOOPs) in one go, and a send waited
+for it (6.4 s).
 
 A complete mail is checked before it is parsed (:func:`too_complex`: the size of its headers,
 its encoded words, addresses and MIME parts), then parsed off the event loop, one at a time,
@@ -294,10 +294,11 @@ class _Session(SMTP):
         await super().smtp_RCPT(arg)
 
     async def _refuse(self, line: str) -> None:
-        """Answer ``line`` and hang up: the rest of the DATA is never kept. Closing with the
-        client's bytes unread would make the kernel send a reset, which can destroy the answer
-        before the client reads it: so the answer is sent with our end of the stream, and what
-        the client still sends is read and dropped for at most a second."""
+        """Answer ``line`` and hang up (a refused DATA, or past the command cap): the rest of
+        what the client sends is never kept or answered. Closing with the client's bytes unread
+        would make the kernel send a reset, which can destroy the answer before the client
+        reads it: so the answer is sent with our end of the stream, and what the client still
+        sends is read and dropped for at most a second."""
         self._release()
         await super().push(line)
         self.ending = True
