@@ -81,6 +81,39 @@ async def test_smtp_clients_that_never_finish_data_are_bounded(tmp_path: Path) -
     unharmed(figures)
 
 
+async def test_smtp_recipient_flood_is_capped_and_leaves_sends_answering(tmp_path: Path) -> None:
+    """100,000 pipelined RCPT TO in one transaction: the first 100 (capture.smtp.max_recipients)
+    are accepted, the next ones answered 452 4.5.3 until the client has had 1,100 answers
+    without a message, then 421 and closed; another client's 1,000 RCPT TO and DATA capture 100
+    messages. No probe send waits 3 s (before: one DATA captured 100,000 messages, 125 MiB
+    peak, sends waited 6.7-30 s)."""
+    figures = await scenario("rcpt_flood", tmp_path)
+    flood = figures.extra["flood_answers"]
+    assert flood.get("250") == 100 and flood.get("452", 0) > 900, flood
+    assert flood.get("421") == 1 and "flood_data" not in figures.extra, figures
+    assert figures.extra["rcpt_answers"] == {"250": 100, "452": 900}, figures
+    assert figures.extra["data"].startswith("250"), figures
+    assert figures.extra["captured"] == [100], figures
+    assert grew_mib(figures) < 40, figures
+    assert figures.worst_send_seconds < 3.0, figures  # a bound, not a speed: it was 6.7-30 s
+    unharmed(figures)
+
+
+async def test_smtp_command_flood_is_cut_and_leaves_sends_answering(tmp_path: Path) -> None:
+    """100,000 pipelined NOOPs, the client connecting again each time it is hung up on: each
+    connection gets 421 after 1,100 answers without a message, a normal mail is captured
+    afterwards, and no probe send waits 3 s (before: one connection took all 100,000 and a send
+    waited 6.4-18 s, the event loop busy with the burst)."""
+    figures = await scenario("command_flood", tmp_path)
+    answers, connections = figures.extra["answers"], figures.extra["connections"]
+    assert set(answers) <= {"250", "421", "closed"}, answers
+    assert connections > 50 and answers.get("421") == connections - 1, figures
+    assert figures.extra["mail"].startswith("250"), figures
+    assert grew_mib(figures) < 40, figures
+    assert figures.worst_send_seconds < 3.0, figures  # a bound, not a speed: it was 6.4-18 s
+    unharmed(figures)
+
+
 async def test_idle_smtp_connections_leave_sends_answering(tmp_path: Path) -> None:
     """1,100 idle SMTP connections against a process limited to 1,024 descriptors: the intake
     takes 64 and refuses the rest with 421; sends and /healthz keep answering 200."""

@@ -1,15 +1,25 @@
 """Bounds on what one client can hold, in process: waiting readers (long-polls and event
 streams) per token and per service, a reader that does not read, and the SMTP intake's
-connection cap, idle timeout, DATA limit and shared buffer budget."""
+connection cap, idle timeout, DATA limit, shared buffer budget, recipient cap, command cap and
+the turns a session leaves the event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import logging
+import socket
 from typing import Any
 
 from otp_service.http.app import SERVICES
 from otp_service.http.waiting import WAITING
-from otp_service.intake.smtp import MAX_ENCODED_WORDS, MAX_PARTS, too_complex
+from otp_service.intake.smtp import (
+    COMMANDS_WITHOUT_MESSAGE,
+    MAX_ENCODED_WORDS,
+    MAX_PARTS,
+    too_complex,
+)
 from otp_service.store.inbox import InboxEvent, MemoryInbox, Readers
 
 from .support.service import ClientFactory
@@ -179,3 +189,152 @@ async def test_smtp_connections_past_the_cap_get_421(service: ClientFactory) -> 
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"220")
     writer.close()
+
+
+async def smtp_session(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+    """A client past its EHLO; and how many answers it got so far (greeting and EHLO lines)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"220")
+    writer.write(b"EHLO a\r\n")
+    lines = 1
+    while (await asyncio.wait_for(reader.readline(), 10))[3:4] == b"-":
+        lines += 1
+    return reader, writer, 1 + lines
+
+
+async def read_answers(reader: asyncio.StreamReader, count: int) -> list[bytes]:
+    """Up to ``count`` answer lines, fewer if the server hangs up."""
+    lines: list[bytes] = []
+    while len(lines) < count and (line := await asyncio.wait_for(reader.readline(), 10)):
+        lines.append(line)
+    return lines
+
+
+MAIL = b"From: a@example.com\r\nSubject: hi\r\n\r\nYour code is 482913\r\n.\r\n"
+
+
+async def test_smtp_recipients_past_the_cap_get_452_and_the_session_goes_on(
+    service: ClientFactory,
+) -> None:
+    """Past capture.smtp.max_recipients a RCPT is answered 452 4.5.3 (RFC 5321 4.5.3.1.10);
+    the message goes to the recipients accepted, and the same session sends another."""
+    client, port = await smtp_intake(service, max_recipients=3)
+    reader, writer, _ = await smtp_session(port)
+    writer.write(b"MAIL FROM:<a@example.com>\r\n"
+                 + b"".join(b"RCPT TO:<u%d@example.com>\r\n" % n for n in range(5)))  # fmt: skip
+    got = await read_answers(reader, 6)
+    assert [line[:3] for line in got] == [b"250"] * 4 + [b"452"] * 2, got
+    assert got[-1].startswith(b"452 4.5.3 Too many recipients"), got
+    writer.write(b"DATA\r\n" + MAIL)
+    assert [line[:3] for line in await read_answers(reader, 2)] == [b"354", b"250"]
+    writer.write(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<u9@example.com>\r\nDATA\r\n" + MAIL)
+    assert [line[:3] for line in await read_answers(reader, 4)] == [b"250"] * 2 + [b"354", b"250"]
+    writer.close()
+    listed = await (await client.get("/v1/messages", params={"limit": "100"})).json()
+    assert sorted(m["to"] for m in listed["messages"]) == [
+        "u0@example.com", "u1@example.com", "u2@example.com", "u9@example.com"
+    ]  # fmt: skip
+
+
+async def test_smtp_commands_without_a_message_end_with_421(service: ClientFactory) -> None:
+    """A client gets COMMANDS_WITHOUT_MESSAGE answers, plus one per recipient it may have,
+    between two captured messages: a NOOP flood is then answered 421 and closed, while a
+    client that sends a message in between goes on."""
+    _, port = await smtp_intake(service, max_recipients=10)
+    limit = COMMANDS_WITHOUT_MESSAGE + 10
+    reader, writer, answered = await smtp_session(port)
+    writer.write(b"NOOP\r\n" * (limit + 100))
+    got = await read_answers(reader, limit + 100)
+    assert len(got) == limit - answered + 1, len(got)
+    assert set(got[:-1]) == {b"250 OK\r\n"} and got[-1].startswith(b"421 4.7.0"), got[-3:]
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # then closed
+    writer.close()
+
+    reader, writer, answered = await smtp_session(port)
+    half = (limit - answered) * 2 // 3
+    for _ in range(2):
+        writer.write(b"NOOP\r\n" * half + b"MAIL FROM:<a@example.com>\r\n"
+                     + b"RCPT TO:<b@example.com>\r\nDATA\r\n" + MAIL)  # fmt: skip
+        got = await read_answers(reader, half + 4)
+        assert [line[:3] for line in got[half:]] == [b"250", b"250", b"354", b"250"], got[-4:]
+    writer.close()
+
+
+class _Count(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+async def test_smtp_pipelined_commands_leave_the_event_loop_its_turns(
+    service: ClientFactory,
+) -> None:
+    """1,000 NOOPs arriving at once are not all answered in one turn of the event loop: a task
+    that runs at every turn sees at most a few dozen answered between two of its runs (before,
+    all of them: every other request waited for the whole burst). aiosmtpd logs each command
+    line it reads (logger ``mail.log``, INFO): that count is what the task samples."""
+    _, port = await smtp_intake(service)
+    reader, writer, _ = await smtp_session(port)
+    logger, counter = logging.getLogger("mail.log"), _Count()
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(counter)
+    seen: list[int] = []
+
+    async def every_turn() -> None:
+        while True:
+            seen.append(counter.count)
+            await asyncio.sleep(0)
+
+    turns = asyncio.create_task(every_turn())
+    try:
+        writer.write(b"NOOP\r\n" * 1000)
+        assert len(await read_answers(reader, 1000)) == 1000
+    finally:
+        turns.cancel()
+        logger.removeHandler(counter)
+        logger.setLevel(level)
+        logger.propagate = propagate
+        writer.close()
+    assert counter.count >= 1000
+    most = max(later - earlier for earlier, later in itertools.pairwise(seen))
+    assert most <= 50, most
+
+
+async def test_smtp_client_that_never_reads_its_answers_loses_its_place(
+    service: ClientFactory,
+) -> None:
+    """A client that sends commands (and messages, so the command cap does not end it) but
+    never reads the answers: once they fill the socket, the session waits to write, and after
+    capture.smtp.idle_seconds it is cut off (a plain close would wait for the client to read,
+    holding its place among max_connections for as long as the client kept the socket)."""
+    _, port = await smtp_intake(service, max_connections=1, idle_seconds=0.5)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    sending: asyncio.Task[None] | None = None
+    cycle = (b"HELP\r\n" * 1000 + b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+             + b"DATA\r\n" + MAIL)  # fmt: skip
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        sending = asyncio.create_task(loop.sock_sendall(sock, b"EHLO a\r\n" + cycle * 80))
+        answer = b""
+        for _ in range(60):  # until the one place is free again
+            await asyncio.sleep(0.5)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            with contextlib.suppress(ConnectionError):
+                answer = await asyncio.wait_for(reader.readline(), 10)
+            writer.close()
+            if answer.startswith(b"220"):
+                break
+        assert answer.startswith(b"220"), answer
+    finally:
+        if sending is not None:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+        sock.close()

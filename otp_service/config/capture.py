@@ -28,6 +28,11 @@ class CaptureSmtpConfig:
         "the bytes of DATA held across every client at once; past it 452, and disconnected",
         default=32 * 1024 * 1024, minimum=1024,
     )  # fmt: skip
+    max_recipients: int = setting(
+        "envelope recipients of one message (each is captured once); past it 452 4.5.3 and "
+        "the session goes on (the client sends the rest in another message)",
+        default=100, minimum=1,
+    )  # fmt: skip
 
 
 def _intake(f: Fields, d: Declared) -> CaptureSmtpConfig | None:

@@ -7,13 +7,21 @@ TLS: it is meant for loopback or a private network, like Mailpit and MailDev.
 
 Every client's work is bounded (docs/hostile-input.md): at most ``max_connections`` clients at
 once (beyond, ``421`` and closed, so idle clients cannot take the process's descriptors), each
-disconnected after ``idle_seconds`` of silence; a DATA is read into one buffer and refused with
-``552`` as soon as it passes ``max_message_bytes`` (not at its end: nothing past the limit is
-read), and every client's DATA together may hold at most ``max_buffered_bytes`` (beyond,
-``452``). A complete mail is checked before it is parsed (:func:`too_complex`: the size of its
-headers, its encoded words, addresses and MIME parts), then parsed off the event loop, one at a
-time, within :data:`PARSE_SECONDS`: the stdlib parser is slow on hostile input, and a send
-must never wait for it.
+disconnected after ``idle_seconds`` of silence (cut off, if its answers are still unsent because
+it does not read them); a DATA is read into one buffer and refused with ``552`` as soon as it
+passes ``max_message_bytes`` (not at its end: nothing past the limit is read), and every
+client's DATA together may hold at most ``max_buffered_bytes`` (beyond, ``452``). A message has
+at most ``max_recipients`` recipients (beyond, ``452 4.5.3`` and the session goes on), and a
+client gets at most :data:`COMMANDS_WITHOUT_MESSAGE` answers (plus one per recipient) between
+two captured messages (beyond, ``421`` and closed), so a NOOP flood ends. A session lets the
+event loop serve the others every :data:`YIELD_EVERY` answers: it otherwise answers every
+command already buffered (one read of up to 256 KiB: 40,000 NOOPs) in one go, and a send waited
+for it (6.4 s).
+
+A complete mail is checked before it is parsed (:func:`too_complex`: the size of its headers,
+its encoded words, addresses and MIME parts), then parsed off the event loop, one at a time,
+within :data:`PARSE_SECONDS`: the stdlib parser is slow on hostile input, and a send must never
+wait for it.
 
 Its mail does not take the send path (:mod:`otp_service.delivery.send`): that path turns a
 request into a message and delivers it (templates, abuse limits, a durable outbox, retries,
@@ -35,7 +43,7 @@ from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -55,6 +63,10 @@ MAX_ADDRESSES = 256  # "@" in the headers
 MAX_PARTS = 100  # MIME parts (counted as lines that could be a boundary: "--" first)
 PARSE_SECONDS = 10.0  # one mail's parsing, off the event loop
 REFUSAL_LINGER_SECONDS = 1.0  # a refused DATA: how long what follows is read and dropped
+YIELD_EVERY = 8  # answers a session gives before it lets the event loop serve the others
+# Answers a client may get between two captured messages, on top of one per recipient: a real
+# client needs a handful (EHLO, MAIL, RCPT..., DATA, the odd NOOP or RSET); past it, 421.
+COMMANDS_WITHOUT_MESSAGE = 1000
 SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID")
 TYPE = "SMTP"  # the usage type of captured mail: a plain email does not say which it was
 SOURCE = __name__.rpartition(".")[2]  # what the inbox shows it came from: this intake
@@ -199,7 +211,12 @@ class _Refusal(asyncio.Protocol):
 
 class _Session(SMTP):
     """aiosmtpd's SMTP with a bounded DATA: read into one buffer, counted against the
-    message limit and the intake's shared budget as it arrives, refused at once past either."""
+    message limit and the intake's shared budget as it arrives, refused at once past either;
+    a bounded number of recipients and of commands, and a turn for the other clients every
+    few commands.
+
+    Every command aiosmtpd reads, known or not, well-formed or not, is answered through
+    :meth:`push`: that is where commands are counted and the loop is given its turns."""
 
     def __init__(self, handler: _Handler, budget: _Budget) -> None:
         config = budget.config
@@ -213,6 +230,9 @@ class _Session(SMTP):
         )
         self.budget = budget
         self.held = 0  # bytes of this client's DATA counted in the budget
+        self.answers = 0  # answers given since the last captured message (or the greeting)
+        self.max_answers = COMMANDS_WITHOUT_MESSAGE + config.max_recipients
+        self.ending = False  # refused and closing: nothing more is read or answered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.budget.connections += 1
@@ -240,13 +260,48 @@ class _Session(SMTP):
             budget.released = 0
             asyncio.get_running_loop().call_soon(_TRIM, 0)  # once the buffers are freed
 
+    def _timeout_cb(self) -> None:
+        """Idle (or refused) for ``idle_seconds``: closed, unless answers are still waiting to
+        be sent: a client that does not read them would hold ``close()`` (and its place among
+        ``max_connections``) for as long as it keeps its socket open, so it is cut off."""
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
+            log.warning("SMTP intake: a client left its answers unread; disconnected")
+            transport.abort()
+            return
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    async def push(self, status: AnyStr) -> None:
+        if self.ending:  # refused: what aiosmtpd still reads is dropped unanswered, and the
+            await asyncio.sleep(0)  # turn lets connection_lost end this session
+            return
+        self.answers += 1
+        if self.answers > self.max_answers:
+            log.warning("SMTP intake: a client sent %d commands without a message; closed",
+                        self.max_answers)  # fmt: skip
+            await self._refuse("421 4.7.0 too many commands without a message; closing")
+            return
+        await super().push(status)
+        if self.answers % YIELD_EVERY == 0:  # the client's next commands may all be buffered
+            await asyncio.sleep(0)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        envelope = self.envelope
+        limit = self.budget.config.max_recipients
+        if envelope is not None and len(envelope.rcpt_tos) >= limit:
+            await self.push("452 4.5.3 Too many recipients")  # RFC 5321 4.5.3.1.10
+            return
+        await super().smtp_RCPT(arg)
+
     async def _refuse(self, line: str) -> None:
-        """Answer ``line`` and hang up: the rest of the DATA is never kept. Closing with the
-        client's bytes unread would make the kernel send a reset, which can destroy the answer
-        before the client reads it: so the answer is sent with our end of the stream, and what
-        the client still sends is read and dropped for at most a second."""
+        """Answer ``line`` and hang up (a refused DATA, or past the command cap): the rest of
+        what the client sends is never kept or answered. Closing with the client's bytes unread
+        would make the kernel send a reset, which can destroy the answer before the client
+        reads it: so the answer is sent with our end of the stream, and what the client still
+        sends is read and dropped for at most a second."""
         self._release()
-        await self.push(line)
+        await super().push(line)
+        self.ending = True
         transport = self.transport
         if transport is None:
             return
@@ -272,7 +327,7 @@ class _Session(SMTP):
         budget, limit = self.budget, self.budget.config.max_message_bytes
         data = bytearray()
         try:
-            while self.transport is not None:
+            while self.transport is not None and not self.ending:
                 try:
                     line = await self._reader.readuntil(b"\r\n")
                 except asyncio.LimitOverrunError:
@@ -302,6 +357,8 @@ class _Session(SMTP):
             status = await self._call_handler_hook("DATA")
         finally:
             self._release()
+        if status.startswith("250"):
+            self.answers = 0  # a message captured: the client may go on
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
 

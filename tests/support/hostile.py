@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import signal
 import smtplib
@@ -320,6 +321,114 @@ async def attack_data_hang(target: Target, extra: dict[str, Any], clients: int =
     await asyncio.sleep(2.0)  # they hung up: what is kept
 
 
+def captured_counts(target: Target) -> list[int]:
+    """How many messages each DATA of the intake captured, from the service's log."""
+    text = target.log_path.read_text(encoding="utf-8", errors="replace")
+    return [int(n) for n in re.findall(r"SMTP intake: captured (\d+) message", text)]
+
+
+async def smtp_pipeline(
+    port: int, opening: list[bytes], commands: list[bytes], chunk: int = 2000
+) -> tuple[dict[str, int], asyncio.StreamReader | None, asyncio.StreamWriter | None]:
+    """One SMTP client: the ``opening`` commands one at a time, then every one of ``commands``
+    pipelined (``chunk`` per write) while its answers are read. The answers' counts by code
+    ("closed": the service hung up before answering them all), and, if it is still open, the
+    connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answers: dict[str, int] = {}
+    try:
+        await asyncio.wait_for(reader.readline(), 10)
+        for command in opening:
+            writer.write(command)
+            await writer.drain()
+            while (await asyncio.wait_for(reader.readline(), 10))[3:4] == b"-":
+                pass
+        closed = asyncio.Event()
+
+        async def read() -> None:
+            for _ in commands:
+                try:
+                    line = await reader.readline()
+                except ConnectionError:
+                    line = b""
+                if not line:
+                    answers["closed"] = 1
+                    break
+                code = line[:3].decode(errors="replace")
+                answers[code] = answers.get(code, 0) + 1
+            closed.set()
+
+        reading = asyncio.create_task(read())
+        for start in range(0, len(commands), chunk):
+            if closed.is_set():
+                break
+            writer.write(b"".join(commands[start : start + chunk]))
+            try:
+                await asyncio.wait_for(writer.drain(), 60)
+            except ConnectionError:
+                break
+        await asyncio.wait_for(reading, 300)
+    except BaseException:
+        writer.close()
+        raise
+    if "closed" in answers:
+        writer.close()
+        return answers, None, None
+    return answers, reader, writer
+
+
+async def smtp_data(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+    """DATA of a small mail with a code on an open session; its answer (the session closed)."""
+    try:
+        writer.write(b"DATA\r\n")
+        await writer.drain()
+        if not (await asyncio.wait_for(reader.readline(), 60)).startswith(b"354"):
+            return "no 354"
+        writer.write(b"From: a@example.com\r\nSubject: flood\r\n\r\nYour code is 482913\r\n.\r\n")
+        await writer.drain()
+        return (await asyncio.wait_for(reader.readline(), 300)).decode(errors="replace").strip()
+    finally:
+        writer.close()
+
+
+async def attack_rcpt_flood(target: Target, extra: dict[str, Any], count: int = 100_000) -> None:
+    """One SMTP client sends ``count`` pipelined ``RCPT TO``s in one transaction, then (if it
+    may still) DATA; then another sends 1,000 ``RCPT TO``s and DATA."""
+    opening = [b"EHLO attacker.example\r\n", b"MAIL FROM:<a@example.com>\r\n"]
+    rcpts = [b"RCPT TO:<user%07d@example.com>\r\n" % n for n in range(count)]
+    answers, reader, writer = await smtp_pipeline(target.smtp_port, opening, rcpts)
+    extra["flood_answers"] = answers
+    if reader is not None and writer is not None:
+        extra["flood_data"] = await smtp_data(reader, writer)
+    extra["peak_during_mib"] = round(target.peak_mib, 1)
+    answers, reader, writer = await smtp_pipeline(target.smtp_port, opening, rcpts[:1000])
+    extra["rcpt_answers"] = answers
+    if reader is not None and writer is not None:
+        extra["data"] = await smtp_data(reader, writer)
+    extra["captured"] = captured_counts(target)
+
+
+async def attack_command_flood(target: Target, extra: dict[str, Any], count: int = 100_000) -> None:
+    """``count`` pipelined ``NOOP``s from one client, which connects again whenever it is
+    hung up on; then a normal mail from another."""
+    noops, connections = [b"NOOP\r\n"] * count, 0
+    answers: dict[str, int] = {}
+    while noops:
+        connections += 1
+        got, _, writer = await smtp_pipeline(target.smtp_port, [b"EHLO a.example\r\n"], noops)
+        if writer is not None:
+            writer.close()
+        for code, n in got.items():
+            answers[code] = answers.get(code, 0) + n
+        done = sum(n for code, n in got.items() if code[:1] in "245")
+        if not done:
+            break
+        noops = noops[done:]
+    extra["answers"], extra["connections"] = answers, connections
+    extra["peak_during_mib"] = round(target.peak_mib, 1)
+    extra["mail"] = await asyncio.to_thread(smtp_send, target.smtp_port, b"Subject: x\r\n\r\n1\r\n")
+
+
 async def attack_smtp_idle(target: Target, extra: dict[str, Any], count: int = 1100) -> None:
     """``count`` idle connections to the SMTP intake, held while the probe runs."""
     held: list[socket.socket] = []
@@ -442,6 +551,8 @@ async def run(name: str, folder: Path, root: Path) -> Figures:
             "streams": attack_streams,
             "streams_per_client_cap_off": attack_streams,
             "connections": attack_connections,
+            "rcpt_flood": attack_rcpt_flood,
+            "command_flood": attack_command_flood,
         }
         return await measure(target, name, attacks[name])
     finally:
@@ -453,7 +564,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "streams_per_client_cap_off": {"capture": {"max_waiting_per_client": 256}},
 }
 NAMES = ("encoded_words", "mime_parts", "addresses", "data_hang", "smtp_idle", "long_polls",
-         "streams", "connections")  # fmt: skip
+         "streams", "connections", "rcpt_flood", "command_flood")  # fmt: skip
 
 
 def _on_term(*_: object) -> None:
