@@ -126,6 +126,26 @@ async def test_slow_and_idle_keepalive_connections_leave_sends_answering(tmp_pat
     assert health.get(200, 0) > health.get(0, 0), figures
 
 
+async def test_hostile_logto_templates_leave_every_send_answering(tmp_path: Path) -> None:
+    """Logto's templates change under the running service to a 440 KB template of 40,000
+    placeholders (fr), a loop bomb (ja) and a subject rendering CR/LF (zh-CN): sends in those
+    languages are answered 200 from the next source (Logto's en template), never from the
+    hostile one; the probe's sends (en) and /healthz keep answering 200 and memory stays
+    bounded (they stalled every send for 14-18 s; the bomb alone took 257 MiB)."""
+    figures = await scenario("logto_templates", tmp_path)
+    assert figures.extra["hostile_send_statuses"] == {200: 15}, figures
+    rendered = figures.extra["rendered_from"]
+    assert set(rendered) == {"fr", "ja", "zh-CN"}, figures
+    for language, sources in rendered.items():
+        assert sum(sources.values()) == 5 and f"logto/{language}" not in sources, figures
+    # Generous bounds (a stall was 14-18 s, the probe gives up at 30 s): not a timing test.
+    assert figures.extra["worst_hostile_send_seconds"] < 10, figures
+    assert figures.worst_send_seconds < 10, figures
+    assert figures.extra["logto_state"] == "template_error", figures  # the 440 KB one is named
+    assert grew_mib(figures) < 60, figures
+    unharmed(figures)
+
+
 async def test_refusal_past_max_connections_is_readable_after_a_request(tmp_path: Path) -> None:
     """With every connection busy, a client that sends a whole request (head and body) before
     reading still reads the 503 too_many_connections: it is not reset."""

@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 
 from . import ROOT
+from .fakes.logto import FakeLogto, logto_row
 from .ports import free_port
 
 TIMEOUT = aiohttp.ClientTimeout(total=30)
@@ -425,13 +426,118 @@ async def attack_connections(
     extra["opened"] = len(held)
 
 
+# -- hostile templates kept in Logto
+
+# Languages with a bundled template (the next source when Logto's is skipped), each given one
+# hostile Logto template; the probe's sends (no locale: the default, en) use Logto's good one.
+LOGTO_PLACEHOLDERS = "{{ code }} " * 40_000  # 440 KB
+LOGTO_LOOP_BOMB = "{% for a in range(3000) %}{% for b in range(3000) %}x{% endfor %}{% endfor %}"
+LOGTO_BAD: dict[str, tuple[str, dict[str, Any]]] = {
+    "logto_placeholders": ("fr", logto_row("fr", "SignIn", "Logto fr {{code}}", LOGTO_PLACEHOLDERS)),
+    "logto_loop_bomb": ("ja", logto_row("ja", "SignIn", "Logto ja {{code}}", LOGTO_LOOP_BOMB)),
+    "logto_crlf": ("zh-CN", logto_row(
+        "zh-CN", "SignIn", "Hi{{ '\\r\\n' }}Bcc: victim@example.com", "<p>{{code}}</p>")),
+}  # fmt: skip
+LOGTO_ATTACKS = {"logto_templates": tuple(LOGTO_BAD)} | {name: (name,) for name in LOGTO_BAD}
+
+
+def logto_good() -> dict[str, Any]:
+    return logto_row("en", "SignIn", "Logto en {{code}}", "<p>Your code: {{code}}</p>")
+
+
+def attack_logto(
+    logto: FakeLogto, names: tuple[str, ...], rounds: int = 5
+) -> Callable[[Target, dict[str, Any]], Awaitable[None]]:
+    """Logto's templates change under the running service (read every second) to hostile ones:
+    40,000 placeholders (fr), a loop bomb (ja), a subject with CR/LF (zh-CN). Once the service
+    has read them, ``rounds`` sends in each of those languages: their statuses and latencies,
+    and the source and language each captured message was rendered from. The whole attack
+    gives up after 90 s (the code before the bounds compiled the first on the event loop for
+    minutes)."""
+    bad = {LOGTO_BAD[name][0]: LOGTO_BAD[name][1] for name in names}
+
+    async def attack(target: Target, extra: dict[str, Any]) -> None:
+        statuses: list[int] = []
+        seconds: list[float] = []
+        used: dict[str, list[str]] = {language: [] for language in bad}
+
+        async def sends(http: aiohttp.ClientSession) -> None:
+            listed = len(logto.list_requests)
+            logto.set_templates(logto_good(), *bad.values())
+            # Read twice since: the next read starts once the first answer has been applied.
+            for _ in range(900):
+                if len(logto.list_requests) >= listed + 2:
+                    break
+                await asyncio.sleep(0.1)
+            for n in range(rounds):
+                for language in bad:
+                    body = {"to": f"victim{n}@example.com", "type": "SignIn",
+                            "payload": {"code": f"{n:06d}", "locale": language}}  # fmt: skip
+                    started = time.monotonic()
+                    try:
+                        async with http.post(
+                            f"{target.url}/v1/email", json=body, timeout=TIMEOUT
+                        ) as r:
+                            answer = await r.json(content_type=None)
+                            statuses.append(r.status)
+                    except (aiohttp.ClientError, OSError, TimeoutError):
+                        statuses.append(0)
+                        continue
+                    finally:
+                        seconds.append(round(time.monotonic() - started, 3))
+                    if r.status == 200:
+                        url = f"{target.url}/v1/messages/{answer['id']}"
+                        async with http.get(url, timeout=TIMEOUT) as r:
+                            message = await r.json()
+                        used[language].append(f"{message.get('source')}/{message.get('locale')}")
+
+        async with aiohttp.ClientSession() as http:
+            try:
+                await asyncio.wait_for(sends(http), 90)
+            except TimeoutError:
+                extra["gave_up_after_90s"] = True
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                async with http.get(f"{target.url}/readyz", timeout=TIMEOUT) as r:
+                    ready = await r.json(content_type=None)
+                    extra["logto_state"] = ready.get("logto_templates", {}).get("state")
+        extra["hostile_send_statuses"] = _counts(statuses)
+        extra["worst_hostile_send_seconds"] = max(seconds, default=0.0)
+        extra["rendered_from"] = {k: _counts_text(v) for k, v in used.items()}
+
+    return attack
+
+
+def _counts_text(values: list[str]) -> dict[str, int]:
+    return {v: values.count(v) for v in sorted(set(values))}
+
+
 async def run(name: str, folder: Path, root: Path) -> Figures:
     """One scenario by name against a fresh service from ``root``."""
     descriptors = 1024 if name in ("smtp_idle", "connections") else None
     config = CONFIGS.get(name)
+    with contextlib.ExitStack() as stack:
+        logto: FakeLogto | None = None
+        if name in LOGTO_ATTACKS:  # good templates at start, hostile ones during the attack
+            logto = stack.enter_context(FakeLogto())
+            logto.set_templates(logto_good())
+            config = {"templates": {"logto": logto.config(refresh_seconds=1)}}
+        return await _run(name, folder, root, descriptors, config, logto)
+    raise AssertionError("unreachable")  # mypy: the with block returns
+
+
+async def _run(
+    name: str,
+    folder: Path,
+    root: Path,
+    descriptors: int | None,
+    config: dict[str, Any] | None,
+    logto: FakeLogto | None,
+) -> Figures:
     target = Target(folder / name, root=root, descriptors=descriptors, config=config)
     try:
         await target.ready()
+        if logto is not None:
+            return await measure(target, name, attack_logto(logto, LOGTO_ATTACKS[name]))
         attacks: dict[str, Callable[[Target, dict[str, Any]], Awaitable[None]]] = {
             "encoded_words": await attack_mail(mail_encoded_words()),
             "mime_parts": await attack_mail(mail_parts()),
@@ -453,7 +559,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "streams_per_client_cap_off": {"capture": {"max_waiting_per_client": 256}},
 }
 NAMES = ("encoded_words", "mime_parts", "addresses", "data_hang", "smtp_idle", "long_polls",
-         "streams", "connections")  # fmt: skip
+         "streams", "connections", "logto_templates")  # fmt: skip
 
 
 def _on_term(*_: object) -> None:
