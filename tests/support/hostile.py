@@ -159,6 +159,11 @@ class Probe:
         return max((s for _, s in self.sends), default=0.0)
 
     @property
+    def worst_health_seconds(self) -> float:
+        """The slowest health check (a stall of the service may fall on one, not on a send)."""
+        return max((r.get("health_seconds", 0.0) for r in self._records()), default=0.0)
+
+    @property
     def statuses(self) -> list[int]:
         return [status for status, _ in self.sends]
 
@@ -181,12 +186,14 @@ async def probe_loop(url: str, out: Path, every: float) -> None:
                 except (aiohttp.ClientError, OSError, TimeoutError):
                     status = 0
                 seconds = time.monotonic() - started
+                started = time.monotonic()
                 try:
                     async with http.get(f"{url}/healthz", timeout=TIMEOUT) as r:
                         health = r.status
                 except (aiohttp.ClientError, OSError, TimeoutError):
                     health = 0
-                record = {"send": status, "seconds": round(seconds, 3), "health": health}
+                record = {"send": status, "seconds": round(seconds, 3), "health": health,
+                          "health_seconds": round(time.monotonic() - started, 3)}  # fmt: skip
                 file.write(json.dumps(record) + "\n")
                 file.flush()
                 await asyncio.sleep(every)
@@ -268,6 +275,7 @@ async def measure(
         await asyncio.sleep(1.0)  # the probe's last rounds, after the attack
     finally:
         await probe.stop()
+    extra["worst_health_seconds"] = round(probe.worst_health_seconds, 2)
     return Figures(
         name,
         round(target.peak_mib, 1),
@@ -426,6 +434,110 @@ async def attack_connections(
     extra["opened"] = len(held)
 
 
+async def attack_past_cap(
+    target: Target,
+    extra: dict[str, Any],
+    busy: int = 64,
+    clients: int = 500,
+    padding: int = 0,
+    raw: bool = False,
+) -> None:
+    """``busy`` connections hold the cap (``server.max_connections``: see :data:`CONFIGS`), each
+    with a request whose body never ends (not evictable: their heads are complete); then
+    ``clients`` aiohttp clients at once each send a whole request (its payload padded by
+    ``padding`` bytes): how many read the 503, and how many see a reset or nothing. ``raw``:
+    clients that write their whole request before reading (a write error ignored), on plain
+    sockets."""
+    held: list[asyncio.StreamWriter] = []
+    for _ in range(busy):
+        _, writer = await asyncio.open_connection("127.0.0.1", target.port)
+        writer.write(b"POST /v1/email HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
+        await writer.drain()
+        held.append(writer)
+    await asyncio.sleep(0.3)
+    payload = {"code": "123456", "application": {"name": "x" * padding}}
+    body = {"to": "a@example.com", "type": "SignIn", "payload": payload}
+    data = json.dumps(body)
+    request = (
+        "POST /v1/email HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n{data}"
+    ).encode()
+
+    async def write_then_read() -> str:
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
+            writer.write(request)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            answer = await asyncio.wait_for(reader.read(65536), 10)
+            return answer[9:12].decode(errors="replace") if answer else "closed, no answer"
+        except ConnectionResetError:
+            return "reset"
+        except (OSError, TimeoutError) as exc:
+            return type(exc).__name__
+        finally:
+            if writer is not None:
+                writer.close()
+
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def one() -> str:
+            try:
+                async with http.post(f"{target.url}/v1/email", json=body, timeout=TIMEOUT) as r:
+                    await r.read()
+                    return str(r.status)
+            except aiohttp.ClientOSError as exc:  # a reset (errno 104), a broken pipe (32)
+                return f"ClientOSError errno {exc.errno}"
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                return type(exc).__name__
+
+        client = write_then_read if raw else one
+        answers = await asyncio.gather(*(client() for _ in range(clients)))
+    extra["answers"] = {a: answers.count(a) for a in sorted(set(answers))}
+    for writer in held:
+        writer.close()
+
+
+async def attack_full_disk(target: Target, extra: dict[str, Any]) -> None:
+    """The store's filesystem (a 6 MiB tmpfs: see :func:`run`) is filled by another file until
+    sends get 503, then the file is removed: the statuses of the sends after that, one every
+    0.05 s until one is accepted, the first one's latency and how long until a 200."""
+    disk = target.folder / "disk"
+    big = {"application": {"name": "x" * 20_000}}
+
+    async def send(http: aiohttp.ClientSession, n: int) -> tuple[int, float]:
+        body = {"to": f"u{n}@example.com", "type": "SignIn",
+                "payload": {"code": f"{n:06d}", **big}}  # fmt: skip
+        started = time.monotonic()
+        try:
+            async with http.post(f"{target.url}/v1/email", json=body, timeout=TIMEOUT) as r:
+                await r.read()
+                return r.status, round(time.monotonic() - started, 3)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return 0, round(time.monotonic() - started, 3)
+
+    async with aiohttp.ClientSession() as http:
+        filler = disk / "filler"
+        with contextlib.suppress(OSError), filler.open("wb", buffering=0) as file:
+            for _ in range(6 * 16):
+                file.write(b"\0" * 65536)
+        full = [(await send(http, n))[0] for n in range(1, 40)]
+        extra["while_full"] = _counts(full)
+        filler.unlink()
+        freed = time.monotonic()
+        after: list[tuple[int, float]] = []
+        for n in range(100, 700):  # 30 s at most
+            after.append(await send(http, n))
+            if after[-1][0] == 200:
+                break
+            await asyncio.sleep(0.05)
+        extra["after_room"] = [status for status, _ in after]
+        extra["next_send"] = after[0]
+        extra["first_200_after_seconds"] = round(time.monotonic() - freed, 3)
+
+
 # -- hostile templates kept in Logto
 
 # Languages with a bundled template (the next source when Logto's is skipped), each given one
@@ -533,9 +645,17 @@ async def _run(
     config: dict[str, Any] | None,
     logto: FakeLogto | None,
 ) -> Figures:
+    if name == "full_disk":  # a 6 MiB tmpfs for the store (mounting one needs root)
+        disk = folder / name / "disk"
+        disk.mkdir(parents=True, exist_ok=True)
+        mount = ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(disk)]
+        await asyncio.to_thread(subprocess.run, mount, check=True)
+        config = {"store": {"path": str(disk / "outbox.sqlite3")}}
     target = Target(folder / name, root=root, descriptors=descriptors, config=config)
     try:
         await target.ready()
+        if name == "full_disk":
+            return await measure(target, name, attack_full_disk)
         if logto is not None:
             return await measure(target, name, attack_logto(logto, LOGTO_ATTACKS[name]))
         attacks: dict[str, Callable[[Target, dict[str, Any]], Awaitable[None]]] = {
@@ -549,14 +669,37 @@ async def _run(
             "streams_per_client_cap_off": attack_streams,
             "connections": attack_connections,
         }
+        if name in PAST_CAP:
+            clients, padding, raw = PAST_CAP[name]
+            return await measure(
+                target, name, lambda t, extra: attack_past_cap(t, extra, 64, clients, padding, raw)
+            )
         return await measure(target, name, attacks[name])
     finally:
         target.stop()
+        if name == "full_disk":
+            umount = ["umount", "-l", str(folder / name / "disk")]
+            await asyncio.to_thread(subprocess.run, umount, check=False)
 
 
+# past the connection cap: (clients at once, payload padding, raw write-then-read clients)
+PAST_CAP: dict[str, tuple[int, int, bool]] = {
+    "past_cap_50": (50, 0, False),
+    "past_cap": (500, 0, False),
+    "past_cap_1m_50": (50, 1_000_000, False),
+    "past_cap_1m": (500, 1_000_000, False),
+    "past_cap_raw_1m_50": (50, 1_000_000, True),
+    "past_cap_raw_1m": (500, 1_000_000, True),
+    "past_cap_raw_8m_50": (50, 8_000_000, True),
+    "past_cap_raw_8m": (500, 8_000_000, True),
+}
 CONFIGS: dict[str, dict[str, Any]] = {
     # every reader admitted: what bounds them is then each one's buffer
     "streams_per_client_cap_off": {"capture": {"max_waiting_per_client": 256}},
+    # a cap of 64, held by 64 requests whose body never ends (for longer than the attack)
+    **{
+        name: {"server": {"max_connections": 64, "header_timeout_seconds": 20}} for name in PAST_CAP
+    },
 }
 NAMES = ("encoded_words", "mime_parts", "addresses", "data_hang", "smtp_idle", "long_polls",
          "streams", "connections", "logto_templates")  # fmt: skip
