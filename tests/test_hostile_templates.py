@@ -47,7 +47,7 @@ def test_logto_template_bounds_a_normal_template_renders_from_logto() -> None:
 
 
 def test_logto_template_with_40000_placeholders_is_skipped_for_the_next_source() -> None:
-    """A 680 KB template of 40,000 placeholders is not compiled: it is reported by name and
+    """A 440 KB template of 40,000 placeholders is not compiled: it is reported by name and
     the send uses the bundled template."""
     huge = "{{ code }} " * 40_000
     assert len(huge.encode()) > MAX_TEMPLATE_BYTES

@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 
 from . import ROOT
+from .fakes.logto import FakeLogto, logto_row
 from .ports import free_port
 
 TIMEOUT = aiohttp.ClientTimeout(total=30)
@@ -159,6 +160,11 @@ class Probe:
         return max((s for _, s in self.sends), default=0.0)
 
     @property
+    def worst_health_seconds(self) -> float:
+        """The slowest health check (a stall of the service may fall on one, not on a send)."""
+        return max((r.get("health_seconds", 0.0) for r in self._records()), default=0.0)
+
+    @property
     def statuses(self) -> list[int]:
         return [status for status, _ in self.sends]
 
@@ -181,12 +187,14 @@ async def probe_loop(url: str, out: Path, every: float) -> None:
                 except (aiohttp.ClientError, OSError, TimeoutError):
                     status = 0
                 seconds = time.monotonic() - started
+                started = time.monotonic()
                 try:
                     async with http.get(f"{url}/healthz", timeout=TIMEOUT) as r:
                         health = r.status
                 except (aiohttp.ClientError, OSError, TimeoutError):
                     health = 0
-                record = {"send": status, "seconds": round(seconds, 3), "health": health}
+                record = {"send": status, "seconds": round(seconds, 3), "health": health,
+                          "health_seconds": round(time.monotonic() - started, 3)}  # fmt: skip
                 file.write(json.dumps(record) + "\n")
                 file.flush()
                 await asyncio.sleep(every)
@@ -268,6 +276,7 @@ async def measure(
         await asyncio.sleep(1.0)  # the probe's last rounds, after the attack
     finally:
         await probe.stop()
+    extra["worst_health_seconds"] = round(probe.worst_health_seconds, 2)
     return Figures(
         name,
         round(target.peak_mib, 1),
@@ -534,13 +543,230 @@ async def attack_connections(
     extra["opened"] = len(held)
 
 
+async def attack_past_cap(
+    target: Target,
+    extra: dict[str, Any],
+    busy: int = 64,
+    clients: int = 500,
+    padding: int = 0,
+    raw: bool = False,
+) -> None:
+    """``busy`` connections hold the cap (``server.max_connections``: see :data:`CONFIGS`), each
+    with a request whose body never ends (not evictable: their heads are complete); then
+    ``clients`` aiohttp clients at once each send a whole request (its payload padded by
+    ``padding`` bytes): how many read the 503, and how many see a reset or nothing. ``raw``:
+    clients that write their whole request before reading (a write error ignored), on plain
+    sockets."""
+    held: list[asyncio.StreamWriter] = []
+    for _ in range(busy):
+        _, writer = await asyncio.open_connection("127.0.0.1", target.port)
+        writer.write(b"POST /v1/email HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
+        await writer.drain()
+        held.append(writer)
+    await asyncio.sleep(0.3)
+    payload = {"code": "123456", "application": {"name": "x" * padding}}
+    body = {"to": "a@example.com", "type": "SignIn", "payload": payload}
+    data = json.dumps(body)
+    request = (
+        "POST /v1/email HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n{data}"
+    ).encode()
+
+    async def write_then_read() -> str:
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
+            writer.write(request)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            answer = await asyncio.wait_for(reader.read(65536), 10)
+            return answer[9:12].decode(errors="replace") if answer else "closed, no answer"
+        except ConnectionResetError:
+            return "reset"
+        except (OSError, TimeoutError) as exc:
+            return type(exc).__name__
+        finally:
+            if writer is not None:
+                writer.close()
+
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def one() -> str:
+            try:
+                async with http.post(f"{target.url}/v1/email", json=body, timeout=TIMEOUT) as r:
+                    await r.read()
+                    return str(r.status)
+            except aiohttp.ClientOSError as exc:  # a reset (errno 104), a broken pipe (32)
+                return f"ClientOSError errno {exc.errno}"
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                return type(exc).__name__
+
+        client = write_then_read if raw else one
+        answers = await asyncio.gather(*(client() for _ in range(clients)))
+    extra["answers"] = {a: answers.count(a) for a in sorted(set(answers))}
+    for writer in held:
+        writer.close()
+
+
+async def attack_full_disk(target: Target, extra: dict[str, Any]) -> None:
+    """The store's filesystem (a 6 MiB tmpfs: see :func:`run`) is filled by another file until
+    sends get 503, then the file is removed: the statuses of the sends after that, one every
+    0.05 s until one is accepted, the first one's latency and how long until a 200."""
+    disk = target.folder / "disk"
+    big = {"application": {"name": "x" * 20_000}}
+
+    async def send(http: aiohttp.ClientSession, n: int) -> tuple[int, float]:
+        body = {"to": f"u{n}@example.com", "type": "SignIn",
+                "payload": {"code": f"{n:06d}", **big}}  # fmt: skip
+        started = time.monotonic()
+        try:
+            async with http.post(f"{target.url}/v1/email", json=body, timeout=TIMEOUT) as r:
+                await r.read()
+                return r.status, round(time.monotonic() - started, 3)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return 0, round(time.monotonic() - started, 3)
+
+    async with aiohttp.ClientSession() as http:
+        filler = disk / "filler"
+        with contextlib.suppress(OSError), filler.open("wb", buffering=0) as file:
+            for _ in range(6 * 16):
+                file.write(b"\0" * 65536)
+        full = [(await send(http, n))[0] for n in range(1, 40)]
+        extra["while_full"] = _counts(full)
+        filler.unlink()
+        freed = time.monotonic()
+        after: list[tuple[int, float]] = []
+        for n in range(100, 700):  # 30 s at most
+            after.append(await send(http, n))
+            if after[-1][0] == 200:
+                break
+            await asyncio.sleep(0.05)
+        extra["after_room"] = [status for status, _ in after]
+        extra["next_send"] = after[0]
+        extra["first_200_after_seconds"] = round(time.monotonic() - freed, 3)
+
+
+# -- hostile templates kept in Logto
+
+# Languages with a bundled template (the next source when Logto's is skipped), each given one
+# hostile Logto template; the probe's sends (no locale: the default, en) use Logto's good one.
+LOGTO_PLACEHOLDERS = "{{ code }} " * 40_000  # 440 KB
+LOGTO_LOOP_BOMB = "{% for a in range(3000) %}{% for b in range(3000) %}x{% endfor %}{% endfor %}"
+LOGTO_BAD: dict[str, tuple[str, dict[str, Any]]] = {
+    "logto_placeholders": ("fr", logto_row("fr", "SignIn", "Logto fr {{code}}", LOGTO_PLACEHOLDERS)),
+    "logto_loop_bomb": ("ja", logto_row("ja", "SignIn", "Logto ja {{code}}", LOGTO_LOOP_BOMB)),
+    "logto_crlf": ("zh-CN", logto_row(
+        "zh-CN", "SignIn", "Hi{{ '\\r\\n' }}Bcc: victim@example.com", "<p>{{code}}</p>")),
+}  # fmt: skip
+LOGTO_ATTACKS = {"logto_templates": tuple(LOGTO_BAD)} | {name: (name,) for name in LOGTO_BAD}
+
+
+def logto_good() -> dict[str, Any]:
+    return logto_row("en", "SignIn", "Logto en {{code}}", "<p>Your code: {{code}}</p>")
+
+
+def attack_logto(
+    logto: FakeLogto, names: tuple[str, ...], rounds: int = 5
+) -> Callable[[Target, dict[str, Any]], Awaitable[None]]:
+    """Logto's templates change under the running service (read every second) to hostile ones:
+    40,000 placeholders (fr), a loop bomb (ja), a subject with CR/LF (zh-CN). Once the service
+    has read them, ``rounds`` sends in each of those languages: their statuses and latencies,
+    and the source and language each captured message was rendered from. The whole attack
+    gives up after 90 s (the code before the bounds compiled the first on the event loop for
+    minutes)."""
+    bad = {LOGTO_BAD[name][0]: LOGTO_BAD[name][1] for name in names}
+
+    async def attack(target: Target, extra: dict[str, Any]) -> None:
+        statuses: list[int] = []
+        seconds: list[float] = []
+        used: dict[str, list[str]] = {language: [] for language in bad}
+
+        async def sends(http: aiohttp.ClientSession) -> None:
+            listed = len(logto.list_requests)
+            logto.set_templates(logto_good(), *bad.values())
+            # Read twice since: the next read starts once the first answer has been applied.
+            for _ in range(900):
+                if len(logto.list_requests) >= listed + 2:
+                    break
+                await asyncio.sleep(0.1)
+            for n in range(rounds):
+                for language in bad:
+                    body = {"to": f"victim{n}@example.com", "type": "SignIn",
+                            "payload": {"code": f"{n:06d}", "locale": language}}  # fmt: skip
+                    started = time.monotonic()
+                    try:
+                        async with http.post(
+                            f"{target.url}/v1/email", json=body, timeout=TIMEOUT
+                        ) as r:
+                            answer = await r.json(content_type=None)
+                            statuses.append(r.status)
+                    except (aiohttp.ClientError, OSError, TimeoutError):
+                        statuses.append(0)
+                        continue
+                    finally:
+                        seconds.append(round(time.monotonic() - started, 3))
+                    if r.status == 200:
+                        url = f"{target.url}/v1/messages/{answer['id']}"
+                        async with http.get(url, timeout=TIMEOUT) as r:
+                            message = await r.json()
+                        used[language].append(f"{message.get('source')}/{message.get('locale')}")
+
+        async with aiohttp.ClientSession() as http:
+            try:
+                await asyncio.wait_for(sends(http), 90)
+            except TimeoutError:
+                extra["gave_up_after_90s"] = True
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                async with http.get(f"{target.url}/readyz", timeout=TIMEOUT) as r:
+                    ready = await r.json(content_type=None)
+                    extra["logto_state"] = ready.get("logto_templates", {}).get("state")
+        extra["hostile_send_statuses"] = _counts(statuses)
+        extra["worst_hostile_send_seconds"] = max(seconds, default=0.0)
+        extra["rendered_from"] = {k: _counts_text(v) for k, v in used.items()}
+
+    return attack
+
+
+def _counts_text(values: list[str]) -> dict[str, int]:
+    return {v: values.count(v) for v in sorted(set(values))}
+
+
 async def run(name: str, folder: Path, root: Path) -> Figures:
     """One scenario by name against a fresh service from ``root``."""
     descriptors = 1024 if name in ("smtp_idle", "connections") else None
     config = CONFIGS.get(name)
+    with contextlib.ExitStack() as stack:
+        logto: FakeLogto | None = None
+        if name in LOGTO_ATTACKS:  # good templates at start, hostile ones during the attack
+            logto = stack.enter_context(FakeLogto())
+            logto.set_templates(logto_good())
+            config = {"templates": {"logto": logto.config(refresh_seconds=1)}}
+        return await _run(name, folder, root, descriptors, config, logto)
+    raise AssertionError("unreachable")  # mypy: the with block returns
+
+
+async def _run(
+    name: str,
+    folder: Path,
+    root: Path,
+    descriptors: int | None,
+    config: dict[str, Any] | None,
+    logto: FakeLogto | None,
+) -> Figures:
+    if name == "full_disk":  # a 6 MiB tmpfs for the store (mounting one needs root)
+        disk = folder / name / "disk"
+        disk.mkdir(parents=True, exist_ok=True)
+        mount = ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(disk)]
+        await asyncio.to_thread(subprocess.run, mount, check=True)
+        config = {"store": {"path": str(disk / "outbox.sqlite3")}}
     target = Target(folder / name, root=root, descriptors=descriptors, config=config)
     try:
         await target.ready()
+        if name == "full_disk":
+            return await measure(target, name, attack_full_disk)
+        if logto is not None:
+            return await measure(target, name, attack_logto(logto, LOGTO_ATTACKS[name]))
         attacks: dict[str, Callable[[Target, dict[str, Any]], Awaitable[None]]] = {
             "encoded_words": await attack_mail(mail_encoded_words()),
             "mime_parts": await attack_mail(mail_parts()),
@@ -554,17 +780,40 @@ async def run(name: str, folder: Path, root: Path) -> Figures:
             "rcpt_flood": attack_rcpt_flood,
             "command_flood": attack_command_flood,
         }
+        if name in PAST_CAP:
+            clients, padding, raw = PAST_CAP[name]
+            return await measure(
+                target, name, lambda t, extra: attack_past_cap(t, extra, 64, clients, padding, raw)
+            )
         return await measure(target, name, attacks[name])
     finally:
         target.stop()
+        if name == "full_disk":
+            umount = ["umount", "-l", str(folder / name / "disk")]
+            await asyncio.to_thread(subprocess.run, umount, check=False)
 
 
+# past the connection cap: (clients at once, payload padding, raw write-then-read clients)
+PAST_CAP: dict[str, tuple[int, int, bool]] = {
+    "past_cap_50": (50, 0, False),
+    "past_cap": (500, 0, False),
+    "past_cap_1m_50": (50, 1_000_000, False),
+    "past_cap_1m": (500, 1_000_000, False),
+    "past_cap_raw_1m_50": (50, 1_000_000, True),
+    "past_cap_raw_1m": (500, 1_000_000, True),
+    "past_cap_raw_8m_50": (50, 8_000_000, True),
+    "past_cap_raw_8m": (500, 8_000_000, True),
+}
 CONFIGS: dict[str, dict[str, Any]] = {
     # every reader admitted: what bounds them is then each one's buffer
     "streams_per_client_cap_off": {"capture": {"max_waiting_per_client": 256}},
+    # a cap of 64, held by 64 requests whose body never ends (for longer than the attack)
+    **{
+        name: {"server": {"max_connections": 64, "header_timeout_seconds": 20}} for name in PAST_CAP
+    },
 }
 NAMES = ("encoded_words", "mime_parts", "addresses", "data_hang", "smtp_idle", "long_polls",
-         "streams", "connections", "rcpt_flood", "command_flood")  # fmt: skip
+         "streams", "connections", "rcpt_flood", "command_flood", "logto_templates")  # fmt: skip
 
 
 def _on_term(*_: object) -> None:
