@@ -18,6 +18,7 @@ import pytest
 from .support.fakes import started
 from .support.fakes.aliyun import FakeAliyun
 from .support.fakes.vonage import FakeVonage, logto_vonage_json
+from .support.pace import most_in_window, paced_bound
 from .support.processes import HTTP_TIMEOUT, Processes, message_id, wait_for
 from .support.replicas import Supervised, email, replica_config, sms
 
@@ -46,17 +47,6 @@ def supervised() -> Iterator[list[Supervised]]:
     yield running
     for one in running:
         one.kill()
-
-
-def most_in_window(times: list[float], window: float) -> int:
-    """The most arrivals within any ``window`` seconds."""
-    times = sorted(times)
-    most, first = 0, 0
-    for last, at in enumerate(times):
-        while at - times[first] >= window:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 async def test_provider_rate_holds_across_two_replicas_of_two_workers(
@@ -101,7 +91,7 @@ async def test_provider_rate_holds_across_two_replicas_of_two_workers(
     sms_times = [r.at for r in vonage.requests if r.path == "/sms/json"]
     mail_times = [r["at"] for r in sink.events("data") if r["message_id"] in emails]
     assert len(sms_times) == EACH and len(mail_times) == EACH  # each once, none failed
-    bound = RATE * (WINDOW + SLACK) + 1
+    bound = paced_bound(RATE, WINDOW, SLACK)
     for what, times in (("Vonage", sms_times), ("SMTP sink", mail_times)):
         most = most_in_window(times, WINDOW)
         span = max(times) - min(times)
