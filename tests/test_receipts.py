@@ -342,11 +342,6 @@ def china(number: int) -> str:
     return f"+86138{number:08d}"
 
 
-def query_times(fake: FakeAliyun) -> list[float]:
-    """When each ``QuerySendDetails`` reached the fake, oldest first."""
-    return [r.at for r in fake.requests if r.header("x-acs-action") == "QuerySendDetails"]
-
-
 async def send_waiting(client: TestClient[Any, Any], count: int) -> list[str]:
     """Send ``count`` SMS to as many Chinese numbers, one after the other; their ids once each
     has its attempt recorded (pending: what a poll asks about)."""
@@ -396,7 +391,7 @@ async def test_aliyun_receipt_queries_keep_to_the_query_rate(
         if len(fake_aliyun.queries) >= 12:
             break
         await asyncio.sleep(0.1)
-    times = query_times(fake_aliyun)
+    times = fake_aliyun.query_times
     assert len(times) >= 12, times
     assert most_in_window(times, window) <= paced_bound(rate, window, slack), times
 
