@@ -369,7 +369,7 @@ async def test_aliyun_poll_round_asks_at_most_a_batch_and_the_next_moves_on(
         asked = await desk.poll(time.time())
         rounds.append([q["BizId"] for q in fake_aliyun.queries[before:]])
         assert asked == len(rounds[-1])
-    assert [len(asked) for asked in rounds] == [POLL_BATCH, 10, POLL_BATCH]
+    assert [len(batch) for batch in rounds] == [POLL_BATCH, 10, POLL_BATCH]
     assert rounds == [
         oldest_first[:POLL_BATCH],
         oldest_first[POLL_BATCH:],
