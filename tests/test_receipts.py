@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from aiohttp.test_utils import TestClient
 from otp_service.config import parse_config
 from otp_service.http.app import create_app
 from otp_service.http.context import SERVICES
+from otp_service.logs import JsonFormatter, TextFormatter
 
 from .support.fakes import aliyun as aliyun_fakes
 from .support.fakes import twilio as twilio_fakes
@@ -27,6 +29,7 @@ from .support.fakes import vonage as vonage_fakes
 from .support.fakes.aliyun import FakeAliyun, logto_aliyun_json
 from .support.fakes.twilio import FakeTwilio, logto_twilio_json
 from .support.fakes.vonage import FakeVonage, logto_vonage_json
+from .support.pace import most_in_window, paced_bound
 from .support.ports import free_port
 
 fake_vonage = vonage_fakes.fake_vonage
@@ -331,6 +334,68 @@ async def test_aliyun_failed_report_polled_shows_the_carrier_code(
     assert shown["error"].startswith("MK:0001: ")
 
 
+POLL_BATCH = 50  # docs/receipts.md: QuerySendDetails "up to 50 per round"
+
+
+def china(number: int) -> str:
+    """A Chinese mobile number of its own (Aliyun), ``number`` in its last digits."""
+    return f"+86138{number:08d}"
+
+
+async def send_waiting(client: TestClient[Any, Any], count: int) -> list[str]:
+    """Send ``count`` SMS to as many Chinese numbers, one after the other; their ids once each
+    has its attempt recorded (pending: what a poll asks about)."""
+    ids = [await send(client, china(number)) for number in range(count)]
+    for message_id in ids:
+        await until_state(client, message_id, "pending")
+    return ids
+
+
+async def test_aliyun_poll_round_asks_at_most_a_batch_and_the_next_moves_on(
+    receipts_service: Started, fake_aliyun: FakeAliyun
+) -> None:
+    """With 60 SMS waiting, one poll round calls QuerySendDetails about the 50 oldest, the next
+    about the other 10, the one after starts over at the oldest."""
+    # The worker's own round comes once, at start (nothing waits yet): the rounds are the test's.
+    sms = sms_config(aliyun=fake_aliyun, receipt_poll_seconds=3600, receipt_query_rate=200)
+    client = await receipts_service(sms | {"limits": {"enabled": False}})
+    await send_waiting(client, POLL_BATCH + 10)
+    oldest_first = fake_aliyun.biz_ids
+    desk = client.app[SERVICES].outbox.receipts
+    assert desk is not None
+    rounds = []
+    for _ in range(3):  # the worker's round, three times
+        before = len(fake_aliyun.queries)
+        asked = await desk.poll(time.time())
+        rounds.append([q["BizId"] for q in fake_aliyun.queries[before:]])
+        assert asked == len(rounds[-1])
+    assert [len(batch) for batch in rounds] == [POLL_BATCH, 10, POLL_BATCH]
+    assert rounds == [
+        oldest_first[:POLL_BATCH],
+        oldest_first[POLL_BATCH:],
+        oldest_first[:POLL_BATCH],
+    ]
+
+
+@pytest.mark.slow
+async def test_aliyun_receipt_queries_keep_to_the_query_rate(
+    receipts_service: Started, fake_aliyun: FakeAliyun
+) -> None:
+    """sms.receipt_query_rate 5/s, 20 SMS waiting, a round every second: the worker's rounds
+    call QuerySendDetails at most 1 + 5 t times in any t seconds, as the fake counts them."""
+    rate, window, slack = 5.0, 1.0, 0.5
+    sms = sms_config(aliyun=fake_aliyun, receipt_poll_seconds=1, receipt_query_rate=rate)
+    client = await receipts_service(sms | {"limits": {"enabled": False}})
+    await send_waiting(client, 20)
+    for _ in range(300):
+        if len(fake_aliyun.queries) >= 12:
+            break
+        await asyncio.sleep(0.1)
+    times = fake_aliyun.query_times
+    assert len(times) >= 12, times
+    assert most_in_window(times, window) <= paced_bound(rate, window, slack), times
+
+
 async def test_aliyun_pushed_reports_are_taken_with_the_token(
     receipts_service: Started, fake_aliyun: FakeAliyun
 ) -> None:
@@ -495,6 +560,55 @@ async def test_no_receipt_before_the_horizon_is_unknown(
     assert sample(await metrics(client), "otp_sms_delivery_total", **labels) == 1
     await vonage_call(fake_vonage, fake_vonage.receipt())
     assert (await delivery(client, message_id))["state"] == "delivered"
+
+
+async def test_receipt_states_are_logged_once_each_with_the_number_masked(
+    receipts_service: Started, fake_vonage: FakeVonage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each SMS reaching delivered, undelivered or unknown is logged once (repeated receipts
+    and sweeps log nothing more), with the message id, provider, provider id, masked number,
+    time to handset or the carrier's error; no log line holds a full number or the code."""
+    caplog.set_level(logging.DEBUG, logger="otp_service")
+    client = await receipts_service(sms_config(fake_vonage, receipt_horizon_seconds=60))
+    numbers = {"delivered": "+33612340001", "undelivered": "+33612340002",
+               "unknown": "+33612340003"}  # fmt: skip
+    ids = {state: await send(client, to) for state, to in numbers.items()}
+    for message_id in ids.values():
+        await until_state(client, message_id, "pending")
+    for _ in range(2):  # the second time a repeat
+        assert (await vonage_call(fake_vonage, fake_vonage.receipt(0)))[0] == 204
+        failed = fake_vonage.receipt(1, status="failed", err_code="3")
+        assert (await vonage_call(fake_vonage, failed))[0] == 204
+    desk = client.app[SERVICES].outbox.receipts
+    assert desk is not None
+    for later in (61, 72):  # two sweeps past the horizon (they run 10 s apart)
+        await desk.tend(time.time() + later)
+    assert (await delivery(client, ids["unknown"]))["state"] == "unknown"
+
+    ours = [r for r in caplog.records if r.name.startswith("otp_service")]
+    lines = [json.loads(JsonFormatter().format(r)) for r in ours]
+    logged = [line for line in lines if line["event"].startswith("receipt ")]
+    assert sorted(line["event"] for line in logged) == [
+        "receipt delivered", "receipt undelivered", "receipt unknown",
+    ]  # fmt: skip
+    levels = {"delivered": "INFO", "undelivered": "WARNING", "unknown": "WARNING"}
+    for index, (state, to) in enumerate(numbers.items()):
+        [line] = [line for line in logged if line["event"] == f"receipt {state}"]
+        assert line["level"] == levels[state]
+        assert line["id"] == ids[state] and line["channel"] == "sms"
+        assert line["to"] == f"+33***{to[-4:]}"
+        assert line["provider"] == "vonage"
+        assert line["provider_id"] == fake_vonage.accepted[index]["message-id"]
+    by_state = {line["event"].split()[1]: line for line in logged}
+    assert by_state["delivered"]["to_handset_s"] >= 0 and "error" not in by_state["delivered"]
+    failed_error = by_state["undelivered"]["error"]
+    assert "err-code 3" in failed_error and "absent subscriber" in failed_error
+    assert "to_handset_s" not in by_state["undelivered"]
+    assert by_state["unknown"]["error"] == "no final receipt within the horizon"
+    text = "\n".join(TextFormatter().format(r) for r in ours) + json.dumps(lines)
+    for to in numbers.values():
+        assert to[1:] not in text and to[3:] not in text  # neither +33612340001 nor 612340001
+    assert CODE not in text
 
 
 @pytest.mark.postgres

@@ -185,6 +185,11 @@ class FakeAliyun(FakeServer):
         """The query parameters of every ``QuerySendDetails`` received, oldest first."""
         return [r.query for r in self.requests if r.header("x-acs-action") == "QuerySendDetails"]
 
+    @property
+    def query_times(self) -> list[float]:
+        """When each ``QuerySendDetails`` arrived (unix time), oldest first."""
+        return [r.at for r in self.requests if r.header("x-acs-action") == "QuerySendDetails"]
+
     def push_report(self, biz_id: str, success: bool, err_code: str = "DELIVERED",
                     err_msg: str = "用户接收成功") -> dict[str, Any]:  # fmt: skip
         """One SmsReport entry about ``biz_id``, as the push sends it."""
