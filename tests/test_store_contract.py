@@ -171,16 +171,32 @@ async def test_store_finish_records_attempts_in_order(store: OutboxStore) -> Non
 
 
 async def test_store_retry_later_hands_the_message_out_when_due(store: OutboxStore) -> None:
-    """retry_later frees the lease; the message is claimed once its next attempt is due."""
+    """retry_later frees the lease; the message is claimed once its next attempt is due, with
+    its attempts and last failure (what its expiry names if no attempt starts in time)."""
     message = make_message()
     now = message.created_at.timestamp()
     await accept(store, message, lease=60)
+    await store.record_attempt(message.id, Attempt(now + 1, "smtp", "transient", "timed out"))
     await store.retry_later(message.id, now + 20, "connection refused")
     assert await store.claim_due(now + 10, now + 70, 10) == []
     [due] = await store.claim_due(now + 21, now + 80, 10)
-    assert due.message.id == message.id
+    assert (due.message.id, due.attempts, due.last_error) == (message.id, 1, "connection refused")
     status = await store.status(message.id)
     assert status is not None and status.last_error == "connection refused"
+
+
+async def test_store_a_failed_attempt_is_the_last_error_until_the_next(store: OutboxStore) -> None:
+    """record_attempt keeps a failed attempt's error as the message's last_error (a process
+    that dies before retry_later leaves it named); an attempt without one leaves it as it was."""
+    message = make_message()
+    now = message.created_at.timestamp()
+    await accept(store, message, lease=5)
+    await store.record_attempt(message.id, Attempt(now + 1, "smtp", "transient", "timed out"))
+    await store.record_attempt(message.id, Attempt(now + 2, "smtp", "transient"))
+    status = await store.status(message.id)
+    assert status is not None and status.last_error == "timed out"
+    [due] = await store.claim_due(now + 6, now + 60, 10)
+    assert (due.attempts, due.last_error) == (2, "timed out")
 
 
 async def test_store_claim_takes_at_most_the_limit(store: OutboxStore) -> None:
