@@ -17,6 +17,7 @@ from otp_service.logs import JsonFormatter, TextFormatter
 
 from .support import pg
 from .support.command import Service
+from .support.markers import require_mark
 from .support.processes import Processes
 from .support.service import ClientFactory
 from .support.smtp_server import RecordingSMTPServer, ServerFactory, smtp_server_factory
@@ -62,8 +63,9 @@ def service(aiohttp_client: Any) -> ClientFactory:
 
 
 @pytest.fixture
-async def pg_schema() -> AsyncIterator[tuple[str, str]]:
+async def pg_schema(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
     """``(url, schema)``: a fresh PostgreSQL schema for one test, dropped after it."""
+    require_mark(request, "pg_schema")
     url = pg.database_url()
     await pg.check_reachable(url)
     schema = pg.new_schema()
@@ -72,8 +74,9 @@ async def pg_schema() -> AsyncIterator[tuple[str, str]]:
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
+def processes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Processes]:
     """Sink and service processes for one test, all stopped (by their pids) at the end."""
+    require_mark(request, "processes")
     started = Processes(tmp_path)
     try:
         yield started
@@ -82,8 +85,9 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[list[Service]]:
+def services(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Service]]:
     """``otp-service serve`` processes a test appends here, stopped at the end."""
+    require_mark(request, "services")
     started: list[Service] = []
     yield started
     for service in started:

@@ -3,13 +3,14 @@ that implements it: memory, SQLite and PostgreSQL (a fresh schema of the test da
 
 Each test runs once per backend (``counters`` is parametrised). What only a stored backend
 promises (counts survive a restart; SQLite's table stays bounded) runs on SQLite and PostgreSQL.
+Only the PostgreSQL runs are marked ``postgres``, so the quick run keeps the others.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +20,33 @@ import pytest
 from otp_service.store import Counters, CounterStore, SqliteStore
 from otp_service.store.postgres import PostgresStore
 
+from .support.markers import POSTGRES
+
 ANA, BOB = "to:email:ana@example.com", "to:email:bob@example.com"
 
+NewBackend = Callable[..., Any]
 
-def new_backend(kind: str, tmp_path: Path, pg_schema: tuple[str, str], **options: Any) -> Any:
-    """A backend of ``kind`` on the same file or schema each time (unopened)."""
-    if kind == "memory":
-        return Counters(**options)
-    if kind == "sqlite":
-        return SqliteStore(tmp_path / "outbox.sqlite3", **options)
-    url, schema = pg_schema
-    return PostgresStore(url, schema=schema, pool_size=3)
+
+def backend_maker(request: pytest.FixtureRequest, tmp_path: Path) -> NewBackend:
+    """A maker of unopened backends of kind ``request.param``, on the same file or schema each
+    time (a fresh PostgreSQL schema taken for the marked PostgreSQL runs only)."""
+    if request.param == "memory":
+        return lambda **options: Counters(**options)
+    if request.param == "sqlite":
+        return lambda **options: SqliteStore(tmp_path / "outbox.sqlite3", **options)
+    url, schema = request.getfixturevalue("pg_schema")
+    return lambda: PostgresStore(url, schema=schema, pool_size=3)
+
+
+@pytest.fixture(params=["memory", "sqlite", POSTGRES])
+def new_backend(request: pytest.FixtureRequest, tmp_path: Path) -> NewBackend:
+    return backend_maker(request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", POSTGRES])
+def new_stored(request: pytest.FixtureRequest, tmp_path: Path) -> NewBackend:
+    """Each stored backend's maker (what survives a restart)."""
+    return backend_maker(request, tmp_path)
 
 
 async def opened(backend: Any) -> Any:
@@ -43,16 +60,13 @@ async def closed(backend: Any) -> None:
         await backend.close()
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def counters(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_schema: tuple[str, str]
-) -> AsyncIterator[CounterStore]:
-    backend = await opened(new_backend(request.param, tmp_path, pg_schema))
+@pytest.fixture
+async def counters(new_backend: NewBackend) -> AsyncIterator[CounterStore]:
+    backend = await opened(new_backend())
     yield backend
     await closed(backend)
 
 
-@pytest.mark.postgres
 async def test_counters_refuse_past_the_limit_with_retry_after(counters: CounterStore) -> None:
     """``limit`` events pass at once, the next is refused with a wait within the window; keys
     count apart; the allowance refills."""
@@ -65,7 +79,6 @@ async def test_counters_refuse_past_the_limit_with_retry_after(counters: Counter
     assert await counters.hit(ANA, 3, 60, now + 61) is None  # refilled
 
 
-@pytest.mark.postgres
 async def test_counters_gcra_refills_gradually_and_refusals_do_not_count(
     counters: CounterStore,
 ) -> None:
@@ -81,7 +94,6 @@ async def test_counters_gcra_refills_gradually_and_refusals_do_not_count(
     assert await counters.hit(ANA, 5, 100, now + 20) is not None
 
 
-@pytest.mark.postgres
 async def test_counters_reset_one_key_or_all(counters: CounterStore) -> None:
     """reset_counters forgets the named keys only; None forgets every key."""
     now = time.time()
@@ -95,21 +107,17 @@ async def test_counters_reset_one_key_or_all(counters: CounterStore) -> None:
     assert await counters.hit(BOB, 2, 60, now) is None
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-async def test_counters_survive_a_restart(
-    kind: str, tmp_path: Path, pg_schema: tuple[str, str]
-) -> None:
+async def test_counters_survive_a_restart(new_stored: NewBackend) -> None:
     """A restart is no fresh quota: counts, and a reset, are read back by the next open."""
     now = time.time()
-    first = await opened(new_backend(kind, tmp_path, pg_schema))
+    first = await opened(new_stored())
     for _ in range(3):
         assert await first.hit(ANA, 3, 600, now) is None
     for _ in range(3):
         assert await first.hit(BOB, 3, 600, now) is None
     await first.reset_counters([BOB])
     await closed(first)
-    second = await opened(new_backend(kind, tmp_path, pg_schema))
+    second = await opened(new_stored())
     try:
         assert await second.hit(ANA, 3, 600, now + 1) is not None
         assert await second.hit(BOB, 3, 600, now + 1) is None
@@ -143,26 +151,24 @@ async def test_sqlite_counters_stay_bounded_and_keep_no_address(tmp_path: Path) 
     assert "example.com" not in dump
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_stored_counters_forget_keys_whose_time_has_passed(
-    kind: str, tmp_path: Path, pg_schema: tuple[str, str]
+    new_stored: NewBackend, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """A counter whose time has passed holds nothing: the backend deletes its row by itself
     (SQLite as it opens and writes, PostgreSQL as it counts), live ones stay."""
-    first = await opened(new_backend(kind, tmp_path, pg_schema))
+    first = await opened(new_stored())
     assert await first.hit(ANA, 2, 60, time.time() - 1000) is None  # over long ago
     assert await first.hit(BOB, 2, 600, time.time()) is None
     await closed(first)
-    second = await opened(new_backend(kind, tmp_path, pg_schema))
+    second = await opened(new_stored())
     assert await second.hit("to:email:carol@example.com", 2, 600, time.time()) is None
     await closed(second)
-    if kind == "sqlite":
+    if isinstance(second, SqliteStore):
         db = sqlite3.connect(tmp_path / "outbox.sqlite3")
         (rows,) = db.execute("SELECT count(*) FROM limit_counters").fetchone()
         db.close()
     else:
-        url, schema = pg_schema
+        url, schema = request.getfixturevalue("pg_schema")  # the one new_stored took
         conn = await asyncpg.connect(url)
         rows = await conn.fetchval(f'SELECT count(*) FROM "{schema}".limit_counters')  # noqa: S608
         await conn.close()

@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .support.ports import free_port
 
 pytestmark = pytest.mark.slow  # builds and runs the Docker image
 
@@ -58,13 +59,6 @@ def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Co
         output = (result.stdout[-3000:] + "\n" + result.stderr[-3000:]).strip()
         pytest.fail(f"docker {args[0]} failed ({result.returncode}):\n{output}")
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http(method: str, url: str, body: Any = None, token: str = TOKEN) -> tuple[int, dict[str, Any]]:

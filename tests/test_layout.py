@@ -85,6 +85,20 @@ def test_layout_folders_never_import_the_wiring_or_cli() -> None:
     assert wrong == []
 
 
+def test_layout_only_the_app_factory_and_admin_commands_import_the_wiring() -> None:
+    """Nothing in http/ imports the wiring module (services.py) except the app factory
+    (http/app.py), which hands the rest of http/ its services (http/context.py); admin/ takes
+    the library from it in its commands. No other folder module reaches up into it."""
+    importing = sorted(
+        str(module.relative_to(PACKAGE))
+        for folder in PACKAGE.iterdir()
+        if (folder / "__init__.py").exists()
+        for module in folder.rglob("*.py")
+        if "services" in _imports(module)
+    )
+    assert importing == ["admin/commands.py", "http/app.py"]
+
+
 def test_layout_top_level_holds_few_modules() -> None:
     """The package's top level stays small: the wiring, CLI, workers, and what every layer
     shares (errors, logs, metrics, retry)."""

@@ -3,13 +3,14 @@ that implements it: SQLite and PostgreSQL.
 
 Each test runs once per backend (``store`` is parametrised); a gap between the two shows as a
 test that passes on one and fails on the other. The PostgreSQL store works in a fresh schema
-per test on the real server (``OTP_TEST_DATABASE_URL``), dropped afterwards.
+per test on the real server (``OTP_TEST_DATABASE_URL``), dropped afterwards; only those runs
+are marked ``postgres``, so the quick run keeps the SQLite ones.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +21,24 @@ from otp_service.store import Accepted, Attempt, KeyHold, OutboxStore, SqliteSto
 from otp_service.store.outbox import EXPIRED_PREFIX, NEVER_ATTEMPTED, UNKNOWN_OUTCOME
 from otp_service.store.postgres import PostgresStore
 
+from .support.markers import POSTGRES
 from .support.store import accept, make_message
 
-pytestmark = pytest.mark.postgres
+
+@pytest.fixture(params=["sqlite", POSTGRES])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
+    """Each backend's maker of unopened stores, on the same file or schema each time (a
+    fresh PostgreSQL schema taken for the marked PostgreSQL runs only)."""
+    if request.param == "sqlite":
+        return lambda: SqliteStore(tmp_path / "outbox.sqlite3")
+    url, schema = request.getfixturevalue("pg_schema")
+    return lambda: PostgresStore(url, schema=schema, pool_size=4)
 
 
-def new_store(kind: str, tmp_path: Path, pg_schema: tuple[str, str]) -> Any:
-    """An unopened store of backend ``kind`` (the same file or schema each time)."""
-    if kind == "sqlite":
-        return SqliteStore(tmp_path / "outbox.sqlite3")
-    url, schema = pg_schema
-    return PostgresStore(url, schema=schema, pool_size=4)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_schema: tuple[str, str]
-) -> AsyncIterator[OutboxStore]:
+@pytest.fixture
+async def store(new_store: Callable[[], Any]) -> AsyncIterator[OutboxStore]:
     """An opened store of each backend."""
-    opened = new_store(request.param, tmp_path, pg_schema)
+    opened = new_store()
     await opened.open()
     yield opened
     await opened.close()
@@ -171,16 +171,32 @@ async def test_store_finish_records_attempts_in_order(store: OutboxStore) -> Non
 
 
 async def test_store_retry_later_hands_the_message_out_when_due(store: OutboxStore) -> None:
-    """retry_later frees the lease; the message is claimed once its next attempt is due."""
+    """retry_later frees the lease; the message is claimed once its next attempt is due, with
+    its attempts and last failure (what its expiry names if no attempt starts in time)."""
     message = make_message()
     now = message.created_at.timestamp()
     await accept(store, message, lease=60)
+    await store.record_attempt(message.id, Attempt(now + 1, "smtp", "transient", "timed out"))
     await store.retry_later(message.id, now + 20, "connection refused")
     assert await store.claim_due(now + 10, now + 70, 10) == []
     [due] = await store.claim_due(now + 21, now + 80, 10)
-    assert due.message.id == message.id
+    assert (due.message.id, due.attempts, due.last_error) == (message.id, 1, "connection refused")
     status = await store.status(message.id)
     assert status is not None and status.last_error == "connection refused"
+
+
+async def test_store_a_failed_attempt_is_the_last_error_until_the_next(store: OutboxStore) -> None:
+    """record_attempt keeps a failed attempt's error as the message's last_error (a process
+    that dies before retry_later leaves it named); an attempt without one leaves it as it was."""
+    message = make_message()
+    now = message.created_at.timestamp()
+    await accept(store, message, lease=5)
+    await store.record_attempt(message.id, Attempt(now + 1, "smtp", "transient", "timed out"))
+    await store.record_attempt(message.id, Attempt(now + 2, "smtp", "transient"))
+    status = await store.status(message.id)
+    assert status is not None and status.last_error == "timed out"
+    [due] = await store.claim_due(now + 6, now + 60, 10)
+    assert (due.attempts, due.last_error) == (2, "timed out")
 
 
 async def test_store_claim_takes_at_most_the_limit(store: OutboxStore) -> None:
@@ -335,31 +351,32 @@ async def test_store_never_claims_a_started_sms_before_recovery(store: OutboxSto
 
 
 async def test_store_recovery_after_a_restart_happens_at_the_first_recover(
-    tmp_path: Path, pg_schema: tuple[str, str]
+    new_store: Callable[[], Any],
 ) -> None:
     """A run dies mid-attempt: after the next open (SQLite ends the dead run's leases; on
     PostgreSQL the lease runs out) the cut-off SMS is recovered by recover, on both backends."""
-    for kind in ("sqlite", "postgres"):
-        first = new_store(kind, tmp_path, pg_schema)
-        await first.open()
-        sms = make_message(channel="sms", to="+8613800138000")
-        now = sms.created_at.timestamp()
-        await accept(first, sms, lease=20)
-        await first.start_attempt(sms.id, "vonage", now + 1)
-        await first.close()  # the run dies here, the attempt unanswered
-        second = new_store(kind, tmp_path, pg_schema)
-        await second.open()
-        try:
-            status = await second.status(sms.id)
-            assert status is not None and status.status == "queued"  # not at open: at recover
-            lease_over = now + 1 if kind == "sqlite" else now + 21  # SQLite: the file is ours
-            assert [r.id for r in await second.recover(lease_over)] == [sms.id], kind
-            status = await second.status(sms.id)
-            assert status is not None and status.status == "failed"
-        finally:
-            await second.close()
+    first = new_store()
+    await first.open()
+    sms = make_message(channel="sms", to="+8613800138000")
+    now = sms.created_at.timestamp()
+    await accept(first, sms, lease=20)
+    await first.start_attempt(sms.id, "vonage", now + 1)
+    await first.close()  # the run dies here, the attempt unanswered
+    second = new_store()
+    await second.open()
+    try:
+        status = await second.status(sms.id)
+        assert status is not None and status.status == "queued"  # not at open: at recover
+        sqlite = isinstance(second, SqliteStore)
+        lease_over = now + 1 if sqlite else now + 21  # SQLite: the file is ours
+        assert [r.id for r in await second.recover(lease_over)] == [sms.id]
+        status = await second.status(sms.id)
+        assert status is not None and status.status == "failed"
+    finally:
+        await second.close()
 
 
+@pytest.mark.postgres
 async def test_store_purge_leaves_the_other_ports_data_alone(
     tmp_path: Path, pg_schema: tuple[str, str]
 ) -> None:

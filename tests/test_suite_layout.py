@@ -11,17 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from .support.markers import MARKER_FOR_FIXTURE
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 QUICK = "not slow and not browser and not postgres"
-
-# A test using one of these fixtures needs what the marker names (see pyproject.toml).
-MARKER_FOR_FIXTURE = {
-    "pg_schema": "postgres",  # the PostgreSQL server
-    "browser": "browser",  # Chromium through Playwright
-    "processes": "slow",  # service and sink processes
-    "services": "slow",  # otp-service serve processes
-}
 
 
 def _is_test_module(parts: list[str]) -> bool:
@@ -111,6 +105,18 @@ def test_suite_tests_needing_a_server_a_browser_or_processes_are_marked(
         if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(marker) is None
     ]
     assert unmarked == []
+
+
+@pytest.mark.parametrize("fixture", ["pg_schema", "processes", "services"])  # conftest's
+def test_suite_a_fixture_needing_a_marker_taken_on_the_way_fails_an_unmarked_test(
+    request: pytest.FixtureRequest, fixture: str
+) -> None:
+    """The check above sees fixtures asked for by name; one taken on the way (a per-backend
+    fixture takes pg_schema for its marked PostgreSQL parameter only) is refused at set-up when
+    the test lacks the mark, before it reaches the server or starts a process."""
+    marker = MARKER_FOR_FIXTURE[fixture]
+    with pytest.raises(AssertionError, match=f"uses {fixture} but is not marked {marker}"):
+        request.getfixturevalue(fixture)
 
 
 def test_suite_full_run_deselects_nothing_and_quick_run_leaves_out_the_marked() -> None:

@@ -2,9 +2,11 @@
 
 Decided in two moments, recorded the same way: the delivering task sees the deadline pass (the
 outbox), or the worker finds a message nobody holds past it (the store's ``expire_due``, the
-only place a store expires one, writing the same ``last_error`` from the same constants).
-Either way one ``last_error`` text, one ``expired`` log event and one
-``otp_messages_total{status="expired"}`` count.
+only place a store expires one). Either way the reason is the message's last failure, or
+``never attempted`` when it has none (:func:`expiry_reason`; ``expire_due`` writes the same
+rule, ``COALESCE(last_error, NEVER_ATTEMPTED)``, from the same constants): one ``last_error``
+text, the same in the ``expired`` log event, and one ``otp_messages_total{status="expired"}``
+count.
 """
 
 from __future__ import annotations
@@ -18,13 +20,10 @@ from ..store import EXPIRED_PREFIX, NEVER_ATTEMPTED
 log = logging.getLogger("otp_service.outbox")
 
 
-def expiry_reason(last_error: str | None, attempts: int = 0) -> str:
-    """Why a message expired: its last failure, when one is known."""
-    if last_error:
-        return last_error
-    if attempts:  # tried before this process took it up again
-        return f"no attempt could start in time after {attempts}"
-    return NEVER_ATTEMPTED
+def expiry_reason(last_error: str | None) -> str:
+    """Why a message expired: its last failure, or :data:`NEVER_ATTEMPTED` with none (every
+    failed attempt leaves its error as the message's ``last_error``)."""
+    return last_error or NEVER_ATTEMPTED
 
 
 def expired_error(reason: str) -> str:
@@ -47,5 +46,5 @@ def record_expired(
     event(
         log, logging.WARNING, "expired",
         id=id, channel=channel, to=mask_recipient(to), attempts=attempts,
-        last_error=expiry_reason(last_error, attempts), **fields,
+        last_error=expiry_reason(last_error), **fields,
     )  # fmt: skip

@@ -189,9 +189,10 @@ class Outbox:
         attempts: int,
         inline_until: float,
         reply: asyncio.Future[Outcome] | None = None,
+        last_error: str | None = None,
     ) -> asyncio.Task[Outcome]:
         task = asyncio.get_running_loop().create_task(
-            self._run(message, expires_at, attempts, inline_until, reply)
+            self._run(message, expires_at, attempts, inline_until, reply, last_error)
         )
         self._tasks.add(task)
         self._active.add(message.id)
@@ -298,9 +299,11 @@ class Outbox:
         attempts: int,
         inline_until: float,
         reply: asyncio.Future[Outcome] | None = None,
+        last_error: str | None = None,
     ) -> Outcome:
-        """Deliver ``message``, which has had ``attempts`` attempts so far: rounds over its
-        providers, short backoffs waited out here, until a round ends it (:meth:`_conclude`)."""
+        """Deliver ``message``, which has had ``attempts`` attempts so far (the last failing
+        with ``last_error``): rounds over its providers, short backoffs waited out here, until
+        a round ends it (:meth:`_conclude`)."""
         if message.request_id is not None:
             request_id.set(message.request_id)  # this task's context only
         tried = attempts
@@ -310,14 +313,17 @@ class Outbox:
                 reply.set_result(outcome)
             return outcome
 
+        failure = last_error  # the last attempt's error, named if the message expires
+
         async def attempted(
             provider: str, outcome: str, seconds: float, error: ProviderError | None
         ) -> None:
-            nonlocal tried
+            nonlocal tried, failure
             tried += 1
+            if error is not None:
+                failure = error.detail
             await self._attempted(message, tried, provider, outcome, seconds, error)
 
-        last: TransientProviderError | None = None
         while True:
             ended: SendResult | Exception
             try:
@@ -330,7 +336,7 @@ class Outbox:
                     on_start=lambda p: self._started(message, p),
                 )
             except TransientProviderError as exc:
-                last = exc
+                failure = exc.detail  # the round's reason to retry, as retry_later keeps it
                 delay = self.backoff(tried, exc.retry_after)
                 next_at = time.time() + delay
                 if next_at < expires_at:  # else no attempt can start before the end of its life
@@ -349,7 +355,7 @@ class Outbox:
                 raise
             except Exception as exc:
                 ended = exc
-            return await self._conclude(message, tried, ended, last, settle)
+            return await self._conclude(message, tried, ended, failure, settle)
 
     async def _later(
         self, message: Message, error: TransientProviderError, next_at: float, settle: Settle
@@ -365,7 +371,7 @@ class Outbox:
         message: Message,
         tried: int,
         ended: SendResult | Exception,
-        last: TransientProviderError | None,
+        failure: str | None,
         settle: Settle,
     ) -> Outcome:
         """Settle the caller's answer, record and log how the delivery of ``message`` ended:
@@ -378,7 +384,7 @@ class Outbox:
                 attempt = Attempt(time.time(), provider, status, provider_id=ended.provider_id)
             case MessageExpired():
                 outcome = settle(Outcome.of(message, "expired", error=ended))
-                reason = expiry_reason(last.detail if last is not None else None, tried)
+                reason = expiry_reason(failure)
                 await self._finish(message, "expired", None, expired_error(reason))
                 age = round(time.time() - message.created_at.timestamp(), 3)
                 record_expired(
@@ -470,7 +476,10 @@ class Outbox:
                         # A lease that ran out while this process still delivers the message
                         # (a slow provider) must not start a second, parallel delivery.
                         if due.message.id not in self._active:
-                            self._spawn(due.message, due.expires_at, due.attempts, now)
+                            self._spawn(
+                                due.message, due.expires_at, due.attempts, now,
+                                last_error=due.last_error,
+                            )  # fmt: skip
                 await self._upkeep.tend(now, self._active, idle=not self._tasks)
                 if self.receipts is not None:
                     await self.receipts.tend(now)

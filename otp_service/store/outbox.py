@@ -60,8 +60,9 @@ from .receipts import Applied, Receipt, ReceiptTarget
 
 FINAL = frozenset({"sent", "captured", "failed", "expired"})
 
-# An expired message's ``last_error``: this prefix, then its last failure or NEVER_ATTEMPTED.
-# Written by ``expire_due`` here and by the outbox (otp_service.delivery.expiry) alike.
+# An expired message's ``last_error``: this prefix, then its last failure (the last attempt's
+# error: record_attempt and retry_later keep it) or, with none, NEVER_ATTEMPTED. Written by
+# ``expire_due`` here and by the outbox (otp_service.delivery.expiry.expiry_reason) alike.
 EXPIRED_PREFIX = "expired before delivery: "
 NEVER_ATTEMPTED = "never attempted"
 
@@ -103,11 +104,12 @@ class KeyHold:
 
 @dataclass(frozen=True)
 class Due:
-    """A message claimed for an attempt, with its deadline."""
+    """A message claimed for an attempt, with its deadline and its last failure so far."""
 
     message: Message
     expires_at: float
     attempts: int
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ class OutboxStore(Protocol):
 
     async def record_attempt(self, message_id: str, attempt: Attempt) -> None:
         """Add ``attempt`` (with its ``provider_id``, when the provider gave one) to the
-        message's history."""
+        message's history; its error, when it has one, becomes the message's ``last_error``."""
         ...
 
     async def finish(

@@ -64,7 +64,7 @@ WITH erased AS (
   ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED
 )
 UPDATE messages m SET lease_until = $2, lease_owner = $4 FROM due WHERE m.id = due.id
-RETURNING m.id, m.body, m.expires_at, m.attempts
+RETURNING m.id, m.body, m.expires_at, m.attempts, m.last_error
 """
 # An SMS whose attempt started under a lease that ran out: finished as an unknown outcome.
 _RECOVER = """
@@ -85,7 +85,8 @@ RETURNING m.id, m.recipient, m.provider, m.attempts, lost.body
 _ATTEMPT = (
     "WITH a AS (INSERT INTO attempts (message_id, at, provider, outcome, error, provider_id) "
     "VALUES ($1, $2, $3, $4, $5, $6)) UPDATE messages SET attempts = attempts + 1, "
-    "attempt_started_at = NULL, attempt_provider = NULL WHERE id = $1"
+    "attempt_started_at = NULL, attempt_provider = NULL, last_error = COALESCE($5, last_error) "
+    "WHERE id = $1"
 )
 _FINISH = """
 WITH a AS (INSERT INTO attempts (message_id, at, provider, outcome, error, provider_id)
@@ -270,8 +271,10 @@ class PostgresStore(PgReceipts):
     async def claim_due(self, now: float, lease_until: float, limit: int) -> list[Due]:
         rows = await self.query("fetch", _CLAIM, now, lease_until, limit, self.owner)
         return [
-            Due(message_from_json(row["body"]), row["expires_at"], row["attempts"]) for row in rows
-        ]
+            Due(message_from_json(row["body"]), row["expires_at"], row["attempts"],
+                row["last_error"])
+            for row in rows
+        ]  # fmt: skip
 
     async def start_attempt(self, message_id: str, provider: str, at: float) -> None:
         """Note durably that an attempt starts (before an SMS provider is called)."""

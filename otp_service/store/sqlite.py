@@ -155,8 +155,9 @@ def _insert_attempt(conn: sqlite3.Connection, message_id: str, attempt: Attempt)
          attempt.provider_id),
     )  # fmt: skip
     conn.execute(
-        "UPDATE messages SET attempts = attempts + 1, attempt_started_at = NULL WHERE id = ?",
-        (message_id,),
+        "UPDATE messages SET attempts = attempts + 1, attempt_started_at = NULL, "
+        "last_error = COALESCE(?, last_error) WHERE id = ?",
+        (attempt.error, message_id),
     )
 
 
@@ -381,7 +382,8 @@ class SqliteStore(SqliteReceipts):
         def run(conn: sqlite3.Connection) -> list[Due]:
             _erase_expired_dedupe(conn, now)
             rows = conn.execute(
-                "SELECT id, body, expires_at, attempts FROM messages WHERE status = 'queued' "
+                "SELECT id, body, expires_at, attempts, last_error FROM messages "
+                "WHERE status = 'queued' "
                 "AND next_attempt_at <= ? AND expires_at > ? "
                 "AND (lease_until IS NULL OR lease_until < ?) "
                 "AND NOT (channel = 'sms' AND attempt_started_at IS NOT NULL) "
@@ -392,7 +394,7 @@ class SqliteStore(SqliteReceipts):
                 "UPDATE messages SET lease_until = ? WHERE id = ?",
                 [(lease_until, row[0]) for row in rows],
             )
-            return [Due(message_from_json(row[1]), row[2], row[3]) for row in rows]
+            return [Due(message_from_json(row[1]), row[2], row[3], row[4]) for row in rows]
 
         return await self._do(run)
 
