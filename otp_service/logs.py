@@ -183,6 +183,11 @@ class ForeignRecordFilter(logging.Filter):
         return True
 
 
+# Loggers of libraries that write a line per protocol step at INFO: aiosmtpd's (each command
+# of each client of the SMTP intake, its connections, sender and recipients).
+CHATTY_LIBRARIES = ("mail.log",)
+
+
 def setup(
     log_format: str | None = None, level: str = "INFO", stream: IO[str] | None = None
 ) -> None:
@@ -203,3 +208,8 @@ def setup(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # A library that logs every protocol line at INFO speaks only of its warnings unless the
+    # service logs at DEBUG: one SMTP client's command flood is then not a flood of log lines.
+    for name in CHATTY_LIBRARIES:
+        chatty = logging.getLogger(name)
+        chatty.setLevel(logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING)

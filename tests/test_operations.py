@@ -381,6 +381,23 @@ def test_other_libraries_records_are_masked_at_every_level() -> None:
     assert "otp_service.web ours" in text and "id=m1" in text
 
 
+def test_a_library_logging_each_protocol_line_speaks_at_info_only_of_its_warnings() -> None:
+    """aiosmtpd writes each SMTP command of each client at INFO: at the service's INFO level
+    only its warnings reach the log (a client's flood of commands is not a flood of lines);
+    at DEBUG, every line (masked)."""
+    from otp_service import logs
+
+    mail_log = logging.getLogger("mail.log")
+    command = "('127.0.0.1', 2525) >> ***"  # the command itself is masked
+    for level, expected in (("INFO", ["warned"]), ("DEBUG", [command, "warned"])):
+        stream = io.StringIO()
+        logs.setup("text", level, stream)
+        mail_log.info("%r >> %r", ("127.0.0.1", 2525), b"NOOP")
+        mail_log.warning("warned")
+        text = stream.getvalue()
+        assert [w for w in (command, "warned") if w in text] == expected, (level, text)
+
+
 async def test_alert_examples_use_metrics_a_scrape_returns(service: ClientFactory) -> None:
     """examples/alerts.yaml covers expired and failed codes, a stuck outbox and a provider down,
     and every otp_ series its expressions use is one the service exports."""
