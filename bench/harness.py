@@ -226,6 +226,7 @@ class Bench:
         path: str = "/v1/email",
         kind: str = "email",
         fake_pid: int = 0,
+        rate: float = 0.0,
     ) -> dict[str, Any]:
         command = [
             sys.executable, "-m", "bench.loadgen",
@@ -233,7 +234,7 @@ class Bench:
             "--seconds", str(seconds), "--concurrency", str(concurrency),
             "--warmup", str(warmup), "--expect", expect, "--pid", str(service.proc.pid),
             "--kind", kind, "--seq", str(self.take_seq(requests + warmup)),
-            "--fake-pid", str(fake_pid),
+            "--fake-pid", str(fake_pid), "--rate", str(rate),
         ]  # fmt: skip
         done = subprocess.run(
             command, capture_output=True, timeout=seconds + 5 + 60, check=False, text=True,

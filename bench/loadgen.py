@@ -68,18 +68,27 @@ async def _drive(
     expect: bytes,
     latencies: list[float] | None,
     ok: tuple[int, ...] = (200,),
+    rate: float = 0.0,
 ) -> dict[str, Any]:
-    """POST ``bodies`` in order from ``concurrency`` workers until done or ``seconds`` pass."""
-    deadline = time.perf_counter() + seconds
+    """POST ``bodies`` in order from ``concurrency`` workers until done or ``seconds`` pass;
+    with ``rate``, the n-th request starts no earlier than n / ``rate`` seconds in (an open
+    loop at that rate, as long as ``concurrency`` requests in flight keep up)."""
+    start = time.perf_counter()
+    deadline = start + seconds
     errors: Counter[str] = Counter()
-    done = 0
+    done = issued = 0
     queue = iter(bodies)
 
     async def worker() -> None:
-        nonlocal done
+        nonlocal done, issued
         connection = _Connection(url)
         try:
             for body in queue:
+                if rate:
+                    slot = start + issued / rate
+                    issued += 1
+                    if slot > time.perf_counter():
+                        await asyncio.sleep(slot - time.perf_counter())
                 if time.perf_counter() >= deadline:
                     return
                 started = time.perf_counter()
@@ -118,7 +127,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     own_cpu0 = time.process_time()
     machine0 = machine_cpu()
     started = time.perf_counter()
-    run = await _drive(args.url, bodies, args.concurrency, args.seconds, expect, latencies)
+    run = await _drive(
+        args.url, bodies, args.concurrency, args.seconds, expect, latencies, rate=args.rate
+    )
     elapsed = time.perf_counter() - started
     own_cpu = time.process_time() - own_cpu0
     machine1 = machine_cpu()
@@ -173,6 +184,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pid", type=int, default=0, help="service pid, for its CPU time")
     parser.add_argument("--fake-pid", type=int, default=0, help="provider fake pid, its CPU")
     parser.add_argument("--request-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="measured requests per second (0: closed loop)"
+    )
     return parser.parse_args(argv)
 
 

@@ -7,8 +7,10 @@ WAL writer, checkpointer) is ours and its CPU, read from /proc, is PostgreSQL's 
 Runs alternate 1 worker, 2 workers, ``--workers-rounds`` times (A/B back to back: a machine
 shared with other jobs drifts), each on a fresh schema, capture (``POST /v1/email``, limits
 off). Targets (issue 17): service CPU per message with 2 workers at most 1.1x that with 1;
-the machine at least 185% busy (of 200%) with 2. ``--before REF`` adds, in each round, a
-1-worker run of otp-service as of git ``REF`` (PostgreSQL's CPU per message before/after).
+the machine at least 185% busy (of 200%) with 2. ``--workers-rate R`` sends R requests/s in
+every run (equal throughput below saturation) instead of a closed loop. ``--before REF`` adds,
+in each round, a 1-worker run of otp-service as of git ``REF`` (PostgreSQL's CPU per message
+before/after).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers-rounds", type=int, default=2,
         help="workers: rounds of (1 worker, 2 workers) runs, back to back (default 2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workers-rate", type=float, default=0.0, metavar="R",
+        help="workers: send R requests/s in every run instead of as many as the service takes "
+        "(equal throughput for 1 and 2 workers, below saturation)",
     )  # fmt: skip
 
 
@@ -72,7 +79,7 @@ def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
                     result = bench.loadgen(
                         service, requests=args.requests, seconds=args.duration,
                         concurrency=args.concurrency, warmup=min(500, args.requests // 4),
-                        expect="captured", fake_pid=postmaster,
+                        expect="captured", fake_pid=postmaster, rate=args.workers_rate,
                     )  # fmt: skip
                 finally:
                     bench.stop(service.proc)
