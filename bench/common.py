@@ -55,14 +55,18 @@ def request_body(kind: str, seq: int) -> dict[str, Any]:
 
 def proc_cpu_seconds(pid: int, children: bool = True) -> tuple[float, float] | None:
     """(user, system) CPU time of a process, in seconds (None when it is gone); with
-    ``children``, plus its live child processes' (``serve --workers N``: the workers)."""
+    ``children``, plus its child processes': the live ones' (``serve --workers N``: the
+    workers) and those that exited and were waited for (PostgreSQL's autovacuum workers and
+    closed backends; without them, a child alive at the start of a window and gone at its end
+    took its whole CPU time off the window's)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rpartition(")")[2].split()
     user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-    if children:
+    if children:  # cutime, cstime: the children waited for
+        user, system = user + int(fields[13]) / CLK_TCK, system + int(fields[14]) / CLK_TCK
         kids: list[str] = []
         for task in Path(f"/proc/{pid}/task").glob("*"):  # a child belongs to the thread
             with contextlib.suppress(OSError):  # that started it

@@ -135,3 +135,21 @@ async def test_delay_proxy_relays_bytes_in_order_both_ways() -> None:
     target.close()
     await front.wait_closed()
     await target.wait_closed()
+
+
+def test_bench_cpu_of_a_process_counts_its_children_that_exited() -> None:
+    """A child that worked and exited within the window still counts (PostgreSQL's autovacuum
+    workers and closed backends under the postmaster): the parent's CPU with children grows by
+    the child's 0.4 s, not by the little the parent itself did while waiting."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.common import proc_cpu_seconds
+
+    burn = "import time\nwhile time.process_time() < 0.4: pass"
+    before = proc_cpu_seconds(os.getpid())
+    subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
+    after = proc_cpu_seconds(os.getpid())
+    assert before is not None and after is not None
+    assert sum(after) - sum(before) >= 0.35

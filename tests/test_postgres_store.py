@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 
 from otp_service.store import Attempt
@@ -151,12 +152,13 @@ def test_batched_writes_group_per_statement_and_never_cross_a_lease_renewal() ->
     ]  # fmt: skip
 
 
-async def test_postgres_finishes_and_captures_written_together_in_one_statement_each(
+async def test_postgres_finishes_and_captures_written_together_in_one_batch(
     replicas: list[PostgresStore],
 ) -> None:
     """Thirty messages finished at once (some with an attempt, some without) and captured at
-    once are written as one statement per kind (the batch's array form): each message gets
-    its own status, attempts and captured row, as when written one by one."""
+    once are written in one batch (the finishes pipelined, the captured messages one statement
+    over arrays): each message gets its own status, attempts and captured row, as when written
+    one by one."""
     from otp_service.store.pg_inbox import PgInbox
 
     store = replicas[0]
@@ -178,3 +180,67 @@ async def test_postgres_finishes_and_captures_written_together_in_one_statement_
         captured = await inbox.get(message.id)
         assert captured is not None and captured.to == message.to
     await inbox.close()
+
+
+async def _table_counts(url: str, schema: str, updates: int) -> tuple[int, int]:
+    """(sequential scans, updates) of ``schema``'s messages table once PostgreSQL's statistics
+    count ``updates`` updates (a backend reports them within a second or so of going idle)."""
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            row = await conn.fetchrow(
+                "SELECT seq_scan, n_tup_upd FROM pg_stat_user_tables "
+                "WHERE schemaname = $1 AND relname = 'messages'",
+                schema,
+            )
+            assert row is not None
+            if row["n_tup_upd"] >= updates or time.monotonic() > deadline:
+                return row["seq_scan"], row["n_tup_upd"]
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def test_postgres_finish_batches_read_messages_by_key_after_the_table_grew(
+    pg_schema: tuple[str, str],
+) -> None:
+    """Batches of finishes first run while the outbox is small (the server may then keep one
+    plan for the statement) still find each message by its key once the table holds 20,000
+    rows: no batch scans the whole table. (A batch written as one statement joining its arrays
+    to messages was planned as a hash join over a scan of every row, and kept that plan.)"""
+    url, schema = pg_schema
+    store = PostgresStore(url, schema=schema, pool_size=1)  # one connection: one plan cache
+    await store.open()
+
+    async def finish_batch(batch: int) -> list[Any]:
+        messages = [make_message(to=f"user{batch}-{n}@example.com") for n in range(10)]
+        for message in messages:
+            await accept(store, message)
+        now = time.time()
+        await asyncio.gather(*(
+            store.finish(m.id, "captured", "capture", None,
+                         Attempt(now, "capture", "captured", None, m.id))
+            for m in messages
+        ))  # fmt: skip
+        return messages
+
+    try:
+        for batch in range(8):  # past the 5 runs after which PostgreSQL may keep a generic plan
+            await finish_batch(batch)
+        await store.query(
+            "execute",
+            "INSERT INTO messages (id, channel, recipient, type, status, created_at, expires_at, "
+            "next_attempt_at, finished_at) SELECT 'old' || n, 'email', 'old@example.com', "
+            "'SignIn', 'captured', 0, 0, 0, 0 FROM generate_series(1, 20000) n",
+        )
+        scans, updates = await _table_counts(url, schema, 80)
+        assert updates == 80
+        last = [await finish_batch(batch) for batch in range(8, 11)][-1]
+        assert await _table_counts(url, schema, 110) == (scans, 110)
+        for message in last:
+            status = await store.status(message.id)
+            assert status is not None and status.status == "captured"
+            assert [a.provider_id for a in status.attempts] == [message.id]
+    finally:
+        await store.close()

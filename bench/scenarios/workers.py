@@ -5,12 +5,13 @@ PostgreSQL is a cluster of the bench's own (``initdb`` in the bench's folder, as
 :class:`tests.support.pg_cluster.PgCluster`), so every process under its postmaster (backends,
 WAL writer, checkpointer) is ours and its CPU, read from /proc, is PostgreSQL's cost alone.
 Runs alternate 1 worker, 2 workers, ``--workers-rounds`` times (A/B back to back: a machine
-shared with other jobs drifts), each on a fresh schema, capture (``POST /v1/email``, limits
-off). Targets (issue 17): service CPU per message with 2 workers at most 1.1x that with 1;
-the machine at least 185% busy (of 200%) with 2. ``--workers-rate R`` sends R requests/s in
-every run (equal throughput below saturation) instead of a closed loop. ``--before REF`` adds,
-in each round, a 1-worker run of otp-service as of git ``REF`` (PostgreSQL's CPU per message
-before/after).
+shared with other jobs drifts), each on a fresh schema, dropped after its run, with a
+``CHECKPOINT`` before each (one run's autovacuum and dirty pages never land in another's
+window); capture (``POST /v1/email``, limits off). Targets (issue 17): service CPU per
+message with 2 workers at most 1.1x that with 1; the machine at least 185% busy (of 200%) with
+2. ``--workers-rate R`` sends R requests/s in every run (equal throughput below saturation)
+instead of a closed loop. ``--before REF`` adds, in each round, a 1-worker run of otp-service
+as of git ``REF`` (PostgreSQL's CPU per message before/after).
 """
 
 from __future__ import annotations
@@ -52,6 +53,21 @@ def per_message(run: Run, key: str) -> float | None:
     return None if pct is None or not run["rps"] else 10 * pct / run["rps"]
 
 
+def _sql(url: str, statement: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
 def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
     from tests.support.pg_cluster import PgCluster
 
@@ -67,11 +83,13 @@ def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
             for version, workers in versions if args.before else versions[1:]:
                 env = bench.ref_env(args.before) if version == "before" else None
                 name = f"workers-{version}-{workers}w-{round_ + 1}"
+                schema = f"bench_{round_}_{version}_{workers}"
                 config = {
                     "capture": {"max_messages": 1000},
-                    "store": {"url": cluster.url, "schema": f"bench_{round_}_{version}_{workers}",
-                              "pool_size": 10},
+                    "store": {"url": cluster.url, "schema": schema, "pool_size": 10},
                 }  # fmt: skip
+                # The last run's dirty pages written now, not in this run's window.
+                _sql(cluster.url, "CHECKPOINT")
                 extra = ["--workers", str(workers)] if workers > 1 else []
                 service = bench.start_service(name, config, "WARNING", extra_args=extra, env=env)
                 load = loadavg()
@@ -83,6 +101,8 @@ def run(bench: Bench, parts: Sequence[str]) -> dict[str, Any]:
                     )  # fmt: skip
                 finally:
                     bench.stop(service.proc)
+                    # Its tables gone: no autovacuum of them in a later run's window.
+                    _sql(cluster.url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
                 result |= {"workers": workers, "round": round_ + 1, "loadavg": load,
                            "postgres_cpu_pct": result.get("fake_cpu_pct"),
                            "before": args.before if version == "before" else None}  # fmt: skip

@@ -269,6 +269,38 @@ END
 $$;
 """,
     ),
+    (
+        7,
+        "a batch of finishes in one call, each message found by its key",
+        """
+-- The finishes of a bookkeeping batch in one call, one element of the arrays a message, with
+-- the same effect as finishing each alone: its attempt (when tried is not null) noted, its
+-- row updated. Each message is updated by its key (an index look-up whatever the table's
+-- size): a single UPDATE joining the arrays to messages was planned as a hash join over a scan
+-- of the whole table while the table was small, and a prepared statement kept that plan.
+CREATE FUNCTION finish_messages(
+  p_id text[], p_status text[], p_provider text[], p_error text[],
+  p_finished double precision[], p_at double precision[], p_tried text[], p_outcome text[],
+  p_failure text[], p_provider_id text[], p_keep boolean[]
+) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO attempts (message_id, at, provider, outcome, error, provider_id)
+    SELECT f.id, f.at, f.tried, f.outcome, f.failure, f.provider_id
+    FROM unnest(p_id, p_at, p_tried, p_outcome, p_failure, p_provider_id)
+      AS f(id, at, tried, outcome, failure, provider_id)
+    WHERE f.tried IS NOT NULL;
+  FOR i IN 1 .. coalesce(array_length(p_id, 1), 0) LOOP
+    UPDATE messages SET status = p_status[i], provider = p_provider[i], last_error = p_error[i],
+           body = CASE WHEN p_keep[i] THEN body END, lease_until = NULL, lease_owner = NULL,
+           finished_at = p_finished[i], attempt_started_at = NULL, attempt_provider = NULL,
+           attempts = attempts + CASE WHEN p_tried[i] IS NULL THEN 0 ELSE 1 END
+    WHERE id = p_id[i];
+  END LOOP;
+END
+$$;
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
