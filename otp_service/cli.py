@@ -122,7 +122,7 @@ async def _serve(
         if (shared := _inherited(metrics_fd)) is not None:  # the supervisor's one listener
             await web.SockSite(scraper, shared).start()
         else:
-            metrics_host = config.server.metrics_host or config.server.host
+            metrics_host = config.server.metrics_bind_host
             await web.TCPSite(scraper, metrics_host, metrics_port).start()
     for problem in warnings(config):
         logs.event(

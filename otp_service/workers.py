@@ -202,7 +202,7 @@ def supervise(config: Config, workers: int, command: list[str], banner: str) -> 
     options: list[str] = []
     try:
         if server.metrics_port is not None:
-            host = server.metrics_host or server.host
+            host = server.metrics_bind_host
             try:
                 listeners.append(_bind(host, server.metrics_port))
             except OSError as exc:

@@ -192,14 +192,14 @@ async def test_smtp_connections_past_the_cap_get_421(service: ClientFactory) -> 
 
 
 async def smtp_session(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
-    """A client past its EHLO; and how many answers it got so far (greeting and EHLO lines)."""
+    """A client past its EHLO; and how many answers it got so far: the greeting and the EHLO
+    reply (one answer, however many lines)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"220")
     writer.write(b"EHLO a\r\n")
-    lines = 1
     while (await asyncio.wait_for(reader.readline(), 10))[3:4] == b"-":
-        lines += 1
-    return reader, writer, 1 + lines
+        pass
+    return reader, writer, 2
 
 
 async def read_answers(reader: asyncio.StreamReader, count: int) -> list[bytes]:

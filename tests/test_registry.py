@@ -199,3 +199,15 @@ def test_a_registered_provider_is_a_choice_everywhere_it_belongs() -> None:
         assert all(p.name in problem.problem for p in registry.on("sms"))
     else:
         raise AssertionError("an unregistered provider was accepted")
+
+
+def test_every_registry_path_names_what_it_builds() -> None:
+    """Each entry's ``module:name`` paths (a provider's factory and receipt reader, an intake's
+    hook) import and name something callable: a forgotten or misspelt path fails here, not
+    when ``serve`` starts with that provider or intake configured."""
+    paths = [(p.name, p.build) for p in registry.PROVIDERS]
+    paths += [(p.name, p.receipts) for p in registry.PROVIDERS if p.receipts]
+    paths += [(i.name, i.hook) for i in registry.INTAKES]
+    for name, path in paths:
+        assert ":" in path, (name, path)
+        assert callable(registry.load(path)), (name, path)

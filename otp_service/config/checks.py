@@ -87,7 +87,7 @@ def _port_clashes(config: Config) -> list[ConfigProblem]:
     server = config.server
     listeners = [("server.port", "the HTTP service", server.host, server.port, "--port")]
     if server.metrics_port is not None:
-        host = server.metrics_host or server.host
+        host = server.metrics_bind_host
         listeners.append(
             ("server.metrics_port", "/metrics", host, server.metrics_port, "--metrics-port")
         )

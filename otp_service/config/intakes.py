@@ -11,12 +11,10 @@ whichever are present and names none of them (:mod:`otp_service.intake.hook` say
 from __future__ import annotations
 
 import typing
-from typing import Any, TypeVar
+from typing import Any
 
 from .fields import section, setting
 from .registry import intake_names, intakes_schema, read_intakes
-
-T = TypeVar("T")
 
 
 # No docstring: the reference and the schema describe the section by its settings alone.
@@ -28,10 +26,6 @@ class IntakesConfig:
         read=lambda f, d: read_intakes(f),
         spread=intakes_schema(),
     )
-
-    def section(self, model: type[T]) -> T | None:
-        """The settings of type ``model`` (one system's), when configured."""
-        return next((s for _, s in self.sections if isinstance(s, model)), None)
 
     if not typing.TYPE_CHECKING:
 

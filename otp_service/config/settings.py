@@ -102,6 +102,11 @@ class ServerConfig:
         schema={"type": "array", "items": {"type": "string", "minLength": 1}},
     )  # fmt: skip
 
+    @property
+    def metrics_bind_host(self) -> str:
+        """Where ``/metrics`` listens on its own port: ``metrics_host``, else ``host``."""
+        return self.metrics_host or self.host
+
     def receipt_url(self, provider: str) -> str | None:
         """Where ``provider`` posts its delivery receipts, when ``public_url`` is set."""
         return None if self.public_url is None else f"{self.public_url}/v1/receipts/{provider}"

@@ -21,7 +21,6 @@ from .openapi_schemas import SCHEMAS, Schema, ref
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
-_STR: Schema = {"type": "string"}
 
 
 _ERROR_TEXT = {

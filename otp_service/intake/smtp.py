@@ -275,6 +275,9 @@ class _Session(SMTP):
         if self.ending:  # refused: what aiosmtpd still reads is dropped unanswered, and the
             await asyncio.sleep(0)  # turn lets connection_lost end this session
             return
+        if status[3:4] in ("-", b"-"):  # a line of a multiline reply (EHLO's): not counted
+            await super().push(status)
+            return
         self.answers += 1
         if self.answers > self.max_answers:
             log.warning("SMTP intake: a client sent %d commands without a message; closed",
