@@ -63,15 +63,32 @@ async def open_second_connection(mailer: Mailer) -> None:
     await asyncio.gather(mailer.send("bo@example.com"), mailer.send("cy@example.com"))
 
 
+# STARTTLS after the greeting (requireTLS), or TLS from the first byte (secure: true).
+TLS_MODES = pytest.mark.parametrize(
+    ("server_mode", "connector_mode"),
+    [
+        ({"require_starttls": True}, {"requireTLS": True}),
+        ({"implicit_tls": True}, {"secure": True}),
+    ],
+    ids=["starttls", "implicit"],
+)
+
+
 @VERSIONS
-async def test_second_starttls_connection_resumes_tls_session(
-    smtp_servers: ServerFactory, mailers: Callable[..., Mailer], version: str
+@TLS_MODES
+async def test_second_tls_connection_resumes_tls_session(
+    smtp_servers: ServerFactory,
+    mailers: Callable[..., Mailer],
+    version: str,
+    server_mode: dict[str, bool],
+    connector_mode: dict[str, bool],
 ) -> None:
-    """Over STARTTLS with AUTH, a second connection resumes the first one's TLS session."""
-    server = smtp_servers(require_starttls=True, user=USER, password=PASSWORD)
+    """Over STARTTLS or implicit TLS, with AUTH, a second connection resumes the first one's
+    TLS session."""
+    server = smtp_servers(**server_mode, user=USER, password=PASSWORD)
     mailer = mailers(
         connector(
-            server.port, requireTLS=True, auth={"user": USER, "pass": PASSWORD},
+            server.port, **connector_mode, auth={"user": USER, "pass": PASSWORD},
             tls={"ca": ca_pem(), "minVersion": version, "maxVersion": version},
         )
     )  # fmt: skip
@@ -94,25 +111,6 @@ async def test_second_starttls_connection_without_auth_resumes_tls_session(
     mailer = mailers(
         connector(server.port, tls={"ca": ca_pem(), "minVersion": version, "maxVersion": version})
     )
-    await open_second_connection(mailer)
-
-    assert len(server.messages) == 3
-    assert [c.tls_resumed for c in server.connections] == [False, True]
-    assert mailer.pool.resumed == 1
-
-
-@VERSIONS
-async def test_second_implicit_tls_connection_resumes_tls_session(
-    smtp_servers: ServerFactory, mailers: Callable[..., Mailer], version: str
-) -> None:
-    """secure: true (TLS from the first byte) resumes the session on a second connection."""
-    server = smtp_servers(implicit_tls=True, user=USER, password=PASSWORD)
-    mailer = mailers(
-        connector(
-            server.port, secure=True, auth={"user": USER, "pass": PASSWORD},
-            tls={"ca": ca_pem(), "minVersion": version, "maxVersion": version},
-        )
-    )  # fmt: skip
     await open_second_connection(mailer)
 
     assert len(server.messages) == 3
